@@ -1,0 +1,118 @@
+"""Logging in and out: the two pages every patron meets.
+
+A failed login looks the same whatever failed (unknown name, wrong password, disabled account):
+same status, same page, and the same argon2 work, done in the hasher's thread pool. A
+successful login always starts a brand-new session (no fixation) and goes to `next` only if it
+is a local path.
+"""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+
+from auth import csrf
+from auth.forms import FormError, read_form
+from auth.gate import IDENTITY
+from auth.pages import message, render
+from auth.passwords import HasherBusy
+from auth.redirects import safe_next
+from auth.services import SERVICES
+
+MAX_LOGIN_NAME = 256
+MAX_PASSWORD = 1024
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return await render(request, "login.html", next=safe_next(request.query.get("next")),
+                        username="", error=None)
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    session = await get_session(request)
+    try:
+        form = await read_form(request, ("csrf_token", "username", "password", "next"))
+    except FormError as exc:
+        raise _form_error(exc) from None
+    if not csrf.valid(session, form["csrf_token"]):
+        return await message(request, 403, "csrf.title", "csrf.text")
+    next_path = safe_next(form["next"])
+    name, password = form["username"].strip(), form["password"]
+
+    async def failed(status: int, error: str) -> web.Response:
+        return await render(request, "login.html", status=status, next=next_path,
+                            username=name[:MAX_LOGIN_NAME], error=error)
+
+    if not name or not password or len(name) > MAX_LOGIN_NAME or len(password) > MAX_PASSWORD:
+        return await failed(401, "login.failed")
+    account = await services.accounts.by_login_name(name)
+    usable = account is not None and not account.disabled and account.password_hash
+    try:
+        verdict = await services.hasher.verify(
+            account.password_hash if usable and account is not None else None, password
+        )
+    except HasherBusy:
+        response = await failed(503, "login.busy")
+        response.headers["Retry-After"] = "5"
+        return response
+    if not verdict.ok or account is None or not usable:
+        return await failed(401, "login.failed")
+    if verdict.new_hash is not None:
+        await services.accounts.set_password_hash(
+            account.id, verdict.new_hash, expected=account.password_hash
+        )
+
+    sid = await services.registry.create(account.id, services.lifetimes.absolute)
+    session = await new_session(request)  # discard everything the anonymous session held
+    now = int(time.time())
+    session.update({"sid": sid, "uid": account.id, "iat": now, "seen": now})
+    csrf.token_for(session)
+    raise web.HTTPSeeOther(location=next_path)
+
+
+def _form_error(exc: FormError) -> web.HTTPException:
+    if exc.status == 413:
+        return web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=exc.reason)
+    return web.HTTPBadRequest(text=exc.reason)
+
+
+async def logout_form(request: web.Request) -> web.Response:
+    identity = await request.app[SERVICES].authenticator.identify(request)
+    return await render(request, "logout.html",
+                        username=identity.username if identity else None)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    session = await get_session(request)
+    try:
+        form = await read_form(request, ("csrf_token",))
+    except FormError as exc:
+        raise _form_error(exc) from None
+    if not csrf.valid(session, form["csrf_token"]):
+        return await message(request, 403, "csrf.title", "csrf.text")
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        await services.registry.revoke(sid)
+    request[IDENTITY] = None
+    session.invalidate()
+    raise web.HTTPSeeOther(location="/auth/login")
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[SERVICES].keys.jwks_body,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/auth/login", login_form)
+    app.router.add_post("/auth/login", login)
+    app.router.add_get("/auth/logout", logout_form)
+    app.router.add_post("/auth/logout", logout)
+    app.router.add_get("/.well-known/jwks.json", jwks)

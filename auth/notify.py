@@ -1,0 +1,73 @@
+"""One LISTEN connection per process, for the news every instance must hear at once.
+
+Sessions revoked, accounts changed and signing keys rotated on one instance are announced with
+pg_notify; this listener hands each payload to the callback of its channel. When the connection
+drops it reconnects with backoff and calls `on_reconnect`, because anything cached before may
+have missed a notification.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger("auth.notify")
+
+
+@contextlib.asynccontextmanager
+async def listening(
+    url: str,
+    handlers: Mapping[str, Callable[[str], None]],
+    on_reconnect: Callable[[], None],
+) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    ready = asyncio.Event()
+
+    def dispatch(_conn: Any, _pid: int, channel: str, payload: str) -> None:
+        try:
+            handlers[channel](payload)
+        except Exception:
+            log.exception("notification handler failed", extra={"channel": channel})
+
+    async def run() -> None:
+        delay = 0.5
+        while not stop.is_set():
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(url)
+            except (OSError, asyncpg.PostgresError) as exc:
+                log.warning("listener cannot connect", extra={"error": str(exc)})
+                ready.set()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 10)
+                continue
+            conn.add_termination_listener(lambda _c: lost.set())
+            for channel in handlers:
+                await conn.add_listener(channel, dispatch)
+            on_reconnect()
+            ready.set()
+            delay = 0.5
+            waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(lost.wait())}
+            try:
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in waiters:
+                    waiter.cancel()
+                with contextlib.suppress(Exception):
+                    await conn.close(timeout=2)
+            if lost.is_set() and not stop.is_set():
+                log.warning("listener lost its connection; reconnecting")
+
+    task = asyncio.create_task(run())
+    await ready.wait()
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.gather(task, return_exceptions=True)

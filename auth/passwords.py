@@ -1,0 +1,245 @@
+"""Password hashing that never blocks the event loop, and the legacy formats we inherit.
+
+New passwords are hashed with argon2id. Accounts imported from older library systems arrive
+with bcrypt, md5-crypt, Django PBKDF2, LDAP ``{SSHA}`` or Django's salted SHA-1 hashes. The
+weak ones are *wrapped* at import: argon2id is computed over the legacy hash string, and only
+the salt and rounds needed to recompute that string are kept beside it, so a stolen database
+holds no fast-to-crack digest. At the patron's next successful login every legacy or wrapped
+hash is replaced by a plain argon2id hash (``Verification.new_hash``).
+
+argon2 is deliberately slow and memory-hungry, so all hashing runs in a small thread pool.
+The pool's queue is bounded: when too many verifications wait, ``HasherBusy`` lets the caller
+answer a fast 503 instead of letting a login flood pile up memory and latency.
+
+Stored formats::
+
+    $argon2id$v=19$m=…,t=…,p=…$…                 current
+    $argon2i$… / $argon2d$…                       verified, then rehashed
+    $2a$… / $2b$… / $2y$…                         bcrypt, verified, then rehashed
+    $wrapped$<scheme>$<params>$argon2id$v=19$…    a weak legacy hash inside argon2id
+    $1$… / pbkdf2_sha256$… / {SSHA}… / sha1$…     weak legacy hashes, if ever stored unwrapped
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import secrets
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, NamedTuple, TypeVar
+
+import argon2
+import bcrypt
+from passlib.hash import django_pbkdf2_sha256, django_salted_sha1, ldap_salted_sha1, md5_crypt
+
+__all__ = ["HasherBusy", "PasswordHasher", "Verification", "identify", "wrap_legacy"]
+
+DEFAULT_TIME_COST = 3
+DEFAULT_MEMORY_COST = 65536  # KiB, i.e. 64 MiB per hash in flight
+DEFAULT_PARALLELISM = 1
+
+_WRAPPED_PREFIX = "$wrapped$"
+_ARGON2_PREFIXES = {"$argon2id$": "argon2id", "$argon2i$": "argon2i", "$argon2d$": "argon2d"}
+_BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
+# bcrypt only ever looked at the first 72 bytes; systems that used it silently truncated.
+_BCRYPT_MAX_BYTES = 72
+
+_T = TypeVar("_T")
+
+
+class Verification(NamedTuple):
+    """The outcome of a password check.
+
+    ``new_hash`` is set when the check succeeded and the stored hash should be replaced.
+    """
+
+    ok: bool
+    new_hash: str | None
+
+
+_FAILED = Verification(ok=False, new_hash=None)
+
+
+class HasherBusy(Exception):
+    """More password checks are waiting than the hasher queues; answer 503 at once."""
+
+
+@dataclass(frozen=True)
+class _WeakScheme:
+    """A legacy format we can recompute from the password and its salt (and rounds)."""
+
+    handler: Any  # a passlib hash class; passlib ships no type information
+    salt_is_bytes: bool = False
+    has_rounds: bool = False
+
+    def params(self, legacy_hash: str) -> tuple[str, str]:
+        """The canonical legacy string and the parameters needed to recompute it."""
+        parsed = self.handler.from_string(legacy_hash)
+        salt = parsed.salt if self.salt_is_bytes else parsed.salt.encode("utf-8")
+        params = base64.urlsafe_b64encode(salt).decode("ascii").rstrip("=")
+        if self.has_rounds:
+            params = f"{int(parsed.rounds)}.{params}"
+        return parsed.to_string(), params
+
+    def recompute(self, params: str, password: str) -> str:
+        """The legacy hash string that ``password`` would have had with these parameters."""
+        rounds_text, _, salt_text = params.rpartition(".")
+        raw_salt = base64.urlsafe_b64decode(salt_text + "=" * (-len(salt_text) % 4))
+        salt = raw_salt if self.salt_is_bytes else raw_salt.decode("utf-8")
+        if self.has_rounds:
+            handler = self.handler.using(salt=salt, rounds=int(rounds_text))
+        else:
+            handler = self.handler.using(salt=salt)
+        return str(handler.hash(password))
+
+
+_WEAK_SCHEMES = {
+    "md5-crypt": _WeakScheme(md5_crypt),
+    "django-pbkdf2-sha256": _WeakScheme(django_pbkdf2_sha256, has_rounds=True),
+    "ldap-ssha": _WeakScheme(ldap_salted_sha1, salt_is_bytes=True),
+    "django-sha1": _WeakScheme(django_salted_sha1),
+}
+
+
+def identify(stored: str) -> str | None:
+    """The scheme of a stored hash: ``argon2id``, ``bcrypt``, ``wrapped-md5-crypt``, … or None."""
+    for prefix, name in _ARGON2_PREFIXES.items():
+        if stored.startswith(prefix):
+            return name
+    if stored.startswith(_BCRYPT_PREFIXES):
+        return "bcrypt"
+    if stored.startswith(_WRAPPED_PREFIX):
+        inner = stored[len(_WRAPPED_PREFIX) :].split("$", 1)[0]
+        return f"wrapped-{inner}" if inner in _WEAK_SCHEMES else None
+    for name, scheme in _WEAK_SCHEMES.items():
+        if scheme.handler.identify(stored):
+            return name
+    return None
+
+
+def wrap_legacy(legacy_hash: str) -> str:
+    """A storable form of an imported hash; weak formats come back wrapped in argon2id.
+
+    argon2 (any variant), bcrypt and already wrapped values are returned unchanged. Raises
+    ``ValueError`` for a format we do not support or a value that does not parse.
+    """
+    scheme = identify(legacy_hash)
+    if scheme is None:
+        raise ValueError("unsupported password hash format")
+    if scheme not in _WEAK_SCHEMES:
+        return legacy_hash
+    canonical, params = _WEAK_SCHEMES[scheme].params(legacy_hash)
+    wrapped = _argon2(DEFAULT_TIME_COST, DEFAULT_MEMORY_COST, DEFAULT_PARALLELISM).hash(canonical)
+    return f"{_WRAPPED_PREFIX}{scheme}${params}${wrapped.removeprefix('$')}"
+
+
+def _argon2(time_cost: int, memory_cost: int, parallelism: int) -> argon2.PasswordHasher:
+    return argon2.PasswordHasher(
+        time_cost=time_cost,
+        memory_cost=memory_cost,
+        parallelism=parallelism,
+        type=argon2.Type.ID,
+    )
+
+
+class PasswordHasher:
+    """Hashes and verifies passwords in a bounded thread pool."""
+
+    def __init__(
+        self,
+        *,
+        time_cost: int = DEFAULT_TIME_COST,
+        memory_cost: int = DEFAULT_MEMORY_COST,
+        parallelism: int = DEFAULT_PARALLELISM,
+        max_workers: int = 2,
+        max_queue: int = 64,
+    ) -> None:
+        if max_workers < 1 or max_queue < 0:
+            raise ValueError("max_workers must be at least 1 and max_queue at least 0")
+        self._argon2 = _argon2(time_cost, memory_cost, parallelism)
+        # Unknown accounts are checked against this, so they cost what a real account costs
+        # and an attacker cannot tell from the response time which login names exist.
+        self._dummy = self._argon2.hash(secrets.token_urlsafe(32))
+        self._executor = ThreadPoolExecutor(max_workers, thread_name_prefix="password-hasher")
+        self._capacity = max_workers + max_queue
+        self._in_flight = 0
+        self._lock = threading.Lock()
+
+    async def hash(self, password: str) -> str:
+        """argon2id of ``password`` with the configured parameters."""
+        return await self._run(self._argon2.hash, password)
+
+    async def verify(self, stored: str | None, password: str) -> Verification:
+        """Check ``password`` against ``stored``; ``None`` stands for an unknown account."""
+        if stored is None:
+            return await self._run(self._spend_dummy_work, password)
+        return await self._run(self._verify, stored, password)
+
+    def close(self) -> None:
+        """Drop queued work and wait for the checks already running."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    async def _run(self, function: Callable[..., _T], *args: Any) -> _T:
+        with self._lock:
+            if self._in_flight >= self._capacity:
+                raise HasherBusy("too many password checks are waiting")
+            self._in_flight += 1
+        future: Future[_T] | None = None
+        try:
+            future = self._executor.submit(function, *args)
+            return await asyncio.wrap_future(future)
+        finally:
+            # A caller that gave up (cancelled) does not free the slot while its hash still
+            # runs: the slot is released when the work is really over.
+            if future is None:
+                self._release()
+            else:
+                future.add_done_callback(self._release)
+
+    def _release(self, _future: object = None) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _spend_dummy_work(self, password: str) -> Verification:
+        # It never matches (the dummy's secret was thrown away); only its cost matters.
+        with contextlib.suppress(Exception):
+            self._argon2.verify(self._dummy, password)
+        return _FAILED
+
+    def _verify(self, stored: str, password: str) -> Verification:
+        scheme = identify(stored)
+        if scheme is None:
+            return _FAILED
+        try:
+            ok = self._check(scheme, stored, password)
+        except Exception:
+            # Garbage in the database, a truncated import, a password that cannot be
+            # encoded: whatever cannot be checked is a failed login, never a 500.
+            return _FAILED
+        if not ok:
+            return _FAILED
+        if scheme == "argon2id" and not self._argon2.check_needs_rehash(stored):
+            return Verification(ok=True, new_hash=None)
+        return Verification(ok=True, new_hash=self._argon2.hash(password))
+
+    def _check(self, scheme: str, stored: str, password: str) -> bool:
+        if scheme in _ARGON2_PREFIXES.values():
+            return self._argon2_matches(stored, password)
+        if scheme == "bcrypt":
+            secret = password.encode("utf-8")[:_BCRYPT_MAX_BYTES]
+            return bcrypt.checkpw(secret, stored.encode("ascii"))
+        if scheme.startswith("wrapped-"):
+            inner, params, wrapped = stored[len(_WRAPPED_PREFIX) :].split("$", 2)
+            legacy = _WEAK_SCHEMES[inner].recompute(params, password)
+            return self._argon2_matches("$" + wrapped, legacy)
+        return bool(_WEAK_SCHEMES[scheme].handler.verify(password, stored))
+
+    def _argon2_matches(self, stored: str, secret: str) -> bool:
+        try:
+            return self._argon2.verify(stored, secret)
+        except argon2.exceptions.VerifyMismatchError:
+            return False

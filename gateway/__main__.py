@@ -1,0 +1,7 @@
+"""`python -m gateway` is the same program as `library-gateway`."""
+
+import sys
+
+from gateway.cli import main
+
+sys.exit(main())

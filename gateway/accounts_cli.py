@@ -1,0 +1,90 @@
+"""`library-gateway accounts …` and `keys …`: operator commands on the account database."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from auth.accounts import Accounts, PassNumberTaken, UsernameTaken
+from auth.passwords import PasswordHasher
+from auth.policy import PasswordPolicy, PasswordRejected
+from auth.tokens import KeyStore
+from auth.usernames import UsernameRejected, check_username
+from gateway import bootstrap
+from gateway.cli import load_settings
+
+
+def _fail(message: str) -> int:
+    print(f"library-gateway: {message}", file=sys.stderr)
+    return 1
+
+
+def add_command(args: argparse.Namespace) -> int:
+    settings = load_settings(data_dir=args.data_dir)
+    password = sys.stdin.readline().rstrip("\r\n")
+    pass_number = args.pass_number.strip()
+    try:
+        username = check_username(args.username or pass_number, own_pass_number=pass_number,
+                                  pass_number_pattern=settings.pass_number_pattern)
+        PasswordPolicy().check(password, username=username, pass_number=pass_number)
+    except (UsernameRejected, PasswordRejected) as exc:
+        return _fail(str(exc))
+    url = bootstrap.database_url(settings)
+
+    async def add() -> str:
+        hasher = PasswordHasher(max_workers=1)
+        try:
+            password_hash = await hasher.hash(password)
+        finally:
+            hasher.close()
+        async with bootstrap.migrated_pool(url) as pool:
+            account = await Accounts(pool).add(pass_number=pass_number, email=args.email,
+                                               username=username, password_hash=password_hash)
+        return account.id
+
+    try:
+        account_id = asyncio.run(add())
+    except PassNumberTaken:
+        return _fail(f"an account with pass number {pass_number} exists already")
+    except UsernameTaken:
+        return _fail(f"the username {username!r} is taken")
+    print(f"account {account_id} created: username {username}, pass number {pass_number}")
+    return 0
+
+
+def _with_keys(args: argparse.Namespace, action: str) -> int:
+    settings = load_settings(data_dir=args.data_dir)
+    url = bootstrap.database_url(settings)
+    fernet = bootstrap.cookie_keys(settings)
+
+    async def go() -> None:
+        async with bootstrap.migrated_pool(url) as pool:
+            store = KeyStore(pool, fernet)
+            await store.load()
+            if action == "rotate":
+                print(f"new active signing key: {await store.rotate()}")
+            elif action == "prune":
+                pruned = await store.prune()
+                print("pruned: " + (", ".join(pruned) if pruned else "nothing"))
+            rows = await pool.fetch(
+                "SELECT kid, active, created_at, retired_at FROM signing_keys ORDER BY created_at"
+            )
+            for row in rows:
+                state = "active" if row["active"] else f"retired {row['retired_at']:%Y-%m-%d %H:%M}"
+                print(f"{row['kid']}  created {row['created_at']:%Y-%m-%d %H:%M}  {state}")
+
+    asyncio.run(go())
+    return 0
+
+
+def keys_rotate_command(args: argparse.Namespace) -> int:
+    return _with_keys(args, "rotate")
+
+
+def keys_prune_command(args: argparse.Namespace) -> int:
+    return _with_keys(args, "prune")
+
+
+def keys_list_command(args: argparse.Namespace) -> int:
+    return _with_keys(args, "list")

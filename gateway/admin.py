@@ -1,0 +1,26 @@
+"""The admin listener (loopback by default): metrics for Prometheus, and the health probes."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+
+from gateway import health, keys
+
+
+async def metrics(_request: web.Request) -> web.Response:
+    body = generate_latest(REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def create_admin_app(gateway: web.Application) -> web.Application:
+    admin = web.Application()
+    # The probes read the gateway app's state, so share it.
+    for key in (keys.LIFECYCLE, keys.ROUTES, keys.SETTINGS):
+        admin[key] = gateway[key]
+    if keys.POOL in gateway:
+        admin[keys.POOL] = gateway[keys.POOL]
+    admin.router.add_get("/metrics", metrics)
+    admin.router.add_get("/healthz", health.healthz)
+    admin.router.add_get("/readyz", health.readyz)
+    return admin

@@ -1,0 +1,110 @@
+"""Assembling the gateway: `create_app` wires injected parts into one aiohttp application.
+
+Order of things a request meets (outermost first): the error middleware, the request context
+(request id, normalised target, client address), aiohttp-session's cookie middleware, then
+either one of the gateway's own pages or the proxy. Every long-lived resource (database pool,
+LISTEN connection, upstream client, route watcher) is opened and closed in a cleanup_ctx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from importlib import resources
+from pathlib import Path
+
+from aiohttp import web
+from aiohttp_session import session_middleware
+from cryptography.fernet import MultiFernet
+
+from auth import login as auth_login
+from auth import notify
+from auth.accounts import Accounts
+from auth.cookies import SessionCookieStorage
+from auth.gate import Authenticator
+from auth.lifetimes import Lifetimes
+from auth.pages import page_headers
+from auth.passwords import PasswordHasher
+from auth.services import SERVICES, TEMPLATES, AuthServices, template_environment
+from auth.sessions import CHANNEL as SESSIONS_CHANNEL
+from auth.sessions import SessionRegistry
+from auth.theme import Theme
+from auth.tokens import IdentitySigner, KeyStore
+from gateway import database, health, keys, middleware, proxy
+from gateway.reload import RouteMap, route_watcher
+from gateway.settings import Settings
+from gateway.state import Lifecycle
+from gateway.upstream import Upstream
+
+KEYS_CHANNEL = "library_gateway_keys"
+
+
+def create_app(
+    settings: Settings,
+    route_map: RouteMap,
+    *,
+    database_url: str,
+    cookie_keys: MultiFernet,
+    theme: Theme | None = None,
+    hasher: PasswordHasher | None = None,
+) -> web.Application:
+    storage = SessionCookieStorage(cookie_keys, secure=settings.https)
+    app = web.Application(
+        middlewares=[*middleware.STACK, session_middleware(storage)],
+        client_max_size=64 * 1024,
+        handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": 100},
+    )
+    app[keys.SETTINGS] = settings
+    app[keys.ROUTES] = route_map
+    app[keys.LIFECYCLE] = Lifecycle()
+    app[keys.WEBSOCKETS] = weakref.WeakSet()
+    app[TEMPLATES] = template_environment()
+    lifetimes = Lifetimes(idle=settings.session_idle_timeout, absolute=settings.session_lifetime)
+
+    async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
+        pool = await database.create_pool(database_url)
+        async with pool.acquire() as conn:
+            await database.migrate(conn)
+        key_store = KeyStore(pool, cookie_keys)
+        await key_store.load()
+        registry = SessionRegistry(pool)
+        authenticator = Authenticator(
+            storage, registry, IdentitySigner(key_store, settings.public_url), lifetimes
+        )
+        own_hasher = hasher or PasswordHasher(max_workers=settings.argon2_workers)
+        app[keys.POOL] = pool
+        app[keys.AUTHENTICATOR] = authenticator
+        app[keys.UPSTREAM] = Upstream()
+        app[SERVICES] = AuthServices(
+            accounts=Accounts(pool), hasher=own_hasher, registry=registry,
+            authenticator=authenticator, keys=key_store, lifetimes=lifetimes,
+            theme=theme or Theme(), public_url=settings.public_url,
+        )
+
+        def keys_changed(_payload: str) -> None:
+            asyncio.get_running_loop().create_task(key_store.refresh())
+
+        handlers = {SESSIONS_CHANNEL: registry.on_notification, KEYS_CHANNEL: keys_changed}
+        try:
+            async with notify.listening(database_url, handlers, registry.forget_all):
+                app[keys.LIFECYCLE].database_ok = True
+                yield
+        finally:
+            await app[keys.UPSTREAM].close()
+            if hasher is None:
+                own_hasher.close()
+            await pool.close()
+
+    app.cleanup_ctx.append(resources_ctx)
+    app.cleanup_ctx.append(route_watcher)
+    app.on_response_prepare.append(middleware.on_prepare)
+    app.on_response_prepare.append(page_headers)
+
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    auth_login.add_routes(app)
+    static = Path(str(resources.files("auth") / "static"))
+    app.router.add_static("/auth/static", static, append_version=False)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    return app

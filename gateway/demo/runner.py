@@ -1,0 +1,137 @@
+"""`library-gateway demo`: the whole thing on one machine, with nothing installed.
+
+Starts the embedded PostgreSQL, a mail catcher (a real SMTP server that prints what it gets),
+the three demo services on free loopback ports, and the gateway on 127.0.0.1:PORT with a route
+map pointing at them; creates (or resets) the demo patron; prints where to go. Ctrl-C stops
+everything, the database server included.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+
+from aiohttp import web
+
+from auth.accounts import Accounts
+from auth.passwords import PasswordHasher
+from gateway import bootstrap, logs
+from gateway.app import create_app
+from gateway.cli import load_settings
+from gateway.demo.backends import catalogue_app, digital_app, reservations_app
+from gateway.demo.mailcatcher import MailCatcher
+from gateway.reload import RouteMap
+from gateway.routes import parse_routes
+
+DEMO_PASS_NUMBER = "20261129"
+DEMO_USERNAME = "demo.patron"
+DEMO_EMAIL = "demo.patron@example.org"
+DEMO_PASSWORD = "reading-room-lamp"
+
+_ROUTES = """\
+routes:
+  - name: catalogue
+    prefix: /catalogue
+    backend: http://127.0.0.1:{catalogue}
+    auth: optional
+  - name: reservations
+    prefix: /reservations
+    backend: http://127.0.0.1:{reservations}
+    auth: required
+    public: [/reservations/opening-hours]
+  - name: digital
+    prefix: /digital
+    backend: http://127.0.0.1:{digital}
+    auth: required
+    timeout: 120
+"""
+
+
+async def _start_backend(app: web.Application) -> tuple[web.AppRunner, int]:
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None and server.sockets
+    return runner, int(server.sockets[0].getsockname()[1])
+
+
+async def ensure_demo_patron(pool_url: str) -> None:
+    hasher = PasswordHasher(max_workers=1)
+    try:
+        password_hash = await hasher.hash(DEMO_PASSWORD)
+    finally:
+        hasher.close()
+    async with bootstrap.migrated_pool(pool_url) as pool:
+        accounts = Accounts(pool)
+        existing = await accounts.by_login_name(DEMO_PASS_NUMBER)
+        if existing is None:
+            await accounts.add(pass_number=DEMO_PASS_NUMBER, email=DEMO_EMAIL,
+                               username=DEMO_USERNAME, password_hash=password_hash)
+        else:
+            await accounts.set_password_hash(existing.id, password_hash)
+
+
+async def run_demo(args: argparse.Namespace) -> None:
+    catcher = MailCatcher(out=sys.stdout)
+    catcher.start()
+    os.environ.setdefault("GATEWAY_SMTP_URL", catcher.url)
+    settings = load_settings(port=args.port, data_dir=args.data_dir, host="127.0.0.1")
+    runners: list[web.AppRunner] = []
+    try:
+        ports = {}
+        for name, app in (("catalogue", catalogue_app()), ("reservations", reservations_app()),
+                          ("digital", digital_app())):
+            runner, ports[name] = await _start_backend(app)
+            runners.append(runner)
+        table = parse_routes(_ROUTES.format(**ports), "demo routes")
+        database_url = await asyncio.to_thread(bootstrap.database_url, settings)
+        await ensure_demo_patron(database_url)
+        gateway = create_app(settings, RouteMap(table), database_url=database_url,
+                             cookie_keys=bootstrap.cookie_keys(settings))
+        runner = web.AppRunner(gateway, access_log_class=logs.AccessLogger,
+                               access_log=logging.getLogger("gateway.access"))
+        await runner.setup()
+        runners.insert(0, runner)
+        await web.TCPSite(runner, "127.0.0.1", args.port).start()
+        print(_banner(settings.public_url), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        print("\nstopping the demo…", flush=True)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        catcher.stop()
+
+
+def _banner(url: str) -> str:
+    return f"""
+  library-gateway demo is running
+
+    open        {url}/catalogue
+    log in as   {DEMO_PASS_NUMBER} (pass number) or {DEMO_USERNAME}
+    password    {DEMO_PASSWORD}
+
+    also try    {url}/reservations/   (login required)
+                {url}/digital/        (login required, streams a 64 MiB book)
+                {url}/.well-known/jwks.json
+
+  Mail the gateway sends is printed here. Press Ctrl-C to stop everything.
+"""
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    settings = load_settings(port=args.port, data_dir=args.data_dir)
+    logs.configure(settings.log_level)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_demo(args))
+    return 0

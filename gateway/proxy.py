@@ -1,0 +1,106 @@
+"""Forwarding one request to its backend and streaming the answer back.
+
+The handler is the catch-all of the gateway's router: everything that is not one of the
+gateway's own pages lands here, already normalised by the target middleware. It looks the route
+up, asks the access decision, builds the backend's headers and streams both bodies without
+holding them in memory.
+"""
+
+from __future__ import annotations
+
+import aiohttp
+from aiohttp import web
+
+from gateway import access, headers, keys, websocket
+from gateway.errors import NotFound
+from gateway.pages import login_required
+from gateway.routes import RESERVED_PREFIXES
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+def _is_reserved(path: str) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in RESERVED_PREFIXES)
+
+
+def _has_body(request: web.Request) -> bool:
+    if request.headers.get("Transfer-Encoding") is not None:
+        return True
+    length = request.content_length
+    if length:
+        return True
+    return request.method not in _BODYLESS_METHODS and length is None and request.body_exists
+
+
+async def handle(request: web.Request) -> web.StreamResponse:
+    target = request[keys.TARGET]
+    if _is_reserved(target.path):
+        raise NotFound()
+    route = request.app[keys.ROUTES].table.match(target.path)
+    if route is None:
+        raise NotFound()
+    request[keys.ROUTE] = route.name
+    authenticator = request.app[keys.AUTHENTICATOR]
+    identity = await authenticator.identify(request)
+    decision = access.decide(
+        route, target.path, target.query,
+        logged_in=identity is not None, accept=request.headers.get("Accept"),
+    )
+    if isinstance(decision, access.LoginRequired):
+        return login_required(decision)
+
+    settings = request.app[keys.SETTINGS]
+    upgrade = websocket.is_upgrade(request)
+    upstream_headers = headers.upstream_request_headers(
+        request.headers,
+        backend_host=route.backend.host_header,
+        forwarded_for=", ".join(request[keys.FORWARDED_CHAIN]),
+        public_proto=settings.public_proto,
+        public_host=settings.public_host,
+        request_id=request[keys.REQUEST_ID],
+        cookie_name=authenticator.cookie_name,
+        identity=authenticator.identity_headers(identity, route.name) if identity else {},
+        websocket=upgrade,
+    )
+    url = route.backend.origin + route.upstream_path(target.path)
+    if target.query:
+        url += "?" + target.query
+    if upgrade:
+        return await websocket.bridge(request, route, url, upstream_headers)
+
+    upstream = request.app[keys.UPSTREAM]
+    body = request if _has_body(request) else None
+    async with upstream.request(route, request.method, url, upstream_headers, body) as answer:
+        response = web.StreamResponse(
+            status=answer.status,
+            reason=answer.reason,
+            headers=headers.downstream_response_headers(
+                answer.headers, cookie_name=authenticator.cookie_name
+            ),
+        )
+        length = answer.headers.get("Content-Length")
+        if length is not None and length.isdigit():
+            response.content_length = int(length)
+        await authenticator.finish(request, response)
+        await response.prepare(request)
+        if request.method != "HEAD" and answer.status not in _NO_BODY_STATUSES:
+            await _pump(request, answer, response)
+        await response.write_eof()
+        return response
+
+
+async def _pump(
+    request: web.Request, answer: aiohttp.ClientResponse, response: web.StreamResponse
+) -> None:
+    # write() waits for the transport to drain, so a slow client slows the backend read
+    # instead of filling memory.
+    try:
+        async for chunk in answer.content.iter_any():
+            await response.write(chunk)
+    except aiohttp.ClientError:
+        # The backend broke off mid-body. The status line is gone already; the only honest
+        # signal left is to cut the client's connection so the body is seen as incomplete.
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("backend closed the response early") from None

