@@ -1,8 +1,8 @@
 """The accounts table, and every SQL statement that touches it.
 
-Usernames and pass numbers are looked up by their canonical form (NFKC + case folding), so
-`ＪＡＮ`, `jan` and `Jan` are one name. A login name matches the current username first, then the
-pass number, so a username can never shadow somebody else's pass number.
+Usernames and pass numbers are looked up by their canonical form (NFKC + case folding), so a
+full-width `JAN`, `jan` and `Jan` are one name. A login name matches the current username
+first, then the pass number, so a username can never shadow somebody else's pass number.
 """
 
 from __future__ import annotations
@@ -127,7 +127,7 @@ class Accounts:
             " WHERE id = $1::uuid AND ($3::text IS NULL OR password_hash = $3)",
             account_id, new_hash, expected,
         )
-        return status.endswith(" 1")
+        return bool(status == "UPDATE 1")
 
     async def set_username(self, account_id: str, username: str) -> None:
         async with self._pool.acquire() as conn, conn.transaction():

@@ -12,10 +12,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
-from aiohttp_session import Session
+from aiohttp_session import Session, SessionData
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
@@ -102,7 +102,7 @@ class SessionCookieStorage(EncryptedCookieStorage):
             session = Session(None, data=None, new=True, max_age=None)
             session.invalidate()  # changed and empty: the response clears the bad cookie
             return session
-        return Session(None, data=data, new=False, max_age=None)
+        return Session(None, data=cast(SessionData, data), new=False, max_age=None)
 
     def decode(self, cookie: str) -> dict[str, Any] | None:
         if len(cookie) > MAX_COOKIE_BYTES:

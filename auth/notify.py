@@ -47,7 +47,7 @@ async def listening(
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 10)
                 continue
-            conn.add_termination_listener(lambda _c: lost.set())
+            conn.add_termination_listener(lambda _c, lost=lost: lost.set())
             for channel in handlers:
                 await conn.add_listener(channel, dispatch)
             on_reconnect()

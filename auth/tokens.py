@@ -85,7 +85,9 @@ class KeyStore:
 
     async def _insert(self, conn: Any) -> str:
         kid, encrypted, jwk = _new_key(self._fernet)
-        await conn.execute("UPDATE signing_keys SET active = false, retired_at = now() WHERE active")
+        await conn.execute(
+            "UPDATE signing_keys SET active = false, retired_at = now() WHERE active"
+        )
         await conn.execute(
             "INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, active)"
             " VALUES ($1, $2, $3, $4::jsonb, true)",
@@ -130,7 +132,7 @@ class KeyStore:
         return [row["kid"] for row in rows]
 
     async def reencrypt(self) -> int:
-        """Re-encrypt stored private keys with the first cookie key (after a cookie key rotation)."""
+        """Re-encrypt stored private keys with the first cookie key (after its rotation)."""
         rows = await self._pool.fetch("SELECT kid, private_key FROM signing_keys")
         for row in rows:
             await self._pool.execute(

@@ -16,8 +16,9 @@ async def metrics(_request: web.Request) -> web.Response:
 def create_admin_app(gateway: web.Application) -> web.Application:
     admin = web.Application()
     # The probes read the gateway app's state, so share it.
-    for key in (keys.LIFECYCLE, keys.ROUTES, keys.SETTINGS):
-        admin[key] = gateway[key]
+    admin[keys.LIFECYCLE] = gateway[keys.LIFECYCLE]
+    admin[keys.ROUTES] = gateway[keys.ROUTES]
+    admin[keys.SETTINGS] = gateway[keys.SETTINGS]
     if keys.POOL in gateway:
         admin[keys.POOL] = gateway[keys.POOL]
     admin.router.add_get("/metrics", metrics)

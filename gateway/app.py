@@ -97,7 +97,7 @@ def create_app(
             await pool.close()
 
     app.cleanup_ctx.append(resources_ctx)
-    app.cleanup_ctx.append(route_watcher)
+    app.cleanup_ctx.append(route_watcher(route_map))
     app.on_response_prepare.append(middleware.on_prepare)
     app.on_response_prepare.append(page_headers)
 

@@ -7,10 +7,10 @@ command that touches the database, so they all find the same embedded PostgreSQL
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from gateway import settings as settings_module
 from gateway.settings import SETTINGS, Settings, SettingsError
@@ -122,9 +122,9 @@ def show_settings(_args: argparse.Namespace) -> int:
     return 0
 
 
-def load_settings(**overrides: object) -> Settings:
+def load_settings(**overrides: Any) -> Settings:
     try:
-        return Settings.from_env(**overrides)
+        return Settings.from_env(None, **overrides)
     except SettingsError as exc:
         raise SystemExit(f"library-gateway: {exc}") from None
 

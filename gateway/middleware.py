@@ -51,8 +51,8 @@ async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
     settings = request.app[keys.SETTINGS]
     peer = _peer(request)
     forwarded = ", ".join(request.headers.getall("X-Forwarded-For", ())) or None
-    request[keys.FORWARDED_CHAIN] = headers.forwarded_chain(
-        peer, forwarded, settings.trusted_proxies
+    request[keys.FORWARDED_FOR] = ", ".join(
+        headers.forwarded_chain(peer, forwarded, settings.trusted_proxies)
     )
     request[keys.CLIENT_ADDRESS] = headers.client_address(
         peer, forwarded, settings.trusted_proxies

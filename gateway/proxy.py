@@ -55,7 +55,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
     upstream_headers = headers.upstream_request_headers(
         request.headers,
         backend_host=route.backend.host_header,
-        forwarded_for=", ".join(request[keys.FORWARDED_CHAIN]),
+        forwarded_for=request[keys.FORWARDED_FOR],
         public_proto=settings.public_proto,
         public_host=settings.public_host,
         request_id=request[keys.REQUEST_ID],

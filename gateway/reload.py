@@ -9,6 +9,7 @@ second, and SIGHUP reloads at once. A broken file is logged with its reasons and
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import signal
@@ -17,7 +18,6 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway import keys
 from gateway.routes import RoutesInvalid, RouteTable, load_routes
 
 log = logging.getLogger("gateway.routes")
@@ -70,12 +70,23 @@ async def watch(route_map: RouteMap, interval: float = 1.0) -> None:
             route_map.reload()
 
 
-async def route_watcher(app: web.Application) -> AsyncIterator[None]:
-    """cleanup_ctx: watch the routes file and listen for SIGHUP while the app runs."""
-    route_map = app[keys.ROUTES]
-    if route_map.path is None:
-        yield
-        return
+def route_watcher(
+    route_map: RouteMap,
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """A cleanup_ctx that watches the routes file and listens for SIGHUP while the app runs."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        if route_map.path is None:
+            yield
+            return
+        async with _watching(route_map):
+            yield
+
+    return ctx
+
+
+@contextlib.asynccontextmanager
+async def _watching(route_map: RouteMap) -> AsyncIterator[None]:
     task = asyncio.create_task(watch(route_map))
     loop = asyncio.get_running_loop()
     try:

@@ -122,8 +122,10 @@ def supervise(settings: Settings, routes_path: Path, database_url: str) -> int:
             break
         except InterruptedError:
             continue
-        index = children.pop(pid, None)
-        if index is not None and not stopping:
+        if pid not in children:
+            continue
+        index = children.pop(pid)
+        if not stopping:
             log.error("worker died; starting a new one",
                       extra={"pid": pid, "status": status, "worker": index})
             time.sleep(0.5)  # do not spin if a worker dies at once on every start

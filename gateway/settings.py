@@ -136,16 +136,17 @@ SETTINGS: tuple[Setting, ...] = (
 )
 
 _BY_ATTR = {setting.attr: setting for setting in SETTINGS}
+_NO_SECRET = Secret("")
 
 
 @dataclass(frozen=True)
 class Settings:
     """The gateway's configuration after parsing; build it with `Settings.from_env`."""
 
-    database_url: Secret = Secret("")
+    database_url: Secret = _NO_SECRET
     public_url: str = ""
-    cookie_keys: Secret = Secret("")
-    smtp_url: Secret = Secret("")
+    cookie_keys: Secret = _NO_SECRET
+    smtp_url: Secret = _NO_SECRET
     mail_from: str = ""
     pass_number_pattern: re.Pattern[str] = re.compile("^[0-9]+$")
     trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()

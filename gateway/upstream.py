@@ -103,15 +103,15 @@ class Upstream:
 
 
 async def _within(
-    pending: asyncio.Future[aiohttp.ClientResponse], sent: asyncio.Event, timeout: float
+    pending: asyncio.Future[aiohttp.ClientResponse], sent: asyncio.Event, seconds: float
 ) -> aiohttp.ClientResponse:
-    waiter = asyncio.ensure_future(sent.wait())
+    waiter: asyncio.Future[bool] = asyncio.ensure_future(sent.wait())
     try:
-        await asyncio.wait({pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((pending, waiter), return_when=asyncio.FIRST_COMPLETED)
     finally:
         waiter.cancel()
     try:
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(seconds):
             return await pending
     except BaseException:
         pending.cancel()

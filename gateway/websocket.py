@@ -32,7 +32,8 @@ async def bridge(
     # Connect to the backend first: if it is down the client gets a plain 502, not a socket
     # that opens and dies.
     ws_url = "ws" + url[len("http"):]
-    backend = await request.app[keys.UPSTREAM].websocket(route, ws_url, headers, _protocols(request))
+    upstream = request.app[keys.UPSTREAM]
+    backend = await upstream.websocket(route, ws_url, headers, _protocols(request))
     client = web.WebSocketResponse(
         protocols=(backend.protocol,) if backend.protocol else (),
         autoclose=False, max_msg_size=16 * 1024 * 1024,
@@ -44,7 +45,7 @@ async def bridge(
     try:
         to_backend = asyncio.ensure_future(_relay(client, backend))
         to_client = asyncio.ensure_future(_relay(backend, client))
-        done, pending = await asyncio.wait(
+        _, pending = await asyncio.wait(
             {to_backend, to_client}, return_when=asyncio.FIRST_COMPLETED
         )
         for task in pending:

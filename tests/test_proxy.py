@@ -202,7 +202,8 @@ async def test_backend_cookies_pass_but_the_gateway_cookie_is_neither_forwarded_
     app.router.add_get("/{tail:.*}", cookies)
     server = await aiohttp_server(app)
     gw = await make_gateway(routes_for(server.port))
-    resp = await gw.get("/catalogue/", headers={"Cookie": "backend_pref=light; library_session=abc"})
+    resp = await gw.get("/catalogue/",
+                        headers={"Cookie": "backend_pref=light; library_session=abc"})
     assert (await resp.json())["cookie"] == "backend_pref=light"
     set_cookies = resp.headers.getall("Set-Cookie")
     assert any(c.startswith("backend_pref=dark") for c in set_cookies)

@@ -30,7 +30,9 @@ def rejected(name: str, **kwargs: str) -> str:
     return caught.value.code
 
 
-@pytest.mark.parametrize("name", ["ann", "reader_42", "Anna-Lena.M", "J\u00fcrgen", "\u674e\u5c0f\u9f8d"])
+@pytest.mark.parametrize(
+    "name", ["ann", "reader_42", "Anna-Lena.M", "J\u00fcrgen", "\u674e\u5c0f\u9f8d"]
+)
 def test_ordinary_names_are_kept_as_typed(name: str) -> None:
     assert check(name) == name
 

@@ -58,7 +58,7 @@ async def _start_backend(app: web.Application) -> tuple[web.AppRunner, int]:
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     server = site._server
-    assert server is not None and server.sockets
+    assert isinstance(server, asyncio.Server) and server.sockets
     return runner, int(server.sockets[0].getsockname()[1])
 
 
