@@ -65,6 +65,11 @@ class Accounts:
     ) -> Account:
         username = username or pass_number
         async with self._pool.acquire() as conn, conn.transaction():
+            taken = await conn.fetchval(
+                "SELECT 1 FROM accounts WHERE pass_number_canonical = $1", canonical(pass_number)
+            )
+            if taken:
+                raise PassNumberTaken(pass_number)
             await self._check_username_free(conn, username, exclude_id=None)
             try:
                 row = await conn.fetchrow(

@@ -50,6 +50,10 @@ def create_app(
     hasher: PasswordHasher | None = None,
 ) -> web.Application:
     storage = SessionCookieStorage(cookie_keys, secure=settings.https)
+    theme = theme or Theme(
+        name=settings.theme_name, colour=settings.theme_colour,
+        text_colour=settings.theme_text_colour, logo_url=settings.theme_logo_url,
+    )
     app = web.Application(
         middlewares=[*middleware.STACK, session_middleware(storage)],
         client_max_size=64 * 1024,
@@ -79,7 +83,7 @@ def create_app(
         app[SERVICES] = AuthServices(
             accounts=Accounts(pool), hasher=own_hasher, registry=registry,
             authenticator=authenticator, keys=key_store, lifetimes=lifetimes,
-            theme=theme or Theme(), public_url=settings.public_url,
+            theme=theme, public_url=settings.public_url,
         )
 
         def keys_changed(_payload: str) -> None:

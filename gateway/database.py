@@ -54,7 +54,8 @@ async def ensure_database(maintenance_url: str, name: str = DATABASE_NAME) -> st
         exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
         if not exists:
             # Another process may create it between our check and our CREATE.
-            with contextlib.suppress(asyncpg.DuplicateDatabaseError):
+            # PostgreSQL reports that race as a unique violation on pg_database.
+            with contextlib.suppress(asyncpg.DuplicateDatabaseError, asyncpg.UniqueViolationError):
                 await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()

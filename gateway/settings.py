@@ -86,6 +86,20 @@ def _pattern(value: str) -> re.Pattern[str]:
     return re.compile(value)
 
 
+def _colour(value: str) -> str:
+    if not re.fullmatch(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?", value):
+        raise ValueError("must be a hex colour like #1f4e79")
+    return value
+
+
+def _logo(value: str) -> str:
+    if value and not value.startswith("https://") and not (
+        value.startswith("/") and not value.startswith("//")
+    ):
+        raise ValueError("must be an https:// URL or a path on this host")
+    return value
+
+
 def _secret(value: str) -> Secret:
     return Secret(value)
 
@@ -128,6 +142,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("personal_data_url", "GATEWAY_PERSONAL_DATA_URL", "",
             "where patrons edit their e-mail address and other personal data (linked from the "
             "account page)"),
+    Setting("theme_name", "GATEWAY_THEME_NAME", "",
+            "the library's name on the login pages; unset: De Bibliotheek / The Library"),
+    Setting("theme_colour", "GATEWAY_THEME_COLOUR", "#1f4e79",
+            "the house colour of the login pages (hex)", _colour),
+    Setting("theme_text_colour", "GATEWAY_THEME_TEXT_COLOUR", "#ffffff",
+            "text colour on the house colour (hex)", _colour),
+    Setting("theme_logo_url", "GATEWAY_THEME_LOGO_URL", "",
+            "logo on the login pages: an https:// URL or a path on this host", _logo),
     Setting("shutdown_grace", "GATEWAY_SHUTDOWN_GRACE", "20",
             "seconds in-flight requests get to finish after SIGTERM", _seconds),
     Setting("argon2_workers", "GATEWAY_ARGON2_WORKERS", "2",
@@ -155,6 +177,10 @@ class Settings:
     reset_token_ttl: float = 1800.0
     activation_token_ttl: float = 604800.0
     personal_data_url: str = ""
+    theme_name: str = ""
+    theme_colour: str = "#1f4e79"
+    theme_text_colour: str = "#ffffff"
+    theme_logo_url: str = ""
     shutdown_grace: float = 20.0
     argon2_workers: int = 2
     log_level: str = "INFO"

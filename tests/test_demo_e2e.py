@@ -1,0 +1,94 @@
+"""`library-gateway demo` as a new user runs it: one command, a working login, and nothing
+left running after Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import psutil
+import pytest
+
+from gateway.demo.runner import DEMO_PASS_NUMBER, DEMO_PASSWORD
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def demo(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+    workdir = tmp_path_factory.mktemp("demo")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
+        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert process.stdout is not None
+    banner = []
+    for line in process.stdout:  # blocks until the demo has printed its banner
+        banner.append(line)
+        if "Ctrl-C" in line:
+            break
+    text = "".join(banner)
+    assert f"http://127.0.0.1:{port}" in text, text
+    try:
+        yield f"http://127.0.0.1:{port}", process, workdir
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(30)
+
+
+async def test_demo_patron_logs_in_once_and_uses_every_service(
+    demo: tuple[str, subprocess.Popen[str], Path]
+) -> None:
+    base, _process, _workdir = demo
+    # unsafe=True: accept cookies from an IP-address host, as browsers do.
+    async with aiohttp.ClientSession(base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+        async with client.get("/reservations/", headers={"Accept": "text/html"}) as resp:
+            assert resp.status == 200
+            assert resp.url.path == "/auth/login"
+            page = await resp.text()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token is not None
+        form = {"csrf_token": token.group(1), "username": DEMO_PASS_NUMBER,
+                "password": DEMO_PASSWORD, "next": "/reservations/"}
+        async with client.post("/auth/login", data=form) as resp:
+            assert resp.status == 200
+            assert resp.url.path == "/reservations/"
+            assert DEMO_PASS_NUMBER in await resp.text()
+        async with client.get("/catalogue/search?q=max") as resp:
+            assert resp.status == 200
+            assert DEMO_PASS_NUMBER in await resp.text()
+        async with client.get("/digital/") as resp:
+            assert resp.status == 200
+            assert resp.url.path == "/digital/"
+        async with client.get("/.well-known/jwks.json") as resp:
+            assert (await resp.json())["keys"][0]["alg"] == "EdDSA"
+
+
+def test_ctrl_c_stops_everything(demo: tuple[str, subprocess.Popen[str], Path]) -> None:
+    _base, process, workdir = demo
+    pgdata = str(workdir / "var" / "postgres")
+    assert any(pgdata in " ".join(p.info["cmdline"] or ())
+               for p in psutil.process_iter(["cmdline"]))
+    process.send_signal(signal.SIGINT)
+    assert process.wait(60) == 0
+    leftovers = [p.pid for p in psutil.process_iter(["cmdline"])
+                 if pgdata in " ".join(p.info["cmdline"] or ())]
+    assert leftovers == []
