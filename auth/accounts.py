@@ -7,8 +7,11 @@ first, then the pass number, so a username can never shadow somebody else's pass
 
 from __future__ import annotations
 
+import contextlib
 import unicodedata
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -122,26 +125,96 @@ class Accounts:
         )
         return [account for row in rows if (account := _account(row)) is not None]
 
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection in a transaction, for a change and the mail it causes together."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn
+
     async def set_password_hash(
-        self, account_id: str, new_hash: str, *, expected: str | None = None
+        self, account_id: str, new_hash: str, *, expected: str | None = None, conn: Any = None
     ) -> bool:
         """Store a new hash; with `expected`, only if the stored one is still that (so a
         login's opportunistic rehash never overwrites a password changed meanwhile)."""
-        status = await self._pool.execute(
+        executor = conn if conn is not None else self._pool
+        status = await executor.execute(
             "UPDATE accounts SET password_hash = $2, updated_at = now()"
             " WHERE id = $1::uuid AND ($3::text IS NULL OR password_hash = $3)",
             account_id, new_hash, expected,
         )
         return bool(status == "UPDATE 1")
 
-    async def set_username(self, account_id: str, username: str) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
+    async def set_username(self, account_id: str, username: str, *, conn: Any = None) -> None:
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.transaction())
             await self._check_username_free(conn, username, exclude_id=account_id)
             try:
-                await conn.execute(
-                    "UPDATE accounts SET username = $2, username_canonical = $3,"
-                    " updated_at = now() WHERE id = $1::uuid",
-                    account_id, username, canonical(username),
+                # A savepoint, so a lost race leaves the caller's transaction usable.
+                async with conn.transaction():
+                    await conn.execute(
+                        "UPDATE accounts SET username = $2, username_canonical = $3,"
+                        " updated_at = now() WHERE id = $1::uuid",
+                        account_id, username, canonical(username),
+                    )
+            except asyncpg.UniqueViolationError as exc:
+                raise UsernameTaken(username) from exc
+
+    async def set_email(self, account_id: str, email: str, *, conn: Any = None) -> None:
+        executor = conn if conn is not None else self._pool
+        await executor.execute(
+            "UPDATE accounts SET email = $2, email_canonical = $3, updated_at = now()"
+            " WHERE id = $1::uuid",
+            account_id, email, canonical_email(email),
+        )
+
+    async def check_import(self, *, pass_number: str, username: str) -> bool:
+        """True when an account with this pass number exists (an import skips the row).
+
+        Raises ``PassNumberTaken`` when the pass number is another account's username (a login
+        with it would reach that account), ``UsernameTaken`` when the username is another
+        account's username or pass number. Reads only: a dry run uses it as it is.
+        """
+        async with self._pool.acquire() as conn:
+            return await self._import_clash(conn, pass_number, username)
+
+    async def import_account(
+        self, *, pass_number: str, email: str, username: str, password_hash: str | None
+    ) -> bool:
+        """Insert an imported account; False, and nothing changed, when one with this pass
+        number exists already, so running an import twice never overwrites a password the
+        patron has changed since. Refuses clashes as ``check_import`` does."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await self._import_clash(conn, pass_number, username):
+                return False
+            try:
+                created = await conn.fetchval(
+                    "INSERT INTO accounts (pass_number, pass_number_canonical, username,"
+                    " username_canonical, email, email_canonical, password_hash)"
+                    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                    " ON CONFLICT (pass_number_canonical) DO NOTHING RETURNING id",
+                    pass_number, canonical(pass_number), username, canonical(username),
+                    email, canonical_email(email), password_hash,
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise UsernameTaken(username) from exc
+        return created is not None
+
+    async def _import_clash(
+        self, conn: asyncpg.Connection, pass_number: str, username: str
+    ) -> bool:
+        number, name = canonical(pass_number), canonical(username)
+        row = await conn.fetchrow(
+            "SELECT EXISTS (SELECT 1 FROM accounts WHERE pass_number_canonical = $1) AS present,"
+            " EXISTS (SELECT 1 FROM accounts WHERE username_canonical = $1) AS number_taken,"
+            " EXISTS (SELECT 1 FROM accounts WHERE username_canonical = $2"
+            " OR pass_number_canonical = $2) AS name_taken",
+            number, name,
+        )
+        if row["present"]:
+            return True
+        if row["number_taken"]:
+            raise PassNumberTaken(pass_number)
+        if row["name_taken"]:
+            raise UsernameTaken(username)
+        return False

@@ -10,6 +10,9 @@ from __future__ import annotations
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp_session import get_session
+
+from auth import csrf
 
 MAX_FORM_BYTES = 16 * 1024
 
@@ -19,6 +22,27 @@ class FormError(Exception):
         super().__init__(reason)
         self.status = status
         self.reason = reason
+
+    def as_http(self) -> web.HTTPException:
+        if self.status == 413:
+            return web.HTTPRequestEntityTooLarge(
+                max_size=MAX_FORM_BYTES, actual_size=MAX_FORM_BYTES + 1, text=self.reason
+            )
+        return web.HTTPBadRequest(text=self.reason)
+
+
+async def read_checked_form(
+    request: web.Request, fields: tuple[str, ...]
+) -> dict[str, str] | None:
+    """Read the form and check its CSRF token against the session; None when it is wrong."""
+    session = await get_session(request)
+    try:
+        form = await read_form(request, (csrf.FIELD, *fields))
+    except FormError as exc:
+        raise exc.as_http() from None
+    if not csrf.valid(session, form[csrf.FIELD]):
+        return None
+    return form
 
 
 async def read_form(request: web.Request, fields: tuple[str, ...]) -> dict[str, str]:

@@ -57,7 +57,10 @@ class Authenticator:
             return None
         session = await get_session(request)
         sid = session.get("sid")
+        if sid is None:
+            return None  # an anonymous session (say, a login form's CSRF token): keep it
         if not isinstance(sid, str):
+            session.invalidate()
             return None
         verdict = judge(session.get("iat"), session.get("seen"), time.time(), self.lifetimes)
         if verdict in (Verdict.IDLE, Verdict.EXPIRED, Verdict.MALFORMED):

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from auth import csrf
-from auth.forms import FormError, read_form
+from auth.forms import read_checked_form
 from auth.gate import IDENTITY
 from auth.pages import message, render
 from auth.passwords import HasherBusy
@@ -25,19 +25,18 @@ MAX_LOGIN_NAME = 256
 MAX_PASSWORD = 1024
 
 
+_NOTICES = {"reset": "login.notice.reset", "activated": "login.notice.activated"}
+
+
 async def login_form(request: web.Request) -> web.Response:
     return await render(request, "login.html", next=safe_next(request.query.get("next")),
-                        username="", error=None)
+                        username="", notice=_NOTICES.get(request.query.get("notice", "")))
 
 
 async def login(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    session = await get_session(request)
-    try:
-        form = await read_form(request, ("csrf_token", "username", "password", "next"))
-    except FormError as exc:
-        raise _form_error(exc) from None
-    if not csrf.valid(session, form["csrf_token"]):
+    form = await read_checked_form(request, ("username", "password", "next"))
+    if form is None:
         return await message(request, 403, "csrf.title", "csrf.text")
     next_path = safe_next(form["next"])
     name, password = form["username"].strip(), form["password"]
@@ -73,12 +72,6 @@ async def login(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(location=next_path)
 
 
-def _form_error(exc: FormError) -> web.HTTPException:
-    if exc.status == 413:
-        return web.HTTPRequestEntityTooLarge(max_size=0, actual_size=0, text=exc.reason)
-    return web.HTTPBadRequest(text=exc.reason)
-
-
 async def logout_form(request: web.Request) -> web.Response:
     identity = await request.app[SERVICES].authenticator.identify(request)
     return await render(request, "logout.html",
@@ -88,11 +81,7 @@ async def logout_form(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     session = await get_session(request)
-    try:
-        form = await read_form(request, ("csrf_token",))
-    except FormError as exc:
-        raise _form_error(exc) from None
-    if not csrf.valid(session, form["csrf_token"]):
+    if await read_checked_form(request, ()) is None:
         return await message(request, 403, "csrf.title", "csrf.text")
     sid = session.get("sid")
     if isinstance(sid, str):

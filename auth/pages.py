@@ -37,7 +37,9 @@ async def render(
     nonce = secrets.token_urlsafe(16)
     request[NONCE] = nonce
     lang = language(request)
-    context.setdefault("next", "")
+    for name, default in (("next", ""), ("notice", None), ("error", None), ("link", None)):
+        context.setdefault(name, default)
+    context.setdefault("errors", {})
     html = request.app[TEMPLATES].get_template(template).render(
         lang=lang,
         t=i18n.translator(lang),

@@ -121,11 +121,18 @@ def identify(stored: str) -> str | None:
     return None
 
 
-def wrap_legacy(legacy_hash: str) -> str:
+def wrap_legacy(
+    legacy_hash: str,
+    *,
+    time_cost: int = DEFAULT_TIME_COST,
+    memory_cost: int = DEFAULT_MEMORY_COST,
+    parallelism: int = DEFAULT_PARALLELISM,
+) -> str:
     """A storable form of an imported hash; weak formats come back wrapped in argon2id.
 
     argon2 (any variant), bcrypt and already wrapped values are returned unchanged. Raises
-    ``ValueError`` for a format we do not support or a value that does not parse.
+    ``ValueError`` for a format we do not support or a value that does not parse. The argon2
+    costs are those of the gateway unless given (the importer checks a file at the least cost).
     """
     scheme = identify(legacy_hash)
     if scheme is None:
@@ -133,7 +140,7 @@ def wrap_legacy(legacy_hash: str) -> str:
     if scheme not in _WEAK_SCHEMES:
         return legacy_hash
     canonical, params = _WEAK_SCHEMES[scheme].params(legacy_hash)
-    wrapped = _argon2(DEFAULT_TIME_COST, DEFAULT_MEMORY_COST, DEFAULT_PARALLELISM).hash(canonical)
+    wrapped = _argon2(time_cost, memory_cost, parallelism).hash(canonical)
     return f"{_WRAPPED_PREFIX}{scheme}${params}${wrapped.removeprefix('$')}"
 
 

@@ -7,8 +7,12 @@ import asyncio
 import sys
 
 from auth.accounts import Accounts, PassNumberTaken, UsernameTaken
+from auth.activation import AlreadyActive, Invitations
+from auth.links import Links
+from auth.mail import Composer, OutboxWorker, transport_for
 from auth.passwords import PasswordHasher
 from auth.policy import PasswordPolicy, PasswordRejected
+from auth.services import template_environment
 from auth.tokens import KeyStore
 from auth.usernames import UsernameRejected, check_username
 from gateway import bootstrap
@@ -50,6 +54,36 @@ def add_command(args: argparse.Namespace) -> int:
     except UsernameTaken:
         return _fail(f"the username {username!r} is taken")
     print(f"account {account_id} created: username {username}, pass number {pass_number}")
+    return 0
+
+
+def invite_command(args: argparse.Namespace) -> int:
+    settings = load_settings(data_dir=args.data_dir)
+    url = bootstrap.database_url(settings)
+
+    async def go() -> tuple[str, int]:
+        async with bootstrap.migrated_pool(url) as pool:
+            invitations = Invitations(
+                Accounts(pool), Links(pool),
+                Composer(template_environment(), settings.theme_name or "De Bibliotheek"),
+                settings.public_url, settings.activation_token_ttl,
+            )
+            account_id = await invitations.send(args.pass_number.strip(), args.email.strip(),
+                                                args.lang)
+            # Try to send at once; if mail is down, the gateway's worker retries it later.
+            worker = OutboxWorker(
+                pool, transport_for(settings.smtp_url.reveal(), settings.data_dir),
+                settings.sender,
+            )
+            await worker.send_due()
+            return account_id, worker.sent_total
+
+    try:
+        account_id, sent = asyncio.run(go())
+    except AlreadyActive:
+        return _fail(f"pass number {args.pass_number} belongs to an active account already")
+    state = "sent" if sent else "queued (the gateway will retry sending it)"
+    print(f"invitation for account {account_id}: activation mail {state}")
     return 0
 
 

@@ -9,6 +9,7 @@ LISTEN connection, upstream client, route watcher) is opened and closed in a cle
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -18,12 +19,15 @@ from aiohttp import web
 from aiohttp_session import session_middleware
 from cryptography.fernet import MultiFernet
 
+from auth import account, activation, notify, recovery
 from auth import login as auth_login
-from auth import notify
 from auth.accounts import Accounts
 from auth.cookies import SessionCookieStorage
 from auth.gate import Authenticator
 from auth.lifetimes import Lifetimes
+from auth.links import Links
+from auth.mail import CHANNEL as MAIL_CHANNEL
+from auth.mail import Composer, Outbox, OutboxWorker, Transport, transport_for
 from auth.pages import page_headers
 from auth.passwords import PasswordHasher
 from auth.services import SERVICES, TEMPLATES, AuthServices, template_environment
@@ -40,6 +44,16 @@ from gateway.upstream import Upstream
 KEYS_CHANNEL = "library_gateway_keys"
 
 
+async def _housekeeping(registry: SessionRegistry, every: float = 3600.0) -> None:
+    """Drop session records long past their expiry, once an hour."""
+    while True:
+        try:
+            await registry.purge_expired()
+        except Exception:
+            logging.getLogger("gateway").exception("session housekeeping failed")
+        await asyncio.sleep(every)
+
+
 def create_app(
     settings: Settings,
     route_map: RouteMap,
@@ -48,6 +62,7 @@ def create_app(
     cookie_keys: MultiFernet,
     theme: Theme | None = None,
     hasher: PasswordHasher | None = None,
+    mail_transport: Transport | None = None,
 ) -> web.Application:
     storage = SessionCookieStorage(cookie_keys, secure=settings.https)
     theme = theme or Theme(
@@ -80,21 +95,40 @@ def create_app(
         app[keys.POOL] = pool
         app[keys.AUTHENTICATOR] = authenticator
         app[keys.UPSTREAM] = Upstream()
-        app[SERVICES] = AuthServices(
+        services = AuthServices(
             accounts=Accounts(pool), hasher=own_hasher, registry=registry,
             authenticator=authenticator, keys=key_store, lifetimes=lifetimes,
-            theme=theme, public_url=settings.public_url,
+            theme=theme, public_url=settings.public_url, links=Links(pool),
+            outbox=Outbox(pool),
+            composer=Composer(app[TEMPLATES], settings.theme_name or "De Bibliotheek"),
+            pass_number_pattern=settings.pass_number_pattern,
+            reset_ttl=settings.reset_token_ttl, activation_ttl=settings.activation_token_ttl,
+            personal_data_url=settings.personal_data_url,
         )
+        app[SERVICES] = services
+        worker = OutboxWorker(
+            pool, mail_transport or transport_for(settings.smtp_url.reveal(), settings.data_dir),
+            settings.sender,
+        )
+        app[keys.OUTBOX_WORKER] = worker
 
         def keys_changed(_payload: str) -> None:
             asyncio.get_running_loop().create_task(key_store.refresh())
 
-        handlers = {SESSIONS_CHANNEL: registry.on_notification, KEYS_CHANNEL: keys_changed}
+        handlers = {SESSIONS_CHANNEL: registry.on_notification, KEYS_CHANNEL: keys_changed,
+                    MAIL_CHANNEL: worker.wake}
+        background = [asyncio.create_task(worker.run()),
+                      asyncio.create_task(_housekeeping(registry))]
         try:
             async with notify.listening(database_url, handlers, registry.forget_all):
                 app[keys.LIFECYCLE].database_ok = True
                 yield
+                # Forgot-password work queued by the last requests still gets done.
+                await asyncio.gather(*services.background, return_exceptions=True)
         finally:
+            for task in background:
+                task.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
             await app[keys.UPSTREAM].close()
             if hasher is None:
                 own_hasher.close()
@@ -107,7 +141,8 @@ def create_app(
 
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    auth_login.add_routes(app)
+    for module in (auth_login, account, recovery, activation):
+        module.add_routes(app)
     static = Path(str(resources.files("auth") / "static"))
     app.router.add_static("/auth/static", static, append_version=False)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)

@@ -65,6 +65,28 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(add)
     add.set_defaults(func=_lazy("gateway.accounts_cli", "add_command"))
 
+    imports = accounts_commands.add_parser(
+        "import", help="create accounts from a CSV export of an old system",
+        description="Create an account for every row of FILE (header: pass_number,email,"
+                    "password_hash[,username]). Rows whose pass number exists already are "
+                    "skipped, so the import can be run again. Bad rows are reported on stderr "
+                    "as FILE:LINE: reason and the good rows still land.",
+        epilog="exit status: 0 when no row was refused, 1 when some were, 2 when the file or "
+               "the database could not be used",
+    )
+    imports.add_argument("file", type=Path, metavar="FILE.csv")
+    imports.add_argument("--dry-run", action="store_true",
+                         help="check every row against the file and the database, write nothing")
+    _data_dir(imports)
+    imports.set_defaults(func=_lazy("gateway.import_cli", "import_command"))
+
+    invite = accounts_commands.add_parser("invite", help="mail a new member an activation link")
+    invite.add_argument("--pass-number", required=True)
+    invite.add_argument("--email", required=True)
+    invite.add_argument("--lang", choices=("nl", "en"), default="nl", help="the mail's language")
+    _data_dir(invite)
+    invite.set_defaults(func=_lazy("gateway.accounts_cli", "invite_command"))
+
     keys = commands.add_parser("keys", help="cookie and signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     new_cookie = keys_commands.add_parser("new-cookie-key", help="print a new Fernet key")

@@ -9,6 +9,7 @@ import asyncpg
 from aiohttp import web
 
 from auth.gate import Authenticator
+from auth.mail import OutboxWorker
 from gateway.reload import RouteMap
 from gateway.settings import Settings
 from gateway.state import Lifecycle
@@ -28,6 +29,7 @@ AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
 UPSTREAM = web.AppKey("upstream", Upstream)
 POOL = web.AppKey("pool", asyncpg.Pool)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
+OUTBOX_WORKER = web.AppKey("outbox_worker", OutboxWorker)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 
 TARGET = web.RequestKey("target", Target)

@@ -29,7 +29,10 @@ class RouteMap:
         self.path = path
         self.reloads_ok = 0
         self.reloads_failed = 0
+        # Called after the new map is in force, or after a file was refused; they let a
+        # caller (the tests, a metrics hook) follow reloads without polling.
         self.on_change: list[Callable[[RouteTable], None]] = []
+        self.on_failure: list[Callable[[RoutesInvalid], None]] = []
 
     def reload(self) -> bool:
         """Load the file again; True when a new map is now in force."""
@@ -41,6 +44,8 @@ class RouteMap:
             self.reloads_failed += 1
             log.error("route map not reloaded, the last good one stays in force",
                       extra={"problems": [str(problem) for problem in exc.problems]})
+            for failed in self.on_failure:
+                failed(exc)
             return False
         if table.digest == self.table.digest:
             return False

@@ -1,0 +1,81 @@
+"""Single-use links by mail (password reset, activation): made, checked and spent.
+
+A token is 256 bits from the CSPRNG; the database keeps only its SHA-256, so a copy of the
+database does not hold working links. Spending is one conditional UPDATE, so two concurrent
+uses of the same link cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from typing import Any, Literal
+
+import asyncpg
+
+Purpose = Literal["reset", "activate"]
+MAX_TOKEN_LENGTH = 128
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "replace")).digest()
+
+
+def plausible(token: str) -> bool:
+    return 20 <= len(token) <= MAX_TOKEN_LENGTH and token.isascii()
+
+
+class Links:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    async def issue(
+        self, account_id: str, purpose: Purpose, ttl: float, *, conn: Any = None
+    ) -> str:
+        token = secrets.token_urlsafe(32)
+        executor = conn if conn is not None else self._pool
+        await executor.execute(
+            "INSERT INTO account_tokens (token_hash, account_id, purpose, expires_at)"
+            " VALUES ($1, $2::uuid, $3, now() + make_interval(secs => $4))",
+            token_hash(token), account_id, purpose, ttl,
+        )
+        return token
+
+    async def recent(self, account_id: str, purpose: Purpose, within: float) -> int:
+        """How many links of this kind were made for the account in the last `within` s."""
+        count = await self._pool.fetchval(
+            "SELECT count(*) FROM account_tokens WHERE account_id = $1::uuid AND purpose = $2"
+            " AND created_at > now() - make_interval(secs => $3)",
+            account_id, purpose, within,
+        )
+        return int(count)
+
+    async def peek(self, token: str, purpose: Purpose) -> str | None:
+        """The account a live token belongs to, without spending it (GET shows a form)."""
+        if not plausible(token):
+            return None
+        value = await self._pool.fetchval(
+            "SELECT account_id::text FROM account_tokens WHERE token_hash = $1 AND purpose = $2"
+            " AND used_at IS NULL AND expires_at > now()",
+            token_hash(token), purpose,
+        )
+        return str(value) if value is not None else None
+
+    async def spend(self, conn: Any, token: str, purpose: Purpose) -> str | None:
+        """Use the token up inside the caller's transaction; None if it was not live."""
+        if not plausible(token):
+            return None
+        value = await conn.fetchval(
+            "UPDATE account_tokens SET used_at = now() WHERE token_hash = $1 AND purpose = $2"
+            " AND used_at IS NULL AND expires_at > now() RETURNING account_id::text",
+            token_hash(token), purpose,
+        )
+        if value is None:
+            return None
+        # One link used: the others of its kind for that account are void too.
+        await conn.execute(
+            "UPDATE account_tokens SET used_at = now() WHERE account_id = $1::uuid"
+            " AND purpose = $2 AND used_at IS NULL",
+            value, purpose,
+        )
+        return str(value)

@@ -1,0 +1,195 @@
+"""Mail the gateway sends: composed from templates, queued in PostgreSQL, sent by a worker.
+
+A mail is written to the `outbox` table in the same transaction as the action that caused it
+(a reset link together with its token, a "your password changed" notice together with the new
+password). `OutboxWorker` sends what is due, through SMTP (`GATEWAY_SMTP_URL`) or, without it,
+into files under DATA_DIR/outbox/; failures are retried with backoff, so an SMTP outage loses
+nothing and never fails a patron's request. Several instances share one outbox safely
+(FOR UPDATE SKIP LOCKED). Sent mails keep their envelope but lose their bodies, which may
+hold links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+import aiosmtplib
+import asyncpg
+import jinja2
+
+log = logging.getLogger("auth.mail")
+
+CHANNEL = "library_gateway_outbox"
+_RETRY_DELAYS = (10, 30, 60, 300, 900, 3600)
+MAX_ATTEMPTS = 30
+
+
+@dataclass(frozen=True)
+class Mail:
+    recipient: str
+    subject: str
+    text: str
+    html: str
+
+
+class Composer:
+    """Renders `templates/mail/<kind>.<lang>.txt` (first line: the subject) and wraps the same
+    text in one HTML layout, so the two bodies never say different things."""
+
+    def __init__(self, environment: jinja2.Environment, library_name: str) -> None:
+        self._env = environment
+        self._name = library_name
+
+    def compose(self, kind: str, lang: str, recipient: str, **context: Any) -> Mail:
+        context = {"library": self._name, **context}
+        text = self._env.get_template(f"mail/{kind}.{lang}.txt").render(**context)
+        subject, _, body = text.partition("\n")
+        body = body.strip("\n") + "\n"
+        paragraphs = [part.strip() for part in body.split("\n\n") if part.strip()]
+        html = self._env.get_template("mail/layout.html").render(
+            subject=subject.strip(), paragraphs=paragraphs, lang=lang, **context
+        )
+        return Mail(recipient, subject.strip(), body, html)
+
+
+class Outbox:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    @staticmethod
+    async def put(conn: Any, mail: Mail) -> None:
+        """Queue a mail inside the caller's transaction; the worker hears of it on commit."""
+        await conn.execute(
+            "INSERT INTO outbox (recipient, subject, body_text, body_html) VALUES ($1,$2,$3,$4)",
+            mail.recipient, mail.subject, mail.text, mail.html,
+        )
+        await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+
+    async def send(self, mail: Mail) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await self.put(conn, mail)
+
+    async def pending(self) -> int:
+        return int(await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+
+
+class Transport(Protocol):
+    async def deliver(self, message: EmailMessage) -> None: ...
+
+
+class SmtpTransport:
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
+            raise ValueError("GATEWAY_SMTP_URL must look like smtp://host:port or smtps://…")
+        self._host = parts.hostname
+        self._port = parts.port or (465 if parts.scheme == "smtps" else 25)
+        self._tls = parts.scheme == "smtps"
+        self._user = unquote(parts.username) if parts.username else None
+        self._password = unquote(parts.password) if parts.password else None
+
+    async def deliver(self, message: EmailMessage) -> None:
+        await aiosmtplib.send(
+            message, hostname=self._host, port=self._port, use_tls=self._tls,
+            username=self._user, password=self._password, timeout=30,
+        )
+
+
+class DirectoryTransport:
+    """Without SMTP: each mail becomes a .eml file an operator (or the demo) can open."""
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    async def deliver(self, message: EmailMessage) -> None:
+        def write() -> None:
+            self._folder.mkdir(parents=True, exist_ok=True)
+            name = f"{time.strftime('%Y%m%dT%H%M%S')}-{message['Message-ID'].strip('<>')}.eml"
+            (self._folder / name).write_bytes(bytes(message))
+
+        await asyncio.to_thread(write)
+        log.info("mail written to the outbox folder", extra={"subject": message["Subject"]})
+
+
+def build_message(sender: str, row: asyncpg.Record) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = sender
+    message["To"] = row["recipient"]
+    message["Subject"] = row["subject"]
+    message["Date"] = formatdate(localtime=False)
+    message["Message-ID"] = make_msgid(domain=sender.rpartition("@")[2] or None)
+    message["Auto-Submitted"] = "auto-generated"
+    message.set_content(row["body_text"])
+    message.add_alternative(row["body_html"], subtype="html")
+    return message
+
+
+class OutboxWorker:
+    def __init__(self, pool: asyncpg.Pool, transport: Transport, sender: str) -> None:
+        self._pool = pool
+        self._transport = transport
+        self._sender = sender
+        self._wake = asyncio.Event()
+        self.sent_total = 0
+        self.failed_total = 0
+
+    def wake(self, _payload: str = "") -> None:
+        self._wake.set()
+
+    async def run(self, poll: float = 15.0) -> None:
+        while True:
+            self._wake.clear()
+            try:
+                while await self.send_due() > 0:
+                    pass
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("outbox worker cannot reach the database", extra={"error": str(exc)})
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), poll)
+
+    async def send_due(self, batch: int = 10) -> int:
+        """Send up to `batch` due mails; return how many were attempted."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(
+                "SELECT id, recipient, subject, body_text, body_html, attempts FROM outbox"
+                " WHERE sent_at IS NULL AND next_attempt_at <= now() AND attempts < $2"
+                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                batch, MAX_ATTEMPTS,
+            )
+            for row in rows:
+                try:
+                    await self._transport.deliver(build_message(self._sender, row))
+                except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
+                    self.failed_total += 1
+                    delay = _RETRY_DELAYS[min(row["attempts"], len(_RETRY_DELAYS) - 1)]
+                    await conn.execute(
+                        "UPDATE outbox SET attempts = attempts + 1, last_error = $2,"
+                        " next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
+                        row["id"], f"{type(exc).__name__}: {exc}"[:500], delay,
+                    )
+                    log.warning("mail not sent, will retry",
+                                extra={"outbox_id": row["id"], "retry_in_s": delay,
+                                       "error": type(exc).__name__})
+                else:
+                    self.sent_total += 1
+                    await conn.execute(
+                        "UPDATE outbox SET sent_at = now(), attempts = attempts + 1,"
+                        " body_text = '', body_html = '', last_error = NULL WHERE id = $1",
+                        row["id"],
+                    )
+        return len(rows)
+
+
+def transport_for(smtp_url: str, data_dir: Path) -> Transport:
+    if smtp_url:
+        return SmtpTransport(smtp_url)
+    return DirectoryTransport(data_dir / "outbox")

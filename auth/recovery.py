@@ -1,0 +1,166 @@
+"""Forgotten password and forgotten username.
+
+Both forms answer the same page, status and timing whether or not anything matched: the
+lookup, the token and the mail happen after the answer is sent, as background work. Links in
+the mails are built from GATEWAY_PUBLIC_URL, never from Host or X-Forwarded-*. A reset link
+is single-use, expires, is bound to one account, and using it ends every session of the
+patron without logging them in; GET only shows the form, because mail scanners open links.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+from aiohttp import web
+
+from auth.accounts import Account
+from auth.forms import read_checked_form
+from auth.i18n import translator
+from auth.mail import Outbox
+from auth.pages import language, message, render
+from auth.policy import PasswordRejected
+from auth.services import SERVICES, AuthServices
+
+log = logging.getLogger("auth.recovery")
+
+# At most this many reset mails per account per window; more requests get the same answer
+# but no mail, so nobody can flood a patron's inbox (and the account is never locked).
+RESET_MAILS_PER_WINDOW = 3
+RESET_WINDOW = 900.0
+
+
+async def forgot_password_form(request: web.Request) -> web.Response:
+    return await render(request, "forgot_password.html", sent=False)
+
+
+async def forgot_password(request: web.Request) -> web.Response:
+    form = await read_checked_form(request, ("identifier",))
+    if form is None:
+        return await message(request, 403, "csrf.title", "csrf.text")
+    identifier = form["identifier"].strip()
+    if not identifier or len(identifier) > 320:
+        t = translator(language(request))
+        return await render(request, "forgot_password.html", status=422, sent=False,
+                            error=t["error.required"])
+    services = request.app[SERVICES]
+    services.after_response(_send_reset(services, identifier, language(request)))
+    return await render(request, "forgot_password.html", sent=True)
+
+
+async def _send_reset(services: AuthServices, identifier: str, lang: str) -> None:
+    try:
+        accounts = await _matching(services, identifier)
+        for account in accounts:
+            if not account.email or account.disabled:
+                continue
+            recent = await services.links.recent(account.id, "reset", RESET_WINDOW)
+            if recent >= RESET_MAILS_PER_WINDOW:
+                log.info("reset mail withheld: too many requests for one account",
+                         extra={"user_id": account.id})
+                continue
+            async with services.accounts.transaction() as conn:
+                token = await services.links.issue(account.id, "reset", services.reset_ttl,
+                                                   conn=conn)
+                link = f"{services.public_url}/auth/reset-password?token={quote(token)}"
+                await Outbox.put(conn, services.composer.compose(
+                    "reset", lang, account.email, username=account.username, link=link,
+                    minutes=int(services.reset_ttl // 60)))
+    except Exception:
+        log.exception("could not prepare a reset mail")
+
+
+async def _matching(services: AuthServices, identifier: str) -> list[Account]:
+    if "@" in identifier:
+        return await services.accounts.by_email(identifier)
+    account = await services.accounts.by_login_name(identifier)
+    return [account] if account is not None else []
+
+
+async def reset_form(request: web.Request) -> web.Response:
+    services = request.app[SERVICES]
+    token = request.query.get("token", "")
+    account_id = await services.links.peek(token, "reset")
+    account = await services.accounts.by_id(account_id) if account_id else None
+    if account is None:
+        return await _link_dead(request)
+    return await render(request, "reset_password.html", token=token, username=account.username)
+
+
+async def _link_dead(request: web.Request) -> web.Response:
+    t = translator(language(request))
+    return await render(request, "message.html", status=410, title=t["reset.invalid.title"],
+                        text=t["reset.invalid.text"], link="/auth/forgot-password",
+                        link_text=t["forgot.title"])
+
+
+async def reset(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    form = await read_checked_form(request, ("token", "new_password"))
+    if form is None:
+        return await message(request, 403, "csrf.title", "csrf.text")
+    token = form["token"]
+    account_id = await services.links.peek(token, "reset")
+    account = await services.accounts.by_id(account_id) if account_id else None
+    if account is None:
+        return await _link_dead(request)
+    try:
+        services.policy.check(form["new_password"], username=account.username,
+                              pass_number=account.pass_number)
+    except PasswordRejected as exc:
+        t = translator(language(request))
+        return await render(request, "reset_password.html", status=422, token=token,
+                            username=account.username, error=t[f"error.password.{exc.code}"])
+    new_hash = await services.hasher.hash(form["new_password"])
+    async with services.accounts.transaction() as conn:
+        # Spending happens here, in the same transaction as the new password: of two
+        # concurrent uses exactly one gets the row.
+        spent_for = await services.links.spend(conn, token, "reset")
+        if spent_for != account.id:
+            return await _link_dead(request)
+        await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
+        await services.registry.revoke_account(account.id, conn=conn)
+        if account.email:
+            await Outbox.put(conn, services.composer.compose(
+                "password_changed", language(request), account.email,
+                username=account.username, reset=True))
+    raise web.HTTPSeeOther("/auth/login?notice=reset")
+
+
+async def forgot_username_form(request: web.Request) -> web.Response:
+    return await render(request, "forgot_username.html", sent=False)
+
+
+async def forgot_username(request: web.Request) -> web.Response:
+    form = await read_checked_form(request, ("email",))
+    if form is None:
+        return await message(request, 403, "csrf.title", "csrf.text")
+    email = form["email"].strip()
+    if "@" not in email or len(email) > 320:
+        t = translator(language(request))
+        return await render(request, "forgot_username.html", status=422, sent=False,
+                            error=t["error.required"])
+    services = request.app[SERVICES]
+    services.after_response(_send_usernames(services, email, language(request)))
+    return await render(request, "forgot_username.html", sent=True)
+
+
+async def _send_usernames(services: AuthServices, email: str, lang: str) -> None:
+    try:
+        accounts = [a for a in await services.accounts.by_email(email) if not a.disabled]
+        if not accounts or accounts[0].email is None:
+            return
+        await services.outbox.send(services.composer.compose(
+            "forgot_username", lang, accounts[0].email,
+            usernames=[account.username for account in accounts]))
+    except Exception:
+        log.exception("could not prepare a username mail")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/auth/forgot-password", forgot_password_form)
+    app.router.add_post("/auth/forgot-password", forgot_password)
+    app.router.add_get("/auth/reset-password", reset_form)
+    app.router.add_post("/auth/reset-password", reset)
+    app.router.add_get("/auth/forgot-username", forgot_username_form)
+    app.router.add_post("/auth/forgot-username", forgot_username)

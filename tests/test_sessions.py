@@ -1,0 +1,348 @@
+"""The session cookie and the session record: the cookie's flags, every way a cookie can be
+wrong, key rotation, idle and absolute lifetimes, and revocation across gateway instances."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import asyncpg
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet, MultiFernet
+
+from auth.passwords import PasswordHasher
+from auth.services import SERVICES
+from tests.conftest import routes_for
+from tests.helpers import (
+    PASSWORD,
+    add_patron,
+    clears_cookie,
+    csrf_in,
+    fetch,
+    form_token,
+    identity_seen,
+    jar_cookie,
+    login,
+    open_cookie,
+    post_form,
+    seal_cookie,
+    set_cookies,
+)
+
+Gateway = Callable[..., Awaitable[TestClient]]
+HOST_COOKIE = "__Host-library_session"
+
+
+@pytest.fixture
+async def gw(make_gateway: Gateway, backend: TestServer) -> TestClient:
+    return await make_gateway(routes_for(backend.port))
+
+
+async def sign_in(
+    client: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> tuple[str, str]:
+    """A new patron logged in through `client`: (account id, session cookie)."""
+    patron = await add_patron(pool, hasher)
+    assert (await login(client, patron.username)).status == 303
+    cookie = jar_cookie(client)
+    assert cookie is not None
+    return patron.id, cookie
+
+
+async def user_on(client: TestClient, cookie: str | None, *, name: str = "library_session"
+                  ) -> str | None:
+    """The account id a required route's backend sees for this cookie; None when refused."""
+    resp = await fetch(client, "/reservations/mine", cookie, name=name)
+    if resp.status == 401:
+        assert (await resp.json())["error"] == "authentication_required"
+        return None
+    assert resp.status == 200
+    return identity_seen(await resp.json())["x-library-user-id"]
+
+
+# --- The cookie's flags -------------------------------------------------------------------------
+
+async def test_cookie_is_httponly_lax_site_wide_and_ends_with_the_browser(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Defends against script access, cross-site sending and a cookie outliving the browser."""
+    patron = await add_patron(pool, hasher)
+    anonymous = await gw.get("/auth/login")
+    logged_in = await post_form(gw, "/auth/login", {
+        "csrf_token": csrf_in(await anonymous.text()), "username": patron.username,
+        "password": PASSWORD,
+    })
+    assert logged_in.status == 303
+    morsels = [*set_cookies(anonymous), *set_cookies(logged_in)]
+    assert len(morsels) == 2
+    for morsel in morsels:
+        assert morsel["httponly"] is True
+        assert morsel["samesite"] == "Lax"
+        assert morsel["path"] == "/"
+        assert morsel["max-age"] == "" and morsel["expires"] == ""
+        assert morsel["domain"] == ""
+        # Plain-HTTP public URL: a Secure cookie would never come back.
+        assert not morsel["secure"]
+    assert set_cookies(logged_in, HOST_COOKIE) == []
+
+
+async def test_https_public_url_makes_the_cookie_secure_and_host_prefixed(
+    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Defends against the cookie travelling over plain HTTP or being planted by a
+    sibling subdomain."""
+    gw = await make_gateway(routes_for(backend.port),
+                            env={"GATEWAY_PUBLIC_URL": "https://login.example.org"})
+    patron = await add_patron(pool, hasher)
+    page = await gw.get("/auth/login")
+    [anonymous] = set_cookies(page, HOST_COOKIE)
+    assert anonymous["secure"] is True
+    gw.session.cookie_jar.clear()
+    resp = await gw.post("/auth/login", allow_redirects=False,
+                         headers={"Cookie": f"{HOST_COOKIE}={anonymous.value}"},
+                         data={"csrf_token": csrf_in(await page.text()),
+                               "username": patron.username, "password": PASSWORD})
+    assert resp.status == 303
+    [morsel] = set_cookies(resp, HOST_COOKIE)
+    assert morsel["secure"] is True and morsel["httponly"] is True
+    assert morsel["samesite"] == "Lax" and morsel["path"] == "/"
+    assert morsel["max-age"] == "" and morsel["expires"] == "" and morsel["domain"] == ""
+    assert set_cookies(resp, "library_session") == []
+    assert await user_on(gw, morsel.value, name=HOST_COOKIE) == patron.id
+    # Under the unprefixed name (as a subdomain could set it) the same value is ignored.
+    assert await user_on(gw, morsel.value) is None
+
+
+# --- Every way a cookie can be wrong ----------------------------------------------------------
+
+def _flip(text: str, at: int) -> str:
+    return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1:]
+
+
+def _bad_cookie(kind: str, real: str, keys: MultiFernet) -> str:
+    data = open_cookie(keys, real)
+    session = data["session"]
+    now = int(time.time())
+    foreign = MultiFernet([Fernet(Fernet.generate_key())])
+    forged = {
+        "tampered": lambda: _flip(real, len(real) // 2),
+        "tampered_tail": lambda: _flip(real, len(real) - 3),
+        "truncated": lambda: real[: len(real) - 12],
+        "garbage": lambda: "this-is-not-a-session-cookie",
+        "empty": lambda: "",
+        "oversized": lambda: "A" * 5000,
+        "real_data_foreign_key": lambda: seal_cookie(foreign, data),
+        "not_json": lambda: keys.encrypt(b"not json at all").decode(),
+        "not_utf8": lambda: keys.encrypt(b"\xff\xfe{}").decode(),
+        "json_list": lambda: seal_cookie(keys, [data]),
+        "json_without_session": lambda: seal_cookie(keys, {"created": now}),
+        "session_not_an_object": lambda: seal_cookie(keys, {"created": now, "session": "x"}),
+        "invented_sid": lambda: seal_cookie(keys, {"created": now, "session": {
+            **session, "sid": secrets.token_urlsafe(32)}}),
+        "sid_not_a_string": lambda: seal_cookie(keys, {"created": now, "session": {
+            **session, "sid": 12345}}),
+        "uid_of_another_account": lambda: seal_cookie(keys, {"created": now, "session": {
+            **session, "uid": "00000000-0000-0000-0000-000000000001"}}),
+    }
+    return forged[kind]()
+
+
+BAD_COOKIES = [
+    "tampered", "tampered_tail", "truncated", "garbage", "empty", "oversized",
+    "real_data_foreign_key", "not_json", "not_utf8", "json_list", "json_without_session",
+    "session_not_an_object", "invented_sid", "sid_not_a_string", "uid_of_another_account",
+]
+
+
+@pytest.mark.parametrize("kind", BAD_COOKIES)
+async def test_a_bad_cookie_is_anonymous_and_cleared_never_an_error(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, cookie_keys: MultiFernet,
+    kind: str,
+) -> None:
+    """Defends against forged, tampered and foreign cookies, and against crashing on them."""
+    _, real = await sign_in(gw, pool, hasher)
+    bad = _bad_cookie(kind, real, cookie_keys)
+    assert bad != real
+    required = await fetch(gw, "/reservations/mine", bad)
+    assert required.status == 401
+    assert (await required.json())["error"] == "authentication_required"
+    assert clears_cookie(required)
+    optional = await fetch(gw, "/catalogue/search", bad)
+    assert optional.status == 200
+    assert identity_seen(await optional.json()) == {}
+    assert clears_cookie(optional)
+    # The real cookie next to all this still works: nothing above touched the session.
+    assert await user_on(gw, real) is not None
+
+
+# --- Key rotation -------------------------------------------------------------------------------
+
+async def test_cookie_keys_rotate_without_logging_anybody_out(
+    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    old, new = Fernet(Fernet.generate_key()), Fernet(Fernet.generate_key())
+    before = await make_gateway(routes_for(backend.port), keys=MultiFernet([old]))
+    account, cookie = await sign_in(before, pool, hasher)
+    rotated = await make_gateway(routes_for(backend.port), keys=MultiFernet([new, old]))
+    assert await user_on(rotated, cookie) == account
+    # Once the old key is dropped, its cookies are just unreadable: anonymous, not an error.
+    dropped = await make_gateway(routes_for(backend.port), keys=MultiFernet([new]))
+    assert await user_on(dropped, cookie) is None
+
+
+async def test_a_refreshed_cookie_is_re_encrypted_with_the_newest_key(
+    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """The cookies an active patron carries move to the new key before the old one goes."""
+    old, new = Fernet(Fernet.generate_key()), Fernet(Fernet.generate_key())
+    before = await make_gateway(routes_for(backend.port), keys=MultiFernet([old]))
+    account, cookie = await sign_in(before, pool, hasher)
+    data = open_cookie(MultiFernet([old]), cookie)
+    data["session"]["seen"] -= 120
+    data["session"]["iat"] -= 120
+    stale = seal_cookie(MultiFernet([old]), data)
+    rotated = await make_gateway(routes_for(backend.port), keys=MultiFernet([new, old]))
+    [refreshed] = set_cookies(await fetch(rotated, "/reservations/mine", stale))
+    assert open_cookie(MultiFernet([new]), refreshed.value)["session"]["sid"] == \
+        data["session"]["sid"]
+    dropped = await make_gateway(routes_for(backend.port), keys=MultiFernet([new]))
+    assert await user_on(dropped, refreshed.value) == account
+
+
+# --- Idle and absolute lifetimes ----------------------------------------------------------------
+
+def _shifted(keys: MultiFernet, cookie: str, **session: Any) -> str:
+    data = open_cookie(keys, cookie)
+    data["session"].update(session)
+    return seal_cookie(keys, data)
+
+
+@pytest.mark.parametrize("case", [
+    "idle", "past_lifetime", "seen_in_future", "iat_in_future", "seen_before_iat",
+    "seen_not_a_number", "iat_missing", "seen_is_boolean",
+])
+async def test_an_expired_or_impossible_session_time_is_anonymous(
+    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher,
+    cookie_keys: MultiFernet, case: str,
+) -> None:
+    """Defends against replaying an old cookie, and against a cookie that claims a time the
+    gateway never wrote."""
+    gw = await make_gateway(routes_for(backend.port),
+                            session_idle_timeout=600.0, session_lifetime=7200.0)
+    _, cookie = await sign_in(gw, pool, hasher)
+    now = int(time.time())
+    data = open_cookie(cookie_keys, cookie)
+    iat = data["session"]["iat"]
+    changes: dict[str, Any] = {
+        "idle": {"iat": now - 1000, "seen": now - 600 - 5},
+        "past_lifetime": {"iat": now - 7200 - 5, "seen": now},
+        "seen_in_future": {"seen": now + 3600},
+        "iat_in_future": {"iat": now + 3600, "seen": now + 3600},
+        "seen_before_iat": {"seen": iat - 100},
+        "seen_not_a_number": {"seen": str(now)},
+        "iat_missing": {"iat": None},
+        "seen_is_boolean": {"seen": True},
+    }[case]
+    old = _shifted(cookie_keys, cookie, **changes)
+    resp = await fetch(gw, "/reservations/mine", old)
+    assert resp.status == 401
+    assert clears_cookie(resp)
+    assert await user_on(gw, cookie) is not None  # the untouched cookie still works
+
+
+async def test_just_inside_both_lifetimes_the_session_holds(
+    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher,
+    cookie_keys: MultiFernet,
+) -> None:
+    """The counterpart of the test above: the limits are where the settings put them."""
+    gw = await make_gateway(routes_for(backend.port),
+                            session_idle_timeout=600.0, session_lifetime=7200.0)
+    account, cookie = await sign_in(gw, pool, hasher)
+    now = int(time.time())
+    # 60 s of margin each way, so a slow test machine cannot tip the verdict.
+    old = _shifted(cookie_keys, cookie, iat=now - 7200 + 60, seen=now - 600 + 60)
+    assert await user_on(gw, old) == account
+
+
+async def test_activity_is_recorded_in_a_rewritten_cookie(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, cookie_keys: MultiFernet
+) -> None:
+    """A patron who keeps using the site is not logged out by the idle timeout."""
+    account, cookie = await sign_in(gw, pool, hasher)
+    data = open_cookie(cookie_keys, cookie)
+    quiet = _shifted(cookie_keys, cookie, seen=data["session"]["seen"] - 120,
+                     iat=data["session"]["iat"] - 120)
+    resp = await fetch(gw, "/reservations/mine", quiet)
+    assert resp.status == 200
+    [morsel] = set_cookies(resp)
+    refreshed = open_cookie(cookie_keys, morsel.value)["session"]
+    assert refreshed["seen"] > data["session"]["seen"] - 120
+    assert refreshed["iat"] == data["session"]["iat"] - 120  # the login time never moves
+    assert refreshed["sid"] == data["session"]["sid"]
+    assert await user_on(gw, morsel.value) == account
+
+
+async def test_a_recently_seen_cookie_is_not_rewritten_on_every_request(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    _, cookie = await sign_in(gw, pool, hasher)
+    for path in ("/reservations/mine", "/catalogue/search", "/open/hours"):
+        resp = await fetch(gw, path, cookie)
+        assert resp.status == 200
+        assert "Set-Cookie" not in resp.headers
+
+
+# --- Revocation ---------------------------------------------------------------------------------
+
+async def logout(client: TestClient, cookie: str) -> None:
+    client.session.cookie_jar.clear()
+    client.session.cookie_jar.update_cookies({"library_session": cookie})
+    token = await form_token(client, "/auth/logout")
+    assert (await post_form(client, "/auth/logout", {"csrf_token": token})).status == 303
+
+
+async def test_a_copied_cookie_dies_with_the_logout(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Defends against a stolen cookie outliving the patron's logout."""
+    account, cookie = await sign_in(gw, pool, hasher)
+    copy = str(cookie)
+    assert await user_on(gw, copy) == account
+    await logout(gw, cookie)
+    assert await user_on(gw, copy) is None
+
+
+async def test_a_logout_on_one_instance_ends_the_session_on_another(
+    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Defends against a revoked session living on in another instance's cache."""
+    first = await make_gateway(routes_for(backend.port))
+    second = await make_gateway(routes_for(backend.port))
+    account, cookie = await sign_in(first, pool, hasher)
+    assert await user_on(second, cookie) == account  # now in the second instance's cache
+    registry = second.app[SERVICES].registry
+    heard = registry.notified
+    await logout(first, cookie)
+    await asyncio.wait_for(registry.wait_notified(heard + 1), timeout=30)
+    assert await user_on(second, cookie) is None
+
+
+async def test_logging_in_twice_makes_two_independent_sessions(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Logging out on one device does not end the patron's session on another."""
+    patron = await add_patron(pool, hasher)
+    await login(gw, patron.username)
+    laptop = jar_cookie(gw)
+    gw.session.cookie_jar.clear()
+    await login(gw, patron.username)
+    phone = jar_cookie(gw)
+    assert laptop is not None and phone is not None and laptop != phone
+    await logout(gw, phone)
+    assert await user_on(gw, phone) is None
+    assert await user_on(gw, laptop) == patron.id
+
