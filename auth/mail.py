@@ -50,7 +50,7 @@ class Composer:
         self._name = library_name
 
     def compose(self, kind: str, lang: str, recipient: str, **context: Any) -> Mail:
-        context = {"library": self._name, **context}
+        context = {"library": self._name, "link": None, **context}
         text = self._env.get_template(f"mail/{kind}.{lang}.txt").render(**context)
         subject, _, body = text.partition("\n")
         body = body.strip("\n") + "\n"
