@@ -8,9 +8,12 @@ change also ends every other session of the patron.
 
 from __future__ import annotations
 
+import math
+
 from aiohttp import web
 from aiohttp_session import get_session
 
+from auth import throttle
 from auth.accounts import Account, UsernameTaken
 from auth.forms import read_checked_form
 from auth.i18n import translator
@@ -115,14 +118,24 @@ async def change_password(request: web.Request) -> web.StreamResponse:
 
 
 async def _password_ok(request: web.Request, account: Account, password: str) -> bool:
+    """Check the current password, under the same brute-force limits as the login form
+    (somebody at an unlocked computer must not be able to guess it here instead)."""
     services = request.app[SERVICES]
-    if not password or len(password) > 1024:
-        return False
-    try:
-        verdict = await services.hasher.verify(account.password_hash, password)
-    except HasherBusy:
-        raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from None
-    return verdict.ok
+    account_key = throttle.account_key(account.id, "")
+    address_key = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
+    wait = await services.throttle.retry_after(account_key, address_key)
+    if wait > 0:
+        raise web.HTTPTooManyRequests(headers={"Retry-After": str(math.ceil(wait))},
+                                      text="Too many attempts. Please wait a moment.")
+    ok = False
+    if password and len(password) <= 1024:
+        try:
+            ok = (await services.hasher.verify(account.password_hash, password)).ok
+        except HasherBusy:
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from None
+    if not ok:
+        await services.throttle.failed(account_key, address_key)
+    return ok
 
 
 def add_routes(app: web.Application) -> None:

@@ -8,18 +8,20 @@ is a local path.
 
 from __future__ import annotations
 
+import math
 import time
 
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
-from auth import csrf
+from auth import csrf, throttle
 from auth.forms import read_checked_form
 from auth.gate import IDENTITY
 from auth.pages import message, render
 from auth.passwords import HasherBusy
 from auth.redirects import safe_next
 from auth.services import SERVICES
+from auth.usernames import canonical
 
 MAX_LOGIN_NAME = 256
 MAX_PASSWORD = 1024
@@ -49,6 +51,14 @@ async def login(request: web.Request) -> web.StreamResponse:
         return await failed(401, "login.failed")
     account = await services.accounts.by_login_name(name)
     usable = account is not None and not account.disabled and account.password_hash
+    account_key = throttle.account_key(account.id if account else None, canonical(name))
+    address_key = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
+    wait = await services.throttle.retry_after(account_key, address_key)
+    if wait > 0:
+        # Blocked: not even the right password gets in, and no hashing work is spent.
+        response = await failed(429, "login.throttled")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
     try:
         verdict = await services.hasher.verify(
             account.password_hash if usable and account is not None else None, password
@@ -58,7 +68,9 @@ async def login(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = "5"
         return response
     if not verdict.ok or account is None or not usable:
+        await services.throttle.failed(account_key, address_key)
         return await failed(401, "login.failed")
+    await services.throttle.succeeded(account_key)
     if verdict.new_hash is not None:
         await services.accounts.set_password_hash(
             account.id, verdict.new_hash, expected=account.password_hash

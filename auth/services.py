@@ -20,6 +20,7 @@ from auth.passwords import PasswordHasher
 from auth.policy import PasswordPolicy
 from auth.sessions import SessionRegistry
 from auth.theme import Theme
+from auth.throttle import Throttle
 from auth.tokens import KeyStore
 
 
@@ -37,6 +38,7 @@ class AuthServices:
     outbox: Outbox
     composer: Composer
     pass_number_pattern: re.Pattern[str]
+    throttle: Throttle
     policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     reset_ttl: float = 1800.0
     activation_ttl: float = 7 * 86400.0

@@ -34,6 +34,7 @@ from auth.services import SERVICES, TEMPLATES, AuthServices, template_environmen
 from auth.sessions import CHANNEL as SESSIONS_CHANNEL
 from auth.sessions import SessionRegistry
 from auth.theme import Theme
+from auth.throttle import Throttle
 from auth.tokens import IdentitySigner, KeyStore
 from gateway import database, health, keys, middleware, proxy
 from gateway.reload import RouteMap, route_watcher
@@ -44,11 +45,14 @@ from gateway.upstream import Upstream
 KEYS_CHANNEL = "library_gateway_keys"
 
 
-async def _housekeeping(registry: SessionRegistry, every: float = 3600.0) -> None:
-    """Drop session records long past their expiry, once an hour."""
+async def _housekeeping(
+    registry: SessionRegistry, throttle: Throttle, every: float = 3600.0
+) -> None:
+    """Drop session records and failure counters long past use, once an hour."""
     while True:
         try:
             await registry.purge_expired()
+            await throttle.purge()
         except Exception:
             logging.getLogger("gateway").exception("session housekeeping failed")
         await asyncio.sleep(every)
@@ -101,7 +105,7 @@ def create_app(
             theme=theme, public_url=settings.public_url, links=Links(pool),
             outbox=Outbox(pool),
             composer=Composer(app[TEMPLATES], settings.theme_name or "De Bibliotheek"),
-            pass_number_pattern=settings.pass_number_pattern,
+            pass_number_pattern=settings.pass_number_pattern, throttle=Throttle(pool),
             reset_ttl=settings.reset_token_ttl, activation_ttl=settings.activation_token_ttl,
             personal_data_url=settings.personal_data_url,
         )
@@ -118,7 +122,7 @@ def create_app(
         handlers = {SESSIONS_CHANNEL: registry.on_notification, KEYS_CHANNEL: keys_changed,
                     MAIL_CHANNEL: worker.wake}
         background = [asyncio.create_task(worker.run()),
-                      asyncio.create_task(_housekeeping(registry))]
+                      asyncio.create_task(_housekeeping(registry, services.throttle))]
         try:
             async with notify.listening(database_url, handlers, registry.forget_all):
                 app[keys.LIFECYCLE].database_ok = True

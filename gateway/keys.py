@@ -8,6 +8,7 @@ from typing import NamedTuple
 import asyncpg
 from aiohttp import web
 
+from auth import throttle
 from auth.gate import Authenticator
 from auth.mail import OutboxWorker
 from gateway.reload import RouteMap
@@ -35,6 +36,6 @@ WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 TARGET = web.RequestKey("target", Target)
 REQUEST_ID = web.RequestKey("request_id", str)
 FORWARDED_FOR = web.RequestKey("forwarded_for", str)
-CLIENT_ADDRESS = web.RequestKey("client_address", str)
+CLIENT_ADDRESS = throttle.CLIENT_ADDRESS  # auth reads it, so auth defines it
 ROUTE = web.RequestKey("route", str)
 USER_ID = web.RequestKey("user_id", str)

@@ -1,13 +1,15 @@
 """Shared fixtures: one real PostgreSQL per test session, a fresh database per test module,
-real backends on loopback, and a gateway assembled from real parts."""
+real backends and a real SMTP server on loopback, and a gateway assembled from real parts."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import re
 import secrets
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
+from email.message import EmailMessage
 from pathlib import Path
 
 import asyncpg
@@ -16,9 +18,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet, MultiFernet
 
+from auth.mail import Transport
 from auth.passwords import PasswordHasher
+from auth.services import SERVICES, template_environment
 from gateway import database
 from gateway.app import create_app
+from gateway.demo.mailcatcher import MailCatcher
+from gateway.keys import OUTBOX_WORKER
 from gateway.reload import RouteMap
 from gateway.routes import parse_routes
 from gateway.settings import Settings
@@ -120,19 +126,70 @@ def make_gateway(
     cookie_keys: MultiFernet,
     hasher: PasswordHasher,
 ) -> Callable[..., object]:
-    """Build a gateway test client: make_gateway(routes_text, **settings_overrides)."""
+    """Build a gateway test client: make_gateway(routes_text, **settings_overrides); pass
+    `mail_transport` to send its mail somewhere real (the catcher) instead of DATA_DIR."""
 
     async def make(routes_text: str, *, keys: MultiFernet | None = None,
-                   route_file: Path | None = None, **overrides: object) -> TestClient:
+                   route_file: Path | None = None, mail_transport: Transport | None = None,
+                   **overrides: object) -> TestClient:
         env = {key: str(value) for key, value in overrides.pop("env", {}).items()}  # type: ignore[attr-defined]
         settings = Settings.from_env(env, **overrides)
         table = parse_routes(routes_text, "routes.yaml")
         app = create_app(settings, RouteMap(table, route_file), database_url=database_url,
-                         cookie_keys=keys or cookie_keys, hasher=hasher)
+                         cookie_keys=keys or cookie_keys, hasher=hasher,
+                         mail_transport=mail_transport)
         client: TestClient = await aiohttp_client(app)  # type: ignore[operator]
         return client
 
     return make
+
+
+@pytest.fixture
+def mail_catcher() -> Iterator[MailCatcher]:
+    """A real SMTP server on loopback (the demo's catcher) that keeps every mail it takes."""
+    with MailCatcher(out=io.StringIO()) as catcher:
+        yield catcher
+
+
+async def settle(client: TestClient) -> None:
+    """Finish the work a gateway queued after its last answers (forgotten password or
+    username), then send every mail that is due now rather than at the worker's next wake-up."""
+    await asyncio.gather(*client.app[SERVICES].background)
+    await client.app[OUTBOX_WORKER].send_due()
+
+
+def mail_subject(kind: str, lang: str = "nl") -> str:
+    """The subject a mail of this kind has (the first line of its template)."""
+    env = template_environment()
+    assert env.loader is not None
+    source, _, _ = env.loader.get_source(env, f"mail/{kind}.{lang}.txt")
+    return source.split("\n", 1)[0].strip()
+
+
+async def mail_for(catcher: MailCatcher, recipient: str, kind: str,
+                   lang: str = "nl") -> EmailMessage:
+    """The newest mail of this kind that reached `recipient`, waiting for it if need be."""
+    subject = mail_subject(kind, lang)
+    return await catcher.wait_for(
+        lambda m: m["To"] == recipient and m["Subject"] == subject)
+
+
+def plain_text(message: EmailMessage) -> str:
+    part = message.get_body(preferencelist=("plain",))
+    assert part is not None, "the mail has no plain-text part"
+    return str(part.get_content())
+
+
+def link_in(message: EmailMessage) -> str:
+    """The one link in a mail's plain text."""
+    [link] = re.findall(r"https?://\S+", plain_text(message))
+    return link
+
+
+async def outbox_for(pool: asyncpg.Pool, recipient: str) -> list[asyncpg.Record]:
+    """Every mail queued for `recipient`, oldest first, as the outbox table holds it."""
+    return list(await pool.fetch("SELECT * FROM outbox WHERE recipient = $1 ORDER BY id",
+                                 recipient))
 
 
 async def raw_request(port: int, data: bytes) -> tuple[int, bytes]:
