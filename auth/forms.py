@@ -7,6 +7,7 @@ is a clean 400 or 413, never a half-parsed login.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import parse_qsl
 
 from aiohttp import web
@@ -15,6 +16,7 @@ from aiohttp_session import get_session
 from auth import csrf
 
 MAX_FORM_BYTES = 16 * 1024
+FORM_READ_TIMEOUT = 10.0
 
 
 class FormError(Exception):
@@ -28,6 +30,8 @@ class FormError(Exception):
             return web.HTTPRequestEntityTooLarge(
                 max_size=MAX_FORM_BYTES, actual_size=MAX_FORM_BYTES + 1, text=self.reason
             )
+        if self.status == 408:
+            return web.HTTPRequestTimeout(text=self.reason)
         return web.HTTPBadRequest(text=self.reason)
 
 
@@ -54,10 +58,16 @@ async def read_form(request: web.Request, fields: tuple[str, ...]) -> dict[str, 
     if length is not None and length > MAX_FORM_BYTES:
         raise FormError(413, "The form is too large.")
     body = bytearray()
-    async for chunk in request.content.iter_chunked(4096):
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise FormError(413, "The form is too large.")
+    try:
+        # A form is a few hundred bytes; a client dripping it byte by byte is holding a
+        # handler hostage, not filling in a form.
+        async with asyncio.timeout(FORM_READ_TIMEOUT):
+            async for chunk in request.content.iter_chunked(4096):
+                body += chunk
+                if len(body) > MAX_FORM_BYTES:
+                    raise FormError(413, "The form is too large.")
+    except TimeoutError:
+        raise FormError(408, "The form took too long to arrive.") from None
     try:
         text = body.decode("utf-8")
         pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,

@@ -76,7 +76,13 @@ def create_app(
     app = web.Application(
         middlewares=[*middleware.STACK, session_middleware(storage)],
         client_max_size=64 * 1024,
-        handler_args={"max_field_size": 8190, "max_line_size": 8190, "max_headers": 100},
+        handler_args={
+            "max_field_size": 8190, "max_line_size": 8190, "max_headers": 100,
+            # aiohttp's keep-alive timer runs from the moment a connection opens or a
+            # response ends until the next request's headers are complete, so it is also
+            # the header-read timeout that stops slowloris clients.
+            "keepalive_timeout": settings.idle_timeout,
+        },
     )
     app[keys.SETTINGS] = settings
     app[keys.ROUTES] = route_map

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
+from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway import keys
 
@@ -45,9 +46,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class MalformedRequestFilter(logging.Filter):
+    """aiohttp logs a refused request with the offending bytes and a traceback; those bytes
+    can hold cookies or tokens. Keep the fact and the reason, drop the data."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            record.msg = "malformed request refused"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+            record.__dict__["status"] = exc.code
+            record.__dict__["reason"] = str(exc.message).split(":", 1)[0][:80]
+            record.levelno, record.levelname = logging.INFO, "INFO"
+        return True
+
+
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(MalformedRequestFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

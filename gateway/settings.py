@@ -150,6 +150,9 @@ SETTINGS: tuple[Setting, ...] = (
             "text colour on the house colour (hex)", _colour),
     Setting("theme_logo_url", "GATEWAY_THEME_LOGO_URL", "",
             "logo on the login pages: an https:// URL or a path on this host", _logo),
+    Setting("idle_timeout", "GATEWAY_IDLE_TIMEOUT", "15",
+            "seconds a client connection may sit idle, or take to send a request's headers, "
+            "before it is closed (slowloris defence)", _seconds),
     Setting("shutdown_grace", "GATEWAY_SHUTDOWN_GRACE", "20",
             "seconds in-flight requests get to finish after SIGTERM", _seconds),
     Setting("argon2_workers", "GATEWAY_ARGON2_WORKERS", "2",
@@ -181,6 +184,7 @@ class Settings:
     theme_colour: str = "#1f4e79"
     theme_text_colour: str = "#ffffff"
     theme_logo_url: str = ""
+    idle_timeout: float = 15.0
     shutdown_grace: float = 20.0
     argon2_workers: int = 2
     log_level: str = "INFO"
