@@ -68,8 +68,12 @@ class Accounts:
     ) -> Account:
         username = username or pass_number
         async with self._pool.acquire() as conn, conn.transaction():
+            # A pass number may not equal another account's username either: login accepts
+            # both, so the two would shadow each other.
             taken = await conn.fetchval(
-                "SELECT 1 FROM accounts WHERE pass_number_canonical = $1", canonical(pass_number)
+                "SELECT 1 FROM accounts WHERE pass_number_canonical = $1"
+                " OR username_canonical = $1",
+                canonical(pass_number),
             )
             if taken:
                 raise PassNumberTaken(pass_number)

@@ -21,15 +21,8 @@ from typing import Protocol
 from auth.passwords import identify, wrap_legacy
 from auth.usernames import UsernameRejected, canonical, check_username
 
-__all__ = [
-    "COLUMNS",
-    "Candidate",
-    "FileRefused",
-    "Refusal",
-    "Tally",
-    "check_password_hash",
-    "read_import",
-]
+__all__ = ["COLUMNS", "Candidate", "FileRefused", "Refusal", "Tally", "check_password_hash",
+           "read_import"]
 
 COLUMNS = ("pass_number", "email", "password_hash", "username")
 _REQUIRED = COLUMNS[:3]
@@ -39,9 +32,8 @@ MAX_HASH = 512
 # A real row is a few hundred characters; a longer line is refused without reading it whole.
 MAX_LINE = 16 * 1024
 
-# Formats kept as they come (strong, and rehashed at the next login anyway) and formats that
-# are wrapped in argon2id before they are stored; the names are those of `identify`.
-KEPT = frozenset({"argon2id", "argon2i", "argon2d", "bcrypt"})
+# The formats wrapped in argon2id before they are stored (names as `identify` gives them);
+# argon2 and bcrypt are strong enough to keep as they come until the next login rehashes them.
 WRAPPED = frozenset({"md5-crypt", "django-pbkdf2-sha256", "ldap-ssha", "django-sha1"})
 
 _ARGON2 = re.compile(
@@ -54,9 +46,8 @@ _SHAPES = {
     **dict.fromkeys(("argon2id", "argon2i", "argon2d"), _ARGON2),
     "bcrypt": re.compile(r"\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}"),
     "md5-crypt": re.compile(r"\$1\$[./0-9A-Za-z]{1,8}\$[./0-9A-Za-z]{22}"),
-    "django-pbkdf2-sha256": re.compile(
-        r"pbkdf2_sha256\$(?P<rounds>\d{1,10})\$[^$\s]+\$[A-Za-z0-9+/]{43}="
-    ),
+    "django-pbkdf2-sha256":
+        re.compile(r"pbkdf2_sha256\$(?P<rounds>\d{1,10})\$[^$\s]+\$[A-Za-z0-9+/]{43}="),
     "ldap-ssha": re.compile(r"\{SSHA\}[A-Za-z0-9+/]+={0,2}"),
     "django-sha1": re.compile(r"sha1\$[^$\s]+\$[0-9a-f]{40}"),
 }

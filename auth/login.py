@@ -17,6 +17,7 @@ from aiohttp_session import get_session, new_session
 from auth import csrf, throttle
 from auth.forms import read_checked_form
 from auth.gate import IDENTITY
+from auth.metrics import LOGINS
 from auth.pages import message, render
 from auth.passwords import HasherBusy
 from auth.redirects import safe_next
@@ -56,6 +57,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     wait = await services.throttle.retry_after(account_key, address_key)
     if wait > 0:
         # Blocked: not even the right password gets in, and no hashing work is spent.
+        LOGINS.labels("throttled").inc()
         response = await failed(429, "login.throttled")
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
@@ -64,13 +66,16 @@ async def login(request: web.Request) -> web.StreamResponse:
             account.password_hash if usable and account is not None else None, password
         )
     except HasherBusy:
+        LOGINS.labels("busy").inc()
         response = await failed(503, "login.busy")
         response.headers["Retry-After"] = "5"
         return response
     if not verdict.ok or account is None or not usable:
         await services.throttle.failed(account_key, address_key)
+        LOGINS.labels("failure").inc()
         return await failed(401, "login.failed")
     await services.throttle.succeeded(account_key)
+    LOGINS.labels("success").inc()
     if verdict.new_hash is not None:
         await services.accounts.set_password_hash(
             account.id, verdict.new_hash, expected=account.password_hash

@@ -26,6 +26,8 @@ import aiosmtplib
 import asyncpg
 import jinja2
 
+from auth.metrics import MAILS
+
 log = logging.getLogger("auth.mail")
 
 CHANNEL = "library_gateway_outbox"
@@ -170,6 +172,7 @@ class OutboxWorker:
                     await self._transport.deliver(build_message(self._sender, row))
                 except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
                     self.failed_total += 1
+                    MAILS.labels("failed").inc()
                     delay = _RETRY_DELAYS[min(row["attempts"], len(_RETRY_DELAYS) - 1)]
                     await conn.execute(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2,"
@@ -181,6 +184,7 @@ class OutboxWorker:
                                        "error": type(exc).__name__})
                 else:
                     self.sent_total += 1
+                    MAILS.labels("sent").inc()
                     await conn.execute(
                         "UPDATE outbox SET sent_at = now(), attempts = attempts + 1,"
                         " body_text = '', body_html = '', last_error = NULL WHERE id = $1",

@@ -23,6 +23,7 @@ from typing import Any
 import asyncpg
 
 from auth.identity import Identity
+from auth.metrics import SESSIONS_REVOKED
 
 log = logging.getLogger("auth.sessions")
 
@@ -41,7 +42,6 @@ class SessionRegistry:
         self._cache: OrderedDict[bytes, tuple[Identity | None, float]] = OrderedDict()
         self._notified = 0
         self._notify_event = asyncio.Condition()
-        self.revoked_total = 0
 
     async def create(self, account_id: str, lifetime: float) -> str:
         sid = secrets.token_urlsafe(32)
@@ -86,7 +86,7 @@ class SessionRegistry:
             )
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "sid:" + key.hex())
         self._forget_session(key)
-        self.revoked_total += 1
+        SESSIONS_REVOKED.inc()
 
     async def revoke_account(
         self, account_id: str, *, keep_sid: str | None = None, conn: Any = None
@@ -105,7 +105,7 @@ class SessionRegistry:
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "account:" + account_id)
         self.forget_account(account_id)
         count = int(status.split()[-1])
-        self.revoked_total += count
+        SESSIONS_REVOKED.inc(count)
         return count
 
     async def account_changed(self, account_id: str, conn: Any = None) -> None:

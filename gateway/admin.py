@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from gateway import health, keys
-
-
-async def metrics(_request: web.Request) -> web.Response:
-    body = generate_latest(REGISTRY)
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+from gateway.metrics import metrics
 
 
 def create_admin_app(gateway: web.Application) -> web.Application:

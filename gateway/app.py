@@ -9,13 +9,15 @@ LISTEN connection, upstream client, route watcher) is opened and closed in a cle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
 from importlib import resources
 from pathlib import Path
 
-from aiohttp import web
+import asyncpg
+from aiohttp import WSCloseCode, web
 from aiohttp_session import session_middleware
 from cryptography.fernet import MultiFernet
 
@@ -36,13 +38,35 @@ from auth.sessions import SessionRegistry
 from auth.theme import Theme
 from auth.throttle import Throttle
 from auth.tokens import IdentitySigner, KeyStore
-from gateway import database, health, keys, middleware, proxy
+from gateway import database, health, keys, metrics, middleware, proxy
 from gateway.reload import RouteMap, route_watcher
 from gateway.settings import Settings
 from gateway.state import Lifecycle
 from gateway.upstream import Upstream
 
 KEYS_CHANNEL = "library_gateway_keys"
+
+
+async def _drain(app: web.Application) -> None:
+    """Runs once the listener is closed: report not-ready, and close WebSockets politely
+    while in-flight HTTP requests get the grace period to finish."""
+    app[keys.LIFECYCLE].draining = True
+    live = app[keys.WEBSOCKETS]
+    await asyncio.gather(
+        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+          for ws in tuple(live)),
+        return_exceptions=True,
+    )
+
+
+async def _sample_gauges(pool: asyncpg.Pool, outbox: Outbox, every: float = 5.0) -> None:
+    while True:
+        size, idle = pool.get_size(), pool.get_idle_size()
+        metrics.POOL_CONNECTIONS.labels("in_use").set(size - idle)
+        metrics.POOL_CONNECTIONS.labels("idle").set(idle)
+        with contextlib.suppress(Exception):
+            metrics.OUTBOX_DEPTH.set(await outbox.pending())
+        await asyncio.sleep(every)
 
 
 async def _housekeeping(
@@ -128,7 +152,8 @@ def create_app(
         handlers = {SESSIONS_CHANNEL: registry.on_notification, KEYS_CHANNEL: keys_changed,
                     MAIL_CHANNEL: worker.wake}
         background = [asyncio.create_task(worker.run()),
-                      asyncio.create_task(_housekeeping(registry, services.throttle))]
+                      asyncio.create_task(_housekeeping(registry, services.throttle)),
+                      asyncio.create_task(_sample_gauges(pool, services.outbox))]
         try:
             async with notify.listening(database_url, handlers, registry.forget_all):
                 app[keys.LIFECYCLE].database_ok = True
@@ -144,6 +169,9 @@ def create_app(
                 own_hasher.close()
             await pool.close()
 
+    route_map.on_change.append(lambda _table: metrics.RELOADS.labels("ok").inc())
+    route_map.on_failure.append(lambda _problems: metrics.RELOADS.labels("failed").inc())
+    app.on_shutdown.append(_drain)
     app.cleanup_ctx.append(resources_ctx)
     app.cleanup_ctx.append(route_watcher(route_map))
     app.on_response_prepare.append(middleware.on_prepare)
@@ -155,5 +183,5 @@ def create_app(
         module.add_routes(app)
     static = Path(str(resources.files("auth") / "static"))
     app.router.add_static("/auth/static", static, append_version=False)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle, name="proxy")
     return app

@@ -39,3 +39,4 @@ FORWARDED_FOR = web.RequestKey("forwarded_for", str)
 CLIENT_ADDRESS = throttle.CLIENT_ADDRESS  # auth reads it, so auth defines it
 ROUTE = web.RequestKey("route", str)
 USER_ID = web.RequestKey("user_id", str)
+STARTED = web.RequestKey("started", float)

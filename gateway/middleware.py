@@ -1,7 +1,8 @@
 """The middleware stack, in the one order it runs (outermost first, see `STACK`).
 
-1. errors   every failure becomes a small page or JSON; no stack trace ever reaches a client
-2. context  request id, the normalised target, the client's address (trusting X-Forwarded-For
+1. measure  counts and times every request for Prometheus, by route and final status
+2. errors   every failure becomes a small page or JSON; no stack trace ever reaches a client
+3. context  request id, the normalised target, the client's address (trusting X-Forwarded-For
             only from configured proxies)
 Headers every response carries (request id, Server, nosniff, HSTS) are set in `on_prepare`, a
 response signal, so they also reach streamed and WebSocket responses.
@@ -10,12 +11,13 @@ response signal, so they also reach streamed and WebSocket responses.
 from __future__ import annotations
 
 import logging
+import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from gateway import headers, keys
-from gateway.errors import BadRequest, GatewayError
+from gateway import headers, keys, metrics
+from gateway.errors import BadRequest, GatewayError, UpstreamError, UpstreamTimeout
 from gateway.logs import request_id_var
 from gateway.pages import error_response
 from gateway.paths import BadPath, normalise
@@ -24,10 +26,31 @@ log = logging.getLogger("gateway")
 
 
 @web.middleware
+async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+    request[keys.STARTED] = started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = request.get(keys.ROUTE) or (
+            "_gateway" if request.match_info.route.name != "proxy" else "_unmatched")
+        metrics.REQUESTS.labels(route, metrics.method_class(request.method), str(status)).inc()
+        metrics.DURATION.labels(route).observe(time.perf_counter() - started)
+
+
+@web.middleware
 async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except GatewayError as exc:
+        if isinstance(exc, UpstreamError):
+            kind = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
+            metrics.UPSTREAM_ERRORS.labels(exc.route, kind).inc()
         if exc.status >= 500:
             log.warning("%s: %s", type(exc).__name__, exc.reason,
                         extra={"route": getattr(exc, "route", None), "status": exc.status})
@@ -73,7 +96,7 @@ def _peer(request: web.Request) -> str:
     return "unknown"
 
 
-STACK = (errors, context)
+STACK = (measure, errors, context)
 
 
 async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:

@@ -8,10 +8,12 @@ holding them in memory.
 
 from __future__ import annotations
 
+import time
+
 import aiohttp
 from aiohttp import web
 
-from gateway import access, headers, keys, websocket
+from gateway import access, headers, keys, metrics, websocket
 from gateway.errors import NotFound
 from gateway.pages import login_required
 from gateway.routes import RESERVED_PREFIXES
@@ -49,6 +51,8 @@ async def handle(request: web.Request) -> web.StreamResponse:
     )
     if isinstance(decision, access.LoginRequired):
         return login_required(decision)
+    if identity is not None:
+        request[keys.USER_ID] = identity.user_id
 
     settings = request.app[keys.SETTINGS]
     upgrade = websocket.is_upgrade(request)
@@ -71,7 +75,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
 
     upstream = request.app[keys.UPSTREAM]
     body = request if _has_body(request) else None
+    asked = time.perf_counter()
+    metrics.OVERHEAD.labels(route.name).observe(asked - request[keys.STARTED])
     async with upstream.request(route, request.method, url, upstream_headers, body) as answer:
+        metrics.UPSTREAM.labels(route.name).observe(time.perf_counter() - asked)
         response = web.StreamResponse(
             status=answer.status,
             reason=answer.reason,

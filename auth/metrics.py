@@ -1,0 +1,14 @@
+"""What `auth` tells Prometheus: login outcomes and revoked sessions.
+
+Declared here because auth owns these events; the gateway's admin listener exposes every
+metric of the process (and of all workers, in multiprocess mode).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+LOGINS = Counter("gateway_logins_total", "Login attempts by outcome", ["outcome"])
+SESSIONS_REVOKED = Counter("gateway_sessions_revoked_total",
+                           "Sessions ended by logout, password change or reset")
+MAILS = Counter("gateway_mails_total", "Mail delivery attempts by result", ["result"])
