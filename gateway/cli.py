@@ -7,6 +7,7 @@ command that touches the database, so they all find the same embedded PostgreSQL
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="metrics and health on 127.0.0.1 (0: off)")
     run.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     _data_dir(run)
-    run.set_defaults(func=_lazy("gateway.serve", "run_command"))
+    run.set_defaults(func=run_entry)
 
     demo = commands.add_parser("demo", help="the gateway with demo services and a demo patron")
     demo.add_argument("--port", type=int, default=8080)
@@ -112,6 +113,19 @@ def _lazy(module: str, name: str) -> Command:
         return function(args)
 
     return command
+
+
+def run_entry(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        # prometheus-client picks its storage when first imported, so multiprocess mode
+        # (every worker's metrics summed on the admin port) must be chosen before that.
+        import shutil
+
+        folder = (args.data_dir / "metrics").resolve()
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return _lazy("gateway.serve", "run_command")(args)
 
 
 def routes_check(args: argparse.Namespace) -> int:

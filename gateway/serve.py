@@ -125,12 +125,20 @@ def supervise(settings: Settings, routes_path: Path, database_url: str) -> int:
         if pid not in children:
             continue
         index = children.pop(pid)
+        _forget_worker_metrics(pid)
         if not stopping:
             log.error("worker died; starting a new one",
                       extra={"pid": pid, "status": status, "worker": index})
             time.sleep(0.5)  # do not spin if a worker dies at once on every start
             spawn(index)
     return 0
+
+
+def _forget_worker_metrics(pid: int) -> None:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
 
 
 class _suppress_missing:
