@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any, cast
 
@@ -24,6 +25,7 @@ log = logging.getLogger("auth.cookies")
 COOKIE_NAME = "library_session"
 # Browsers cap a cookie near 4 KiB; ours is a few hundred bytes. Anything larger is not ours.
 MAX_COOKIE_BYTES = 4096
+DECODED_CACHE_SIZE = 20_000
 
 
 class CookieKeyError(ValueError):
@@ -92,6 +94,7 @@ class SessionCookieStorage(EncryptedCookieStorage):
         )
         self._fernet = fernet  # type: ignore[assignment]
         self._secure = secure
+        self._decoded: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     async def load_session(self, request: web.Request) -> Session:
         cookie = self.load_cookie(request)
@@ -105,6 +108,17 @@ class SessionCookieStorage(EncryptedCookieStorage):
         return Session(None, data=cast(SessionData, data), new=False, max_age=None)
 
     def decode(self, cookie: str) -> dict[str, Any] | None:
+        """The cookie's data, or None when it is not a cookie this gateway wrote.
+
+        Decrypting costs more than the rest of a proxied request's own work, and a patron
+        sends the same cookie until it is refreshed (at most once a minute), so good cookies
+        are remembered in a small LRU keyed by their exact value. Only successful decodes
+        are kept: garbage is never cached, so it cannot push good entries out.
+        """
+        cached = self._decoded.get(cookie)
+        if cached is not None:
+            self._decoded.move_to_end(cookie)
+            return {"created": cached["created"], "session": dict(cached["session"])}
         if len(cookie) > MAX_COOKIE_BYTES:
             return None
         try:
@@ -114,7 +128,10 @@ class SessionCookieStorage(EncryptedCookieStorage):
             return None
         if not isinstance(data, dict) or not isinstance(data.get("session"), dict):
             return None
-        return data
+        self._decoded[cookie] = data
+        if len(self._decoded) > DECODED_CACHE_SIZE:
+            self._decoded.popitem(last=False)
+        return {"created": data.get("created"), "session": dict(data["session"])}
 
     def save_cookie(
         self, response: web.StreamResponse, cookie_data: str, *, max_age: int | None = None

@@ -8,6 +8,7 @@ is cleared; nothing here raises for a bad cookie.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from urllib.parse import quote
 
 from aiohttp import web
@@ -15,7 +16,7 @@ from aiohttp_session import SESSION_KEY, Session, get_session
 
 from auth.cookies import SessionCookieStorage
 from auth.identity import Identity
-from auth.lifetimes import Lifetimes, Verdict, judge
+from auth.lifetimes import REFRESH_EVERY, Lifetimes, Verdict, judge
 from auth.sessions import SessionRegistry
 from auth.tokens import IdentitySigner
 
@@ -28,6 +29,8 @@ def header_safe(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
 
 
+_REFRESHING = web.RequestKey("auth.refreshing", bool)
+_REFRESHED_KEPT = 10_000
 IDENTITY = web.RequestKey[Identity | None]("auth.identity")
 
 
@@ -44,6 +47,7 @@ class Authenticator:
         self.signer = signer
         self.lifetimes = lifetimes
         self.cookie_name = storage.cookie_name
+        self._refreshed: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     async def identify(self, request: web.Request) -> Identity | None:
         if IDENTITY in request:
@@ -72,6 +76,7 @@ class Authenticator:
             return None
         if verdict is Verdict.REFRESH:
             session["seen"] = int(time.time())
+            request[_REFRESHING] = True
         return identity
 
     def identity_headers(self, identity: Identity, audience: str) -> dict[str, str]:
@@ -83,8 +88,30 @@ class Authenticator:
         }
 
     async def finish(self, request: web.Request, response: web.StreamResponse) -> None:
-        """Write the cookie on a streamed response (aiohttp-session only does so for
-        web.Response): refreshed activity, or cleared when the session ended."""
+        """Write the cookie before the response starts (aiohttp-session's middleware only
+        does so for a web.Response, and would then find nothing left to do): refreshed
+        activity, or cleared when the session ended.
+
+        A client that does not store cookies (a script, a load test) sends the same old
+        cookie every time; refreshing it would cost an encryption on every request, so the
+        refreshed value is remembered for a minute and sent again as it is.
+        """
         session: Session | None = request.get(SESSION_KEY)
-        if session is not None and session._changed:
-            await self.storage.save_session(request, response, session)
+        if session is None or not session._changed:
+            return
+        old = request.cookies.get(self.cookie_name) if request.get(_REFRESHING) else None
+        now = time.monotonic()
+        if old is not None:
+            remembered = self._refreshed.get(old)
+            if remembered is not None and now - remembered[1] < REFRESH_EVERY:
+                self.storage.save_cookie(response, remembered[0])
+                session._changed = False
+                return
+        await self.storage.save_session(request, response, session)
+        session._changed = False
+        if old is not None:
+            morsel = response.cookies.get(self.cookie_name)
+            if morsel is not None:
+                self._refreshed[old] = (morsel.value, now)
+                while len(self._refreshed) > _REFRESHED_KEPT:
+                    self._refreshed.popitem(last=False)

@@ -41,14 +41,24 @@ class Links:
         )
         return token
 
-    async def recent(self, account_id: str, purpose: Purpose, within: float) -> int:
-        """How many links of this kind were made for the account in the last `within` s."""
-        count = await self._pool.fetchval(
+    async def issue_limited(
+        self, conn: Any, account_id: str, purpose: Purpose, ttl: float, *, limit: int,
+        within: float,
+    ) -> str | None:
+        """`issue` inside the caller's transaction, unless `limit` links of this kind were
+        made for the account in the last `within` seconds (then None). A lock per account and
+        purpose, held until the transaction ends, makes simultaneous callers count one
+        another's links instead of all seeing the same old count."""
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                           f"account_tokens:{purpose}:{account_id}")
+        count = await conn.fetchval(
             "SELECT count(*) FROM account_tokens WHERE account_id = $1::uuid AND purpose = $2"
             " AND created_at > now() - make_interval(secs => $3)",
             account_id, purpose, within,
         )
-        return int(count)
+        if int(count) >= limit:
+            return None
+        return await self.issue(account_id, purpose, ttl, conn=conn)
 
     async def peek(self, token: str, purpose: Purpose) -> str | None:
         """The account a live token belongs to, without spending it (GET shows a form)."""

@@ -170,7 +170,9 @@ class OutboxWorker:
             for row in rows:
                 try:
                     await self._transport.deliver(build_message(self._sender, row))
-                except (OSError, aiosmtplib.SMTPException, TimeoutError) as exc:
+                # ValueError: a mail that cannot be built (a line break in the address) is
+                # put off like a failed one, so it neither stops nor repeats the others.
+                except (OSError, aiosmtplib.SMTPException, TimeoutError, ValueError) as exc:
                     self.failed_total += 1
                     MAILS.labels("failed").inc()
                     delay = _RETRY_DELAYS[min(row["attempts"], len(_RETRY_DELAYS) - 1)]

@@ -54,14 +54,14 @@ async def _send_reset(services: AuthServices, identifier: str, lang: str) -> Non
         for account in accounts:
             if not account.email or account.disabled:
                 continue
-            recent = await services.links.recent(account.id, "reset", RESET_WINDOW)
-            if recent >= RESET_MAILS_PER_WINDOW:
-                log.info("reset mail withheld: too many requests for one account",
-                         extra={"user_id": account.id})
-                continue
             async with services.accounts.transaction() as conn:
-                token = await services.links.issue(account.id, "reset", services.reset_ttl,
-                                                   conn=conn)
+                token = await services.links.issue_limited(
+                    conn, account.id, "reset", services.reset_ttl,
+                    limit=RESET_MAILS_PER_WINDOW, within=RESET_WINDOW)
+                if token is None:
+                    log.info("reset mail withheld: too many requests for one account",
+                             extra={"user_id": account.id})
+                    continue
                 link = f"{services.public_url}/auth/reset-password?token={quote(token)}"
                 await Outbox.put(conn, services.composer.compose(
                     "reset", lang, account.email, username=account.username, link=link,

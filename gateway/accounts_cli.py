@@ -1,10 +1,12 @@
-"""`library-gateway accounts …` and `keys …`: operator commands on the account database."""
+"""`library-gateway accounts …`, `keys …` and `migrate`: commands on the account database."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
+
+import asyncpg
 
 from auth.accounts import Accounts, PassNumberTaken, UsernameTaken
 from auth.activation import AlreadyActive, Invitations
@@ -15,7 +17,7 @@ from auth.policy import PasswordPolicy, PasswordRejected
 from auth.services import template_environment
 from auth.tokens import KeyStore
 from auth.usernames import UsernameRejected, check_username
-from gateway import bootstrap
+from gateway import bootstrap, database
 from gateway.cli import load_settings
 
 
@@ -122,3 +124,22 @@ def keys_prune_command(args: argparse.Namespace) -> int:
 
 def keys_list_command(args: argparse.Namespace) -> int:
     return _with_keys(args, "list")
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    settings = load_settings(data_dir=args.data_dir)
+    url = bootstrap.database_url(settings)
+
+    async def go() -> list[str]:
+        conn = await asyncpg.connect(url)
+        try:
+            return await database.migrate(conn)
+        finally:
+            await conn.close()
+
+    try:
+        applied = asyncio.run(go())
+    except (OSError, asyncpg.PostgresError) as exc:
+        return _fail(f"cannot migrate the database: {exc}")
+    print("applied: " + ", ".join(applied) if applied else "the database schema is up to date")
+    return 0

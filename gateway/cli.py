@@ -1,4 +1,4 @@
-"""The `library-gateway` command: run, demo, routes, accounts, keys, settings.
+"""The `library-gateway` command: run, demo, routes, accounts, keys, migrate, settings.
 
 Each subcommand is a small function taking parsed arguments; `--data-dir` is accepted by every
 command that touches the database, so they all find the same embedded PostgreSQL.
@@ -98,6 +98,15 @@ def build_parser() -> argparse.ArgumentParser:
         sub = keys_commands.add_parser(name, help=help_text)
         _data_dir(sub)
         sub.set_defaults(func=_lazy("gateway.accounts_cli", f"keys_{name}_command"))
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the database schema up to date and exit",
+        description="Apply every database migration not applied yet, then exit. `run` does "
+                    "this at start too; run it alone first when several instances start "
+                    "(a Kubernetes Job, a deploy script).",
+    )
+    _data_dir(migrate)
+    migrate.set_defaults(func=_lazy("gateway.accounts_cli", "migrate_command"))
 
     show = commands.add_parser("settings", help="list the environment settings")
     show.set_defaults(func=show_settings)

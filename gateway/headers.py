@@ -7,8 +7,8 @@ the functions run once per proxied request, so they make one pass over the heade
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
-import uuid
 from collections.abc import Iterable, Mapping
 
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -26,6 +26,8 @@ HOP_BY_HOP = frozenset({
 _REPLACED = frozenset({
     "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
     "x-forwarded-prefix", "forwarded", "x-real-ip", "x-request-id", "content-length",
+    # The gateway answered the client's Expect itself; the backend gets the body outright.
+    "expect",
 })
 
 # Headers some frameworks honour to re-route or re-method a request behind a proxy
@@ -59,12 +61,15 @@ def request_id(sent: str | None) -> str:
     """Keep the client's request id when it is sane, else make one."""
     if sent is not None and _REQUEST_ID.fullmatch(sent):
         return sent
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def client_address(peer: str, forwarded_for: str | None, trusted: Iterable[Network]) -> str:
     """The patron's address: the socket peer, or, behind trusted proxies, the rightmost
     X-Forwarded-For entry that is not itself a trusted proxy."""
+    trusted = tuple(trusted)
+    if not trusted:
+        return peer
     chain = forwarded_chain(peer, forwarded_for, trusted)
     for address in reversed(chain):
         if not _is_trusted(address, trusted):
@@ -76,7 +81,7 @@ def forwarded_chain(peer: str, forwarded_for: str | None, trusted: Iterable[Netw
     """X-Forwarded-For as it should leave the gateway: the client-sent chain survives only when
     the peer is a trusted proxy; otherwise it is replaced by the peer alone."""
     trusted = tuple(trusted)
-    if not forwarded_for or not _is_trusted(peer, trusted):
+    if not trusted or not forwarded_for or not _is_trusted(peer, trusted):
         return [peer]
     chain: list[str] = []
     for item in forwarded_for.split(","):
@@ -158,19 +163,30 @@ def upstream_request_headers(
     return out
 
 
-def downstream_response_headers(upstream: Headers, *, cookie_name: str) -> CIMultiDict[str]:
-    """Headers for the client from a backend's response: hop-by-hop and framing removed, and
-    no backend may set or clear the gateway's session cookie."""
-    named_in_connection = _connection_tokens(upstream)
+def downstream_response_headers(
+    upstream: Iterable[tuple[str, str]], *, cookie_name: str
+) -> tuple[CIMultiDict[str], int | None]:
+    """Headers for the client from a backend's response, and its Content-Length: hop-by-hop
+    and framing removed, and no backend may set or clear the gateway's session cookie."""
+    items = list(upstream)
+    named_in_connection = frozenset(
+        token.strip().lower()
+        for name, value in items if name.lower() == "connection"
+        for token in value.split(",") if token.strip()
+    )
     out: CIMultiDict[str] = CIMultiDict()
-    for name, value in upstream.items():
+    length: int | None = None
+    for name, value in items:
         lower = name.lower()
+        if lower == "content-length":
+            length = int(value) if value.isdigit() else None
+            continue
         if lower in _RESPONSE_DROPPED or lower in named_in_connection:
             continue
         if lower == "set-cookie" and _sets_cookie(value, cookie_name):
             continue
         out.add(name, value)
-    return out
+    return out, length
 
 
 def _sets_cookie(set_cookie: str, name: str) -> bool:

@@ -9,11 +9,12 @@ holding them in memory.
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
-import aiohttp
 from aiohttp import web
 
 from gateway import access, headers, keys, metrics, websocket
+from gateway.connection import ConnectionClosed
 from gateway.errors import NotFound
 from gateway.pages import login_required
 from gateway.routes import RESERVED_PREFIXES
@@ -67,45 +68,54 @@ async def handle(request: web.Request) -> web.StreamResponse:
         identity=authenticator.identity_headers(identity, route.name) if identity else {},
         websocket=upgrade,
     )
-    url = route.backend.origin + route.upstream_path(target.path)
+    upstream_target = route.upstream_path(target.path)
     if target.query:
-        url += "?" + target.query
+        upstream_target += "?" + target.query
     if upgrade:
+        url = route.backend.origin + upstream_target
         return await websocket.bridge(request, route, url, upstream_headers)
 
     upstream = request.app[keys.UPSTREAM]
     body = request if _has_body(request) else None
     asked = time.perf_counter()
     metrics.OVERHEAD.labels(route.name).observe(asked - request[keys.STARTED])
-    async with upstream.request(route, request.method, url, upstream_headers, body) as answer:
+    async with upstream.request(
+        route, request.method, upstream_target, upstream_headers, body
+    ) as (answer, connection):
         metrics.UPSTREAM.labels(route.name).observe(time.perf_counter() - asked)
-        response = web.StreamResponse(
-            status=answer.status,
-            reason=answer.reason,
-            headers=headers.downstream_response_headers(
-                answer.headers, cookie_name=authenticator.cookie_name
-            ),
+        response_headers, length = headers.downstream_response_headers(
+            answer.headers, cookie_name=authenticator.cookie_name
         )
-        length = answer.headers.get("Content-Length")
-        if length is not None and length.isdigit():
-            response.content_length = int(length)
+        streams = request.method == "HEAD" or answer.status in _NO_BODY_STATUSES
+        whole = None if streams else connection.whole_body()
+        if whole is not None and (length is None or length == len(whole)):
+            # The common small answer arrived in one piece: head and body go out together.
+            small = web.Response(status=answer.status, reason=answer.reason,
+                                 headers=response_headers, body=whole)
+            await authenticator.finish(request, small)
+            return small
+        response = web.StreamResponse(
+            status=answer.status, reason=answer.reason, headers=response_headers
+        )
+        if length is not None:
+            response.content_length = length
         await authenticator.finish(request, response)
         await response.prepare(request)
-        if request.method != "HEAD" and answer.status not in _NO_BODY_STATUSES:
-            await _pump(request, answer, response)
+        if not streams:
+            await _pump(request, connection.body(), response)
         await response.write_eof()
         return response
 
 
 async def _pump(
-    request: web.Request, answer: aiohttp.ClientResponse, response: web.StreamResponse
+    request: web.Request, answer_body: AsyncIterator[bytes], response: web.StreamResponse
 ) -> None:
     # write() waits for the transport to drain, so a slow client slows the backend read
     # instead of filling memory.
     try:
-        async for chunk in answer.content.iter_any():
+        async for chunk in answer_body:
             await response.write(chunk)
-    except aiohttp.ClientError:
+    except ConnectionClosed:
         # The backend broke off mid-body. The status line is gone already; the only honest
         # signal left is to cut the client's connection so the body is seen as incomplete.
         if request.transport is not None:

@@ -1,0 +1,1 @@
+"""The setups library-gateway is measured against (run by bench/run.py, not shipped)."""

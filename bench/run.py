@@ -1,0 +1,387 @@
+"""Side-by-side benchmark: library-gateway against the usual ways to put a login in front of
+a service, all on loopback, all in one run so the ratios hold on a noisy machine.
+
+    python bench/run.py [--duration 10] [--connections 50] [--big-mib 1024] [--write]
+
+Needs Debian's nginx and wrk (`apt-get install nginx wrk`). Prints one table; with --write it
+also rewrites docs/performance.md. Every load goes to 127.0.0.1 only and stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import psutil
+from cryptography.fernet import Fernet
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+PASSWORD = "bench patron passphrase"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 (loopback only)
+                return
+        except urllib.error.HTTPError:
+            return  # it answers, which is all we wait for
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+@dataclass
+class Result:
+    name: str
+    rps: float
+    p50_ms: float
+    p99_ms: float
+
+
+def wrk(name: str, url: str, duration: int, connections: int, cookie: str | None) -> Result:
+    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if cookie:
+        command += ["-H", f"Cookie: {cookie}"]
+    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+
+    def percentile(label: str) -> float:
+        match = re.search(rf"{label}%\s+([\d.]+)(us|ms|s)\b", out)
+        assert match, out
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        print(f"  warning: {name}: {errors.group(1)} non-2xx answers", file=sys.stderr)
+    return Result(name, rps, percentile("50"), percentile("99"))
+
+
+class Stack:
+    """Every process of the benchmark; all of them stop when the block ends."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.nginx_pids: list[Path] = []
+
+    def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / f"{len(self.processes)}.err", "wb"),  # noqa: SIM115
+        )
+        self.processes.append(process)
+        return process
+
+    def nginx(self, name: str, server_block: str) -> None:
+        pid = self.workdir / f"{name}.pid"
+        conf = self.workdir / f"{name}.conf"
+        conf.write_text(f"""
+worker_processes 1;
+pid {pid};
+error_log {self.workdir}/{name}.error.log;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  keepalive_requests 1000000;
+  client_max_body_size 0;
+  {server_block}
+}}
+""")
+        subprocess.run(["nginx", "-c", str(conf)], check=True)
+        self.nginx_pids.append(pid)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        for pid in self.nginx_pids:
+            if pid.exists():
+                os.kill(int(pid.read_text().strip()), signal.SIGQUIT)
+
+
+@contextmanager
+def peak_rss(pid: int) -> Iterator[dict[str, float]]:
+    """Peak resident memory of a process tree while the block runs, in MiB."""
+    result = {"baseline": 0.0, "peak": 0.0}
+    root = psutil.Process(pid)
+
+    def rss() -> float:
+        total = root.memory_info().rss
+        for child in root.children(recursive=True):
+            total += child.memory_info().rss
+        return total / 2**20
+
+    result["baseline"] = result["peak"] = rss()
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(0.05):
+            result["peak"] = max(result["peak"], rss())
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield result
+    finally:
+        stop.set()
+        thread.join()
+
+
+def curl_speed(args: list[str]) -> float:
+    """MiB/s of one curl transfer."""
+    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{speed_upload}",
+                          *args], capture_output=True, text=True, check=True).stdout.split()
+    return max(float(out[0]), float(out[1])) / 2**20
+
+
+async def log_in(base: str, name: str) -> str:
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(base, cookie_jar=jar) as client:
+        async with client.get("/auth/login") as resp:
+            token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+        assert token
+        async with client.post("/auth/login", data={"csrf_token": token.group(1),
+                                                    "username": name, "password": PASSWORD},
+                               allow_redirects=False) as resp:
+            assert resp.status == 303, resp.status
+        cookie = next(c for c in jar if c.key == "library_session")
+        return f"library_session={cookie.value}"
+
+
+async def login_storm(base: str, name: str, per_second: int, seconds: float) -> dict[str, int]:
+    """`per_second` logins a second for `seconds`, each a real GET form + POST."""
+    outcomes: dict[str, int] = {}
+
+    async def one() -> None:
+        try:
+            await log_in(base, name)
+            outcomes["ok"] = outcomes.get("ok", 0) + 1
+        except AssertionError:
+            outcomes["refused"] = outcomes.get("refused", 0) + 1
+
+    tasks = []
+    started = time.monotonic()
+    for index in range(int(per_second * seconds)):
+        delay = started + index / per_second - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    return outcomes
+
+
+def start_gateway(stack: Stack, routes: Path, port: int, data_dir: Path, key: str,
+                  workers: int = 1) -> subprocess.Popen[bytes]:
+    process = stack.spawn(PYTHON, "-m", "gateway", "run", "--routes", str(routes), "--port",
+                          str(port), "--admin-port", "0", "--workers", str(workers),
+                          "--data-dir", str(data_dir),
+                          env={"GATEWAY_COOKIE_KEYS": key, "GATEWAY_LOG_LEVEL": "WARNING"})
+    wait_http(f"http://127.0.0.1:{port}/healthz")
+    return process
+
+
+def machine() -> str:
+    model = "unknown CPU"
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return (f"{os.cpu_count()} cores ({model}), "
+            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Linux {platform.release()}, "
+            f"Python {platform.python_version()}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--big-mib", type=int, default=1024, help="size of the big transfer")
+    parser.add_argument("--write", action="store_true", help="rewrite docs/performance.md")
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk", "curl"):
+        if shutil.which(tool) is None:
+            print(f"needs {tool}: apt-get install nginx wrk curl", file=sys.stderr)
+            return 1
+
+    workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    www = workdir / "www"
+    www.mkdir()
+    (www / "index.html").write_bytes(os.urandom(768).hex().encode()[:1024])
+    with open(www / "big.bin", "wb") as big:
+        block = os.urandom(1 << 20)
+        for _ in range(args.big_mib):
+            big.write(block)
+    key = Fernet.generate_key().decode()
+    peer_cookie = "library_session=" + Fernet(key.encode()).encrypt(json.dumps(
+        {"created": int(time.time()), "session": {"uid": "bench"}}).encode()).decode()
+    ports = {name: free_port() for name in
+             ("static", "nginx", "auth", "nginx_auth", "session", "gateway", "gateway2", "sink")}
+    stack = Stack(workdir)
+    rows: list[Result] = []
+    extra: dict[str, str] = {}
+    try:
+        stack.nginx("static", f"server {{ listen 127.0.0.1:{ports['static']}; root {www}; }}")
+        upstream = f"upstream backend {{ server 127.0.0.1:{ports['static']}; keepalive 64; }}"
+        proxy = ("proxy_pass http://backend; proxy_http_version 1.1; "
+                 'proxy_set_header Connection ""; proxy_buffering off;')
+        stack.nginx("proxy", f"{upstream} server {{ listen 127.0.0.1:{ports['nginx']}; "
+                             f"location / {{ {proxy} }} }}")
+        stack.spawn(PYTHON, str(ROOT / "bench/peers/auth_service.py"), str(ports["auth"]), key)
+        stack.nginx("auth", f"{upstream} upstream decide {{ server 127.0.0.1:{ports['auth']}; "
+                            f"keepalive 64; }} server {{ listen 127.0.0.1:{ports['nginx_auth']}; "
+                            f"location = /_auth {{ internal; proxy_pass http://decide/auth; "
+                            'proxy_http_version 1.1; proxy_set_header Connection ""; '
+                            'proxy_pass_request_body off; proxy_set_header Content-Length ""; } '
+                            f"location / {{ auth_request /_auth; {proxy} }} }}")
+        stack.spawn(PYTHON, str(ROOT / "bench/peers/session_proxy.py"), str(ports["session"]),
+                    key, f"http://127.0.0.1:{ports['static']}")
+        stack.spawn(PYTHON, str(ROOT / "bench/peers/upload_sink.py"), str(ports["sink"]))
+        routes = workdir / "routes.yaml"
+        routes.write_text(f"""routes:
+  - name: library
+    prefix: /
+    backend: http://127.0.0.1:{ports['static']}
+    auth: required
+  - name: upload
+    prefix: /upload
+    backend: http://127.0.0.1:{ports['sink']}
+    auth: required
+""")
+        gateway = start_gateway(stack, routes, ports["gateway"], workdir / "var", key)
+        subprocess.run([PYTHON, "-m", "gateway", "accounts", "add", "--pass-number", "900001",
+                        "--email", "bench@example.org", "--password-stdin", "--data-dir",
+                        str(workdir / "var")], input=PASSWORD + "\n", text=True, check=True,
+                       capture_output=True, env={**os.environ, "GATEWAY_COOKIE_KEYS": key})
+        for port in (ports["auth"], ports["session"], ports["sink"]):
+            wait_http(f"http://127.0.0.1:{port}/")
+        base = f"http://127.0.0.1:{ports['gateway']}"
+        cookie = asyncio.run(log_in(base, "900001"))
+
+        duration, connections = args.duration, args.connections
+        print(f"small GET, {connections} connections, {duration} s each …", file=sys.stderr)
+        targets = [("nginx-proxy (no auth)", ports["nginx"], None),
+                   ("nginx + auth_request", ports["nginx_auth"], peer_cookie),
+                   ("aiohttp-session proxy", ports["session"], peer_cookie),
+                   ("library-gateway", ports["gateway"], cookie)]
+        for name, port, with_cookie in targets:  # warm-up, then the measured run
+            wrk(name, f"http://127.0.0.1:{port}/index.html", 2, connections, with_cookie)
+            rows.append(wrk(name, f"http://127.0.0.1:{port}/index.html", duration, connections,
+                            with_cookie))
+
+        print("big transfers …", file=sys.stderr)
+        big_url = "/big.bin"
+        nginx_down = curl_speed([f"http://127.0.0.1:{ports['nginx']}{big_url}"])
+        with peak_rss(gateway.pid) as rss_down:
+            gateway_down = curl_speed(["-H", f"Cookie: {cookie}", f"{base}{big_url}"])
+        nginx_up = curl_speed(["-T", str(www / "big.bin"), "-H", "Expect:",
+                               f"http://127.0.0.1:{ports['sink']}/upload"])
+        with peak_rss(gateway.pid) as rss_up:
+            gateway_up = curl_speed(["-T", str(www / "big.bin"), "-H", "Expect:", "-H",
+                                     f"Cookie: {cookie}", f"{base}/upload/big"])
+        extra["download"] = (f"{gateway_down:.0f} MiB/s through the gateway, "
+                             f"{nginx_down:.0f} MiB/s through nginx "
+                             f"({gateway_down / nginx_down:.0%}); gateway RSS grew "
+                             f"{rss_down['peak'] - rss_down['baseline']:.1f} MiB")
+        extra["upload"] = (f"{gateway_up:.0f} MiB/s through the gateway, {nginx_up:.0f} MiB/s "
+                           f"straight to the backend ({gateway_up / nginx_up:.0%}); gateway RSS "
+                           f"grew {rss_up['peak'] - rss_up['baseline']:.1f} MiB")
+
+        print("login storm …", file=sys.stderr)
+        storm: dict[str, dict[str, int]] = {}
+
+        def run_storm() -> None:
+            storm["outcomes"] = asyncio.run(login_storm(base, "900001", 20, duration))
+
+        thread = threading.Thread(target=run_storm)
+        thread.start()
+        during = wrk("library-gateway during 20 logins/s", f"{base}/index.html", duration,
+                     connections, cookie)
+        thread.join()
+        rows.append(during)
+        extra["storm"] = f"logins: {storm.get('outcomes')}"
+
+        print("--workers 2 …", file=sys.stderr)
+        start_gateway(stack, routes, ports["gateway2"], workdir / "var", key, workers=2)
+        url2 = f"http://127.0.0.1:{ports['gateway2']}/index.html"
+        wrk("warm-up", url2, 2, connections, cookie)
+        rows.append(wrk("library-gateway --workers 2", url2, duration, connections, cookie))
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    report = render(rows, extra, args)
+    print(report)
+    if args.write:
+        (ROOT / "docs" / "performance.md").write_text(report)
+    return 0
+
+
+def render(rows: list[Result], extra: dict[str, str], args: argparse.Namespace) -> str:
+    by_name = {row.name: row for row in rows}
+    gateway = by_name["library-gateway"]
+    lines = [
+        "| setup | requests/s | p50 ms | p99 ms | library-gateway is |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        ratio = f"{gateway.rps / row.rps:.2f}x its rate" if row is not gateway else "—"
+        lines.append(f"| {row.name} | {row.rps:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} "
+                     f"| {ratio} |")
+    workers = by_name.get("library-gateway --workers 2")
+    scale = f"{workers.rps / gateway.rps:.2f}x one worker" if workers else "not measured"
+    return f"""# Performance
+
+Measured with `python bench/run.py --duration {args.duration} --connections \
+{args.connections} --big-mib {args.big_mib}` on {machine()}. Every setup forwards to the
+same static nginx backend (a 1 KiB file); library-gateway is logged in on an
+`auth: required` route, the peers check the same kind of aiohttp-session Fernet cookie.
+wrk (one thread, {args.connections} connections) runs on the same machine, so it takes one
+of the cores.
+
+{chr(10).join(lines)}
+
+- `--workers 2`: {scale}.
+- 1 GiB download: {extra.get("download", "not measured")}.
+- 1 GiB upload: {extra.get("upload", "not measured")}.
+- Login storm: {extra.get("storm", "not measured")}; proxied p99 during it is the
+  "during 20 logins/s" row.
+"""
+
+
+if __name__ == "__main__":
+    sys.exit(main())
