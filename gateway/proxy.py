@@ -42,6 +42,10 @@ async def handle(request: web.Request) -> web.StreamResponse:
         raise NotFound()
     route = request.app[keys.ROUTES].table.match(target.path)
     if route is None:
+        if target.path == "/":
+            # No service claims the front door: the patron's own page is the landing
+            # (it sends anonymous visitors on to the login).
+            raise web.HTTPFound("/auth/account")
         raise NotFound()
     request[keys.ROUTE] = route.name
     authenticator = request.app[keys.AUTHENTICATOR]

@@ -1,0 +1,1 @@
+"""Real-browser tests: what a patron sees and does."""
