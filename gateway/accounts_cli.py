@@ -39,7 +39,8 @@ def add_command(args: argparse.Namespace) -> int:
     url = bootstrap.database_url(settings)
 
     async def add() -> str:
-        hasher = PasswordHasher(max_workers=1)
+        hasher = PasswordHasher(max_workers=1, memory_cost=settings.argon2_memory_kib,
+                                time_cost=settings.argon2_time_cost)
         try:
             password_hash = await hasher.hash(password)
         finally:

@@ -125,7 +125,10 @@ def create_app(
         authenticator = Authenticator(
             storage, registry, IdentitySigner(key_store, settings.public_url), lifetimes
         )
-        own_hasher = hasher or PasswordHasher(max_workers=settings.argon2_workers)
+        own_hasher = hasher or PasswordHasher(
+            max_workers=settings.argon2_workers, memory_cost=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+        )
         app[keys.POOL] = pool
         app[keys.AUTHENTICATOR] = authenticator
         app[keys.UPSTREAM] = Upstream()

@@ -51,10 +51,10 @@ def _connection_tokens(headers: Headers) -> frozenset[str]:
     return frozenset(tokens)
 
 
-def _is_identity(name: str) -> bool:
-    # `X_Library-User.Id` reaches some frameworks as X-Library-User-Id (WSGI turns '-' and '_'
-    # into the same key), so the spoofing check must treat them alike.
-    return name.lower().replace("_", "-").replace(".", "-").startswith(IDENTITY_PREFIX)
+def _folded(name: str) -> str:
+    # `X_Library-User.Id` reaches some frameworks as X-Library-User-Id (WSGI and CGI turn '-'
+    # and '_' into the same key), so every spoofing check must treat the spellings alike.
+    return name.lower().replace("_", "-").replace(".", "-")
 
 
 def request_id(sent: str | None) -> str:
@@ -136,12 +136,13 @@ def upstream_request_headers(
     out["Host"] = backend_host
     for name, value in client.items():
         lower = name.lower()
+        folded = _folded(lower)
         if (
             lower in HOP_BY_HOP
-            or lower in _REPLACED
-            or lower in _STEERING
+            or folded in _REPLACED
+            or folded in _STEERING
             or lower in named_in_connection
-            or _is_identity(lower)
+            or folded.startswith(IDENTITY_PREFIX)
             or (websocket and lower.startswith("sec-websocket-"))
         ):
             continue

@@ -157,6 +157,11 @@ SETTINGS: tuple[Setting, ...] = (
             "seconds in-flight requests get to finish after SIGTERM", _seconds),
     Setting("argon2_workers", "GATEWAY_ARGON2_WORKERS", "2",
             "threads that hash passwords; logins beyond the queue get a fast 503", _positive_int),
+    Setting("argon2_memory_kib", "GATEWAY_ARGON2_MEMORY_KIB", "19456",
+            "argon2id memory per hash in KiB (OWASP: 19456); raising it re-hashes at login",
+            _positive_int),
+    Setting("argon2_time_cost", "GATEWAY_ARGON2_TIME_COST", "2",
+            "argon2id passes (OWASP: 2); raising it re-hashes at login", _positive_int),
     Setting("log_level", "GATEWAY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -187,6 +192,8 @@ class Settings:
     idle_timeout: float = 15.0
     shutdown_grace: float = 20.0
     argon2_workers: int = 2
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
     log_level: str = "INFO"
     # Command-line only (not environment): where the process listens and keeps its data.
     host: str = "127.0.0.1"
