@@ -336,7 +336,7 @@ def main() -> int:
                      connections, cookie)
         thread.join()
         rows.append(during)
-        answers = ", ".join(f"{count} × {status}" for status, count in
+        answers = ", ".join(f"{count} x {status}" for status, count in
                             sorted(storm.get("outcomes", {}).items()))
         extra["storm"] = f"{20 * duration} logins in {duration} s answered {answers}"
 
