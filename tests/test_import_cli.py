@@ -37,7 +37,9 @@ def run_import(database_url: str, file: Path, *args: str) -> subprocess.Complete
     )
 
 
-async def import_file(database_url: str, file: Path, *args: str) -> subprocess.CompletedProcess[str]:
+async def import_file(
+    database_url: str, file: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
     return await asyncio.to_thread(run_import, database_url, file, *args)
 
 
@@ -188,8 +190,8 @@ async def test_bad_rows_are_named_by_line_while_the_good_rows_land(
     assert lines == [
         "mixed.csv:3: e-mail address 'not-an-address' is not of the form name@domain",
         "mixed.csv:4: password_hash is a garbled md5-crypt hash",
-        "mixed.csv:5: username '９９９９９': a username that looks like a pass number must be"
-        " your own pass number",
+        "mixed.csv:5: username '\uff19\uff19\uff19\uff19\uff19': a username that looks like"
+        " a pass number must be your own pass number",
         "mixed.csv:6: username 'abc-77' is the username or pass number of another account",
         "mixed.csv:7: username 'Other-Name' is the username or pass number of another account",
         "mixed.csv:8: pass number 'taken-name' is the username of another account",
