@@ -80,6 +80,15 @@ class Outbox:
         async with self._pool.acquire() as conn, conn.transaction():
             await self.put(conn, mail)
 
+    async def purge(self, older_than: float = 7 * 86400.0) -> int:
+        """Forget mails older than a week: sent ones (only their envelope is left) and ones
+        that never went out, whose links have long expired anyway."""
+        status = await self._pool.execute(
+            "DELETE FROM outbox WHERE created_at < now() - make_interval(secs => $1)",
+            older_than,
+        )
+        return int(status.split()[-1])
+
     async def pending(self) -> int:
         return int(await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
 

@@ -35,6 +35,10 @@ _REUSE_FOR = TOKEN_TTL - 60
 _KEY_LOCK = 0x6C6962676B6579  # advisory lock for creating the first key
 
 
+class SigningUnavailable(Exception):
+    """No active signing key can be decrypted with this instance's cookie keys."""
+
+
 @dataclass(frozen=True)
 class SigningKey:
     kid: str
@@ -73,7 +77,8 @@ class KeyStore:
                 if active is not None:
                     log.warning("the active signing key cannot be decrypted with the current "
                                 "cookie keys; starting a new one")
-                await self._insert(conn)
+                kid = await self._insert(conn)
+                await conn.execute("SELECT pg_notify('library_gateway_keys', $1)", kid)
         await self.refresh()
 
     def _readable(self, encrypted: bytes) -> bool:
@@ -101,13 +106,18 @@ class KeyStore:
             " ORDER BY created_at DESC"
         )
         published = []
+        active: SigningKey | None = None
         for row in rows:
             published.append(json.loads(row["jwk"]))
             if row["active"] and self._readable(bytes(row["private_key"])):
                 pem = self._fernet.decrypt(bytes(row["private_key"]))
                 private = serialization.load_pem_private_key(pem, password=None)
                 assert isinstance(private, Ed25519PrivateKey)
-                self.active = SigningKey(row["kid"], private)
+                active = SigningKey(row["kid"], private)
+        if active is None and rows:
+            log.error("no active signing key can be decrypted with this instance's cookie keys;"
+                      " check GATEWAY_COOKIE_KEYS (identities cannot be signed until then)")
+        self.active = active
         self.jwks_body = json.dumps({"keys": published}).encode()
 
     async def rotate(self) -> str:
@@ -151,7 +161,9 @@ class IdentitySigner:
 
     def token(self, identity: Identity, audience: str, now: float | None = None) -> str:
         key = self._keys.active
-        assert key is not None, "KeyStore.load() must run before signing"
+        if key is None:
+            # Fail closed: no identity leaves the gateway unsigned.
+            raise SigningUnavailable("no signing key this instance can use")
         now = time.time() if now is None else now
         cache_key = (identity.session, audience, identity.username, key.kid)
         cached = self._cache.get(cache_key)

@@ -70,13 +70,14 @@ async def _sample_gauges(pool: asyncpg.Pool, outbox: Outbox, every: float = 5.0)
 
 
 async def _housekeeping(
-    registry: SessionRegistry, throttle: Throttle, every: float = 3600.0
+    registry: SessionRegistry, throttle: Throttle, outbox: Outbox, every: float = 3600.0
 ) -> None:
-    """Drop session records and failure counters long past use, once an hour."""
+    """Drop session records, failure counters and old mail long past use, once an hour."""
     while True:
         try:
             await registry.purge_expired()
             await throttle.purge()
+            await outbox.purge()
         except Exception:
             logging.getLogger("gateway").exception("session housekeeping failed")
         await asyncio.sleep(every)
@@ -155,7 +156,8 @@ def create_app(
         handlers = {SESSIONS_CHANNEL: registry.on_notification, KEYS_CHANNEL: keys_changed,
                     MAIL_CHANNEL: worker.wake}
         background = [asyncio.create_task(worker.run()),
-                      asyncio.create_task(_housekeeping(registry, services.throttle)),
+                      asyncio.create_task(
+                          _housekeeping(registry, services.throttle, services.outbox)),
                       asyncio.create_task(_sample_gauges(pool, services.outbox))]
         try:
             async with notify.listening(database_url, handlers, registry.forget_all):

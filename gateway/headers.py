@@ -31,10 +31,13 @@ _REPLACED = frozenset({
 })
 
 # Headers some frameworks honour to re-route or re-method a request behind a proxy
-# (Symfony/IIS X-Original-URL, X-Rewrite-URL, Traefik X-Forwarded-Uri, method overrides).
+# (Symfony/IIS X-Original-URL, X-Rewrite-URL, Traefik X-Forwarded-Uri, method overrides), and
+# `Proxy`, which CGI-style backends expose as HTTP_PROXY and so re-route their own outgoing
+# requests through the client's host (httpoxy, CVE-2016-5385).
 _STEERING = frozenset({
     "x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-path",
     "x-http-method-override", "x-http-method", "x-method-override", "x-original-method",
+    "proxy",
 })
 
 # Response headers the gateway owns: its own banner, and nothing that changes framing.

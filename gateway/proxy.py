@@ -13,9 +13,12 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from auth.gate import Authenticator
+from auth.identity import Identity
+from auth.tokens import SigningUnavailable
 from gateway import access, headers, keys, metrics, websocket
 from gateway.connection import ConnectionClosed
-from gateway.errors import NotFound
+from gateway.errors import NotFound, ServiceBusy
 from gateway.pages import login_required
 from gateway.routes import RESERVED_PREFIXES
 
@@ -69,7 +72,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         public_host=settings.public_host,
         request_id=request[keys.REQUEST_ID],
         cookie_name=authenticator.cookie_name,
-        identity=authenticator.identity_headers(identity, route.name) if identity else {},
+        identity=_identity_headers(authenticator, identity, route.name),
         websocket=upgrade,
     )
     upstream_target = route.upstream_path(target.path)
@@ -109,6 +112,17 @@ async def handle(request: web.Request) -> web.StreamResponse:
             await _pump(request, connection.body(), response)
         await response.write_eof()
         return response
+
+
+def _identity_headers(
+    authenticator: Authenticator, identity: Identity | None, audience: str
+) -> dict[str, str]:
+    if identity is None:
+        return {}
+    try:
+        return authenticator.identity_headers(identity, audience)
+    except SigningUnavailable as exc:
+        raise ServiceBusy("The login service cannot vouch for you right now.") from exc
 
 
 async def _pump(

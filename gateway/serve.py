@@ -72,7 +72,7 @@ def _admin_site(settings: Settings, app: web.Application):  # type: ignore[no-un
     async def ctx(_app: web.Application):  # type: ignore[no-untyped-def]
         runner = web.AppRunner(create_admin_app(app), access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", settings.admin_port, reuse_port=True)
+        site = web.TCPSite(runner, settings.admin_host, settings.admin_port, reuse_port=True)
         await site.start()
         yield
         await runner.cleanup()
@@ -130,7 +130,8 @@ def supervise(settings: Settings, routes_path: Path, database_url: str) -> int:
             log.error("worker died; starting a new one",
                       extra={"pid": pid, "status": status, "worker": index})
             time.sleep(0.5)  # do not spin if a worker dies at once on every start
-            spawn(index)
+            if not stopping:  # a SIGTERM may have come during the pause
+                spawn(index)
     return 0
 
 

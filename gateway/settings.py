@@ -162,6 +162,9 @@ SETTINGS: tuple[Setting, ...] = (
             _positive_int),
     Setting("argon2_time_cost", "GATEWAY_ARGON2_TIME_COST", "2",
             "argon2id passes (OWASP: 2); raising it re-hashes at login", _positive_int),
+    Setting("admin_host", "GATEWAY_ADMIN_HOST", "127.0.0.1",
+            "address of the admin listener (metrics, probes); loopback unless a scraper "
+            "elsewhere must reach it, e.g. 0.0.0.0 in a pod"),
     Setting("log_level", "GATEWAY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 
@@ -194,6 +197,7 @@ class Settings:
     argon2_workers: int = 2
     argon2_memory_kib: int = 19456
     argon2_time_cost: int = 2
+    admin_host: str = "127.0.0.1"
     log_level: str = "INFO"
     # Command-line only (not environment): where the process listens and keeps its data.
     host: str = "127.0.0.1"

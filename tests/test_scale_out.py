@@ -1,0 +1,617 @@
+"""Several gateways on one database, as operators run them: real `library-gateway run`
+processes, a real PostgreSQL, a real backend on loopback.
+
+What must be shared between instances (sessions, revocations, login throttling, signing keys,
+the cookie keys) is shown across two processes; graceful shutdown and the `--workers`
+supervisor are shown on one. Nothing here sleeps: a test waits for a log line, or repeats a
+request (each one a round trip) until what it waits for is seen or a deadline passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+import jwt
+import psutil
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.fernet import Fernet
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway import database
+from gateway.database import migration_files
+from tests.helpers import COOKIE, csrf_in, identity_seen
+
+pytestmark = pytest.mark.slow
+
+PUBLIC_URL = "http://login.library.test"  # the same on every instance; never contacted
+PASSWORD = "a quiet reading room at dusk"
+# How long a test waits for something another process does, at most. Not a timing claim:
+# what is waited for normally arrives in a few milliseconds.
+DEADLINE = 10.0
+STARTUP = 60.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(database_url: str, cookie_keys: str) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith("GATEWAY_") and key != "PROMETHEUS_MULTIPROC_DIR"}
+    env.update(GATEWAY_DATABASE_URL=database_url, GATEWAY_COOKIE_KEYS=cookie_keys,
+               GATEWAY_PUBLIC_URL=PUBLIC_URL, GATEWAY_LOG_LEVEL="INFO")
+    return env
+
+
+@dataclass
+class Gateway:
+    """A running `library-gateway run` and its log lines (JSON), read as they come."""
+
+    process: asyncio.subprocess.Process
+    port: int
+    admin_port: int
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    _news: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _reader: asyncio.Task[None] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.admin_port}"
+
+    def start_reading(self) -> None:
+        self._reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        # Always drained, or a full pipe would block the gateway's logging.
+        assert self.process.stderr is not None
+        async for raw in self.process.stderr:
+            line = raw.decode("utf-8", "replace").strip()
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                entry = {"message": line, "unparsed": True}
+            async with self._news:
+                self.logs.append(entry if isinstance(entry, dict) else {"message": line})
+                self._news.notify_all()
+        async with self._news:
+            self.logs.append({"message": "<stderr closed>"})
+            self._news.notify_all()
+
+    async def wait_for_log(self, wanted: Callable[[dict[str, Any]], bool],
+                           since: int = 0) -> tuple[int, dict[str, Any]]:
+        """The first log entry from index `since` on that `wanted` accepts, and its index."""
+
+        def found() -> tuple[int, dict[str, Any]] | None:
+            for index in range(since, len(self.logs)):
+                if wanted(self.logs[index]):
+                    return index, self.logs[index]
+            return None
+
+        async with asyncio.timeout(STARTUP), self._news:
+            await self._news.wait_for(
+                lambda: found() is not None
+                or (bool(self.logs) and self.logs[-1]["message"] == "<stderr closed>"))
+            result = found()
+        assert result is not None, "the gateway stopped first:\n" + self.log_text()
+        return result
+
+    def log_text(self) -> str:
+        return "\n".join(json.dumps(entry) for entry in self.logs[-40:])
+
+    async def stop(self) -> None:
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)  # the supervisor's workers too
+            await self.process.wait()
+        if self._reader is not None:
+            await self._reader
+
+
+Launch = Callable[..., Awaitable[Gateway]]
+
+
+@dataclass
+class Backend:
+    """An echo service, and a slow route that answers only when the test says so."""
+
+    server: TestServer
+    arrived: asyncio.Event
+    release: asyncio.Event
+
+    def routes_file(self, folder: Path) -> Path:
+        path = folder / "routes.yaml"
+        path.write_text(f"""\
+routes:
+  - name: echo
+    prefix: /echo
+    backend: http://127.0.0.1:{self.server.port}
+    auth: required
+  - name: slow
+    prefix: /slow
+    backend: http://127.0.0.1:{self.server.port}
+    auth: public
+""", encoding="utf-8")
+        return path
+
+
+@pytest.fixture
+async def backend(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Backend:
+    arrived, release = asyncio.Event(), asyncio.Event()
+
+    async def echo(request: web.Request) -> web.Response:
+        return web.json_response({"path": request.raw_path,
+                                  "headers": [[k, v] for k, v in request.headers.items()]})
+
+    async def slow(_request: web.Request) -> web.Response:
+        arrived.set()
+        await release.wait()
+        return web.Response(text="the whole answer")
+
+    app = web.Application()
+    app.router.add_route("*", "/echo/{tail:.*}", echo)
+    app.router.add_get("/slow/{tail:.*}", slow)
+    return Backend(await aiohttp_server(app), arrived, release)
+
+
+@pytest.fixture
+def cookie_keys() -> str:
+    return Fernet.generate_key().decode("ascii")
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    # No cookie jar (every request names its cookie) and a new connection for every request,
+    # so no connection to a stopping process is reused and SO_REUSEPORT spreads them.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
+                                     connector=aiohttp.TCPConnector(force_close=True)) as http:
+        yield http
+
+
+@pytest.fixture
+async def launch(
+    tmp_path: Path, database_url: str, backend: Backend, cookie_keys: str,
+    http: aiohttp.ClientSession,
+) -> AsyncIterator[Launch]:
+    started: list[Gateway] = []
+    routes = backend.routes_file(tmp_path)
+
+    async def launch(*, keys: str = cookie_keys, workers: int = 1,
+                     extra_env: dict[str, str] | None = None) -> Gateway:
+        port, admin_port = free_port(), free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "run", "--routes", str(routes),
+            "--port", str(port), "--admin-port", str(admin_port), "--workers", str(workers),
+            "--data-dir", str(tmp_path / f"gateway-{len(started)}"),
+            env={**base_env(database_url, keys), **(extra_env or {})},
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        )
+        gateway = Gateway(process, port, admin_port)
+        started.append(gateway)
+        gateway.start_reading()
+        seen = 0
+        for _ in range(workers):  # one "listening" line per worker
+            index, _entry = await gateway.wait_for_log(
+                lambda entry: entry["message"] == "gateway listening", seen)
+            seen = index + 1
+        await until(http, gateway.url + "/readyz", lambda status: status == 200,
+                    deadline=STARTUP)
+        return gateway
+
+    yield launch
+    for gateway in started:
+        await gateway.stop()
+
+
+async def until(http: aiohttp.ClientSession, url: str, done: Callable[[int], bool], *,
+                cookie: str | None = None, deadline: float = DEADLINE) -> int:
+    """Repeat GET `url` until `done(status)`; a refused connection counts as status 0.
+    Returns the status that ended the wait; fails if the deadline passes first."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline
+    headers = {"Accept": "application/json"}
+    if cookie is not None:
+        headers["Cookie"] = f"{COOKIE}={cookie}"
+    status = -1
+    while loop.time() < end:
+        try:
+            async with http.get(url, headers=headers, allow_redirects=False) as resp:
+                status = resp.status
+        except aiohttp.ClientConnectionError:
+            status = 0
+        if done(status):
+            return status
+    raise AssertionError(f"{url}: still {status} after {deadline} s")
+
+
+async def cli(env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", *args, env=env, stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(STARTUP):
+        out, err = await process.communicate(stdin.encode())
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def add_account(env: dict[str, str], data_dir: Path) -> tuple[str, str]:
+    """Create an account the way an operator does; return its id and username."""
+    number = str(10**8 + secrets.randbelow(10**8))
+    username = f"reader.{number}"
+    code, out, err = await cli(env, "accounts", "add", "--pass-number", number,
+                               "--email", f"{username}@example.org", "--username", username,
+                               "--password-stdin", "--data-dir", str(data_dir),
+                               stdin=PASSWORD + "\n")
+    assert code == 0, err
+    found = re.match(r"account (\S+) created", out)
+    assert found is not None, out
+    return found.group(1), username
+
+
+async def log_in(http: aiohttp.ClientSession, gateway: Gateway, name: str,
+                 password: str = PASSWORD) -> tuple[int, str | None]:
+    """Log in through the real form; the status and the new session cookie."""
+    async with http.get(gateway.url + "/auth/login") as resp:
+        assert resp.status == 200
+        anonymous = resp.cookies[COOKIE].value
+        token = csrf_in(await resp.text())
+    async with http.post(gateway.url + "/auth/login", allow_redirects=False,
+                         headers={"Cookie": f"{COOKIE}={anonymous}"},
+                         data={"csrf_token": token, "username": name, "password": password,
+                               "next": "/echo/"}) as resp:
+        cookie = resp.cookies.get(COOKIE)
+        return resp.status, cookie.value if cookie is not None and cookie.value else None
+
+
+async def log_out(http: aiohttp.ClientSession, gateway: Gateway, cookie: str) -> None:
+    sent = {"Cookie": f"{COOKIE}={cookie}"}
+    async with http.get(gateway.url + "/auth/logout", headers=sent) as resp:
+        token = csrf_in(await resp.text())
+    async with http.post(gateway.url + "/auth/logout", headers=sent, allow_redirects=False,
+                         data={"csrf_token": token}) as resp:
+        assert resp.status == 303
+
+
+async def identity_on(http: aiohttp.ClientSession, gateway: Gateway,
+                      cookie: str) -> dict[str, str] | None:
+    """The identity headers the backend gets through `gateway` with this cookie; None when
+    the gateway refuses the request as anonymous."""
+    async with http.get(gateway.url + "/echo/whoami", allow_redirects=False,
+                        headers={"Cookie": f"{COOKIE}={cookie}",
+                                 "Accept": "application/json"}) as resp:
+        if resp.status == 401:
+            return None
+        assert resp.status == 200, await resp.text()
+        return identity_seen(await resp.json())
+
+
+async def jwks(http: aiohttp.ClientSession, gateway: Gateway) -> jwt.PyJWKSet:
+    async with http.get(gateway.url + "/.well-known/jwks.json") as resp:
+        return jwt.PyJWKSet.from_dict(await resp.json())
+
+
+def verified(token: str, keys: jwt.PyJWKSet) -> dict[str, Any]:
+    kid = jwt.get_unverified_header(token)["kid"]
+    claims: dict[str, Any] = jwt.decode(token, keys[kid].key, algorithms=["EdDSA"],
+                                        audience="echo", issuer=PUBLIC_URL)
+    return claims
+
+
+# --- sessions, revocation, throttling and keys across instances ------------------------------
+
+
+async def test_a_session_from_one_instance_works_on_the_other_until_logout_on_the_first(
+    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    tmp_path: Path,
+) -> None:
+    first, second = await asyncio.gather(launch(), launch())
+    account_id, username = await add_account(base_env(database_url, cookie_keys), tmp_path)
+    status, cookie = await log_in(http, first, username)
+    assert status == 303 and cookie is not None
+
+    seen = await identity_on(http, second, cookie)
+    assert seen is not None
+    assert seen["x-library-user-id"] == account_id
+    assert seen["x-library-username"] == username
+    # Both instances sign with the same key: the second one's token verifies with the
+    # first one's published keys.
+    assert verified(seen["x-library-identity"], await jwks(http, first))["sub"] == account_id
+
+    await log_out(http, first, cookie)
+    assert await identity_on(http, first, cookie) is None
+    # The second instance had the session in its cache (kept 30 s without news); the logout's
+    # notification must end it there well before that.
+    await until(http, second.url + "/echo/whoami", lambda status: status == 401, cookie=cookie,
+                deadline=5.0)
+    assert await identity_on(http, second, cookie) is None
+
+
+async def test_failed_logins_on_either_instance_count_towards_one_block(
+    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    tmp_path: Path,
+) -> None:
+    first, second = await asyncio.gather(launch(), launch())
+    _account_id, username = await add_account(base_env(database_url, cookie_keys), tmp_path)
+    # Five failures are free (auth.throttle.Policy); spread them over both instances.
+    for gateway in (first, second, first, second, first):
+        status, cookie = await log_in(http, gateway, username, "not the password at all")
+        assert (status, cookie) == (401, None)
+    for gateway in (second, first):
+        status, cookie = await log_in(http, gateway, username)  # the right password
+        assert (status, cookie) == (429, None)
+
+
+async def test_a_signing_key_rotated_from_the_command_line_reaches_every_instance(
+    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    tmp_path: Path,
+) -> None:
+    first, second = await asyncio.gather(launch(), launch())
+    env = base_env(database_url, cookie_keys)
+    _account_id, username = await add_account(env, tmp_path)
+    _status, cookie = await log_in(http, first, username)
+    assert cookie is not None
+    seen = await identity_on(http, second, cookie)
+    assert seen is not None
+    old_kid = jwt.get_unverified_header(seen["x-library-identity"])["kid"]
+
+    code, out, err = await cli(env, "keys", "rotate", "--data-dir", str(tmp_path))
+    assert code == 0, err
+    found = re.search(r"new active signing key: (\S+)", out)
+    assert found is not None, out
+    new_kid = found.group(1)
+    assert new_kid != old_kid
+
+    for gateway in (first, second):
+        loop = asyncio.get_running_loop()
+        end = loop.time() + DEADLINE
+        kid = old_kid
+        while kid != new_kid and loop.time() < end:
+            identity = await identity_on(http, gateway, cookie)
+            assert identity is not None
+            token = identity["x-library-identity"]
+            kid = jwt.get_unverified_header(token)["kid"]
+        assert kid == new_kid
+        published = await jwks(http, gateway)
+        # The old key stays published, so tokens signed just before the rotation verify.
+        assert {key.key_id for key in published.keys} >= {old_kid, new_kid}
+        assert verified(token, published)["aud"] == "echo"
+
+
+async def test_cookie_keys_rotated_in_three_steps_keep_patrons_logged_in_across_a_rollout(
+    launch: Launch, http: aiohttp.ClientSession, database_url: str, tmp_path: Path,
+) -> None:
+    """docs/operations.md's procedure: OLD -> OLD,NEW -> NEW,OLD -> NEW. During a rolling
+    restart instances of neighbouring steps serve side by side, and must read each other's
+    cookies."""
+    old, new = Fernet.generate_key().decode(), Fernet.generate_key().decode()
+    # The instances that can read keys made with OLD start first: each start makes a signing
+    # key if none it can read exists, and the last step's instance cannot read OLD's.
+    before, accepting, switched = await asyncio.gather(
+        launch(keys=old), launch(keys=f"{old},{new}"), launch(keys=f"{new},{old}"))
+    retired = await launch(keys=new)
+    account_id, username = await add_account(base_env(database_url, old), tmp_path)
+
+    _status, made_with_old = await log_in(http, before, username)
+    _status, made_with_new = await log_in(http, switched, username)
+    assert made_with_old is not None and made_with_new is not None
+
+    async def user_on(gateway: Gateway, cookie: str) -> str | None:
+        seen = await identity_on(http, gateway, cookie)
+        return None if seen is None else seen["x-library-user-id"]
+
+    # Neighbouring steps read each other's cookies ...
+    assert await user_on(accepting, made_with_old) == account_id
+    assert await user_on(switched, made_with_old) == account_id
+    assert await user_on(accepting, made_with_new) == account_id
+    assert await user_on(retired, made_with_new) == account_id
+    # ... and skipping a step logs patrons out: why the procedure has three.
+    assert await user_on(before, made_with_new) is None
+    assert await user_on(retired, made_with_old) is None
+
+
+# --- graceful shutdown ---------------------------------------------------------------------
+
+
+async def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(
+    launch: Launch, http: aiohttp.ClientSession, backend: Backend,
+) -> None:
+    gateway = await launch(extra_env={"GATEWAY_SHUTDOWN_GRACE": "60"})
+
+    async def fetch_slow() -> tuple[int, str]:
+        async with http.get(gateway.url + "/slow/book") as resp:
+            return resp.status, await resp.text()
+
+    in_flight = asyncio.create_task(fetch_slow())
+    async with asyncio.timeout(STARTUP):
+        await backend.arrived.wait()
+    gateway.process.send_signal(signal.SIGTERM)
+
+    # Draining: the admin listener still answers, and says not ready ...
+    await until(http, gateway.admin_url + "/readyz", lambda status: status == 503)
+    async with http.get(gateway.admin_url + "/readyz") as resp:
+        assert (await resp.json())["draining"] is True
+    # ... the main listener is closed, so a load balancer's new connections go elsewhere ...
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection("127.0.0.1", gateway.port)
+    # ... and the request that arrived before SIGTERM is still being waited for.
+    assert not in_flight.done()
+    assert gateway.process.returncode is None
+
+    backend.release.set()
+    assert await in_flight == (200, "the whole answer")
+    async with asyncio.timeout(STARTUP):
+        assert await gateway.process.wait() == 0
+    await gateway.stop()
+    assert any(entry.get("path") == "/slow/book" and entry.get("status") == 200
+               for entry in gateway.logs)
+
+
+# --- several workers on one port -----------------------------------------------------------
+
+
+def listens_on(pid: int, port: int) -> bool:
+    return any(conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+               for conn in psutil.Process(pid).net_connections(kind="tcp"))
+
+
+def echo_requests_counted(exposition: str) -> float:
+    return sum(sample.value
+               for family in text_string_to_metric_families(exposition)
+               for sample in family.samples
+               if sample.name == "gateway_requests_total" and sample.labels["route"] == "echo")
+
+
+async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
+    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    tmp_path: Path,
+) -> None:
+    gateway = await launch(workers=2)
+    supervisor = psutil.Process(gateway.process.pid)
+    workers = {entry["pid"] for entry in gateway.logs if entry["message"] == "gateway listening"}
+    assert len(workers) == 2
+    assert {child.pid for child in supervisor.children()} == workers
+
+    _account_id, username = await add_account(base_env(database_url, cookie_keys), tmp_path)
+    _status, cookie = await log_in(http, gateway, username)
+    assert cookie is not None
+    answered = 0
+
+    async def serve_requests(count: int) -> None:
+        nonlocal answered
+        for _ in range(count):
+            assert await identity_on(http, gateway, cookie) is not None
+            answered += 1
+
+    # Requests on new connections until both workers listen (until then, one serves all).
+    loop = asyncio.get_running_loop()
+    end = loop.time() + STARTUP
+    while not all(listens_on(pid, gateway.port) for pid in workers):
+        assert loop.time() < end, "a worker never listened"
+        await serve_requests(1)
+    await serve_requests(10)
+
+    # The admin port sums every worker's metrics (each kept its own count of these).
+    await until(http, gateway.admin_url + "/metrics", lambda status: status == 200)
+    loop_end = loop.time() + DEADLINE
+    counted = -1.0
+    while counted != answered and loop.time() < loop_end:
+        async with http.get(gateway.admin_url + "/metrics") as resp:
+            counted = echo_requests_counted(await resp.text())
+    assert counted == answered
+
+    # Kill the worker without the admin listener: the port keeps answering.
+    [admin_worker] = [pid for pid in workers if listens_on(pid, gateway.admin_port)]
+    [victim] = workers - {admin_worker}
+    since = len(gateway.logs)
+    os.kill(victim, signal.SIGKILL)
+    died, _ = await gateway.wait_for_log(
+        lambda entry: entry["message"] == "worker died; starting a new one"
+        and entry.get("pid") == victim, since)
+    await serve_requests(10)
+
+    # The supervisor starts a replacement, which takes its share of the port.
+    _, started = await gateway.wait_for_log(
+        lambda entry: entry["message"] == "gateway listening", died)
+    replacement = int(started["pid"])
+    assert replacement not in workers
+    assert replacement in {child.pid for child in supervisor.children()}
+    end = loop.time() + STARTUP
+    while not listens_on(replacement, gateway.port):
+        assert loop.time() < end, "the replacement never listened"
+        await serve_requests(1)
+
+    # With the last original worker gone too, the workers started since serve everything.
+    since = len(gateway.logs)
+    os.kill(admin_worker, signal.SIGKILL)
+    died, _ = await gateway.wait_for_log(
+        lambda entry: entry["message"] == "worker died; starting a new one"
+        and entry.get("pid") == admin_worker, since)
+    await serve_requests(10)
+    await gateway.wait_for_log(lambda entry: entry["message"] == "gateway listening", died)
+
+    gateway.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(STARTUP):
+        assert await gateway.process.wait() == 0
+    # Every worker it ever started has ended with it.
+    every_worker = {entry["pid"] for entry in gateway.logs
+                    if entry["message"] == "gateway listening"}
+    assert len(every_worker) >= 4
+    assert not any(psutil.pid_exists(pid) for pid in every_worker)
+
+
+# --- migrations ----------------------------------------------------------------------------
+
+
+async def test_migrate_run_twice_at_once_applies_each_migration_exactly_once(
+    postgres_server: str, cookie_keys: str, tmp_path: Path,
+) -> None:
+    url = await database.ensure_database(postgres_server, "t_migrate_" + secrets.token_hex(3))
+    env = base_env(url, cookie_keys)
+    runs = await asyncio.gather(*(cli(env, "migrate", "--data-dir", str(tmp_path / str(n)))
+                                  for n in range(2)))
+    assert [code for code, _out, _err in runs] == [0, 0], runs
+    names = [name for name, _sql in migration_files()]
+    outputs = sorted(out.strip() for _code, out, _err in runs)
+    assert outputs == sorted(["applied: " + ", ".join(names),
+                              "the database schema is up to date"])
+    conn = await asyncpg.connect(url)
+    try:
+        recorded = [row["version"] for row in
+                    await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")]
+    finally:
+        await conn.close()
+    assert recorded == names
+    again = await cli(env, "migrate", "--data-dir", str(tmp_path / "again"))
+    assert again[:2] == (0, "the database schema is up to date\n")
+
+
+async def test_migrate_without_a_reachable_database_says_so_and_exits_1(
+    cookie_keys: str, tmp_path: Path,
+) -> None:
+    env = base_env(f"postgresql://gateway:secret-password@127.0.0.1:{free_port()}/gateway",
+                   cookie_keys)
+    code, out, err = await cli(env, "migrate", "--data-dir", str(tmp_path))
+    assert code == 1
+    assert "cannot migrate the database" in err
+    assert "Traceback" not in err
+    assert "secret-password" not in out + err
+
+
+async def test_sigterm_while_a_dead_worker_is_being_replaced_still_stops_the_supervisor(
+    launch: Launch,
+) -> None:
+    gateway = await launch(workers=2)
+    workers = [entry["pid"] for entry in gateway.logs if entry["message"] == "gateway listening"]
+    since = len(gateway.logs)
+    os.kill(workers[0], signal.SIGKILL)
+    await gateway.wait_for_log(
+        lambda entry: entry["message"] == "worker died; starting a new one"
+        and entry.get("pid") == workers[0], since)
+    # The supervisor is now about to start a replacement: stopping must win over replacing,
+    # or a worker started after the SIGTERM keeps the supervisor (and the port) alive.
+    gateway.process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(DEADLINE):
+        assert await gateway.process.wait() == 0

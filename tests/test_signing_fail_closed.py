@@ -1,0 +1,40 @@
+"""An instance that cannot sign identities must not forward patrons without one (and must
+not answer 500 either): it says 503 and logs why, until its keys are fixed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+from aiohttp.test_utils import TestServer
+
+from auth.passwords import PasswordHasher
+from auth.services import SERVICES
+from tests.conftest import routes_for
+from tests.helpers import add_patron, login
+
+
+async def test_an_unreadable_signing_key_means_503_not_an_unsigned_identity(
+    make_gateway: Callable[..., Any], backend: TestServer, pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+) -> None:
+    gw = await make_gateway(routes_for(backend.port))
+    patron = await add_patron(pool, hasher)
+    assert (await login(gw, patron.username)).status == 303
+    assert (await gw.get("/reservations/mine")).status == 200
+
+    # The stored key no longer decrypts with this instance's cookie keys (replaced keys,
+    # a restored backup from elsewhere): the instance re-reads its keys.
+    await pool.execute("UPDATE signing_keys SET private_key = 'not a fernet token'"
+                       " WHERE active")
+    keys = gw.app[SERVICES].keys
+    await keys.refresh()
+    assert keys.active is None
+
+    resp = await gw.get("/reservations/elsewhere", headers={"Accept": "application/json"})
+    assert resp.status == 503
+    assert (await resp.json())["error"] == "service_unavailable"
+    # Anonymous traffic is not affected: it carries no identity to sign.
+    gw.session.cookie_jar.clear()
+    assert (await gw.get("/open/hours")).status == 200
