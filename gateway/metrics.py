@@ -9,6 +9,7 @@ prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the supe
 
 from __future__ import annotations
 
+import functools
 import os
 
 from aiohttp import web
@@ -42,6 +43,19 @@ POOL_CONNECTIONS = Gauge("gateway_db_pool_connections", "Database pool connectio
                          ["state"], multiprocess_mode="livesum")
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+# The label look-up of prometheus-client takes a lock and builds a key on every call; these
+# memos hand back the same child series for the same labels (all of them bounded sets).
+@functools.lru_cache(maxsize=4096)
+def requests_child(route: str, method: str, status: int) -> Counter:
+    return REQUESTS.labels(route, method_class(method), str(status))
+
+
+@functools.lru_cache(maxsize=1024)
+def route_histograms(route: str) -> tuple[Histogram, Histogram, Histogram]:
+    """(whole request, gateway overhead, upstream time) for a route."""
+    return DURATION.labels(route), OVERHEAD.labels(route), UPSTREAM.labels(route)
 
 
 def method_class(method: str) -> str:

@@ -39,8 +39,8 @@ async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         route = request.get(keys.ROUTE) or (
             "_gateway" if request.match_info.route.name != "proxy" else "_unmatched")
-        metrics.REQUESTS.labels(route, metrics.method_class(request.method), str(status)).inc()
-        metrics.DURATION.labels(route).observe(time.perf_counter() - started)
+        metrics.requests_child(route, request.method, status).inc()
+        metrics.route_histograms(route)[0].observe(time.perf_counter() - started)
 
 
 @web.middleware

@@ -26,8 +26,11 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
 
 
+_RESERVED_SEGMENTS = frozenset(prefix.strip("/") for prefix in RESERVED_PREFIXES)
+
+
 def _is_reserved(path: str) -> bool:
-    return any(path == prefix or path.startswith(prefix + "/") for prefix in RESERVED_PREFIXES)
+    return path.split("/", 2)[1] in _RESERVED_SEGMENTS
 
 
 def _has_body(request: web.Request) -> bool:
@@ -85,11 +88,13 @@ async def handle(request: web.Request) -> web.StreamResponse:
     upstream = request.app[keys.UPSTREAM]
     body = request if _has_body(request) else None
     asked = time.perf_counter()
-    metrics.OVERHEAD.labels(route.name).observe(asked - request[keys.STARTED])
-    async with upstream.request(
+    _, overhead, upstream_time = metrics.route_histograms(route.name)
+    overhead.observe(asked - request[keys.STARTED])
+    answer, connection = await upstream.request(
         route, request.method, upstream_target, upstream_headers, body
-    ) as (answer, connection):
-        metrics.UPSTREAM.labels(route.name).observe(time.perf_counter() - asked)
+    )
+    try:
+        upstream_time.observe(time.perf_counter() - asked)
         response_headers, length = headers.downstream_response_headers(
             answer.headers, cookie_name=authenticator.cookie_name
         )
@@ -112,6 +117,11 @@ async def handle(request: web.Request) -> web.StreamResponse:
             await _pump(request, connection.body(), response)
         await response.write_eof()
         return response
+    except BaseException:
+        connection.close()
+        raise
+    finally:
+        upstream.release(route, connection)
 
 
 def _identity_headers(

@@ -11,7 +11,6 @@ Foreign exceptions are converted here, once, into the gateway's own (see gateway
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator
 
@@ -21,7 +20,7 @@ from multidict import CIMultiDict
 
 from gateway.connection import Answer, BackendConnection, ConnectionClosed
 from gateway.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
-from gateway.routes import Backend, Route
+from gateway.routes import Route
 
 CONNECT_TIMEOUT = 10.0
 IDLE_LIMIT = 30.0
@@ -41,7 +40,6 @@ class Upstream:
         if self._ws_session is not None:
             await self._ws_session.close()
 
-    @contextlib.asynccontextmanager
     async def request(
         self,
         route: Route,
@@ -49,13 +47,13 @@ class Upstream:
         target: str,
         headers: CIMultiDict[str],
         body: web.Request | None,
-    ) -> AsyncIterator[tuple[Answer, BackendConnection]]:
-        """Send the request; yield the answer's head and the connection to read its body.
+    ) -> tuple[Answer, BackendConnection]:
+        """Send the request; return the answer's head and the connection to read its body
+        from. The caller must hand the connection back with `release` when done.
 
         The route's timeout counts from the moment the request body has been sent, so a slow
         upload is not mistaken for a slow backend.
         """
-        backend = route.backend
         chunked = body is not None and "Content-Length" not in headers
         head = _request_head(method, target, headers, chunked)
         attempts = 1 if body is not None else 2
@@ -83,14 +81,8 @@ class Upstream:
             except BaseException:
                 connection.close()
                 raise
-            break
-        try:
-            yield answer, connection
-        except BaseException:
-            connection.close()
-            raise
-        finally:
-            self._checkin(backend, connection)
+            return answer, connection
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _checkout(self, route: Route) -> tuple[BackendConnection, bool]:
         backend = route.backend
@@ -115,7 +107,10 @@ class Upstream:
             raise UpstreamUnavailable(route.name) from exc
         return protocol, False
 
-    def _checkin(self, backend: Backend, connection: BackendConnection) -> None:
+    def release(self, route: Route, connection: BackendConnection) -> None:
+        """Take the connection back: kept for the next request if its answer was read to the
+        end and the backend allows keep-alive, closed otherwise."""
+        backend = route.backend
         if not (connection.reusable and connection.complete) or connection.closed:
             connection.close()
             return
