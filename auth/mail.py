@@ -157,6 +157,11 @@ class OutboxWorker:
         self._wake.set()
 
     async def run(self, poll: float = 15.0) -> None:
+        # Python 3.11's asyncio.wait_for loses a cancellation that arrives together with what
+        # it waits for (CPython gh-86296), and aiosmtplib reads every SMTP reply through it. A
+        # shutdown that coincides with a mail would then leave this loop running for ever, so
+        # a cancellation requested of this task is honoured here whether or not it got through.
+        task = asyncio.current_task()
         while True:
             self._wake.clear()
             try:
@@ -164,8 +169,11 @@ class OutboxWorker:
                     pass
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("outbox worker cannot reach the database", extra={"error": str(exc)})
+            if task is not None and task.cancelling():
+                raise asyncio.CancelledError
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), poll)
+                async with asyncio.timeout(poll):
+                    await self._wake.wait()
 
     async def send_due(self, batch: int = 10) -> int:
         """Send up to `batch` due mails; return how many were attempted."""

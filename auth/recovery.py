@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from auth import throttle
 from auth.accounts import Account
 from auth.forms import read_checked_form
 from auth.i18n import translator
@@ -120,6 +121,9 @@ async def reset(request: web.Request) -> web.StreamResponse:
             return await _link_dead(request)
         await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
         await services.registry.revoke_account(account.id, conn=conn)
+        # Whoever guessed at the old password is locked out by the new one; the patron,
+        # who just proved they read the account's mail, need not wait out the block.
+        await services.throttle.succeeded(throttle.account_key(account.id, ""), conn=conn)
         if account.email:
             await Outbox.put(conn, services.composer.compose(
                 "password_changed", language(request), account.email,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 from aiohttp import web
@@ -89,8 +90,9 @@ class Throttle:
                         key, seconds,
                     )
 
-    async def succeeded(self, account: str) -> None:
-        await self._pool.execute("DELETE FROM login_throttle WHERE key = $1", account)
+    async def succeeded(self, account: str, *, conn: Any = None) -> None:
+        executor = conn if conn is not None else self._pool
+        await executor.execute("DELETE FROM login_throttle WHERE key = $1", account)
 
     async def purge(self) -> int:
         status = await self._pool.execute(

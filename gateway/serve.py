@@ -20,6 +20,7 @@ from gateway.app import create_app
 from gateway.cli import load_settings
 from gateway.reload import RouteMap
 from gateway.routes import RoutesInvalid, load_routes
+from gateway.server import GatewayRunner
 from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
@@ -59,13 +60,30 @@ def serve(
                      cookie_keys=bootstrap.cookie_keys(settings))
     if admin and settings.admin_port:
         app.cleanup_ctx.append(_admin_site(settings, app))
-    log.info("gateway listening", extra={"url": settings.public_url, "host": settings.host,
-                                         "port": settings.port, "pid": os.getpid()})
-    web.run_app(
-        app, host=settings.host, port=settings.port, reuse_port=reuse_port,
-        access_log_class=logs.AccessLogger, access_log=logging.getLogger("gateway.access"),
-        shutdown_timeout=settings.shutdown_grace, print=None, handle_signals=True,
+    asyncio.run(_serve_until_signalled(app, settings, reuse_port))
+
+
+async def _serve_until_signalled(
+    app: web.Application, settings: Settings, reuse_port: bool
+) -> None:
+    runner = GatewayRunner(
+        app, access_log_class=logs.AccessLogger, access_log=logging.getLogger("gateway.access"),
+        shutdown_timeout=settings.shutdown_grace,
     )
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
+        log.info("gateway listening", extra={"url": settings.public_url, "host": settings.host,
+                                             "port": settings.port, "pid": os.getpid()})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        # Stops listening, lets requests in flight finish within the grace period, then
+        # runs the app's shutdown and cleanup.
+        await runner.cleanup()
 
 
 def _admin_site(settings: Settings, app: web.Application):  # type: ignore[no-untyped-def]

@@ -52,6 +52,7 @@ def demo(
         if process.poll() is None:
             process.kill()
             process.wait(30)
+        process.stdout.close()
 
 
 async def test_demo_patron_logs_in_once_and_uses_every_service(

@@ -186,6 +186,7 @@ async def test_backend_too_slow_is_504(
     resp = await gw.get("/catalogue/slow")
     assert resp.status == 504
     assert (await resp.json())["error"] == "gateway_timeout"
+    never.set()  # let the stalled backend finish, so its connection closes cleanly
 
 
 async def test_backend_cookies_pass_but_the_gateway_cookie_is_neither_forwarded_nor_settable(

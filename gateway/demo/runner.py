@@ -27,6 +27,7 @@ from gateway.demo.backends import catalogue_app, digital_app, reservations_app
 from gateway.demo.mailcatcher import MailCatcher
 from gateway.reload import RouteMap
 from gateway.routes import parse_routes
+from gateway.server import GatewayRunner
 
 DEMO_PASS_NUMBER = "20261129"
 DEMO_USERNAME = "demo.patron"
@@ -95,7 +96,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         await ensure_demo_patron(database_url)
         gateway = create_app(settings, RouteMap(table), database_url=database_url,
                              cookie_keys=bootstrap.cookie_keys(settings))
-        runner = web.AppRunner(gateway, access_log_class=logs.AccessLogger,
+        runner = GatewayRunner(gateway, access_log_class=logs.AccessLogger,
                                access_log=logging.getLogger("gateway.access"))
         await runner.setup()
         runners.insert(0, runner)

@@ -1,0 +1,223 @@
+"""Cross-site request forgery on every state-changing form, clickjacking of the /auth/ pages,
+and the security headers every answer carries.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import pytest
+from aiohttp import ClientResponse, web
+from aiohttp.test_utils import TestClient, TestServer
+from yarl import URL
+
+from auth.passwords import PasswordHasher
+from tests.conftest import routes_for
+from tests.helpers import PASSWORD, add_patron, form_token, login, post_form
+from tests.security.conftest import attempt
+from tests.security.wire import RecordingBackend, exchange, head_of
+
+Gateway = Callable[..., Awaitable[TestClient]]
+
+
+@pytest.fixture
+async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+    return await make_gateway(routes_for(recorder.port))
+
+
+# --- CSRF ---------------------------------------------------------------------------------------
+
+# Every POST under /auth/, with the fields a forged cross-site form would carry.
+FORMS = [
+    pytest.param("/auth/login", {"username": "victim", "password": PASSWORD},
+                 id="login-CSRF-ASVS-4.2.2"),
+    pytest.param("/auth/logout", {}, id="logout-ASVS-4.2.2"),
+    pytest.param("/auth/account/username", {"new_username": "attacker", "password": PASSWORD},
+                 id="rename-ASVS-4.2.2"),
+    pytest.param("/auth/account/password",
+                 {"current_password": PASSWORD, "new_password": "attacker chosen secret"},
+                 id="password-change-ASVS-4.2.2"),
+    pytest.param("/auth/forgot-password", {"identifier": "victim"},
+                 id="forgot-password-ASVS-4.2.2"),
+    pytest.param("/auth/forgot-username", {"email": "victim@example.org"},
+                 id="forgot-username-ASVS-4.2.2"),
+    pytest.param("/auth/reset-password", {"token": "x", "new_password": "attacker chosen secret"},
+                 id="reset-ASVS-4.2.2"),
+    pytest.param("/auth/activate", {"token": "x", "username": "", "password": "attacker secret"},
+                 id="activate-ASVS-4.2.2"),
+]
+
+
+@pytest.mark.parametrize(("path", "fields"), FORMS)
+@pytest.mark.parametrize("token", ["missing", "another-sessions", "in-query", "in-header"])
+async def test_a_post_without_this_sessions_token_in_its_body_is_refused(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher,
+    path: str, fields: dict[str, str], token: str,
+) -> None:
+    """A forged cross-site POST rides on the victim's cookie but cannot know the token bound
+    to the victim's session; a token anywhere but in the form body does not count either
+    (ASVS 4.2.2, 13.2.3)."""
+    patron = await add_patron(pool, hasher)
+    foreign = await form_token(gw)  # the attacker's own, from the attacker's own session
+    gw.session.cookie_jar.clear()
+    assert (await login(gw, patron.username)).status == 303
+    real = await form_token(gw, "/auth/account")  # right token, to be sent in the wrong place
+    body = dict(fields)
+    kwargs: dict[str, object] = {}
+    if token == "another-sessions":
+        body["csrf_token"] = foreign
+    elif token == "in-query":
+        kwargs["params"] = {"csrf_token": real}
+    elif token == "in-header":
+        kwargs["headers"] = {"X-CSRF-Token": real, "X-CSRFToken": real}
+    resp = await post_form(gw, path, body, **kwargs)
+    assert resp.status == 403
+    # Nothing happened: the session is the patron's still, under the same name.
+    still = await gw.get("/auth/account")
+    assert still.status == 200
+    assert patron.username in await still.text()
+
+
+# --- Framing and page headers ---------------------------------------------------------------
+
+async def blocked_login(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+                        ) -> ClientResponse:
+    patron = await add_patron(pool, hasher)
+    for n in range(5):
+        await attempt(gw, patron.username, f"guess {n}")
+    gw.session.cookie_jar.clear()
+    token = await form_token(gw)
+    resp = await post_form(gw, "/auth/login", {
+        "csrf_token": token, "username": patron.username, "password": PASSWORD})
+    assert resp.status == 429
+    return resp
+
+
+AUTH_PAGES = [
+    pytest.param("/auth/login", 200, id="login"),
+    pytest.param("/auth/logout", 200, id="logout"),
+    pytest.param("/auth/forgot-password", 200, id="forgot-password"),
+    pytest.param("/auth/forgot-username", 200, id="forgot-username"),
+    pytest.param("/auth/reset-password?token=dead", 410, id="dead-reset-link"),
+    pytest.param("/auth/activate?token=dead", 410, id="dead-activation-link"),
+    pytest.param("/auth/account", 302, id="account-redirect"),
+    pytest.param("/auth/static/style.css", 200, id="static"),
+    pytest.param("/auth/no-such-page", 404, id="not-found"),
+]
+
+
+@pytest.mark.parametrize(("path", "status"), AUTH_PAGES)
+async def test_no_auth_page_can_be_framed_cached_or_run_script(
+    gw: TestClient, path: str, status: int
+) -> None:
+    """Clickjacking the login or account page (ASVS 14.4.7), script injection (ASVS 14.4.3)
+    and credentials kept in a shared computer's cache (ASVS 8.2.1), on every kind of
+    /auth/ answer, errors included."""
+    resp = await gw.get(path, allow_redirects=False)
+    assert resp.status == status
+    assert_page_headers(resp)
+
+
+async def test_the_throttled_login_page_carries_the_same_headers(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """The 429 answer is a page too, and as frameable as any (ASVS 14.4.7)."""
+    assert_page_headers(await blocked_login(gw, pool, hasher))
+
+
+def assert_page_headers(resp: ClientResponse) -> None:
+    assert resp.headers["X-Frame-Options"] == "DENY"
+    csp = [part.strip() for part in resp.headers["Content-Security-Policy"].split(";")]
+    assert "frame-ancestors 'none'" in csp
+    assert "default-src 'none'" in csp
+    assert not [part for part in csp if part.startswith("script-src")]
+    assert "unsafe-inline" not in resp.headers["Content-Security-Policy"]
+    assert resp.headers["Cache-Control"] == "no-store"
+    assert resp.headers["Referrer-Policy"] == "no-referrer"
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    if resp.headers.get("Content-Type", "").startswith("text/html"):
+        assert "charset=utf-8" in resp.headers["Content-Type"].lower()
+
+
+# --- Headers on every answer ------------------------------------------------------------------
+
+@pytest.mark.parametrize(("public_url", "hsts"), [
+    pytest.param("https://login.library.example", True, id="https-ASVS-14.4.5"),
+    pytest.param("http://127.0.0.1:8080", False, id="http-no-HSTS-ASVS-14.4.5"),
+])
+async def test_hsts_is_sent_exactly_when_the_public_url_is_https(
+    make_gateway: Gateway, recorder: RecordingBackend, public_url: str, hsts: bool
+) -> None:
+    """HSTS over plain HTTP is ignored by browsers and, behind a TLS-terminating proxy that
+    is misconfigured, pins a host that cannot do TLS; with an https public URL every answer,
+    proxied or the gateway's own, carries it (ASVS 14.4.5)."""
+    gw = await make_gateway(routes_for(recorder.port), env={"GATEWAY_PUBLIC_URL": public_url})
+    for path in ("/open/x", "/auth/login", "/no-route", "/healthz"):
+        resp = await gw.get(path)
+        assert ("Strict-Transport-Security" in resp.headers) is hsts, path
+        if hsts:
+            assert "includeSubDomains" in resp.headers["Strict-Transport-Security"]
+
+
+async def test_every_kind_of_answer_is_nosniff_and_names_no_version(
+    make_gateway: Gateway, recorder: RecordingBackend
+) -> None:
+    """MIME sniffing of an error page into HTML (ASVS 14.4.4) and version banners that tell
+    an attacker which CVEs to try (ASVS 14.3.3), on proxied answers, errors and the
+    gateway's own endpoints alike."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    extra = f"""  - name: dead
+    prefix: /dead
+    backend: http://127.0.0.1:{dead}
+    auth: public
+"""
+    gw = await make_gateway(routes_for(recorder.port, extra))
+    answers = {
+        "proxied": await gw.get("/open/x"),
+        "no-route": await gw.get("/no-route"),
+        "bad-path": await gw.get(URL("/open/%2e%2e/x", encoded=True)),
+        "login-required": await gw.get("/reservations/mine"),
+        "backend-down": await gw.get("/dead/x"),
+        "health": await gw.get("/healthz"),
+        "jwks": await gw.get("/.well-known/jwks.json"),
+        "auth-page": await gw.get("/auth/login"),
+    }
+    assert [resp.status for resp in answers.values()] == [200, 404, 400, 401, 502, 200, 200, 200]
+    for kind, resp in answers.items():
+        assert resp.headers["X-Content-Type-Options"] == "nosniff", kind
+        assert resp.headers["Server"] == "library-gateway", kind
+        assert "aiohttp" not in str(resp.headers) and "Python" not in str(resp.headers), kind
+
+
+async def test_a_backends_own_server_banner_is_replaced(
+    make_gateway: Gateway, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    """Backends behind the gateway do not announce their software either (ASVS 14.3.3)."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text="ok", headers={"Server": "Apache/2.4.1 (Unix) PHP/5.3.3"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    gw = await make_gateway(routes_for(server.port))
+    resp = await gw.get("/open/x")
+    assert resp.status == 200
+    assert resp.headers.getall("Server") == ["library-gateway"]
+
+
+async def test_a_request_the_parser_refuses_gets_an_answer_without_version_or_echo(
+    gw: TestClient,
+) -> None:
+    """ASVS 14.3.3 and 7.4.1 for the one kind of answer aiohttp writes before the gateway
+    runs (gateway.server.GatewayRunner tames it)."""
+    assert gw.port is not None
+    answer = await exchange(gw.port, b"GET /open/x HTTP/1.1\r\nHost: x\r\n"
+                                     b"X-Secret: session=abc\x00def\r\n\r\n")
+    head = head_of(answer)
+    assert head.startswith("HTTP/1.1 400") or head.startswith("HTTP/1.0 400")
+    assert "aiohttp" not in head and "Python" not in head
+    assert b"session=abc" not in answer
