@@ -68,6 +68,19 @@ def load_or_create_key_file(data_dir: Path) -> str:
     return key
 
 
+def cookie_value(header: str | None, name: str) -> str | None:
+    """Our cookie's value from a Cookie header, without parsing every other cookie into
+    Morsels (the proxy path runs this on every request). Browsers send the most specific
+    cookie first; with the same name twice, the first one is taken, as aiohttp does."""
+    if not header or name not in header:
+        return None
+    for part in header.split(";"):
+        key, sep, value = part.strip().partition("=")
+        if sep and key == name:
+            return value.strip().strip('"')
+    return None
+
+
 def cookie_name(secure: bool) -> str:
     # The __Host- prefix makes browsers refuse the cookie unless it is Secure, host-only and
     # Path=/, so a sibling subdomain cannot plant or shadow it.
@@ -95,6 +108,9 @@ class SessionCookieStorage(EncryptedCookieStorage):
         self._fernet = fernet  # type: ignore[assignment]
         self._secure = secure
         self._decoded: OrderedDict[str, dict[str, Any]] = OrderedDict()
+
+    def load_cookie(self, request: web.Request) -> str | None:
+        return cookie_value(request.headers.get("Cookie"), self.cookie_name)
 
     async def load_session(self, request: web.Request) -> Session:
         cookie = self.load_cookie(request)

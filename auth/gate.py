@@ -57,7 +57,7 @@ class Authenticator:
         return identity
 
     async def _identify(self, request: web.Request) -> Identity | None:
-        if self.cookie_name not in request.cookies:
+        if self.storage.load_cookie(request) is None:
             return None
         session = await get_session(request)
         sid = session.get("sid")
@@ -99,7 +99,7 @@ class Authenticator:
         session: Session | None = request.get(SESSION_KEY)
         if session is None or not session._changed:
             return
-        old = request.cookies.get(self.cookie_name) if request.get(_REFRESHING) else None
+        old = self.storage.load_cookie(request) if request.get(_REFRESHING) else None
         now = time.monotonic()
         if old is not None:
             remembered = self._refreshed.get(old)

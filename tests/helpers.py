@@ -124,6 +124,18 @@ async def fetch(
     return await client.request(method, path, headers=sent, allow_redirects=False, **kwargs)
 
 
+async def account_on(client: TestClient, cookie: str | None, *, name: str = COOKIE
+                     ) -> str | None:
+    """The account id a required route's backend is given for this cookie; None when the
+    gateway refuses the request as anonymous."""
+    resp = await fetch(client, "/reservations/mine", cookie, name=name)
+    if resp.status == 401:
+        assert (await resp.json())["error"] == "authentication_required"
+        return None
+    assert resp.status == 200
+    return identity_seen(await resp.json())["x-library-user-id"]
+
+
 def received(payload: dict[str, Any]) -> dict[str, list[str]]:
     """The echo backend's headers, by lower-case name."""
     out: dict[str, list[str]] = {}

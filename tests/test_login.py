@@ -22,10 +22,9 @@ from tests.conftest import routes_for
 from tests.helpers import (
     COOKIE,
     PASSWORD,
+    account_on,
     add_patron,
-    fetch,
     form_token,
-    identity_seen,
     jar_cookie,
     login,
     post_form,
@@ -40,15 +39,6 @@ FAILED = html.escape(i18n.translator("en")["login.failed"])
 @pytest.fixture
 async def gw(make_gateway: Callable[..., Any], backend: TestServer) -> TestClient:
     return await make_gateway(routes_for(backend.port))
-
-
-async def logged_in_as(client: TestClient, cookie: str | None) -> str | None:
-    """The account id a backend on a required route would see for this cookie, or None."""
-    resp = await fetch(client, "/reservations/mine", cookie)
-    if resp.status == 401:
-        return None
-    assert resp.status == 200
-    return identity_seen(await resp.json())["x-library-user-id"]
 
 
 # --- Who gets in ------------------------------------------------------------------------------
@@ -68,14 +58,14 @@ async def test_login_by_username_sends_to_next_with_a_fresh_cookie_against_fixat
     assert resp.headers["Location"] == "/catalogue/search?q=rembrandt"
     fresh = jar_cookie(gw)
     assert fresh is not None and fresh != anonymous
-    assert await logged_in_as(gw, fresh) == patron.id
+    assert await account_on(gw, fresh) == patron.id
     # A cookie an attacker planted before the login stays anonymous after it, and the CSRF
     # token the attacker read from that anonymous session does not work in the new one.
-    assert await logged_in_as(gw, anonymous) is None
+    assert await account_on(gw, anonymous) is None
     gw.session.cookie_jar.update_cookies({COOKIE: fresh})
     assert await form_token(gw, "/auth/logout") != token
     assert (await post_form(gw, "/auth/logout", {"csrf_token": token})).status == 403
-    assert await logged_in_as(gw, fresh) == patron.id
+    assert await account_on(gw, fresh) == patron.id
 
 
 def _full_width(text: str) -> str:
@@ -100,7 +90,7 @@ async def test_login_accepts_every_spelling_of_the_same_name(
     resp = await login(gw, name)
     assert resp.status == 303
     assert resp.headers["Location"] == "/"
-    assert await logged_in_as(gw, jar_cookie(gw)) == patron.id
+    assert await account_on(gw, jar_cookie(gw)) == patron.id
 
 
 async def test_pass_number_keeps_working_after_a_username_is_chosen_and_is_not_shadowed(
@@ -111,7 +101,7 @@ async def test_pass_number_keeps_working_after_a_username_is_chosen_and_is_not_s
                              username=f"other{unique_pass_number()}")
     resp = await login(gw, owner.pass_number)
     assert resp.status == 303
-    assert await logged_in_as(gw, jar_cookie(gw)) == owner.id
+    assert await account_on(gw, jar_cookie(gw)) == owner.id
     # Another patron's password with the owner's pass number does not open either account.
     gw.session.cookie_jar.clear()
     assert (await login(gw, owner.pass_number, "another long secret")).status == 401
@@ -156,7 +146,7 @@ async def _failed_attempt(client: TestClient, name: str, password: str) -> tuple
     page = await resp.text()
     assert page.count('class="error"') == 1
     assert FAILED in page
-    assert await logged_in_as(client, jar_cookie(client)) is None
+    assert await account_on(client, jar_cookie(client)) is None
     return resp.status, _comparable(page, name)
 
 
@@ -267,7 +257,7 @@ async def test_login_without_a_csrf_token_is_refused(
     resp = await post_form(gw, "/auth/login", {"username": patron.username,
                                                "password": PASSWORD})
     assert resp.status == 403
-    assert await logged_in_as(gw, jar_cookie(gw)) is None
+    assert await account_on(gw, jar_cookie(gw)) is None
 
 
 async def test_login_with_another_sessions_csrf_token_is_refused(
@@ -284,7 +274,7 @@ async def test_login_with_another_sessions_csrf_token_is_refused(
         "csrf_token": attackers_token, "username": patron.username, "password": PASSWORD,
     })
     assert resp.status == 403
-    assert await logged_in_as(gw, jar_cookie(gw)) is None
+    assert await account_on(gw, jar_cookie(gw)) is None
 
 
 async def test_login_with_a_token_but_no_session_cookie_is_refused(
@@ -297,7 +287,7 @@ async def test_login_with_a_token_but_no_session_cookie_is_refused(
         "csrf_token": token, "username": patron.username, "password": PASSWORD,
     })
     assert resp.status == 403
-    assert await logged_in_as(gw, jar_cookie(gw)) is None
+    assert await account_on(gw, jar_cookie(gw)) is None
 
 
 async def test_logout_without_a_csrf_token_is_refused_and_the_session_lives(
@@ -309,7 +299,7 @@ async def test_logout_without_a_csrf_token_is_refused_and_the_session_lives(
     cookie = jar_cookie(gw)
     resp = await post_form(gw, "/auth/logout", {})
     assert resp.status == 403
-    assert await logged_in_as(gw, cookie) == patron.id
+    assert await account_on(gw, cookie) == patron.id
 
 
 async def test_get_on_logout_only_asks_and_changes_nothing(
@@ -322,7 +312,7 @@ async def test_get_on_logout_only_asks_and_changes_nothing(
     assert resp.status == 200
     assert patron.username in await resp.text()
     assert set_cookies(resp) == []
-    assert await logged_in_as(gw, cookie) == patron.id
+    assert await account_on(gw, cookie) == patron.id
 
 
 async def test_logout_with_its_token_ends_the_session_and_clears_the_cookie(
@@ -336,7 +326,7 @@ async def test_logout_with_its_token_ends_the_session_and_clears_the_cookie(
     assert resp.status == 303
     assert resp.headers["Location"] == "/auth/login"
     assert any(m.value == "" or m["max-age"] == "0" for m in set_cookies(resp))
-    assert await logged_in_as(gw, cookie) is None
+    assert await account_on(gw, cookie) is None
 
 
 # --- Headers of the /auth/ pages --------------------------------------------------------------

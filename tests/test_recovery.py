@@ -1,0 +1,476 @@
+"""Forgotten password and forgotten username through the whole gateway and a real SMTP server:
+what the forms answer, what the mails hold, and every way a reset link could be abused."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Awaitable, Callable
+
+import asyncpg
+import markupsafe
+import pytest
+from aiohttp import ClientResponse
+from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import MultiFernet
+from yarl import URL
+
+from auth import i18n
+from auth.accounts import Account, Accounts
+from auth.activation import Invitations
+from auth.mail import SmtpTransport
+from auth.passwords import PasswordHasher
+from auth.services import SERVICES
+from gateway.demo.mailcatcher import MailCatcher
+from tests.conftest import (
+    followed,
+    link_in,
+    mail_for,
+    mail_subject,
+    outbox_for,
+    plain_text,
+    routes_for,
+    settle,
+    token_of,
+)
+from tests.helpers import (
+    PASSWORD,
+    add_patron,
+    csrf_in,
+    fetch,
+    form_token,
+    identity_seen,
+    jar_cookie,
+    login,
+    open_cookie,
+    post_form,
+    set_cookies,
+    unique_pass_number,
+)
+
+Gateway = Callable[..., Awaitable[TestClient]]
+PUBLIC_URL = "https://login.library.example"
+NEW_PASSWORD = "a lantern in the stacks"
+T = i18n.translator(i18n.DEFAULT)
+
+
+@pytest.fixture
+async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher) -> TestClient:
+    return await make_gateway(routes_for(backend.port),
+                              mail_transport=SmtpTransport(mail_catcher.url))
+
+
+def text_of(key: str) -> str:
+    return str(markupsafe.escape(T[key]))
+
+
+def without_tokens(page: str) -> str:
+    """A page with its per-request randomness (CSRF token, style nonce) blanked out."""
+    page = re.sub(r'(name="csrf_token" value=")[^"]*', r"\1", page)
+    return re.sub(r'nonce="[^"]*"', 'nonce=""', page)
+
+
+async def ask_reset(gw: TestClient, identifier: str) -> ClientResponse:
+    token = await form_token(gw, "/auth/forgot-password")
+    return await post_form(gw, "/auth/forgot-password",
+                           {"csrf_token": token, "identifier": identifier})
+
+
+async def ask_username(gw: TestClient, email: str) -> ClientResponse:
+    token = await form_token(gw, "/auth/forgot-username")
+    return await post_form(gw, "/auth/forgot-username", {"csrf_token": token, "email": email})
+
+
+async def reset_link(gw: TestClient, catcher: MailCatcher, patron: Account) -> str:
+    """Ask for a reset in a fresh browser and return the link from the mail that arrives."""
+    assert patron.email is not None
+    gw.session.cookie_jar.clear()
+    assert (await ask_reset(gw, patron.username)).status == 200
+    await settle(gw)
+    return link_in(await mail_for(catcher, patron.email, "reset"))
+
+
+async def post_reset(gw: TestClient, token: str, password: str) -> ClientResponse:
+    """Post the reset form with the jar's session (and its CSRF token)."""
+    csrf = await form_token(gw, "/auth/forgot-password")
+    return await post_form(gw, "/auth/reset-password",
+                           {"csrf_token": csrf, "token": token, "new_password": password})
+
+
+async def can_log_in(gw: TestClient, name: str, password: str) -> bool:
+    gw.session.cookie_jar.clear()
+    resp = await login(gw, name, password)
+    assert resp.status in (303, 401)
+    return resp.status == 303
+
+
+async def user_on(gw: TestClient, cookie: str | None) -> str | None:
+    resp = await fetch(gw, "/reservations/mine", cookie)
+    if resp.status == 401:
+        return None
+    assert resp.status == 200
+    return identity_seen(await resp.json())["x-library-user-id"]
+
+
+async def token_row(pool: asyncpg.Pool, token: str) -> asyncpg.Record:
+    row = await pool.fetchrow("SELECT * FROM account_tokens WHERE token_hash = $1",
+                              hashlib.sha256(token.encode()).digest())
+    assert row is not None
+    return row
+
+
+async def stored_hash(pool: asyncpg.Pool, account: Account) -> str | None:
+    found = await Accounts(pool).by_id(account.id)
+    assert found is not None
+    return found.password_hash
+
+
+def is_dead_link(page: str) -> bool:
+    return text_of("reset.invalid.title") in page and 'name="new_password"' not in page
+
+
+# --- Asking for a reset ------------------------------------------------------------------------
+
+async def test_forgot_password_answers_alike_whether_or_not_an_account_matched(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Defends against using the form to find out which usernames, pass numbers and e-mail
+    addresses have an account."""
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    answers = set()
+    for identifier in (patron.username, patron.pass_number, patron.email,
+                       f"nobody{unique_pass_number()}", f"nobody{unique_pass_number()}@x.org"):
+        gw.session.cookie_jar.clear()
+        resp = await ask_reset(gw, identifier)
+        answers.add((resp.status, without_tokens(await resp.text())))
+    assert len(answers) == 1
+    [(status, page)] = answers
+    assert status == 200 and text_of("forgot.sent") in page
+    # The same answer did not mean nothing happened: each known identifier got its mail.
+    await settle(gw)
+    assert len(await outbox_for(pool, patron.email)) == 3
+
+
+async def test_the_reset_link_is_built_from_the_public_url_never_from_the_request(
+    make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher,
+    pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Defends against password-reset poisoning: a forged Host sending the patron's token to
+    the attacker's site."""
+    gw = await make_gateway(routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": PUBLIC_URL},
+                            mail_transport=SmtpTransport(mail_catcher.url))
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    hostile = {"Host": "evil.example", "X-Forwarded-Host": "evil.example",
+               "X-Forwarded-Proto": "http", "Forwarded": "host=evil.example"}
+    page = await gw.get("/auth/forgot-password", headers=hostile)
+    # An https public URL makes the cookie Secure, which the test client would not send back
+    # over plain HTTP; it is carried by hand.
+    [cookie] = set_cookies(page, "__Host-library_session")
+    gw.session.cookie_jar.clear()
+    resp = await gw.post("/auth/forgot-password", allow_redirects=False,
+                         headers={**hostile, "Cookie": f"{cookie.key}={cookie.value}"},
+                         data={"csrf_token": csrf_in(await page.text()),
+                               "identifier": patron.username})
+    assert resp.status == 200
+    await settle(gw)
+    mail = await mail_for(mail_catcher, patron.email, "reset")
+    link = link_in(mail)
+    assert link.startswith(f"{PUBLIC_URL}/auth/reset-password?token=")
+    assert "evil.example" not in mail.as_string()
+    shown = await gw.get(followed(link), headers=hostile)
+    assert shown.status == 200
+    assert 'name="new_password"' in await shown.text()
+
+
+# --- Following the link ------------------------------------------------------------------------
+
+async def test_opening_the_link_only_shows_the_form_however_often(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against mail scanners and link previews, which open links, using the token up
+    or changing anything."""
+    patron = await add_patron(pool, hasher)
+    link = await reset_link(gw, mail_catcher, patron)
+    for _ in range(2):
+        resp = await gw.get(followed(link))
+        assert resp.status == 200
+        page = await resp.text()
+        assert 'name="new_password"' in page
+        assert f'name="token" value="{token_of(link)}"' in page
+    assert (await token_row(pool, token_of(link)))["used_at"] is None
+    assert await stored_hash(pool, patron) == patron.password_hash
+    assert await can_log_in(gw, patron.username, PASSWORD)
+    # And the link still does its job afterwards.
+    gw.session.cookie_jar.clear()
+    assert (await post_reset(gw, token_of(link), NEW_PASSWORD)).status == 303
+
+
+async def test_reset_sets_the_password_ends_every_session_and_does_not_log_in(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
+    cookie_keys: MultiFernet
+) -> None:
+    """Defends against a thief's session surviving the reset, a reset link that doubles as a
+    login, and a reset the patron never hears about."""
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    assert (await login(gw, patron.username)).status == 303
+    old_session = jar_cookie(gw)
+    assert await user_on(gw, old_session) == patron.id
+    link = await reset_link(gw, mail_catcher, patron)
+
+    page = await gw.get(followed(link))
+    resp = await post_form(gw, "/auth/reset-password", {
+        "csrf_token": csrf_in(await page.text()), "token": token_of(link),
+        "new_password": NEW_PASSWORD})
+    assert resp.status == 303
+    assert URL(resp.headers["Location"]).path == "/auth/login"
+    for cookie in [*(m.value for m in set_cookies(resp)), jar_cookie(gw)]:
+        if cookie:
+            assert "sid" not in open_cookie(cookie_keys, cookie)["session"]
+    anonymous = await gw.get("/reservations/mine", headers={"Accept": "application/json"},
+                             allow_redirects=False)
+    assert anonymous.status == 401
+    assert await user_on(gw, old_session) is None
+
+    await settle(gw)
+    notice = await mail_for(mail_catcher, patron.email, "password_changed")
+    assert patron.username in plain_text(notice)
+    assert NEW_PASSWORD not in notice.as_string()
+    assert not await can_log_in(gw, patron.username, PASSWORD)
+    assert await can_log_in(gw, patron.username, NEW_PASSWORD)
+
+
+@pytest.mark.parametrize(("case", "error"), [
+    ("common", "common"), ("the_username", "matches_identity"), ("too_short", "too_short"),
+])
+async def test_a_refused_new_password_shows_the_reason_and_leaves_the_link_working(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
+    case: str, error: str
+) -> None:
+    """Defends against the reset form as a back door around the password rules, and against
+    a refused attempt using the link up."""
+    patron = await add_patron(pool, hasher)
+    link = await reset_link(gw, mail_catcher, patron)
+    weak = {"common": "password1", "the_username": patron.username.upper(),
+            "too_short": "kort123"}[case]
+    refused = await post_reset(gw, token_of(link), weak)
+    assert refused.status == 422
+    page = await refused.text()
+    assert text_of(f"error.password.{error}") in page
+    assert f'name="token" value="{token_of(link)}"' in page
+    assert await stored_hash(pool, patron) == patron.password_hash
+    assert (await post_reset(gw, token_of(link), NEW_PASSWORD)).status == 303
+    assert await can_log_in(gw, patron.username, NEW_PASSWORD)
+
+
+async def test_a_used_link_is_gone(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against replaying a reset link found later in a mailbox or browser history."""
+    patron = await add_patron(pool, hasher)
+    link = await reset_link(gw, mail_catcher, patron)
+    assert (await post_reset(gw, token_of(link), NEW_PASSWORD)).status == 303
+    replay = await post_reset(gw, token_of(link), "the replayed password")
+    assert replay.status == 410
+    assert is_dead_link(await replay.text())
+    shown = await gw.get(followed(link))
+    assert shown.status == 410
+    assert await can_log_in(gw, patron.username, NEW_PASSWORD)
+    assert not await can_log_in(gw, patron.username, "the replayed password")
+
+
+async def test_an_expired_link_is_gone(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against a link that works forever."""
+    patron = await add_patron(pool, hasher)
+    link = await reset_link(gw, mail_catcher, patron)
+    await pool.execute(
+        "UPDATE account_tokens SET expires_at = now() - interval '1 second'"
+        " WHERE token_hash = $1", hashlib.sha256(token_of(link).encode()).digest())
+    shown = await gw.get(followed(link))
+    assert shown.status == 410 and is_dead_link(await shown.text())
+    assert (await post_reset(gw, token_of(link), NEW_PASSWORD)).status == 410
+    assert await stored_hash(pool, patron) == patron.password_hash
+
+
+async def test_two_simultaneous_uses_of_one_link_set_one_password(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against a race that lets a second party use a link its owner is using."""
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    link = await reset_link(gw, mail_catcher, patron)
+    csrf = await form_token(gw, "/auth/forgot-password")
+    passwords = ("first of the two racers", "second of the two racers")
+    answers = await asyncio.gather(*(
+        post_form(gw, "/auth/reset-password",
+                  {"csrf_token": csrf, "token": token_of(link), "new_password": password})
+        for password in passwords))
+    assert sorted(resp.status for resp in answers) == [303, 410]
+    winner, loser = passwords if answers[0].status == 303 else passwords[::-1]
+    assert await can_log_in(gw, patron.username, winner)
+    assert not await can_log_in(gw, patron.username, loser)
+    notices = [row for row in await outbox_for(pool, patron.email)
+               if row["subject"] == mail_subject("password_changed")]
+    assert len(notices) == 1
+
+
+async def test_reset_and_activation_links_do_not_open_each_others_door(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against a token made for one purpose being spent on another."""
+    patron = await add_patron(pool, hasher)
+    reset = token_of(await reset_link(gw, mail_catcher, patron))
+    services = gw.app[SERVICES]
+    newcomer, newcomer_mail = unique_pass_number(), f"new{unique_pass_number()}@example.org"
+    await Invitations(services.accounts, services.links, services.composer,
+                      services.public_url, services.activation_ttl).send(newcomer, newcomer_mail)
+    await settle(gw)
+    activate = token_of(link_in(await mail_for(mail_catcher, newcomer_mail, "activate")))
+
+    assert (await gw.get("/auth/activate", params={"token": reset})).status == 410
+    assert (await gw.get("/auth/reset-password", params={"token": activate})).status == 410
+    csrf = await form_token(gw, "/auth/forgot-password")
+    crossed = await post_form(gw, "/auth/activate", {
+        "csrf_token": csrf, "token": reset, "username": "", "password": NEW_PASSWORD})
+    assert crossed.status == 410
+    crossed = await post_form(gw, "/auth/reset-password", {
+        "csrf_token": csrf, "token": activate, "new_password": NEW_PASSWORD})
+    assert crossed.status == 410
+    assert await stored_hash(pool, patron) == patron.password_hash
+    newcomer_account = await Accounts(pool).by_login_name(newcomer)
+    assert newcomer_account is not None and newcomer_account.password_hash is None
+    # Each still works where it belongs.
+    assert (await post_reset(gw, reset, NEW_PASSWORD)).status == 303
+    csrf = await form_token(gw, "/auth/forgot-password")
+    own = await post_form(gw, "/auth/activate", {
+        "csrf_token": csrf, "token": activate, "username": "", "password": NEW_PASSWORD})
+    assert own.status == 303
+
+
+@pytest.mark.parametrize("token", [
+    "", "x", "A" * 43, "Ü" * 40, "' OR '1'='1' -- " * 3, "%00" * 20, "A" * 5000,
+])
+async def test_malformed_tokens_get_the_dead_link_page_not_an_error(
+    gw: TestClient, token: str
+) -> None:
+    """Defends against crafted tokens crashing the page or reaching the database unchecked."""
+    for path in ("/auth/reset-password", "/auth/activate"):
+        shown = await gw.get(path, params={"token": token})
+        assert shown.status == 410
+    csrf = await form_token(gw, "/auth/forgot-password")
+    posted = await post_form(gw, "/auth/reset-password",
+                             {"csrf_token": csrf, "token": token, "new_password": NEW_PASSWORD})
+    assert posted.status == 410
+    posted = await post_form(gw, "/auth/activate", {
+        "csrf_token": csrf, "token": token, "username": "", "password": NEW_PASSWORD})
+    assert posted.status == 410
+
+
+async def test_the_database_keeps_only_a_hash_of_the_token(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against a copy of the database (a backup, a read-only leak) holding working
+    reset links."""
+    patron = await add_patron(pool, hasher)
+    token = token_of(await reset_link(gw, mail_catcher, patron))
+    assert (await token_row(pool, token))["account_id"] is not None
+    dump = await pool.fetchval(
+        "SELECT string_agg(t::text || encode(t.token_hash, 'escape'), ' ') FROM account_tokens t")
+    assert token not in dump
+    # Nor does the outbox, once the mail has gone (FOR UPDATE: once its sender let go).
+    outbox = await pool.fetchval(
+        "SELECT string_agg(o::text, ' ') FROM (SELECT * FROM outbox FOR UPDATE) o")
+    assert token not in outbox
+
+
+async def test_a_flood_of_requests_gets_the_same_answer_but_no_more_than_three_mails(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Defends against bombing a patron's inbox through the form, without locking them out."""
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    answers = set()
+    for _ in range(4):
+        resp = await ask_reset(gw, patron.username)
+        answers.add((resp.status, without_tokens(await resp.text())))
+    assert len(answers) == 1 and answers.pop()[0] == 200
+    await settle(gw)
+    assert len(await outbox_for(pool, patron.email)) == 3
+    # The window moves on: fifteen minutes later the patron can have a link again.
+    await pool.execute(
+        "UPDATE account_tokens SET created_at = now() - interval '16 minutes'"
+        " WHERE account_id = $1::uuid", patron.id)
+    assert (await ask_reset(gw, patron.pass_number)).status == 200
+    await settle(gw)
+    assert len(await outbox_for(pool, patron.email)) == 4
+
+
+async def test_simultaneous_requests_cannot_slip_past_the_mail_limit(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Defends against bombing an inbox by sending the requests in parallel rather than one
+    after another, so that each counts the links before any of the others has made one."""
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    csrf = await form_token(gw, "/auth/forgot-password")
+    answers = await asyncio.gather(*(
+        post_form(gw, "/auth/forgot-password", {"csrf_token": csrf, "identifier": name})
+        for name in [patron.username, patron.pass_number, patron.email] * 3))
+    assert {resp.status for resp in answers} == {200}
+    await settle(gw)
+    assert len(await outbox_for(pool, patron.email)) == 3
+
+
+@pytest.mark.parametrize(("path", "field"), [
+    ("/auth/forgot-password", "identifier"), ("/auth/forgot-username", "email"),
+])
+async def test_the_forgot_forms_refuse_a_post_without_the_csrf_token(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, path: str, field: str
+) -> None:
+    """Defends against a foreign site making a patron's browser send mail on its behalf."""
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    await gw.get(path)
+    resp = await post_form(gw, path, {field: patron.email})
+    assert resp.status == 403
+    await settle(gw)
+    assert await outbox_for(pool, patron.email) == []
+
+
+# --- Forgotten username ------------------------------------------------------------------------
+
+async def test_forgot_username_answers_alike_and_mails_every_name_on_the_address(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against probing for addresses, and against a family sharing one address
+    hearing of only one of its accounts."""
+    shared = f"family{unique_pass_number()}@example.org"
+    accounts = Accounts(pool)
+    names = [f"Ouder.{unique_pass_number()}", f"Kind.{unique_pass_number()}"]
+    for name in names:
+        await accounts.add(pass_number=unique_pass_number(), email=shared, username=name,
+                           password_hash=await hasher.hash(PASSWORD))
+    stranger = await add_patron(pool, hasher)
+    unknown = f"nobody{unique_pass_number()}@example.org"
+
+    answers = set()
+    for email in (shared.upper(), unknown):
+        gw.session.cookie_jar.clear()
+        resp = await ask_username(gw, email)
+        answers.add((resp.status, without_tokens(await resp.text())))
+    assert len(answers) == 1
+    [(status, page)] = answers
+    assert status == 200 and text_of("forgot_username.sent") in page
+
+    await settle(gw)
+    body = plain_text(await mail_for(mail_catcher, shared, "forgot_username"))
+    for name in names:
+        assert name in body
+    assert stranger.username not in body
+    assert len(await outbox_for(pool, shared)) == 1
+    assert await outbox_for(pool, unknown) == []
