@@ -26,8 +26,18 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _plausible_email(email: str) -> bool:
+    """One @, something on both sides, no white space or control characters (a line break
+    in an address would be a header injection in every mail to it)."""
+    local, at, domain = email.partition("@")
+    return (bool(at) and bool(local) and "." in domain and "@" not in domain
+            and len(email) <= 254 and all(c.isprintable() and not c.isspace() for c in email))
+
+
 def add_command(args: argparse.Namespace) -> int:
     settings = load_settings(data_dir=args.data_dir)
+    if not _plausible_email(args.email):
+        return _fail(f"not an e-mail address: {args.email!r}")
     password = sys.stdin.readline().rstrip("\r\n")
     pass_number = args.pass_number.strip()
     try:
@@ -62,6 +72,8 @@ def add_command(args: argparse.Namespace) -> int:
 
 def invite_command(args: argparse.Namespace) -> int:
     settings = load_settings(data_dir=args.data_dir)
+    if not _plausible_email(args.email.strip()):
+        return _fail(f"not an e-mail address: {args.email!r}")
     url = bootstrap.database_url(settings)
 
     async def go() -> tuple[str, int]:

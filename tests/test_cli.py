@@ -87,3 +87,14 @@ def test_accounts_add_uses_the_embedded_database_under_the_data_dir(tmp_path: Pa
     assert "active" in listed.stdout
     # The last process that used the embedded server stopped it.
     assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
+
+
+@pytest.mark.parametrize("email", ["no-at-sign", "two@@example.org", "line\nbreak@example.org",
+                                   "space in@example.org", "@example.org", "x@localhost"])
+def test_accounts_add_and_invite_refuse_what_is_not_an_address(email: str) -> None:
+    """A line break in an address would become a header injection in every mail to it."""
+    for command in (["accounts", "add", "--password-stdin"], ["accounts", "invite"]):
+        result = cli(*command, "--pass-number", "88801", "--email", email,
+                     stdin="a quiet reading room\n", env={"GATEWAY_DATABASE_URL": "postgresql://x"})
+        assert result.returncode == 1
+        assert "not an e-mail address" in result.stderr
