@@ -352,8 +352,19 @@ def main() -> int:
     report = render(rows, extra, args)
     print(report)
     if args.write:
-        (ROOT / "docs" / "performance.md").write_text(report)
+        write_results(ROOT / "docs" / "performance.md", report)
     return 0
+
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+
+def write_results(path: Path, report: str) -> None:
+    """Replace the measured part of the file, keeping the analysis written around it."""
+    text = path.read_text() if path.exists() else f"# Performance\n\n{START}\n{END}\n"
+    head, _, rest = text.partition(START)
+    _, _, tail = rest.partition(END)
+    path.write_text(f"{head}{START}\n{report}{END}{tail}")
 
 
 def render(rows: list[Result], extra: dict[str, str], args: argparse.Namespace) -> str:
@@ -378,9 +389,7 @@ def render(rows: list[Result], extra: dict[str, str], args: argparse.Namespace) 
     ]
     workers = by_name.get("library-gateway --workers 2")
     scale = f"{workers.rps / gateway.rps:.2f}x one worker" if workers else "not measured"
-    return f"""# Performance
-
-Measured with `python bench/run.py --duration {args.duration} --connections \
+    return f"""Measured with `python bench/run.py --duration {args.duration} --connections \
 {args.connections} --big-mib {args.big_mib}` on {machine()}. Every setup forwards to the
 same static nginx backend (a 1 KiB file); library-gateway is logged in on an
 `auth: required` route, the peers check the same kind of aiohttp-session Fernet cookie.
