@@ -34,7 +34,7 @@ DEMO_USERNAME = "demo.patron"
 DEMO_EMAIL = "demo.patron@example.org"
 DEMO_PASSWORD = "reading-room-lamp"
 
-_ROUTES = """\
+DEMO_ROUTES = """\
 routes:
   - name: catalogue
     prefix: /catalogue
@@ -91,7 +91,7 @@ async def run_demo(args: argparse.Namespace) -> None:
                           ("digital", digital_app())):
             runner, ports[name] = await _start_backend(app)
             runners.append(runner)
-        table = parse_routes(_ROUTES.format(**ports), "demo routes")
+        table = parse_routes(DEMO_ROUTES.format(**ports), "demo routes")
         database_url = await asyncio.to_thread(bootstrap.database_url, settings)
         await ensure_demo_patron(database_url)
         gateway = create_app(settings, RouteMap(table), database_url=database_url,

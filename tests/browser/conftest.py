@@ -43,6 +43,7 @@ from auth.services import SERVICES, AuthServices
 from gateway.app import create_app
 from gateway.demo.backends import catalogue_app, digital_app, reservations_app
 from gateway.demo.mailcatcher import MailCatcher
+from gateway.demo.runner import DEMO_ROUTES
 from gateway.reload import RouteMap
 from gateway.routes import parse_routes
 from gateway.settings import Settings
@@ -66,22 +67,8 @@ expect.set_options(timeout=PLAYWRIGHT_TIMEOUT_MS)
 PASSWORD = "a quiet corner of the reading room"
 LOCALES = {"nl": "nl-NL", "en": "en-GB"}
 
-ROUTES = """\
-routes:
-  - name: catalogue
-    prefix: /catalogue
-    backend: http://127.0.0.1:{catalogue}
-    auth: optional
-  - name: reservations
-    prefix: /reservations
-    backend: http://127.0.0.1:{reservations}
-    auth: required
-    public: [/reservations/opening-hours]
-  - name: digital
-    prefix: /digital
-    backend: http://127.0.0.1:{digital}
-    auth: required
-"""
+# The same route map the demo runs.
+ROUTES = DEMO_ROUTES
 
 _numbers = itertools.count(10**9 + secrets.randbelow(10**9))
 
