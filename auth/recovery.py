@@ -10,6 +10,8 @@ patron without logging them in; GET only shows the form, because mail scanners o
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
@@ -35,18 +37,31 @@ async def forgot_password_form(request: web.Request) -> web.Response:
     return await render(request, "forgot_password.html", sent=False)
 
 
-async def forgot_password(request: web.Request) -> web.Response:
-    form = await read_checked_form(request, ("identifier",))
+async def _same_answer_always(
+    request: web.Request,
+    template: str,
+    field: str,
+    plausible: Callable[[str], bool],
+    work: Callable[[AuthServices, str, str], Coroutine[Any, Any, None]],
+) -> web.Response:
+    """The shape of both "forgot" forms: check the form, queue the lookup and the mail as
+    work after the answer, and answer "sent" whatever the lookup will find."""
+    form = await read_checked_form(request, (field,))
     if form is None:
         return await message(request, 403, "csrf.title", "csrf.text")
-    identifier = form["identifier"].strip()
-    if not identifier or len(identifier) > 320:
+    value = form[field].strip()
+    if not plausible(value) or len(value) > 320:
         t = translator(language(request))
-        return await render(request, "forgot_password.html", status=422, sent=False,
+        return await render(request, template, status=422, sent=False,
                             error=t["error.required"])
     services = request.app[SERVICES]
-    services.after_response(_send_reset(services, identifier, language(request)))
-    return await render(request, "forgot_password.html", sent=True)
+    services.after_response(work(services, value, language(request)))
+    return await render(request, template, sent=True)
+
+
+async def forgot_password(request: web.Request) -> web.Response:
+    return await _same_answer_always(request, "forgot_password.html", "identifier", bool,
+                                     _send_reset)
 
 
 async def _send_reset(services: AuthServices, identifier: str, lang: str) -> None:
@@ -136,17 +151,8 @@ async def forgot_username_form(request: web.Request) -> web.Response:
 
 
 async def forgot_username(request: web.Request) -> web.Response:
-    form = await read_checked_form(request, ("email",))
-    if form is None:
-        return await message(request, 403, "csrf.title", "csrf.text")
-    email = form["email"].strip()
-    if "@" not in email or len(email) > 320:
-        t = translator(language(request))
-        return await render(request, "forgot_username.html", status=422, sent=False,
-                            error=t["error.required"])
-    services = request.app[SERVICES]
-    services.after_response(_send_usernames(services, email, language(request)))
-    return await render(request, "forgot_username.html", sent=True)
+    return await _same_answer_always(request, "forgot_username.html", "email",
+                                     lambda email: "@" in email, _send_usernames)
 
 
 async def _send_usernames(services: AuthServices, email: str, lang: str) -> None:
