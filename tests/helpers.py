@@ -16,10 +16,12 @@ from http.cookies import Morsel, SimpleCookie
 from typing import Any
 
 import asyncpg
+import markupsafe
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from cryptography.fernet import MultiFernet
 
+from auth import i18n
 from auth.accounts import Account, Accounts
 from auth.passwords import PasswordHasher
 
@@ -162,3 +164,9 @@ def open_cookie(keys: MultiFernet, cookie: str) -> dict[str, Any]:
 
 def seal_cookie(keys: MultiFernet, data: object) -> str:
     return keys.encrypt(json.dumps(data).encode()).decode("ascii")
+
+
+def page_text(key: str) -> str:
+    """A text of the pages in the default language, as a page shows it (HTML-escaped, the
+    way Jinja escapes it)."""
+    return str(markupsafe.escape(i18n.translator(i18n.DEFAULT)[key]))

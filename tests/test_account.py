@@ -26,6 +26,7 @@ from tests.helpers import (
     identity_seen,
     jar_cookie,
     login,
+    page_text,
     post_form,
     unique_pass_number,
 )
@@ -42,9 +43,7 @@ async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatch
                               mail_transport=SmtpTransport(mail_catcher.url))
 
 
-def reason(key: str) -> str:
-    """A refusal's text as the page shows it (HTML-escaped, as Jinja escapes)."""
-    return str(markupsafe.escape(T[key]))
+reason = page_text
 
 
 def full_width(text: str) -> str:

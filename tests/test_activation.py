@@ -11,7 +11,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
-import markupsafe
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
@@ -33,6 +32,7 @@ from tests.helpers import (
     jar_cookie,
     login,
     open_cookie,
+    page_text,
     post_form,
     unique_pass_number,
 )
@@ -48,8 +48,7 @@ async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatch
                               mail_transport=SmtpTransport(mail_catcher.url))
 
 
-def text_of(key: str) -> str:
-    return str(markupsafe.escape(T[key]))
+text_of = page_text
 
 
 async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:

@@ -9,7 +9,6 @@ import re
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-import markupsafe
 import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
@@ -44,6 +43,7 @@ from tests.helpers import (
     jar_cookie,
     login,
     open_cookie,
+    page_text,
     post_form,
     set_cookies,
     unique_pass_number,
@@ -61,8 +61,7 @@ async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatch
                               mail_transport=SmtpTransport(mail_catcher.url))
 
 
-def text_of(key: str) -> str:
-    return str(markupsafe.escape(T[key]))
+text_of = page_text
 
 
 def without_tokens(page: str) -> str:
