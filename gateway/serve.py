@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -126,7 +127,7 @@ def supervise(settings: Settings, routes_path: Path, database_url: str) -> int:
         if signum in (signal.SIGTERM, signal.SIGINT):
             stopping = True
         for pid in list(children):
-            with _suppress_missing():
+            with contextlib.suppress(ProcessLookupError):  # already gone
                 os.kill(pid, signal.SIGTERM if signum == signal.SIGINT else signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
@@ -158,14 +159,6 @@ def _forget_worker_metrics(pid: int) -> None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(pid)  # type: ignore[no-untyped-call]
-
-
-class _suppress_missing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> bool:
-        return exc_type is ProcessLookupError
 
 
 async def _prepare(database_url: str, settings: Settings) -> None:
