@@ -21,7 +21,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet, MultiFernet
 from yarl import URL
 
-from auth.mail import Transport
+from auth.mail import SmtpTransport, Transport
 from auth.passwords import PasswordHasher
 from auth.services import SERVICES, template_environment
 from gateway import database
@@ -154,6 +154,23 @@ def make_gateway(
         return client
 
     return make
+
+
+@pytest.fixture
+async def gw(make_gateway: Callable[..., Any], backend: TestServer) -> TestClient:
+    """The usual gateway: the standard route map over the echo backend."""
+    client: TestClient = await make_gateway(routes_for(backend.port))
+    return client
+
+
+@pytest.fixture
+async def mailing_gw(
+    make_gateway: Callable[..., Any], backend: TestServer, mail_catcher: MailCatcher
+) -> TestClient:
+    """The usual gateway, sending its mail to the real SMTP catcher."""
+    client: TestClient = await make_gateway(routes_for(backend.port),
+                                            mail_transport=SmtpTransport(mail_catcher.url))
+    return client
 
 
 @pytest.fixture

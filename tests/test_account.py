@@ -9,15 +9,14 @@ import asyncpg
 import markupsafe
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from auth import i18n
 from auth.accounts import Account, Accounts
-from auth.mail import SmtpTransport
 from auth.passwords import PasswordHasher
 from gateway.demo.mailcatcher import MailCatcher
-from tests.conftest import mail_for, outbox_for, plain_text, routes_for
+from tests.conftest import mail_for, outbox_for, plain_text
 from tests.helpers import (
     PASSWORD,
     add_patron,
@@ -38,9 +37,8 @@ T = i18n.translator(i18n.DEFAULT)
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher) -> TestClient:
-    return await make_gateway(routes_for(backend.port),
-                              mail_transport=SmtpTransport(mail_catcher.url))
+def gw(mailing_gw: TestClient) -> TestClient:
+    return mailing_gw
 
 
 reason = page_text

@@ -13,18 +13,16 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.fernet import MultiFernet
 from yarl import URL
 
-from auth import i18n
 from auth.accounts import Account, Accounts
 from auth.activation import Invitations
-from auth.mail import SmtpTransport
 from auth.passwords import PasswordHasher
 from auth.services import SERVICES
 from gateway.demo.mailcatcher import MailCatcher
-from tests.conftest import followed, link_in, mail_for, outbox_for, routes_for, settle, token_of
+from tests.conftest import followed, link_in, mail_for, outbox_for, settle, token_of
 from tests.helpers import (
     PASSWORD,
     add_patron,
@@ -39,13 +37,11 @@ from tests.helpers import (
 
 Gateway = Callable[..., Awaitable[TestClient]]
 PUBLIC_URL = "https://login.library.example"
-T = i18n.translator(i18n.DEFAULT)
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher) -> TestClient:
-    return await make_gateway(routes_for(backend.port),
-                              mail_transport=SmtpTransport(mail_catcher.url))
+def gw(mailing_gw: TestClient) -> TestClient:
+    return mailing_gw
 
 
 text_of = page_text

@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from cryptography.fernet import MultiFernet
 
 from auth.accounts import Account
@@ -19,7 +19,6 @@ from auth.passwords import PasswordHasher
 from auth.services import SERVICES
 from auth.tokens import TOKEN_TTL
 from gateway import keys as app_keys
-from tests.conftest import routes_for
 from tests.helpers import (
     add_patron,
     fetch,
@@ -39,11 +38,6 @@ SPOOFED = {
     "X-Library-Identity": "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhZG1pbiJ9.",
     "X-Library-Role": "admin",
 }
-
-
-@pytest.fixture
-async def gw(make_gateway: Gateway, backend: TestServer) -> TestClient:
-    return await make_gateway(routes_for(backend.port))
 
 
 @pytest.fixture

@@ -16,12 +16,11 @@ import argon2
 import asyncpg
 import bcrypt
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from passlib.hash import django_pbkdf2_sha256, django_salted_sha1, ldap_salted_sha1, md5_crypt
 
 from auth.accounts import Accounts
 from auth.passwords import PasswordHasher, identify
-from tests.conftest import routes_for
 from tests.helpers import add_patron, login
 
 pytestmark = pytest.mark.slow
@@ -93,11 +92,6 @@ def secrets_in(legacy: str) -> set[str]:
         found |= {body, digest.hex(), base64.b64encode(digest).decode().rstrip("="),
                   base64.urlsafe_b64encode(digest).decode().rstrip("=")}
     return found
-
-
-@pytest.fixture
-async def gw(make_gateway: Callable[..., Any], backend: TestServer) -> TestClient:
-    return await make_gateway(routes_for(backend.port))
 
 
 async def test_every_legacy_format_imports_and_logs_in_twice_ending_as_plain_argon2id(

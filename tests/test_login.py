@@ -6,19 +6,16 @@ from __future__ import annotations
 import codecs
 import html
 import re
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 from passlib.hash import md5_crypt
 
 from auth import i18n
 from auth.accounts import Accounts, UsernameTaken
 from auth.passwords import PasswordHasher, wrap_legacy
-from tests.conftest import routes_for
 from tests.helpers import (
     COOKIE,
     PASSWORD,
@@ -34,11 +31,6 @@ from tests.helpers import (
 
 CORPUS = Path(__file__).parent / "data" / "open_redirects.txt"
 FAILED = html.escape(i18n.translator("en")["login.failed"])
-
-
-@pytest.fixture
-async def gw(make_gateway: Callable[..., Any], backend: TestServer) -> TestClient:
-    return await make_gateway(routes_for(backend.port))
 
 
 # --- Who gets in ------------------------------------------------------------------------------

@@ -25,11 +25,6 @@ def received(payload: dict[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-@pytest.fixture
-async def gw(make_gateway: Callable[..., Any], backend: TestServer) -> TestClient:
-    return await make_gateway(routes_for(backend.port))
-
-
 async def test_forwards_path_and_query_to_the_matching_backend(gw: TestClient) -> None:
     resp = await gw.get("/catalogue/search?q=dutch+masters&page=2")
     assert resp.status == 200

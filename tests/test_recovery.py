@@ -15,7 +15,6 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import MultiFernet
 from yarl import URL
 
-from auth import i18n
 from auth.accounts import Account, Accounts
 from auth.activation import Invitations
 from auth.mail import SmtpTransport
@@ -52,13 +51,11 @@ from tests.helpers import (
 Gateway = Callable[..., Awaitable[TestClient]]
 PUBLIC_URL = "https://login.library.example"
 NEW_PASSWORD = "a lantern in the stacks"
-T = i18n.translator(i18n.DEFAULT)
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher) -> TestClient:
-    return await make_gateway(routes_for(backend.port),
-                              mail_transport=SmtpTransport(mail_catcher.url))
+def gw(mailing_gw: TestClient) -> TestClient:
+    return mailing_gw
 
 
 text_of = page_text

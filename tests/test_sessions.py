@@ -38,11 +38,6 @@ Gateway = Callable[..., Awaitable[TestClient]]
 HOST_COOKIE = "__Host-library_session"
 
 
-@pytest.fixture
-async def gw(make_gateway: Gateway, backend: TestServer) -> TestClient:
-    return await make_gateway(routes_for(backend.port))
-
-
 async def sign_in(
     client: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> tuple[str, str]:
