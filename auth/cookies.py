@@ -12,6 +12,7 @@ import json
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, cast
 
@@ -124,7 +125,16 @@ class SessionCookieStorage(EncryptedCookieStorage):
         return Session(None, data=cast(SessionData, data), new=False, max_age=None)
 
     def decode(self, cookie: str) -> dict[str, Any] | None:
-        """The cookie's data, or None when it is not a cookie this gateway wrote.
+        """The cookie's data as a fresh copy the caller may change, or None when it is not
+        a cookie this gateway wrote."""
+        data = self.peek(cookie)
+        if data is None:
+            return None
+        return {"created": data["created"], "session": dict(data["session"])}
+
+    def peek(self, cookie: str) -> Mapping[str, Any] | None:
+        """The cookie's data, shared with the cache (read it, never change it), or None when
+        it is not a cookie this gateway wrote.
 
         Decrypting costs more than the rest of a proxied request's own work, and a patron
         sends the same cookie until it is refreshed (at most once a minute), so good cookies
@@ -134,7 +144,7 @@ class SessionCookieStorage(EncryptedCookieStorage):
         cached = self._decoded.get(cookie)
         if cached is not None:
             self._decoded.move_to_end(cookie)
-            return {"created": cached["created"], "session": dict(cached["session"])}
+            return cached
         if len(cookie) > MAX_COOKIE_BYTES:
             return None
         try:
@@ -144,10 +154,11 @@ class SessionCookieStorage(EncryptedCookieStorage):
             return None
         if not isinstance(data, dict) or not isinstance(data.get("session"), dict):
             return None
+        data.setdefault("created", None)
         self._decoded[cookie] = data
         if len(self._decoded) > DECODED_CACHE_SIZE:
             self._decoded.popitem(last=False)
-        return {"created": data.get("created"), "session": dict(data["session"])}
+        return data
 
     def save_cookie(
         self, response: web.StreamResponse, cookie_data: str, *, max_age: int | None = None

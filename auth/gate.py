@@ -7,12 +7,16 @@ is cleared; nothing here raises for a bad cookie.
 
 from __future__ import annotations
 
+import enum
+import functools
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
+from typing import Any, cast
 from urllib.parse import quote
 
 from aiohttp import web
-from aiohttp_session import SESSION_KEY, Session, get_session
+from aiohttp_session import Session, SessionData, get_session
 
 from auth.cookies import SessionCookieStorage
 from auth.identity import Identity
@@ -25,13 +29,22 @@ from auth.tokens import IdentitySigner
 _HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 
 
+@functools.lru_cache(maxsize=4096)
 def header_safe(value: str) -> str:
     return quote(value, safe=_HEADER_SAFE)
 
 
-_REFRESHING = web.RequestKey("auth.refreshing", bool)
 _REFRESHED_KEPT = 10_000
 IDENTITY = web.RequestKey[Identity | None]("auth.identity")
+_ENDED = frozenset({Verdict.IDLE, Verdict.EXPIRED, Verdict.MALFORMED})
+
+
+class Renewal(enum.Enum):
+    """What a request's cookie needs on the way back."""
+
+    KEEP = "keep"
+    REFRESH = "refresh"  # still valid; record the activity (at most once a minute)
+    CLEAR = "clear"  # ended, revoked or not ours: the browser should drop it
 
 
 class Authenticator:
@@ -50,68 +63,81 @@ class Authenticator:
         self._refreshed: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     async def identify(self, request: web.Request) -> Identity | None:
+        """Who is asking, for the gateway's own pages: the cookie is read through the page's
+        aiohttp-session, which also writes any change to it."""
         if IDENTITY in request:
             return request[IDENTITY]
-        identity = await self._identify(request)
+        identity = None
+        if self.storage.load_cookie(request) is not None:
+            session = await get_session(request)
+            identity, renewal = await self._resolve(session)
+            if renewal is Renewal.CLEAR:
+                session.invalidate()
+            elif renewal is Renewal.REFRESH:
+                session["seen"] = int(time.time())
         request[IDENTITY] = identity
         return identity
 
-    async def _identify(self, request: web.Request) -> Identity | None:
-        if self.storage.load_cookie(request) is None:
-            return None
-        session = await get_session(request)
+    async def identify_cookie(self, cookie: str | None) -> tuple[Identity | None, Renewal]:
+        """Who is asking, for the proxy: straight from the cookie's value, without a
+        session object (the proxy path runs this for every request); `renew` then puts
+        the renewal on the response."""
+        if cookie is None:
+            return None, Renewal.KEEP
+        data = self.storage.peek(cookie)
+        if data is None:
+            return None, Renewal.CLEAR
+        return await self._resolve(data["session"])
+
+    async def _resolve(self, session: Mapping[str, Any]) -> tuple[Identity | None, Renewal]:
         sid = session.get("sid")
         if sid is None:
-            return None  # an anonymous session (say, a login form's CSRF token): keep it
+            # An anonymous session (say, a login form's CSRF token): keep it.
+            return None, Renewal.KEEP
         if not isinstance(sid, str):
-            session.invalidate()
-            return None
+            return None, Renewal.CLEAR
         verdict = judge(session.get("iat"), session.get("seen"), time.time(), self.lifetimes)
-        if verdict in (Verdict.IDLE, Verdict.EXPIRED, Verdict.MALFORMED):
-            session.invalidate()
-            return None
+        if verdict in _ENDED:
+            return None, Renewal.CLEAR
         identity = await self.registry.lookup(sid)
         if identity is None or identity.user_id != session.get("uid"):
-            session.invalidate()
-            return None
-        if verdict is Verdict.REFRESH:
-            session["seen"] = int(time.time())
-            request[_REFRESHING] = True
-        return identity
+            return None, Renewal.CLEAR
+        return identity, Renewal.REFRESH if verdict is Verdict.REFRESH else Renewal.KEEP
 
-    def identity_headers(self, identity: Identity, audience: str) -> dict[str, str]:
-        return {
-            "X-Library-User-Id": identity.user_id,
-            "X-Library-Username": header_safe(identity.username),
-            "X-Library-Pass-Number": identity.pass_number,
-            "X-Library-Identity": self.signer.token(identity, audience),
-        }
+    def identity_headers(self, identity: Identity, audience: str) -> list[tuple[str, str]]:
+        return [
+            ("X-Library-User-Id", identity.user_id),
+            ("X-Library-Username", header_safe(identity.username)),
+            ("X-Library-Pass-Number", header_safe(identity.pass_number)),
+            ("X-Library-Identity", self.signer.token(identity, audience)),
+        ]
 
-    async def finish(self, request: web.Request, response: web.StreamResponse) -> None:
-        """Write the cookie before the response starts (aiohttp-session's middleware only
-        does so for a web.Response, and would then find nothing left to do): refreshed
-        activity, or cleared when the session ended.
+    async def renew(self, request: web.Request, response: web.StreamResponse, cookie: str,
+                    renewal: Renewal) -> None:
+        """Put the cookie change `identify_cookie` asked for on a proxied response.
 
         A client that does not store cookies (a script, a load test) sends the same old
         cookie every time; refreshing it would cost an encryption on every request, so the
         refreshed value is remembered for a minute and sent again as it is.
         """
-        session: Session | None = request.get(SESSION_KEY)
-        if session is None or not session._changed:
+        if renewal is Renewal.CLEAR:
+            self.storage.save_cookie(response, "")
             return
-        old = self.storage.load_cookie(request) if request.get(_REFRESHING) else None
+        if renewal is not Renewal.REFRESH:
+            return
         now = time.monotonic()
-        if old is not None:
-            remembered = self._refreshed.get(old)
-            if remembered is not None and now - remembered[1] < REFRESH_EVERY:
-                self.storage.save_cookie(response, remembered[0])
-                session._changed = False
-                return
+        remembered = self._refreshed.get(cookie)
+        if remembered is not None and now - remembered[1] < REFRESH_EVERY:
+            self.storage.save_cookie(response, remembered[0])
+            return
+        data = self.storage.decode(cookie)
+        if data is None:
+            return
+        session = Session(None, data=cast(SessionData, data), new=False, max_age=None)
+        session["seen"] = int(time.time())
         await self.storage.save_session(request, response, session)
-        session._changed = False
-        if old is not None:
-            morsel = response.cookies.get(self.cookie_name)
-            if morsel is not None:
-                self._refreshed[old] = (morsel.value, now)
-                while len(self._refreshed) > _REFRESHED_KEPT:
-                    self._refreshed.popitem(last=False)
+        morsel = response.cookies.get(self.cookie_name)
+        if morsel is not None:
+            self._refreshed[cookie] = (morsel.value, now)
+            while len(self._refreshed) > _REFRESHED_KEPT:
+                self._refreshed.popitem(last=False)

@@ -63,10 +63,8 @@ async def message(
                         text=t[text_key])
 
 
-async def page_headers(request: web.Request, response: web.StreamResponse) -> None:
-    """on_response_prepare: the security headers of every /auth/* response."""
-    if not request.path.startswith("/auth/"):
-        return
+def page_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The security headers of every /auth/* response (set as the response is prepared)."""
     nonce = request.get(NONCE)
     style = f"'self' 'nonce-{nonce}'" if nonce else "'self'"
     response.headers["Cache-Control"] = "no-store"

@@ -30,7 +30,6 @@ from auth.lifetimes import Lifetimes
 from auth.links import Links
 from auth.mail import CHANNEL as MAIL_CHANNEL
 from auth.mail import Composer, Outbox, OutboxWorker, Transport, transport_for
-from auth.pages import page_headers
 from auth.passwords import PasswordHasher
 from auth.services import SERVICES, TEMPLATES, AuthServices, template_environment
 from auth.sessions import CHANNEL as SESSIONS_CHANNEL
@@ -99,7 +98,7 @@ def create_app(
         text_colour=settings.theme_text_colour, logo_url=settings.theme_logo_url,
     )
     app = web.Application(
-        middlewares=[*middleware.STACK, session_middleware(storage)],
+        middlewares=[middleware.gateway(settings), session_middleware(storage)],
         client_max_size=64 * 1024,
         handler_args={
             "max_field_size": 8190, "max_line_size": 8190, "max_headers": 100,
@@ -133,6 +132,7 @@ def create_app(
         app[keys.POOL] = pool
         app[keys.AUTHENTICATOR] = authenticator
         app[keys.UPSTREAM] = Upstream()
+        app[proxy.PROXY] = proxy.Proxy(settings, route_map, authenticator, app[keys.UPSTREAM])
         services = AuthServices(
             accounts=Accounts(pool), hasher=own_hasher, registry=registry,
             authenticator=authenticator, keys=key_store, lifetimes=lifetimes,
@@ -179,8 +179,7 @@ def create_app(
     app.on_shutdown.append(_drain)
     app.cleanup_ctx.append(resources_ctx)
     app.cleanup_ctx.append(route_watcher(route_map))
-    app.on_response_prepare.append(middleware.on_prepare)
-    app.on_response_prepare.append(page_headers)
+    app.on_response_prepare.append(middleware.response_stamp(settings))
 
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
@@ -188,5 +187,7 @@ def create_app(
         module.add_routes(app)
     static = Path(str(resources.files("auth") / "static"))
     app.router.add_static("/auth/static", static, append_version=False)
-    app.router.add_route("*", "/{tail:.*}", proxy.handle, name="proxy")
+    # The catch-all. The gateway middleware recognises this route and hands its requests to
+    # the proxy itself, past the page machinery.
+    app.router.add_route("*", "/{tail:.*}", proxy.proxied, name=middleware.PROXY_ROUTE)
     return app

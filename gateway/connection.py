@@ -30,6 +30,10 @@ class ConnectionClosed(ConnectionError):
         self.sent_nothing = sent_nothing
 
 
+_REASONS = {status.value: status.phrase for status in HTTPStatus}
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
+
+
 class Answer:
     """A backend's response: status and headers at once, the body as it arrives."""
 
@@ -38,10 +42,7 @@ class Answer:
     def __init__(self, status: int, headers: list[tuple[str, str]]) -> None:
         self.status = status
         self.headers = headers
-        try:
-            self.reason = HTTPStatus(status).phrase
-        except ValueError:
-            self.reason = "Unknown"
+        self.reason = _REASONS.get(status, "Unknown")
 
 
 class BackendConnection(asyncio.Protocol):
@@ -50,6 +51,7 @@ class BackendConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser: httptools.HttpResponseParser | None = None
         self._head: asyncio.Future[Answer] | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         self._header_items: list[tuple[str, str]] = []
         self._header_name = b""
         self._chunks: deque[bytes] = deque()
@@ -62,6 +64,7 @@ class BackendConnection(asyncio.Protocol):
         self._no_body = False
         self._received_any = False
         self._until_close = False
+        self._framed = False
         self.closed = False
         self.reusable = False
         self.idle_since = 0.0
@@ -88,7 +91,7 @@ class BackendConnection(asyncio.Protocol):
         self.closed = True
         self.reusable = False
         if self._head is not None and not self._head.done():
-            self._head.set_exception(ConnectionClosed(sent_nothing=not self._received_any))
+            self._fail_head(ConnectionClosed(sent_nothing=not self._received_any))
         elif self._until_close and not self._complete:
             # A body without length ends when the backend closes the connection.
             self._complete = True
@@ -109,6 +112,8 @@ class BackendConnection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() in _FRAMING:
+            self._framed = True
         self._header_items.append(
             (name.decode("latin-1"), value.decode("utf-8", "replace"))
         )
@@ -119,12 +124,13 @@ class BackendConnection(asyncio.Protocol):
         if 100 <= status < 200:
             # An interim answer (103 Early Hints, a stray 100): the real one follows.
             self._header_items = []
+            self._framed = False
             return
         if self._head is not None and not self._head.done():
             headers, self._header_items = self._header_items, []
-            framed = any(name.lower() in ("content-length", "transfer-encoding")
-                         for name, _ in headers)
-            self._until_close = not framed and not self._no_body and status not in (204, 304)
+            self._until_close = (not self._framed and not self._no_body
+                                 and status not in (204, 304))
+            self._cancel_deadline()
             self._head.set_result(Answer(status, headers))
             if self._no_body or status in (204, 304):
                 self._finish()
@@ -147,32 +153,41 @@ class BackendConnection(asyncio.Protocol):
 
     # -- used by the pool and the proxy -----------------------------------------------------
 
-    async def send(self, head: bytes, body: AsyncIterator[bytes] | None,
-                   chunked: bool, method: str) -> asyncio.Future[Answer]:
-        """Write the request; return a future for the answer's head."""
+    def start(self, head: bytes, method: str) -> None:
+        """Write the request head (the body, if any, follows with `send_body`)."""
         assert self.transport is not None
         self._parser = httptools.HttpResponseParser(self)
         self._head = self._loop.create_future()
         self._header_items = []
         self._chunks.clear()
         self._buffered = 0
-        self._complete = self._until_close = self._received_any = False
+        self._complete = self._until_close = self._received_any = self._framed = False
         self._no_body = method == "HEAD"
         self.reusable = False
         self.transport.write(head)
-        if body is not None:
-            async for chunk in body:
-                if not chunk:
-                    continue
-                if chunked:
-                    self.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
-                else:
-                    self.transport.write(chunk)
-                if self._write_paused:
-                    await self._drain()
+
+    async def send_body(self, body: AsyncIterator[bytes], chunked: bool) -> None:
+        assert self.transport is not None
+        async for chunk in body:
+            if not chunk:
+                continue
             if chunked:
-                self.transport.write(b"0\r\n\r\n")
-        return self._head
+                self.transport.writelines((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            else:
+                self.transport.write(chunk)
+            if self._write_paused:
+                await self._drain()
+        if chunked:
+            self.transport.write(b"0\r\n\r\n")
+
+    def answer(self, timeout: float) -> asyncio.Future[Answer]:
+        """The answer's head; the future fails with TimeoutError (and the connection is
+        dropped) when the head has not arrived within `timeout` seconds."""
+        head = self._head
+        assert head is not None
+        if not head.done():
+            self._deadline = self._loop.call_later(timeout, self._time_out)
+        return head
 
     async def _drain(self) -> None:
         if self.closed:
@@ -218,6 +233,7 @@ class BackendConnection(asyncio.Protocol):
         return body
 
     def close(self) -> None:
+        self._cancel_deadline()
         self.reusable = False
         if self.transport is not None and not self.closed:
             self.transport.close()
@@ -235,9 +251,26 @@ class BackendConnection(asyncio.Protocol):
 
     def _fail(self, exc: Exception) -> None:
         if self._head is not None and not self._head.done():
-            self._head.set_exception(exc)
+            self._fail_head(exc)
         self.closed = True
         self._wake_reader()
+
+    def _fail_head(self, exc: Exception) -> None:
+        assert self._head is not None
+        self._cancel_deadline()
+        self._head.set_exception(exc)
+
+    def _cancel_deadline(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _time_out(self) -> None:
+        self._deadline = None
+        if self._head is not None and not self._head.done():
+            self._head.set_exception(TimeoutError())
+        self.closed = True
+        self._abort()
 
     def _wake_reader(self) -> None:
         waiter = self._data_waiter

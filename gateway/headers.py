@@ -6,10 +6,11 @@ the functions run once per proxied request, so they make one pass over the heade
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -121,6 +122,24 @@ def strip_cookie(cookie_header: str, name: str) -> str | None:
     return "; ".join(kept) or None
 
 
+# What happens to a header, decided once per header name (names repeat on every request).
+_FORWARD, _DROP, _COOKIE, _WEBSOCKET, _LENGTH, _CONNECTION, _SET_COOKIE = range(7)
+
+
+@functools.lru_cache(maxsize=1024)
+def _request_rule(name: str) -> tuple[str, int]:
+    lower = name.lower()
+    folded = _folded(lower)
+    if (lower in HOP_BY_HOP or folded in _REPLACED or folded in _STEERING
+            or folded.startswith(IDENTITY_PREFIX)):
+        return lower, _DROP
+    if lower == "cookie":
+        return lower, _COOKIE
+    if lower.startswith("sec-websocket-"):
+        return lower, _WEBSOCKET
+    return lower, _FORWARD
+
+
 def upstream_request_headers(
     client: Headers,
     *,
@@ -130,67 +149,74 @@ def upstream_request_headers(
     public_host: str,
     request_id: str,
     cookie_name: str,
-    identity: Mapping[str, str],
+    identity: Iterable[tuple[str, str]],
     websocket: bool = False,
-) -> CIMultiDict[str]:
+) -> list[tuple[str, str]]:
     """Headers for the backend: the client's, minus hop-by-hop, spoofable and gateway-owned
     ones, plus the forwarding and identity headers the gateway vouches for."""
-    named_in_connection = _connection_tokens(client)
-    out: CIMultiDict[str] = CIMultiDict()
-    out["Host"] = backend_host
+    named_in_connection = _connection_tokens(client) if "Connection" in client else frozenset()
+    out = [("Host", backend_host)]
     for name, value in client.items():
-        lower = name.lower()
-        folded = _folded(lower)
-        if (
-            lower in HOP_BY_HOP
-            or folded in _REPLACED
-            or folded in _STEERING
-            or lower in named_in_connection
-            or folded.startswith(IDENTITY_PREFIX)
-            or (websocket and lower.startswith("sec-websocket-"))
-        ):
+        lower, rule = _request_rule(name)
+        if rule == _DROP or lower in named_in_connection:
             continue
-        if lower == "cookie":
+        if rule == _COOKIE:
             remaining = strip_cookie(value, cookie_name)
             if remaining is None:
                 continue
             value = remaining
-        out.add(name, value)
-    if client.get("Content-Length") is not None and "chunked" not in client.get(
-        "Transfer-Encoding", ""
-    ).lower():
-        out["Content-Length"] = client["Content-Length"]
-    out["X-Forwarded-For"] = forwarded_for
-    out["X-Forwarded-Proto"] = public_proto
-    out["X-Forwarded-Host"] = public_host
-    out["X-Request-Id"] = request_id
-    out.update(identity)
+        elif rule == _WEBSOCKET and websocket:
+            continue  # the gateway's own WebSocket client negotiates with the backend
+        out.append((name, value))
+    length = client.get("Content-Length")
+    if length is not None and "chunked" not in client.get("Transfer-Encoding", "").lower():
+        out.append(("Content-Length", length))
+    out += (
+        ("X-Forwarded-For", forwarded_for),
+        ("X-Forwarded-Proto", public_proto),
+        ("X-Forwarded-Host", public_host),
+        ("X-Request-Id", request_id),
+    )
+    out += identity
     return out
+
+
+@functools.lru_cache(maxsize=1024)
+def _response_rule(name: str) -> tuple[str, int]:
+    lower = name.lower()
+    if lower == "content-length":
+        return lower, _LENGTH
+    if lower == "connection":
+        return lower, _CONNECTION
+    if lower in _RESPONSE_DROPPED:
+        return lower, _DROP
+    if lower == "set-cookie":
+        return lower, _SET_COOKIE
+    return lower, _FORWARD
 
 
 def downstream_response_headers(
     upstream: Iterable[tuple[str, str]], *, cookie_name: str
-) -> tuple[CIMultiDict[str], int | None]:
+) -> tuple[list[tuple[str, str]], int | None]:
     """Headers for the client from a backend's response, and its Content-Length: hop-by-hop
     and framing removed, and no backend may set or clear the gateway's session cookie."""
-    items = list(upstream)
-    named_in_connection = frozenset(
-        token.strip().lower()
-        for name, value in items if name.lower() == "connection"
-        for token in value.split(",") if token.strip()
-    )
-    out: CIMultiDict[str] = CIMultiDict()
+    out: list[tuple[str, str]] = []
     length: int | None = None
-    for name, value in items:
-        lower = name.lower()
-        if lower == "content-length":
+    named_in_connection: set[str] = set()
+    for name, value in upstream:
+        _, rule = _response_rule(name)
+        if rule == _FORWARD:
+            out.append((name, value))
+        elif rule == _LENGTH:
             length = int(value) if value.isdigit() else None
-            continue
-        if lower in _RESPONSE_DROPPED or lower in named_in_connection:
-            continue
-        if lower == "set-cookie" and _sets_cookie(value, cookie_name):
-            continue
-        out.add(name, value)
+        elif rule == _CONNECTION:
+            named_in_connection.update(
+                token.strip().lower() for token in value.split(",") if token.strip())
+        elif rule == _SET_COOKIE and not _sets_cookie(value, cookie_name):
+            out.append((name, value))
+    if named_in_connection - HOP_BY_HOP:
+        out = [(name, value) for name, value in out
+               if _response_rule(name)[0] not in named_in_connection]
     return out, length
 
 

@@ -33,10 +33,25 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 OUTBOX_WORKER = web.AppKey("outbox_worker", OutboxWorker)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 
-TARGET = web.RequestKey("target", Target)
-REQUEST_ID = web.RequestKey("request_id", str)
-FORWARDED_FOR = web.RequestKey("forwarded_for", str)
+
+
+class Exchange:
+    """What the gateway learns about one request on its way through, kept in one object
+    (one request key instead of seven: the proxy path reads and writes these constantly)."""
+
+    __slots__ = ("client_address", "forwarded_for", "request_id", "route", "started",
+                 "target", "user_id")
+
+    def __init__(self, started: float, request_id: str, client_address: str,
+                 forwarded_for: str) -> None:
+        self.started = started
+        self.request_id = request_id
+        self.client_address = client_address
+        self.forwarded_for = forwarded_for
+        self.target: Target | None = None
+        self.route: str | None = None
+        self.user_id: str | None = None
+
+
+EXCHANGE = web.RequestKey("exchange", Exchange)
 CLIENT_ADDRESS = throttle.CLIENT_ADDRESS  # auth reads it, so auth defines it
-ROUTE = web.RequestKey("route", str)
-USER_ID = web.RequestKey("user_id", str)
-STARTED = web.RequestKey("started", float)

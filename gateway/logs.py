@@ -80,18 +80,19 @@ class AccessLogger(AbstractAccessLogger):
     """One line per request: who, what, how it ended and how long it took."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        target = request.get(keys.TARGET)
+        exchange = request.get(keys.EXCHANGE)
+        target = exchange.target if exchange is not None else None
         self.logger.info(
             "request",
             extra={
-                "request_id": request.get(keys.REQUEST_ID),
+                "request_id": exchange.request_id if exchange is not None else None,
                 "method": request.method,
                 "path": target.path if target is not None else None,
-                "route": request.get(keys.ROUTE),
+                "route": exchange.route if exchange is not None else None,
                 "status": response.status,
                 "duration_ms": round(time * 1000, 3),
-                "client": request.get(keys.CLIENT_ADDRESS),
-                "user_id": request.get(keys.USER_ID),
+                "client": exchange.client_address if exchange is not None else None,
+                "user_id": exchange.user_id if exchange is not None else None,
                 "bytes": response.body_length,
             },
         )

@@ -1,91 +1,96 @@
-"""The middleware stack, in the one order it runs (outermost first, see `STACK`).
+"""The gateway's one middleware, and the headers every response carries.
 
-1. measure  counts and times every request for Prometheus, by route and final status
-2. errors   every failure becomes a small page or JSON; no stack trace ever reaches a client
-3. context  request id, the normalised target, the client's address (trusting X-Forwarded-For
-            only from configured proxies)
-Headers every response carries (request id, Server, nosniff, HSTS) are set in `on_prepare`, a
-response signal, so they also reach streamed and WebSocket responses.
+`gateway` runs for every request, in this order:
+
+1. context  request id, the client's address (trusting X-Forwarded-For only from configured
+            proxies) and the normalised target, kept in one `Exchange` on the request
+2. dispatch proxied requests go straight to the proxy; the gateway's own pages go on through
+            the rest of the stack (aiohttp-session's middleware, then the page's handler)
+3. errors   every failure becomes a small page or JSON; no stack trace ever reaches a client
+4. measure  counts and times the request for Prometheus, by route and final status
+
+It is one middleware rather than one per concern because the proxy path runs it for every
+request of every patron, and each layer costs a coroutine there. Headers every response carries
+(request id, Server, nosniff, HSTS, and the pages' security headers) are set in the response
+signal made by `response_stamp`, so they also reach streamed and WebSocket responses.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
-from gateway import headers, keys, metrics
+from auth.pages import page_headers
+from gateway import headers, keys, metrics, proxy
 from gateway.errors import BadRequest, GatewayError, UpstreamError, UpstreamTimeout
 from gateway.logs import request_id_var
 from gateway.pages import error_response
 from gateway.paths import BadPath, normalise
+from gateway.settings import Settings
 
 log = logging.getLogger("gateway")
 
-
-@web.middleware
-async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-    request[keys.STARTED] = started = time.perf_counter()
-    status = 500
-    try:
-        response = await handler(request)
-        status = response.status
-        return response
-    except web.HTTPException as exc:
-        status = exc.status
-        raise
-    finally:
-        route = request.get(keys.ROUTE) or (
-            "_gateway" if request.match_info.route.name != "proxy" else "_unmatched")
-        metrics.requests_child(route, request.method, status).inc()
-        metrics.route_histograms(route)[0].observe(time.perf_counter() - started)
+PROXY_ROUTE = "proxy"
 
 
-@web.middleware
-async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except GatewayError as exc:
-        if isinstance(exc, UpstreamError):
-            kind = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
-            metrics.UPSTREAM_ERRORS.labels(exc.route, kind).inc()
-        if exc.status >= 500:
-            log.warning("%s: %s", type(exc).__name__, exc.reason,
-                        extra={"route": getattr(exc, "route", None), "status": exc.status})
-        return error_response(exc.status, exc.title, exc.reason, request.headers.get("Accept"))
-    except web.HTTPException:
-        raise
-    except ConnectionResetError:
-        raise
-    except Exception:
-        log.exception("unhandled error")
-        return error_response(500, "Something went wrong",
-                              "The gateway could not handle this request.",
-                              request.headers.get("Accept"))
+def gateway(settings: Settings) -> Middleware:
+    trusted = settings.trusted_proxies
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        exchange = _exchange(request, trusted)
+        status = 500
+        try:
+            try:
+                try:
+                    exchange.target = keys.Target(*normalise(request.raw_path))
+                except BadPath as exc:
+                    raise BadRequest(str(exc)) from None
+                if request.match_info.route.name == PROXY_ROUTE:
+                    response = await request.app[proxy.PROXY].handle(request, exchange)
+                else:
+                    response = await handler(request)
+            except GatewayError as exc:
+                response = _error_page(request, exc)
+            except (web.HTTPException, ConnectionResetError):
+                raise
+            except Exception:
+                log.exception("unhandled error")
+                response = error_response(500, "Something went wrong",
+                                          "The gateway could not handle this request.",
+                                          request.headers.get("Accept"))
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            route = exchange.route or (
+                "_unmatched" if request.match_info.route.name == PROXY_ROUTE else "_gateway")
+            metrics.requests_child(route, request.method, status).inc()
+            metrics.route_histograms(route)[0].observe(time.perf_counter() - exchange.started)
+
+    return middleware
 
 
-@web.middleware
-async def context(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _exchange(request: web.Request, trusted: tuple[headers.Network, ...]) -> keys.Exchange:
     rid = headers.request_id(request.headers.get("X-Request-Id"))
-    request[keys.REQUEST_ID] = rid
     request_id_var.set(rid)
-    settings = request.app[keys.SETTINGS]
     peer = _peer(request)
-    forwarded = ", ".join(request.headers.getall("X-Forwarded-For", ())) or None
-    request[keys.FORWARDED_FOR] = ", ".join(
-        headers.forwarded_chain(peer, forwarded, settings.trusted_proxies)
-    )
-    request[keys.CLIENT_ADDRESS] = headers.client_address(
-        peer, forwarded, settings.trusted_proxies
-    )
-    try:
-        path, query = normalise(request.raw_path)
-    except BadPath as exc:
-        raise BadRequest(str(exc)) from None
-    request[keys.TARGET] = keys.Target(path, query)
-    return await handler(request)
+    if trusted:
+        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", ())) or None
+        chain = ", ".join(headers.forwarded_chain(peer, forwarded, trusted))
+        client = headers.client_address(peer, forwarded, trusted)
+    else:
+        chain = client = peer
+    exchange = keys.Exchange(time.perf_counter(), rid, client, chain)
+    request[keys.EXCHANGE] = exchange
+    request[keys.CLIENT_ADDRESS] = client
+    return exchange
 
 
 def _peer(request: web.Request) -> str:
@@ -96,16 +101,32 @@ def _peer(request: web.Request) -> str:
     return "unknown"
 
 
-STACK = (measure, errors, context)
+def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
+    if isinstance(exc, UpstreamError):
+        kind = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
+        metrics.UPSTREAM_ERRORS.labels(exc.route, kind).inc()
+    if exc.status >= 500:
+        log.warning("%s: %s", type(exc).__name__, exc.reason,
+                    extra={"route": getattr(exc, "route", None), "status": exc.status})
+    return error_response(exc.status, exc.title, exc.reason, request.headers.get("Accept"))
 
 
-async def on_prepare(request: web.Request, response: web.StreamResponse) -> None:
-    response.headers["Server"] = "library-gateway"
-    response.headers.setdefault("X-Content-Type-Options", "nosniff")
-    rid = request.get(keys.REQUEST_ID)
-    if rid is not None:
-        response.headers["X-Request-Id"] = rid
-    if request.app[keys.SETTINGS].https:
-        response.headers.setdefault(
-            "Strict-Transport-Security", "max-age=63072000; includeSubDomains"
-        )
+def response_stamp(
+    settings: Settings,
+) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    """The on_response_prepare handler: what every response carries."""
+    https = settings.https
+
+    async def stamp(request: web.Request, response: web.StreamResponse) -> None:
+        out = response.headers
+        out["Server"] = "library-gateway"
+        out.setdefault("X-Content-Type-Options", "nosniff")
+        exchange = request.get(keys.EXCHANGE)
+        if exchange is not None:
+            out["X-Request-Id"] = exchange.request_id
+        if https:
+            out.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+        if request.path.startswith("/auth/"):
+            page_headers(request, response)
+
+    return stamp

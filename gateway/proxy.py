@@ -1,9 +1,11 @@
 """Forwarding one request to its backend and streaming the answer back.
 
-The handler is the catch-all of the gateway's router: everything that is not one of the
-gateway's own pages lands here, already normalised by the target middleware. It looks the route
-up, asks the access decision, builds the backend's headers and streams both bodies without
-holding them in memory.
+Everything that is not one of the gateway's own pages lands here (the router's catch-all), with
+its target already normalised by the gateway middleware. `Proxy.handle` looks the route up,
+asks the access decision, builds the backend's headers and streams both bodies without holding
+them in memory. It runs for every request of every patron, so it does only what it must:
+the cookie is read without a session object, the identity token comes from a cache, and a small
+answer goes back to the client in one write.
 """
 
 from __future__ import annotations
@@ -12,15 +14,19 @@ import time
 from collections.abc import AsyncIterator
 
 from aiohttp import web
+from multidict import CIMultiDict
 
-from auth.gate import Authenticator
+from auth.gate import Authenticator, Renewal
 from auth.identity import Identity
 from auth.tokens import SigningUnavailable
 from gateway import access, headers, keys, metrics, websocket
 from gateway.connection import ConnectionClosed
 from gateway.errors import NotFound, ServiceBusy
 from gateway.pages import login_required
+from gateway.reload import RouteMap
 from gateway.routes import RESERVED_PREFIXES
+from gateway.settings import Settings
+from gateway.upstream import Upstream
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
@@ -42,93 +48,119 @@ def _has_body(request: web.Request) -> bool:
     return request.method not in _BODYLESS_METHODS and length is None and request.body_exists
 
 
-async def handle(request: web.Request) -> web.StreamResponse:
-    target = request[keys.TARGET]
-    if _is_reserved(target.path):
-        raise NotFound()
-    route = request.app[keys.ROUTES].table.match(target.path)
-    if route is None:
-        if target.path == "/":
-            # No service claims the front door: the patron's own page is the landing
-            # (it sends anonymous visitors on to the login).
-            raise web.HTTPFound("/auth/account")
-        raise NotFound()
-    request[keys.ROUTE] = route.name
-    authenticator = request.app[keys.AUTHENTICATOR]
-    identity = await authenticator.identify(request)
-    decision = access.decide(
-        route, target.path, target.query,
-        logged_in=identity is not None, accept=request.headers.get("Accept"),
-    )
-    if isinstance(decision, access.LoginRequired):
-        return login_required(decision)
-    if identity is not None:
-        request[keys.USER_ID] = identity.user_id
+async def proxied(request: web.Request) -> web.StreamResponse:
+    """The catch-all route's handler (the gateway middleware calls `Proxy.handle` itself)."""
+    return await request.app[PROXY].handle(request, request[keys.EXCHANGE])
 
-    settings = request.app[keys.SETTINGS]
-    upgrade = websocket.is_upgrade(request)
-    upstream_headers = headers.upstream_request_headers(
-        request.headers,
-        backend_host=route.backend.host_header,
-        forwarded_for=request[keys.FORWARDED_FOR],
-        public_proto=settings.public_proto,
-        public_host=settings.public_host,
-        request_id=request[keys.REQUEST_ID],
-        cookie_name=authenticator.cookie_name,
-        identity=_identity_headers(authenticator, identity, route.name),
-        websocket=upgrade,
-    )
-    upstream_target = route.upstream_path(target.path)
-    if target.query:
-        upstream_target += "?" + target.query
-    if upgrade:
-        url = route.backend.origin + upstream_target
-        return await websocket.bridge(request, route, url, upstream_headers)
 
-    upstream = request.app[keys.UPSTREAM]
-    body = request if _has_body(request) else None
-    asked = time.perf_counter()
-    _, overhead, upstream_time = metrics.route_histograms(route.name)
-    overhead.observe(asked - request[keys.STARTED])
-    answer, connection = await upstream.request(
-        route, request.method, upstream_target, upstream_headers, body
-    )
-    try:
-        upstream_time.observe(time.perf_counter() - asked)
-        response_headers, length = headers.downstream_response_headers(
-            answer.headers, cookie_name=authenticator.cookie_name
+class Proxy:
+    def __init__(self, settings: Settings, routes: RouteMap, authenticator: Authenticator,
+                 upstream: Upstream) -> None:
+        self._routes = routes
+        self._authenticator = authenticator
+        self._upstream = upstream
+        self._public_proto = settings.public_proto
+        self._public_host = settings.public_host
+
+    async def handle(self, request: web.Request, exchange: keys.Exchange) -> web.StreamResponse:
+        target = exchange.target
+        assert target is not None
+        if _is_reserved(target.path):
+            raise NotFound()
+        route = self._routes.table.match(target.path)
+        if route is None:
+            if target.path == "/":
+                # No service claims the front door: the patron's own page is the landing
+                # (it sends anonymous visitors on to the login).
+                raise web.HTTPFound("/auth/account")
+            raise NotFound()
+        exchange.route = route.name
+        authenticator = self._authenticator
+        cookie = authenticator.storage.load_cookie(request)
+        identity, renewal = await authenticator.identify_cookie(cookie)
+        decision = access.decide(
+            route, target.path, target.query,
+            logged_in=identity is not None, accept=request.headers.get("Accept"),
         )
-        streams = request.method == "HEAD" or answer.status in _NO_BODY_STATUSES
-        whole = None if streams else connection.whole_body()
-        if whole is not None and (length is None or length == len(whole)):
-            # The common small answer arrived in one piece: head and body go out together.
-            small = web.Response(status=answer.status, reason=answer.reason,
-                                 headers=response_headers, body=whole)
-            await authenticator.finish(request, small)
-            return small
-        response = web.StreamResponse(
-            status=answer.status, reason=answer.reason, headers=response_headers
+        if isinstance(decision, access.LoginRequired):
+            refused = login_required(decision)
+            if cookie is not None and renewal is Renewal.CLEAR:
+                await authenticator.renew(request, refused, cookie, renewal)
+            return refused
+        if identity is not None:
+            exchange.user_id = identity.user_id
+
+        upgrade = websocket.is_upgrade(request)
+        upstream_headers = headers.upstream_request_headers(
+            request.headers,
+            backend_host=route.backend.host_header,
+            forwarded_for=exchange.forwarded_for,
+            public_proto=self._public_proto,
+            public_host=self._public_host,
+            request_id=exchange.request_id,
+            cookie_name=authenticator.cookie_name,
+            identity=_identity_headers(authenticator, identity, route.name),
+            websocket=upgrade,
         )
-        if length is not None:
-            response.content_length = length
-        await authenticator.finish(request, response)
-        await response.prepare(request)
-        if not streams:
-            await _pump(request, connection.body(), response)
-        await response.write_eof()
-        return response
-    except BaseException:
-        connection.close()
-        raise
-    finally:
-        upstream.release(route, connection)
+        upstream_target = route.upstream_path(target.path)
+        if target.query:
+            upstream_target += "?" + target.query
+
+        async def put_cookie(response: web.StreamResponse) -> None:
+            if cookie is not None and renewal is not Renewal.KEEP:
+                await authenticator.renew(request, response, cookie, renewal)
+
+        if upgrade:
+            url = route.backend.origin + upstream_target
+            return await websocket.bridge(
+                request, route, url, CIMultiDict(upstream_headers), self._upstream, put_cookie)
+
+        body = request if _has_body(request) else None
+        asked = time.perf_counter()
+        _, overhead, upstream_time = metrics.route_histograms(route.name)
+        overhead.observe(asked - exchange.started)
+        answer, connection = await self._upstream.request(
+            route, request.method, upstream_target, upstream_headers, body
+        )
+        try:
+            upstream_time.observe(time.perf_counter() - asked)
+            response_headers, length = headers.downstream_response_headers(
+                answer.headers, cookie_name=authenticator.cookie_name
+            )
+            streams = request.method == "HEAD" or answer.status in _NO_BODY_STATUSES
+            whole = None if streams else connection.whole_body()
+            if whole is not None and (length is None or length == len(whole)):
+                # The common small answer arrived in one piece: head and body go out together.
+                small = web.Response(status=answer.status, reason=answer.reason,
+                                     headers=response_headers, body=whole)
+                await put_cookie(small)
+                return small
+            response = web.StreamResponse(
+                status=answer.status, reason=answer.reason, headers=response_headers
+            )
+            if length is not None:
+                response.content_length = length
+            await put_cookie(response)
+            await response.prepare(request)
+            if not streams:
+                await _pump(request, connection.body(), response)
+            await response.write_eof()
+            return response
+        except BaseException:
+            connection.close()
+            raise
+        finally:
+            self._upstream.release(route, connection)
+
+
+PROXY = web.AppKey("proxy", Proxy)
 
 
 def _identity_headers(
     authenticator: Authenticator, identity: Identity | None, audience: str
-) -> dict[str, str]:
+) -> list[tuple[str, str]]:
     if identity is None:
-        return {}
+        return []
     try:
         return authenticator.identity_headers(identity, audience)
     except SigningUnavailable as exc:

@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 
 from gateway.connection import Answer, BackendConnection, ConnectionClosed
 from gateway.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
-from gateway.routes import Route
+from gateway.routes import Backend, Route
 
 CONNECT_TIMEOUT = 10.0
 IDLE_LIMIT = 30.0
@@ -45,7 +45,7 @@ class Upstream:
         route: Route,
         method: str,
         target: str,
-        headers: CIMultiDict[str],
+        headers: list[tuple[str, str]],
         body: web.Request | None,
     ) -> tuple[Answer, BackendConnection]:
         """Send the request; return the answer's head and the connection to read its body
@@ -54,16 +54,20 @@ class Upstream:
         The route's timeout counts from the moment the request body has been sent, so a slow
         upload is not mistaken for a slow backend.
         """
-        chunked = body is not None and "Content-Length" not in headers
-        head = _request_head(method, target, headers, chunked)
+        chunked = body is not None and not any(
+            name.lower() == "content-length" for name, _ in headers)
+        head = request_head(method, target, headers, chunked)
         attempts = 1 if body is not None else 2
         for attempt in range(attempts):
-            connection, reused = await self._checkout(route)
+            connection = self._idle_connection(route.backend)
+            reused = connection is not None
+            if connection is None:
+                connection = await self._connect(route)
             try:
-                data = None if body is None else _limited(body, route.max_body)
-                pending = await connection.send(head, data, chunked, method)
-                async with asyncio.timeout(route.timeout):
-                    answer = await pending
+                connection.start(head, method)
+                if body is not None:
+                    await connection.send_body(_limited(body, route.max_body), chunked)
+                answer = await connection.answer(route.timeout)
             except ConnectionClosed as exc:
                 connection.close()
                 if reused and exc.sent_nothing and attempt + 1 < attempts:
@@ -84,15 +88,21 @@ class Upstream:
             return answer, connection
         raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _checkout(self, route: Route) -> tuple[BackendConnection, bool]:
-        backend = route.backend
+    def _idle_connection(self, backend: Backend) -> BackendConnection | None:
+        """The most recently used live connection to the backend, if any."""
         idle = self._idle.get((backend.host, backend.port))
+        if not idle:
+            return None
         now = time.monotonic()
         while idle:
             connection = idle.pop()
             if not connection.closed and now - connection.idle_since < IDLE_LIMIT:
-                return connection, True
+                return connection
             connection.close()
+        return None
+
+    async def _connect(self, route: Route) -> BackendConnection:
+        backend = route.backend
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(min(CONNECT_TIMEOUT, route.timeout)):
@@ -105,7 +115,7 @@ class Upstream:
             raise UpstreamTimeout(route.name) from exc
         except OSError as exc:
             raise UpstreamUnavailable(route.name) from exc
-        return protocol, False
+        return protocol
 
     def release(self, route: Route, connection: BackendConnection) -> None:
         """Take the connection back: kept for the next request if its answer was read to the
@@ -141,18 +151,31 @@ class Upstream:
             raise UpstreamUnavailable(route.name) from exc
 
 
-def _request_head(method: str, target: str, headers: CIMultiDict[str], chunked: bool) -> bytes:
-    lines = [f"{method} {target} HTTP/1.1"]
-    for name, value in headers.items():
-        # aiohttp's parser already refused CR/LF in what clients sent; this keeps anything
-        # the gateway adds from ever splitting a header either.
-        if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-            continue
-        lines.append(f"{name}: {value}")
+def request_head(method: str, target: str, headers: list[tuple[str, str]], chunked: bool) -> bytes:
+    """The request line and headers as they go on the wire."""
+    head = _joined(method, target, headers, chunked)
+    if head is None:
+        # aiohttp's parser refuses CR and LF in what clients send; this keeps anything the
+        # gateway adds from ever splitting a header either.
+        head = _joined(method, target, [
+            (name, value) for name, value in headers
+            if not any(c in name or c in value for c in "\r\n")
+        ], chunked)
+    assert head is not None, "the request line itself holds a line break"
+    return head
+
+
+def _joined(method: str, target: str, headers: list[tuple[str, str]], chunked: bool
+            ) -> bytes | None:
+    lines = [f"{method} {target} HTTP/1.1", *[f"{name}: {value}" for name, value in headers]]
     if chunked:
         lines.append("Transfer-Encoding: chunked")
-    lines.append("\r\n")
-    return "\r\n".join(lines).encode("utf-8", "surrogateescape")
+    text = "\r\n".join(lines)
+    # Each line break must be one of the separators: one count per character, both in C.
+    separators = len(lines) - 1
+    if text.count("\n") != separators or text.count("\r") != separators:
+        return None
+    return (text + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 async def _limited(request: web.Request, limit: int | None) -> AsyncIterator[bytes]:

@@ -4,6 +4,7 @@ both ways until either side closes, and the close code is passed on."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
@@ -11,6 +12,7 @@ from multidict import CIMultiDict
 
 from gateway import keys
 from gateway.routes import Route
+from gateway.upstream import Upstream
 
 
 def is_upgrade(request: web.Request) -> bool:
@@ -27,18 +29,24 @@ def _protocols(request: web.Request) -> tuple[str, ...]:
 
 
 async def bridge(
-    request: web.Request, route: Route, url: str, headers: CIMultiDict[str]
+    request: web.Request,
+    route: Route,
+    url: str,
+    headers: CIMultiDict[str],
+    upstream: Upstream,
+    before_start: Callable[[web.StreamResponse], Awaitable[None]],
 ) -> web.StreamResponse:
+    """Relay a WebSocket; `before_start` gets the client's response before it is sent (for
+    the session cookie)."""
     # Connect to the backend first: if it is down the client gets a plain 502, not a socket
     # that opens and dies.
     ws_url = "ws" + url[len("http"):]
-    upstream = request.app[keys.UPSTREAM]
     backend = await upstream.websocket(route, ws_url, headers, _protocols(request))
     client = web.WebSocketResponse(
         protocols=(backend.protocol,) if backend.protocol else (),
         autoclose=False, max_msg_size=16 * 1024 * 1024,
     )
-    await request.app[keys.AUTHENTICATOR].finish(request, client)
+    await before_start(client)
     await client.prepare(request)
     sockets = request.app[keys.WEBSOCKETS]
     sockets.add(client)

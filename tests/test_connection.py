@@ -47,7 +47,8 @@ async def test_a_slow_reader_pauses_the_backend_socket_and_draining_resumes_it()
     """Back-pressure: the gateway never buffers more than about HIGH_WATER of a backend's
     body for a client that is not reading; the backend socket is paused instead."""
     connection, transport = await connected()
-    pending = await connection.send(b"GET /big HTTP/1.1\r\nHost: b\r\n\r\n", None, False, "GET")
+    connection.start(b"GET /big HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    pending = connection.answer(30)
     size = 4 * HIGH_WATER
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
     answer = await pending
@@ -69,7 +70,8 @@ async def test_a_slow_reader_pauses_the_backend_socket_and_draining_resumes_it()
 
 async def test_a_head_answer_ends_at_its_headers() -> None:
     connection, _ = await connected()
-    pending = await connection.send(b"HEAD / HTTP/1.1\r\nHost: b\r\n\r\n", None, False, "HEAD")
+    connection.start(b"HEAD / HTTP/1.1\r\nHost: b\r\n\r\n", "HEAD")
+    pending = connection.answer(30)
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
     assert (await pending).status == 200
     assert connection.complete and connection.reusable
@@ -77,7 +79,8 @@ async def test_a_head_answer_ends_at_its_headers() -> None:
 
 async def test_an_interim_answer_is_skipped() -> None:
     connection, _ = await connected()
-    pending = await connection.send(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", None, False, "GET")
+    connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    pending = connection.answer(30)
     connection.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
                              b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     answer = await pending
@@ -88,7 +91,8 @@ async def test_an_interim_answer_is_skipped() -> None:
 
 async def test_a_body_without_length_ends_when_the_backend_closes_and_is_not_reused() -> None:
     connection, _ = await connected()
-    pending = await connection.send(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", None, False, "GET")
+    connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    pending = connection.answer(30)
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nsome")
     await pending
     assert connection.whole_body() is None  # not complete until the backend closes
@@ -99,7 +103,8 @@ async def test_a_body_without_length_ends_when_the_backend_closes_and_is_not_reu
 
 async def test_a_backend_that_dies_mid_body_is_an_error_not_a_short_answer() -> None:
     connection, _ = await connected()
-    pending = await connection.send(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", None, False, "GET")
+    connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    pending = connection.answer(30)
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     await pending
     connection.connection_lost(None)
@@ -110,7 +115,8 @@ async def test_a_backend_that_dies_mid_body_is_an_error_not_a_short_answer() -> 
 
 async def test_garbage_from_the_backend_fails_the_request() -> None:
     connection, transport = await connected()
-    pending = await connection.send(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", None, False, "GET")
+    connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    pending = connection.answer(30)
     connection.data_received(b"SMTP ready\r\n\r\n")
     with pytest.raises(ConnectionClosed):
         await pending
@@ -125,6 +131,7 @@ async def test_a_chunked_upload_is_framed_on_the_wire() -> None:
         yield b""
         yield b"defgh"
 
-    await connection.send(b"POST /u HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n",
-                          body(), True, "POST")
+    connection.start(b"POST /u HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n",
+                     "POST")
+    await connection.send_body(body(), True)
     assert transport.written.endswith(b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n")
