@@ -21,7 +21,7 @@ from aiohttp_session import Session, SessionData, get_session
 from auth.cookies import SessionCookieStorage
 from auth.identity import Identity
 from auth.lifetimes import REFRESH_EVERY, Lifetimes, Verdict, judge
-from auth.sessions import SessionRegistry
+from auth.sessions import UNKNOWN, SessionRegistry
 from auth.tokens import IdentitySigner
 
 # Printable ASCII but '%' passes as is; anything else is percent-encoded UTF-8, because header
@@ -87,22 +87,41 @@ class Authenticator:
         data = self.storage.peek(cookie)
         if data is None:
             return None, Renewal.CLEAR
-        return await self._resolve(data["session"])
+        session = data["session"]
+        sid, renewal = self._examine(session)
+        if sid is None:
+            return None, renewal
+        identity = self.registry.cached(sid)
+        if identity is UNKNOWN:
+            identity = await self.registry.lookup(sid)
+        return self._confirm(identity, session, renewal)
 
     async def _resolve(self, session: Mapping[str, Any]) -> tuple[Identity | None, Renewal]:
+        sid, renewal = self._examine(session)
+        if sid is None:
+            return None, renewal
+        return self._confirm(await self.registry.lookup(sid), session, renewal)
+
+    def _examine(self, session: Mapping[str, Any]) -> tuple[str | None, Renewal]:
+        """The session id the cookie's data names, if its lifetimes allow, and what the
+        cookie needs; (None, KEEP) for an anonymous session (a login form's CSRF token)."""
         sid = session.get("sid")
         if sid is None:
-            # An anonymous session (say, a login form's CSRF token): keep it.
             return None, Renewal.KEEP
         if not isinstance(sid, str):
             return None, Renewal.CLEAR
         verdict = judge(session.get("iat"), session.get("seen"), time.time(), self.lifetimes)
         if verdict in _ENDED:
             return None, Renewal.CLEAR
-        identity = await self.registry.lookup(sid)
+        return sid, Renewal.REFRESH if verdict is Verdict.REFRESH else Renewal.KEEP
+
+    @staticmethod
+    def _confirm(identity: Identity | None, session: Mapping[str, Any], renewal: Renewal
+                 ) -> tuple[Identity | None, Renewal]:
+        """The session record must exist, be live and belong to the cookie's account."""
         if identity is None or identity.user_id != session.get("uid"):
             return None, Renewal.CLEAR
-        return identity, Renewal.REFRESH if verdict is Verdict.REFRESH else Renewal.KEEP
+        return identity, renewal
 
     def identity_headers(self, identity: Identity, audience: str) -> list[tuple[str, str]]:
         return [

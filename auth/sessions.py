@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import hashlib
 import logging
 import secrets
@@ -28,6 +29,13 @@ from auth.metrics import SESSIONS_REVOKED
 log = logging.getLogger("auth.sessions")
 
 CHANNEL = "library_gateway_sessions"
+
+
+class Unknown(enum.Enum):
+    UNKNOWN = "unknown"
+
+
+UNKNOWN = Unknown.UNKNOWN
 
 
 def sid_hash(sid: str) -> bytes:
@@ -51,6 +59,14 @@ class SessionRegistry:
             sid_hash(sid), account_id, lifetime,
         )
         return sid
+
+    def cached(self, sid: str) -> Identity | Unknown | None:
+        """The session's identity from the in-process cache, without waiting: None when it
+        is known to be over, UNKNOWN when only `lookup` can tell."""
+        cached = self._cache.get(sid_hash(sid))
+        if cached is not None and time.monotonic() - cached[1] < self._ttl:
+            return cached[0]
+        return UNKNOWN
 
     async def lookup(self, sid: str) -> Identity | None:
         key = sid_hash(sid)

@@ -43,6 +43,7 @@ def gateway(settings: Settings) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = _exchange(request, trusted)
+        proxied = request.match_info.route.name == PROXY_ROUTE
         status = 500
         try:
             try:
@@ -50,7 +51,7 @@ def gateway(settings: Settings) -> Middleware:
                     exchange.target = keys.Target(*normalise(request.raw_path))
                 except BadPath as exc:
                     raise BadRequest(str(exc)) from None
-                if request.match_info.route.name == PROXY_ROUTE:
+                if proxied:
                     response = await request.app[proxy.PROXY].handle(request, exchange)
                 else:
                     response = await handler(request)
@@ -69,8 +70,7 @@ def gateway(settings: Settings) -> Middleware:
             status = exc.status
             raise
         finally:
-            route = exchange.route or (
-                "_unmatched" if request.match_info.route.name == PROXY_ROUTE else "_gateway")
+            route = exchange.route or ("_unmatched" if proxied else "_gateway")
             metrics.requests_child(route, request.method, status).inc()
             metrics.route_histograms(route)[0].observe(time.perf_counter() - exchange.started)
 

@@ -55,27 +55,24 @@ class Auth(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Backend:
-    """Where a route's requests go; `base_path` is '' or '/x', never with a trailing slash."""
+    """Where a route's requests go; `base_path` is '' or '/x', never with a trailing slash.
+
+    `origin` and `host_header` are worked out once here: the proxy reads them per request."""
 
     scheme: str
     host: str
     port: int
     base_path: str = ""
+    origin: str = field(init=False, repr=False, compare=False)
+    host_header: str = field(init=False, repr=False, compare=False)
+    """The Host header a client would send: the port only when not the scheme's default."""
 
-    @property
-    def _host_literal(self) -> str:
-        return f"[{self.host}]" if ":" in self.host else self.host
-
-    @property
-    def origin(self) -> str:
-        return f"{self.scheme}://{self._host_literal}:{self.port}"
-
-    @property
-    def host_header(self) -> str:
-        """The Host header a client would send: the port only when not the scheme's default."""
-        if self.port == DEFAULT_PORTS[self.scheme]:
-            return self._host_literal
-        return f"{self._host_literal}:{self.port}"
+    def __post_init__(self) -> None:
+        literal = f"[{self.host}]" if ":" in self.host else self.host
+        object.__setattr__(self, "origin", f"{self.scheme}://{literal}:{self.port}")
+        default_port = self.port == DEFAULT_PORTS[self.scheme]
+        object.__setattr__(self, "host_header", literal if default_port
+                           else f"{literal}:{self.port}")
 
 
 @dataclass(frozen=True, slots=True)
