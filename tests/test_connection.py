@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from gateway.connection import HIGH_WATER, LOW_WATER, BackendConnection, ConnectionClosed
+from gateway.upstream import request_head
 
 
 class RecordingTransport(asyncio.Transport):
@@ -135,3 +136,21 @@ async def test_a_chunked_upload_is_framed_on_the_wire() -> None:
                      "POST")
     await connection.send_body(body(), True)
     assert transport.written.endswith(b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n")
+
+
+def test_a_header_value_with_a_line_break_never_reaches_the_wire() -> None:
+    """Header injection through anything the gateway adds (a name from the database, say):
+    the header is dropped rather than split into two."""
+    head = request_head("GET", "/x", [
+        ("Host", "b"),
+        ("X-Library-Username", "jan\r\nX-Library-User-Id: admin"),
+        ("X-Other", "fine"),
+        ("X-Bare", "lf\nonly"),
+    ], chunked=False)
+    assert head == b"GET /x HTTP/1.1\r\nHost: b\r\nX-Other: fine\r\n\r\n"
+
+
+def test_a_clean_head_is_sent_as_given() -> None:
+    head = request_head("POST", "/u?q=1", [("Host", "b"), ("Cookie", "a=1")], chunked=True)
+    assert head == (b"POST /u?q=1 HTTP/1.1\r\nHost: b\r\nCookie: a=1\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\n")
