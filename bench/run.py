@@ -2,15 +2,19 @@
 a service, all on loopback, all in one run so the ratios hold on a noisy machine.
 
     python bench/run.py [--duration 10] [--connections 50] [--big-mib 1024] [--write]
+                        [--no-pinned]
 
-Needs Debian's nginx and wrk (`apt-get install nginx wrk`). Prints one table; with --write it
-also rewrites docs/performance.md. Every load goes to 127.0.0.1 only and stops by itself.
+Needs Debian's nginx and wrk (`apt-get install nginx wrk`) and util-linux's taskset. Prints
+the tables; with --write it also rewrites docs/performance.md. The small GET is measured twice:
+as the processes please, and with the same one core for each setup's own processes (skip
+that round with --no-pinned). Every load goes to 127.0.0.1 only and stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -66,8 +70,11 @@ class Result:
     p99_ms: float
 
 
-def wrk(name: str, url: str, duration: int, connections: int, cookie: str | None) -> Result:
+def wrk(name: str, url: str, duration: int, connections: int, cookie: str | None,
+        cpus: set[int] | None = None) -> Result:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
+    if cpus is not None:
+        command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *command]
     if cookie:
         command += ["-H", f"Cookie: {cookie}"]
     out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
@@ -101,6 +108,10 @@ class Stack:
         self.processes.append(process)
         return process
 
+    def nginx_workers(self, name: str) -> list[int]:
+        master = int((self.workdir / f"{name}.pid").read_text().strip())
+        return [child.pid for child in psutil.Process(master).children()]
+
     def nginx(self, name: str, server_block: str) -> None:
         pid = self.workdir / f"{name}.pid"
         conf = self.workdir / f"{name}.conf"
@@ -131,6 +142,20 @@ http {{
         for pid in self.nginx_pids:
             if pid.exists():
                 os.kill(int(pid.read_text().strip()), signal.SIGQUIT)
+
+
+@contextmanager
+def pinned(pids: list[int], cpus: set[int]) -> Iterator[None]:
+    """Keep these processes on `cpus` while the block runs."""
+    before = {pid: os.sched_getaffinity(pid) for pid in pids}
+    for pid in pids:
+        os.sched_setaffinity(pid, cpus)
+    try:
+        yield
+    finally:
+        for pid, allowed in before.items():
+            with contextlib.suppress(ProcessLookupError):
+                os.sched_setaffinity(pid, allowed)
 
 
 @contextmanager
@@ -235,10 +260,12 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the big transfer")
     parser.add_argument("--write", action="store_true", help="rewrite docs/performance.md")
+    parser.add_argument("--no-pinned", action="store_true",
+                        help="skip the second small-GET round with one core for each setup")
     args = parser.parse_args()
-    for tool in ("nginx", "wrk", "curl"):
+    for tool in ("nginx", "wrk", "curl", *(() if args.no_pinned else ("taskset",))):
         if shutil.which(tool) is None:
-            print(f"needs {tool}: apt-get install nginx wrk curl", file=sys.stderr)
+            print(f"needs {tool}: apt-get install nginx wrk curl util-linux", file=sys.stderr)
             return 1
 
     workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
@@ -256,6 +283,7 @@ def main() -> int:
              ("static", "nginx", "auth", "nginx_auth", "session", "gateway", "gateway2", "sink")}
     stack = Stack(workdir)
     rows: list[Result] = []
+    pinned_rows: list[Result] = []
     extra: dict[str, str] = {}
     try:
         stack.nginx("static", f"server {{ listen 127.0.0.1:{ports['static']}; root {www}; }}")
@@ -264,15 +292,16 @@ def main() -> int:
                  'proxy_set_header Connection ""; proxy_buffering off;')
         stack.nginx("proxy", f"{upstream} server {{ listen 127.0.0.1:{ports['nginx']}; "
                              f"location / {{ {proxy} }} }}")
-        stack.spawn(PYTHON, str(ROOT / "bench/peers/auth_service.py"), str(ports["auth"]), key)
+        auth = stack.spawn(PYTHON, str(ROOT / "bench/peers/auth_service.py"), str(ports["auth"]),
+                           key)
         stack.nginx("auth", f"{upstream} upstream decide {{ server 127.0.0.1:{ports['auth']}; "
                             f"keepalive 64; }} server {{ listen 127.0.0.1:{ports['nginx_auth']}; "
                             f"location = /_auth {{ internal; proxy_pass http://decide/auth; "
                             'proxy_http_version 1.1; proxy_set_header Connection ""; '
                             'proxy_pass_request_body off; proxy_set_header Content-Length ""; } '
                             f"location / {{ auth_request /_auth; {proxy} }} }}")
-        stack.spawn(PYTHON, str(ROOT / "bench/peers/session_proxy.py"), str(ports["session"]),
-                    key, f"http://127.0.0.1:{ports['static']}")
+        session = stack.spawn(PYTHON, str(ROOT / "bench/peers/session_proxy.py"),
+                              str(ports["session"]), key, f"http://127.0.0.1:{ports['static']}")
         stack.spawn(PYTHON, str(ROOT / "bench/peers/upload_sink.py"), str(ports["sink"]))
         routes = workdir / "routes.yaml"
         routes.write_text(f"""routes:
@@ -305,6 +334,21 @@ def main() -> int:
             wrk(name, f"http://127.0.0.1:{port}/index.html", 2, connections, with_cookie)
             rows.append(wrk(name, f"http://127.0.0.1:{port}/index.html", duration, connections,
                             with_cookie))
+
+        if not args.no_pinned and os.cpu_count() and os.cpu_count() >= 2:  # type: ignore[operator]
+            print("small GET, the same one core for each setup …", file=sys.stderr)
+            # Each setup's own processes on core 0; wrk and the backend on core 1.
+            own = {"nginx-proxy (no auth)": stack.nginx_workers("proxy"),
+                   "nginx + auth_request": [*stack.nginx_workers("auth"), auth.pid],
+                   "aiohttp-session proxy": [session.pid],
+                   "library-gateway": [gateway.pid]}
+            with pinned(stack.nginx_workers("static"), {1}):
+                for name, port, with_cookie in targets:
+                    with pinned(own[name], {0}):
+                        url = f"http://127.0.0.1:{port}/index.html"
+                        wrk(name, url, 2, connections, with_cookie, cpus={1})
+                        pinned_rows.append(wrk(name, url, duration, connections, with_cookie,
+                                               cpus={1}))
 
         print("big transfers …", file=sys.stderr)
         big_url = "/big.bin"
@@ -349,7 +393,7 @@ def main() -> int:
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
-    report = render(rows, extra, args)
+    report = render(rows, pinned_rows, extra, args)
     print(report)
     if args.write:
         write_results(ROOT / "docs" / "performance.md", report)
@@ -367,28 +411,46 @@ def write_results(path: Path, report: str) -> None:
     path.write_text(f"{head}{START}\n{report}{END}{tail}")
 
 
-def render(rows: list[Result], extra: dict[str, str], args: argparse.Namespace) -> str:
+def table(rows: list[Result]) -> list[str]:
+    lines = ["| setup | requests/s | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: |"]
+    lines += [f"| {row.name} | {row.rps:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} |"
+              for row in rows]
+    return lines
+
+
+def ratios(rows: list[Result]) -> list[str]:
     by_name = {row.name: row for row in rows}
     gateway = by_name["library-gateway"]
-    lines = [
-        "| setup | requests/s | p50 ms | p99 ms |",
-        "| --- | ---: | ---: | ---: |",
+    return [
+        f"- nginx + auth_request: {gateway.rps / by_name['nginx + auth_request'].rps:.2f}x the "
+        f"requests/s, p99 {gateway.p99_ms:.1f} ms against "
+        f"{by_name['nginx + auth_request'].p99_ms:.1f} ms",
+        f"- aiohttp-session proxy: {gateway.rps / by_name['aiohttp-session proxy'].rps:.2f}x "
+        f"the requests/s, p99 {gateway.p99_ms:.1f} ms against "
+        f"{by_name['aiohttp-session proxy'].p99_ms:.1f} ms",
     ]
-    for row in rows:
-        lines.append(f"| {row.name} | {row.rps:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} |")
-    auth_request = by_name["nginx + auth_request"]
-    session_proxy = by_name["aiohttp-session proxy"]
-    lines += [
-        "",
-        "Ratios (library-gateway, one worker, against each):",
-        "",
-        f"- nginx + auth_request: {gateway.rps / auth_request.rps:.2f}x the requests/s, "
-        f"p99 {gateway.p99_ms:.1f} ms against {auth_request.p99_ms:.1f} ms",
-        f"- aiohttp-session proxy: {gateway.rps / session_proxy.rps:.2f}x the requests/s, "
-        f"p99 {gateway.p99_ms:.1f} ms against {session_proxy.p99_ms:.1f} ms",
-    ]
+
+
+def render(rows: list[Result], pinned_rows: list[Result], extra: dict[str, str],
+           args: argparse.Namespace) -> str:
+    by_name = {row.name: row for row in rows}
     workers = by_name.get("library-gateway --workers 2")
-    scale = f"{workers.rps / gateway.rps:.2f}x one worker" if workers else "not measured"
+    scale = (f"{workers.rps / by_name['library-gateway'].rps:.2f}x one worker" if workers
+             else "not measured")
+    same_core = ""
+    if pinned_rows:
+        same_core = f"""
+The same small GET with the same CPU for every setup: each setup's own processes (nginx's
+worker; nginx's worker and the decision service; the Python proxy) kept on core 0, wrk and
+the backend on core 1. Without this, nginx + auth_request spreads over both cores while a
+one-worker Python proxy can use only one.
+
+{chr(10).join(table(pinned_rows))}
+
+Ratios on one core each:
+
+{chr(10).join(ratios(pinned_rows))}
+"""
     return f"""Measured with `python bench/run.py --duration {args.duration} --connections \
 {args.connections} --big-mib {args.big_mib}` on {machine()}. Every setup forwards to the
 same static nginx backend (a 1 KiB file); library-gateway is logged in on an
@@ -396,14 +458,18 @@ same static nginx backend (a 1 KiB file); library-gateway is logged in on an
 wrk (one thread, {args.connections} connections) runs on the same machine, so it takes one
 of the cores.
 
-{chr(10).join(lines)}
+{chr(10).join(table(rows))}
+
+Ratios (library-gateway, one worker, against each):
+
+{chr(10).join(ratios(rows))}
 
 - `--workers 2`: {scale}.
 - 1 GiB download: {extra.get("download", "not measured")}.
 - 1 GiB upload: {extra.get("upload", "not measured")}.
 - Login storm: {extra.get("storm", "not measured")}; proxied p99 during it is the
   "during 20 logins/s" row.
-"""
+{same_core}"""
 
 
 if __name__ == "__main__":
