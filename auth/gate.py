@@ -1,8 +1,12 @@
 """The one question the proxy asks of `auth`: who is this request, and what do backends get?
 
-`identify` reads the encrypted cookie, applies the idle and absolute lifetimes, and checks the
-session record (cached, revocable). Anything wrong at any step means anonymous, and the cookie
-is cleared; nothing here raises for a bad cookie.
+Both entry points read the encrypted cookie, apply the idle and absolute lifetimes, and check
+the session record (cached, revocable). Anything wrong at any step means anonymous, and the
+cookie is cleared; nothing here raises for a bad cookie.
+
+- `identify_cookie` + `renew`: the proxy's path, run for every request, straight from the
+  cookie's value (decrypted once per value) without building a session object;
+- `identify`: the gateway's own pages, through aiohttp-session, which the pages use anyway.
 """
 
 from __future__ import annotations
