@@ -44,6 +44,8 @@ def gateway(settings: Settings) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         exchange = _exchange(request, trusted)
         proxied = request.match_info.route.name == PROXY_ROUTE
+        if not proxied:
+            request[keys.CLIENT_ADDRESS] = exchange.client_address  # the pages' throttle
         status = 500
         try:
             try:
@@ -89,7 +91,6 @@ def _exchange(request: web.Request, trusted: tuple[headers.Network, ...]) -> key
         chain = client = peer
     exchange = keys.Exchange(time.perf_counter(), rid, client, chain)
     request[keys.EXCHANGE] = exchange
-    request[keys.CLIENT_ADDRESS] = client
     return exchange
 
 
