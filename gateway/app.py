@@ -130,9 +130,8 @@ def create_app(
             time_cost=settings.argon2_time_cost,
         )
         app[keys.POOL] = pool
-        app[keys.AUTHENTICATOR] = authenticator
-        app[keys.UPSTREAM] = Upstream()
-        app[proxy.PROXY] = proxy.Proxy(settings, route_map, authenticator, app[keys.UPSTREAM])
+        upstream = Upstream()
+        app[proxy.PROXY] = proxy.Proxy(settings, route_map, authenticator, upstream)
         services = AuthServices(
             accounts=Accounts(pool), hasher=own_hasher, registry=registry,
             authenticator=authenticator, keys=key_store, lifetimes=lifetimes,
@@ -169,7 +168,7 @@ def create_app(
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
-            await app[keys.UPSTREAM].close()
+            await upstream.close()
             if hasher is None:
                 own_hasher.close()
             await pool.close()

@@ -48,10 +48,15 @@ IDENTITY_PREFIX = "x-library-"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
+def _tokens(value: str) -> set[str]:
+    """The header names listed in one Connection header value."""
+    return {token.strip().lower() for token in value.split(",") if token.strip()}
+
+
 def _connection_tokens(headers: Headers) -> frozenset[str]:
     tokens: set[str] = set()
     for value in headers.getall("Connection", ()):
-        tokens.update(token.strip().lower() for token in value.split(",") if token.strip())
+        tokens |= _tokens(value)
     return frozenset(tokens)
 
 
@@ -210,8 +215,7 @@ def downstream_response_headers(
         elif rule == _LENGTH:
             length = int(value) if value.isdigit() else None
         elif rule == _CONNECTION:
-            named_in_connection.update(
-                token.strip().lower() for token in value.split(",") if token.strip())
+            named_in_connection |= _tokens(value)
         elif rule == _SET_COOKIE and not _sets_cookie(value, cookie_name):
             out.append((name, value))
     if named_in_connection - HOP_BY_HOP:

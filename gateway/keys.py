@@ -9,12 +9,10 @@ import asyncpg
 from aiohttp import web
 
 from auth import throttle
-from auth.gate import Authenticator
 from auth.mail import OutboxWorker
 from gateway.reload import RouteMap
 from gateway.settings import Settings
 from gateway.state import Lifecycle
-from gateway.upstream import Upstream
 
 
 class Target(NamedTuple):
@@ -26,8 +24,6 @@ class Target(NamedTuple):
 
 SETTINGS = web.AppKey("settings", Settings)
 ROUTES = web.AppKey("routes", RouteMap)
-AUTHENTICATOR = web.AppKey("authenticator", Authenticator)
-UPSTREAM = web.AppKey("upstream", Upstream)
 POOL = web.AppKey("pool", asyncpg.Pool)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 OUTBOX_WORKER = web.AppKey("outbox_worker", OutboxWorker)

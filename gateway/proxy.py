@@ -82,10 +82,14 @@ class Proxy:
             route, target.path, target.query,
             logged_in=identity is not None, accept=request.headers.get("Accept"),
         )
+
+        async def put_cookie(response: web.StreamResponse) -> None:
+            if cookie is not None and renewal is not Renewal.KEEP:
+                await authenticator.renew(request, response, cookie, renewal)
+
         if isinstance(decision, access.LoginRequired):
             refused = login_required(decision)
-            if cookie is not None and renewal is Renewal.CLEAR:
-                await authenticator.renew(request, refused, cookie, renewal)
+            await put_cookie(refused)
             return refused
         if identity is not None:
             exchange.user_id = identity.user_id
@@ -105,10 +109,6 @@ class Proxy:
         upstream_target = route.upstream_path(target.path)
         if target.query:
             upstream_target += "?" + target.query
-
-        async def put_cookie(response: web.StreamResponse) -> None:
-            if cookie is not None and renewal is not Renewal.KEEP:
-                await authenticator.renew(request, response, cookie, renewal)
 
         if upgrade:
             url = route.backend.origin + upstream_target
