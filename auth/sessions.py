@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import hashlib
 import logging
 import secrets
@@ -38,7 +39,9 @@ class Unknown(enum.Enum):
 UNKNOWN = Unknown.UNKNOWN
 
 
+@functools.lru_cache(maxsize=20_000)  # as many as the cookie cache holds (auth.cookies)
 def sid_hash(sid: str) -> bytes:
+    # Memoised: the proxy looks the session up by this hash on every request.
     return hashlib.sha256(sid.encode("ascii", "replace")).digest()
 
 

@@ -178,6 +178,7 @@ def create_app(
     app.on_shutdown.append(_drain)
     app.cleanup_ctx.append(resources_ctx)
     app.cleanup_ctx.append(route_watcher(route_map))
+    app.cleanup_ctx.append(metrics.flushing)
     app.on_response_prepare.append(middleware.response_stamp(settings))
 
     app.router.add_get("/healthz", health.healthz)

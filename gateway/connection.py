@@ -49,7 +49,10 @@ class BackendConnection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self.transport: asyncio.Transport | None = None
+        # One parser for the connection's life: llhttp starts on the next answer by itself.
+        # A new one is made only after an answer to HEAD, whose Content-Length it would wait on.
         self._parser: httptools.HttpResponseParser | None = None
+        self._expecting = False
         self._head: asyncio.Future[Answer] | None = None
         self._deadline: asyncio.TimerHandle | None = None
         self._header_items: list[tuple[str, str]] = []
@@ -77,7 +80,7 @@ class BackendConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._received_any = True
-        if self._parser is None:
+        if not self._expecting or self._parser is None:
             # Bytes nobody asked for: the backend is not speaking HTTP/1.1 correctly.
             self._abort()
             return
@@ -110,6 +113,12 @@ class BackendConnection(asyncio.Protocol):
             self._drain_waiter.set_result(None)
 
     # -- httptools callbacks ----------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if not self._expecting:
+            # A second answer behind the one asked for, in the same read: the backend is out
+            # of step, and whatever it sends next cannot be trusted to belong to anything.
+            raise ConnectionClosed(sent_nothing=False)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() in _FRAMING:
@@ -156,7 +165,9 @@ class BackendConnection(asyncio.Protocol):
     def start(self, head: bytes, method: str) -> None:
         """Write the request head (the body, if any, follows with `send_body`)."""
         assert self.transport is not None
-        self._parser = httptools.HttpResponseParser(self)
+        if self._parser is None:
+            self._parser = httptools.HttpResponseParser(self)
+        self._expecting = True
         self._head = self._loop.create_future()
         self._header_items = []
         self._chunks.clear()
@@ -246,7 +257,9 @@ class BackendConnection(asyncio.Protocol):
         parser = self._parser
         self.reusable = (parser is not None and parser.should_keep_alive()
                          and not self._until_close and not self.closed)
-        self._parser = None
+        self._expecting = False
+        if self._no_body or not self.reusable:
+            self._parser = None
         self._wake_reader()
 
     def _fail(self, exc: Exception) -> None:

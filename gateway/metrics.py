@@ -5,12 +5,21 @@ work before the backend is asked (cookie, decision, headers), `gateway_upstream_
 backend's time to answer, `gateway_request_duration_seconds` the whole request including the
 streamed body. With `--workers N` the values of every worker are summed through
 prometheus-client's multiprocess mode (PROMETHEUS_MULTIPROC_DIR, set by the supervisor).
+
+The per-request series are counted in batches. prometheus-client takes a lock and walks the
+buckets for every observation (in multiprocess mode it writes a memory-mapped file too), four
+times for each proxied request; here a request adds to plain numbers (the event loop is one
+thread) and `flush` hands the totals over when /metrics is read, and once a second for the
+other workers' sake, so what a scrape sees is at most a second old.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import functools
 import os
+from collections.abc import AsyncIterator
 
 from aiohttp import web
 from prometheus_client import (
@@ -45,17 +54,104 @@ POOL_CONNECTIONS = Gauge("gateway_db_pool_connections", "Database pool connectio
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
-# The label look-up of prometheus-client takes a lock and builds a key on every call; these
-# memos hand back the same child series for the same labels (all of them bounded sets).
+FLUSH_EVERY = 1.0
+
+
+class BatchedCount:
+    """A counter series that is counted here and added to prometheus-client's by `flush`."""
+
+    __slots__ = ("_child", "_pending")
+
+    def __init__(self, child: Counter) -> None:
+        self._child = child
+        self._pending = 0
+
+    def inc(self) -> None:
+        self._pending += 1
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, 0
+            self._child.inc(pending)
+
+
+class BatchedLatency:
+    """A histogram series that is counted here and added to prometheus-client's by `flush`."""
+
+    __slots__ = ("_child", "_counts", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._counts = [0] * (len(_BUCKETS) + 1)  # the last one is +Inf
+        self._sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        # A bucket counts the values up to and including its bound, as prometheus-client's.
+        self._counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        self._sum += seconds
+
+    def flush(self) -> None:
+        counts = self._counts
+        if not any(counts):
+            return
+        total, self._sum = self._sum, 0.0
+        self._counts = [0] * len(counts)
+        # prometheus-client has no public call that adds many observations at once; these are
+        # the values its own observe() adds to (test_metrics pins that the two agree).
+        self._child._sum.inc(total)
+        for bucket, count in zip(self._child._buckets, counts, strict=True):
+            if count:
+                bucket.inc(count)
+
+
+_COUNTS: dict[tuple[str, str, str], BatchedCount] = {}
+_LATENCIES: dict[str, tuple[BatchedLatency, BatchedLatency, BatchedLatency]] = {}
+
+
 @functools.lru_cache(maxsize=4096)
-def requests_child(route: str, method: str, status: int) -> Counter:
-    return REQUESTS.labels(route, method_class(method), str(status))
+def requests_child(route: str, method: str, status: int) -> BatchedCount:
+    # The memo saves building the labels; the dict keeps one series per label set however
+    # many invented methods push entries out of the memo.
+    labels = (route, method_class(method), str(status))
+    count = _COUNTS.get(labels)
+    if count is None:
+        count = _COUNTS[labels] = BatchedCount(REQUESTS.labels(*labels))
+    return count
 
 
-@functools.lru_cache(maxsize=1024)
-def route_histograms(route: str) -> tuple[Histogram, Histogram, Histogram]:
+def route_histograms(route: str) -> tuple[BatchedLatency, BatchedLatency, BatchedLatency]:
     """(whole request, gateway overhead, upstream time) for a route."""
-    return DURATION.labels(route), OVERHEAD.labels(route), UPSTREAM.labels(route)
+    latencies = _LATENCIES.get(route)
+    if latencies is None:
+        latencies = _LATENCIES[route] = (
+            BatchedLatency(DURATION.labels(route)), BatchedLatency(OVERHEAD.labels(route)),
+            BatchedLatency(UPSTREAM.labels(route)))
+    return latencies
+
+
+def flush() -> None:
+    """Hand everything counted since the last flush to prometheus-client."""
+    for count in _COUNTS.values():
+        count.flush()
+    for latencies in _LATENCIES.values():
+        for latency in latencies:
+            latency.flush()
+
+
+async def flushing(_app: web.Application) -> AsyncIterator[None]:
+    """A cleanup context: flush once a second while serving, and once more at the end."""
+
+    async def every_second() -> None:
+        while True:
+            await asyncio.sleep(FLUSH_EVERY)
+            flush()
+
+    task = asyncio.create_task(every_second())
+    try:
+        yield
+    finally:
+        task.cancel()
+        flush()
 
 
 def method_class(method: str) -> str:
@@ -78,5 +174,6 @@ def _registry() -> CollectorRegistry:
 
 
 async def metrics(_request: web.Request) -> web.Response:
+    flush()
     body = generate_latest(_registry())
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -78,6 +78,54 @@ async def test_a_head_answer_ends_at_its_headers() -> None:
     assert connection.complete and connection.reusable
 
 
+async def test_one_connection_carries_answers_one_after_another() -> None:
+    """Keep-alive: each answer is read whole and on its own, also right after a HEAD answer
+    (whose Content-Length announces a body that never comes)."""
+    connection, _ = await connected()
+    exchanges = [("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst", b"first"),
+                 ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", None),
+                 ("GET", b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", b"nope"),
+                 ("GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                         b"3\r\nabc\r\n0\r\n\r\n", b"abc")]
+    for method, wire, body in exchanges:
+        connection.start(f"{method} / HTTP/1.1\r\nHost: b\r\n\r\n".encode(), method)
+        pending = connection.answer(30)
+        connection.data_received(wire)
+        answer = await pending
+        assert answer.status == int(wire.split()[1])
+        assert connection.complete and connection.reusable
+        if body is not None:
+            assert connection.whole_body() == body
+
+
+async def test_bytes_after_the_answer_end_the_connection_but_not_the_answer() -> None:
+    """A backend that sends a second answer nobody asked for is out of step: the answer asked
+    for still goes out, but the connection is dropped, so the stray one can never be taken
+    for the answer to the next request (response desynchronisation)."""
+    connection, transport = await connected()
+    connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    pending = connection.answer(30)
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                             b"HTTP/1.1 302 Found\r\nLocation: https://evil.example\r\n"
+                             b"Content-Length: 0\r\n\r\n")
+    answer = await pending
+    assert answer.status == 200
+    assert ("Location", "https://evil.example") not in answer.headers
+    assert connection.whole_body() == b"ok"
+    assert transport.closed and not connection.reusable
+
+
+async def test_bytes_between_answers_end_the_connection() -> None:
+    connection, transport = await connected()
+    connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    pending = connection.answer(30)
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    await pending
+    assert connection.reusable
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert transport.closed and not connection.reusable
+
+
 async def test_an_interim_answer_is_skipped() -> None:
     connection, _ = await connected()
     connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
