@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any, cast
 from urllib.parse import quote
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_session import Session, SessionData, get_session
 
 from auth.cookies import SessionCookieStorage
@@ -141,7 +141,7 @@ class Authenticator:
 
         A client that does not store cookies (a script, a load test) sends the same old
         cookie every time; refreshing it would cost an encryption on every request, so the
-        refreshed value is remembered for a minute and sent again as it is.
+        refreshed Set-Cookie header is remembered for a minute and sent again as it is.
         """
         if renewal is Renewal.CLEAR:
             self.storage.save_cookie(response, "")
@@ -151,7 +151,7 @@ class Authenticator:
         now = time.monotonic()
         remembered = self._refreshed.get(cookie)
         if remembered is not None and now - remembered[1] < REFRESH_EVERY:
-            self.storage.save_cookie(response, remembered[0])
+            response.headers.add(hdrs.SET_COOKIE, remembered[0])
             return
         data = self.storage.decode(cookie)
         if data is None:
@@ -161,6 +161,6 @@ class Authenticator:
         await self.storage.save_session(request, response, session)
         morsel = response.cookies.get(self.cookie_name)
         if morsel is not None:
-            self._refreshed[cookie] = (morsel.value, now)
+            self._refreshed[cookie] = (morsel.OutputString(), now)
             while len(self._refreshed) > _REFRESHED_KEPT:
                 self._refreshed.popitem(last=False)

@@ -272,6 +272,27 @@ async def test_activity_is_recorded_in_a_rewritten_cookie(
     assert await account_on(gw, morsel.value) == account
 
 
+async def test_a_client_that_keeps_sending_the_old_cookie_gets_the_same_whole_refresh(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, cookie_keys: MultiFernet
+) -> None:
+    """A script that does not store cookies sends the stale one again and again: each answer
+    carries the same refreshed cookie (remembered, not re-encrypted), with every attribute."""
+    account, cookie = await sign_in(gw, pool, hasher)
+    data = open_cookie(cookie_keys, cookie)
+    quiet = _shifted(cookie_keys, cookie, seen=data["session"]["seen"] - 120,
+                     iat=data["session"]["iat"] - 120)
+    headers = []
+    for path in ("/reservations/mine", "/catalogue/search", "/reservations/mine"):
+        resp = await fetch(gw, path, quiet)
+        assert resp.status == 200
+        headers.append(resp.headers.getall("Set-Cookie"))
+    assert headers[0] == headers[1] == headers[2]
+    [header] = headers[0]
+    assert {"HttpOnly", "SameSite=Lax", "Path=/"} <= {part.strip() for part in header.split(";")}
+    [morsel] = set_cookies(resp)
+    assert await account_on(gw, morsel.value) == account
+
+
 async def test_a_recently_seen_cookie_is_not_rewritten_on_every_request(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
