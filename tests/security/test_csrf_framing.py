@@ -4,6 +4,7 @@ and the security headers every answer carries.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 
@@ -175,22 +176,82 @@ async def test_every_kind_of_answer_is_nosniff_and_names_no_version(
     backend: http://127.0.0.1:{dead}
     auth: public
 """
+    streaming = await until_close_backend()
+    extra += f"""  - name: streamed
+    prefix: /streamed
+    backend: http://127.0.0.1:{streaming.sockets[0].getsockname()[1]}
+    auth: public
+"""
     gw = await make_gateway(routes_for(recorder.port, extra))
     answers = {
         "proxied": await gw.get("/open/x"),
+        "streamed": await gw.get("/streamed/x"),
         "no-route": await gw.get("/no-route"),
         "bad-path": await gw.get(URL("/open/%2e%2e/x", encoded=True)),
         "login-required": await gw.get("/reservations/mine"),
         "backend-down": await gw.get("/dead/x"),
+        "landing-redirect": await gw.get("/", allow_redirects=False),
         "health": await gw.get("/healthz"),
         "jwks": await gw.get("/.well-known/jwks.json"),
         "auth-page": await gw.get("/auth/login"),
+        "auth-method": await gw.delete("/auth/login"),
+        "auth-static": await gw.get("/auth/static/style.css"),
     }
-    assert [resp.status for resp in answers.values()] == [200, 404, 400, 401, 502, 200, 200, 200]
+    statuses = [resp.status for resp in answers.values()]
+    assert statuses == [200, 200, 404, 400, 401, 502, 302, 200, 200, 200, 404, 200]
+    assert await answers["streamed"].text() == "streamed until close"
     for kind, resp in answers.items():
         assert resp.headers["X-Content-Type-Options"] == "nosniff", kind
         assert resp.headers["Server"] == "library-gateway", kind
+        assert resp.headers["X-Request-Id"], kind
         assert "aiohttp" not in str(resp.headers) and "Python" not in str(resp.headers), kind
+    for kind in ("auth-page", "auth-method", "auth-static"):
+        assert "frame-ancestors 'none'" in answers[kind].headers["Content-Security-Policy"], kind
+    streaming.close()
+    await streaming.wait_closed()
+
+
+async def until_close_backend() -> asyncio.Server:
+    """A backend whose answer has no length: the gateway must stream it (it cannot know the
+    body is whole until the backend closes)."""
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+                     b"Connection: close\r\n\r\nstreamed until close")
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+async def test_a_websocket_handshake_carries_the_gateways_headers(
+    make_gateway: Gateway, aiohttp_server: Callable[..., Awaitable[TestServer]]
+) -> None:
+    async def accept(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        await ws.close()
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", accept)
+    server = await aiohttp_server(app)
+    gw = await make_gateway(routes_for(server.port))
+    assert gw.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
+    writer.write(b"GET /open/live HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                 b"X-Request-Id: ws-handshake-1\r\n\r\n")
+    head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+    writer.close()
+    await writer.wait_closed()
+    assert head.startswith("HTTP/1.1 101 ")
+    lines = {line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip()
+             for line in head.split("\r\n")[1:] if ":" in line}
+    assert lines["x-request-id"] == "ws-handshake-1"
+    assert lines["server"] == "library-gateway"
+    assert lines["x-content-type-options"] == "nosniff"
 
 
 async def test_a_backends_own_server_banner_is_replaced(
