@@ -82,7 +82,7 @@ def gateway(settings: Settings) -> Middleware:
 def _exchange(request: web.Request, trusted: tuple[headers.Network, ...]) -> keys.Exchange:
     rid = headers.request_id(request.headers.get("X-Request-Id"))
     request_id_var.set(rid)
-    peer = _peer(request)
+    peer = request.remote or "unknown"  # the socket peer, as aiohttp keeps it per connection
     if trusted:
         forwarded = ", ".join(request.headers.getall("X-Forwarded-For", ())) or None
         chain = ", ".join(headers.forwarded_chain(peer, forwarded, trusted))
@@ -92,14 +92,6 @@ def _exchange(request: web.Request, trusted: tuple[headers.Network, ...]) -> key
     exchange = keys.Exchange(time.perf_counter(), rid, client, chain)
     request[keys.EXCHANGE] = exchange
     return exchange
-
-
-def _peer(request: web.Request) -> str:
-    transport = request.transport
-    peername = transport.get_extra_info("peername") if transport is not None else None
-    if isinstance(peername, tuple) and peername:
-        return str(peername[0])
-    return "unknown"
 
 
 def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
