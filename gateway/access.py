@@ -42,9 +42,14 @@ def wants_html(accept: str | None) -> bool:
     return accept is not None and "text/html" in accept.lower()
 
 
+# The two forward decisions are values; one of them is the answer for nearly every request.
+FORWARD_WITH_IDENTITY = Forward(with_identity=True)
+FORWARD_ANONYMOUS = Forward(with_identity=False)
+
+
 def decide(route: Route, path: str, query: str, *, logged_in: bool, accept: str | None) -> Decision:
     if logged_in:
-        return Forward(with_identity=True)
+        return FORWARD_WITH_IDENTITY
     if route.needs_login(path):
         return LoginRequired(login_url(path, query), browser=wants_html(accept))
-    return Forward(with_identity=False)
+    return FORWARD_ANONYMOUS

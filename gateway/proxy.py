@@ -40,12 +40,12 @@ def _is_reserved(path: str) -> bool:
 
 
 def _has_body(request: web.Request) -> bool:
-    if request.headers.get("Transfer-Encoding") is not None:
+    headers = request.headers
+    if "Transfer-Encoding" in headers:
         return True
-    length = request.content_length
-    if length:
-        return True
-    return request.method not in _BODYLESS_METHODS and length is None and request.body_exists
+    if "Content-Length" not in headers:
+        return request.method not in _BODYLESS_METHODS and request.body_exists
+    return bool(request.content_length)
 
 
 async def proxied(request: web.Request) -> web.StreamResponse:
@@ -86,6 +86,8 @@ class Proxy:
         async def put_cookie(response: web.StreamResponse) -> None:
             if cookie is not None and renewal is not Renewal.KEEP:
                 await authenticator.renew(request, response, cookie, renewal)
+
+        renews = cookie is not None and renewal is not Renewal.KEEP
 
         if isinstance(decision, access.LoginRequired):
             refused = login_required(decision)
@@ -133,7 +135,8 @@ class Proxy:
                 # The common small answer arrived in one piece: head and body go out together.
                 small = web.Response(status=answer.status, reason=answer.reason,
                                      headers=response_headers, body=whole)
-                await put_cookie(small)
+                if renews:
+                    await put_cookie(small)
                 return small
             response = web.StreamResponse(
                 status=answer.status, reason=answer.reason, headers=response_headers
