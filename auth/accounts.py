@@ -116,6 +116,30 @@ class Accounts:
         )
         return _account(row)
 
+    async def by_pass_number(self, pass_number: str) -> Account | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM accounts WHERE pass_number_canonical = $1",
+            canonical(pass_number),
+        )
+        return _account(row)
+
+    async def by_username(self, username: str) -> Account | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_COLUMNS} FROM accounts WHERE username_canonical = $1",
+            canonical(username),
+        )
+        return _account(row)
+
+    async def set_disabled(self, account_id: str, disabled: bool, *, conn: Any = None) -> bool:
+        """Block or unblock logging in; True when that changed anything."""
+        executor = conn if conn is not None else self._pool
+        status = await executor.execute(
+            "UPDATE accounts SET disabled = $2, updated_at = now()"
+            " WHERE id = $1::uuid AND disabled <> $2",
+            account_id, disabled,
+        )
+        return bool(status == "UPDATE 1")
+
     async def by_id(self, account_id: str) -> Account | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM accounts WHERE id = $1::uuid", account_id

@@ -8,13 +8,14 @@ import sys
 
 import asyncpg
 
-from auth.accounts import Accounts, PassNumberTaken, UsernameTaken
+from auth.accounts import Account, Accounts, PassNumberTaken, UsernameTaken
 from auth.activation import AlreadyActive, Invitations
 from auth.links import Links
 from auth.mail import Composer, OutboxWorker, transport_for
 from auth.passwords import PasswordHasher
 from auth.policy import PasswordPolicy, PasswordRejected
 from auth.services import template_environment
+from auth.sessions import SessionRegistry
 from auth.tokens import KeyStore
 from auth.usernames import UsernameRejected, check_username
 from gateway import bootstrap, database
@@ -99,6 +100,49 @@ def invite_command(args: argparse.Namespace) -> int:
         return _fail(f"pass number {args.pass_number} belongs to an active account already")
     state = "sent" if sent else "queued (the gateway will retry sending it)"
     print(f"invitation for account {account_id}: activation mail {state}")
+    return 0
+
+
+def disable_command(args: argparse.Namespace) -> int:
+    return _set_disabled(args, disabled=True)
+
+
+def enable_command(args: argparse.Namespace) -> int:
+    return _set_disabled(args, disabled=False)
+
+
+def _set_disabled(args: argparse.Namespace, *, disabled: bool) -> int:
+    settings = load_settings(data_dir=args.data_dir)
+    url = bootstrap.database_url(settings)
+
+    async def go() -> tuple[Account | None, bool, int]:
+        async with bootstrap.migrated_pool(url) as pool:
+            accounts = Accounts(pool)
+            account = (await accounts.by_pass_number(args.pass_number)
+                       if args.pass_number is not None
+                       else await accounts.by_username(args.username))
+            if account is None:
+                return None, False, 0
+            ended = 0
+            async with accounts.transaction() as conn:
+                changed = await accounts.set_disabled(account.id, disabled, conn=conn)
+                if disabled:
+                    # Also when it was disabled already: a session made before the flag was
+                    # set by hand in SQL ends now rather than when a cache entry runs out.
+                    ended = await SessionRegistry(pool).revoke_account(account.id, conn=conn)
+            return account, changed, ended
+
+    account, changed, ended = asyncio.run(go())
+    if account is None:
+        who = (f"pass number {args.pass_number}" if args.pass_number is not None
+               else f"username {args.username!r}")
+        return _fail(f"no account with {who}")
+    state = "disabled" if disabled else "enabled"
+    if not changed:
+        state += " already"
+    sessions = f"; {ended} session{'' if ended == 1 else 's'} ended" if disabled else ""
+    print(f"account {account.id} (username {account.username}, pass number "
+          f"{account.pass_number}) {state}{sessions}")
     return 0
 
 

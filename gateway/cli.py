@@ -88,6 +88,17 @@ def build_parser() -> argparse.ArgumentParser:
     _data_dir(invite)
     invite.set_defaults(func=_lazy("gateway.accounts_cli", "invite_command"))
 
+    for name, help_text in (
+            ("disable", "block an account (a lost or withdrawn pass): it can no longer log in, "
+                        "and its sessions end at once on every instance"),
+            ("enable", "let a disabled account log in again")):
+        sub = accounts_commands.add_parser(name, help=help_text, description=help_text)
+        who = sub.add_mutually_exclusive_group(required=True)
+        who.add_argument("--pass-number")
+        who.add_argument("--username")
+        _data_dir(sub)
+        sub.set_defaults(func=_lazy("gateway.accounts_cli", f"{name}_command"))
+
     keys = commands.add_parser("keys", help="cookie and signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     new_cookie = keys_commands.add_parser("new-cookie-key", help="print a new Fernet key")

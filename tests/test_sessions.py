@@ -7,6 +7,7 @@ import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -33,6 +34,7 @@ from tests.helpers import (
     seal_cookie,
     set_cookies,
 )
+from tests.test_cli import cli
 
 Gateway = Callable[..., Awaitable[TestClient]]
 HOST_COOKIE = "__Host-library_session"
@@ -336,6 +338,46 @@ async def test_a_logout_on_one_instance_ends_the_session_on_another(
     await logout(first, cookie)
     await asyncio.wait_for(registry.wait_notified(heard + 1), timeout=30)
     assert await account_on(second, cookie) is None
+
+
+async def test_disabling_an_account_ends_its_sessions_on_every_instance_at_once(
+    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher,
+    database_url: str, tmp_path: Path,
+) -> None:
+    """A lost pass: the operator's `accounts disable` ends the patron's sessions everywhere at
+    once (not when a cache entry runs out), and the account cannot log in until enabled."""
+    first = await make_gateway(routes_for(backend.port))
+    second = await make_gateway(routes_for(backend.port))
+    patron = await add_patron(pool, hasher)
+    assert (await login(first, patron.username)).status == 303
+    cookie = jar_cookie(first)
+    assert cookie is not None
+    assert await account_on(second, cookie) == patron.id  # now in the second one's cache
+    registry = second.app[SERVICES].registry
+    heard = registry.notified
+    env = {"GATEWAY_DATABASE_URL": database_url}
+
+    disabled = await asyncio.to_thread(
+        cli, "accounts", "disable", "--pass-number", patron.pass_number, env=env, cwd=tmp_path)
+    assert disabled.returncode == 0, disabled.stderr
+    assert "disabled; 1 session ended" in disabled.stdout
+    await asyncio.wait_for(registry.wait_notified(heard + 1), timeout=30)
+    assert await account_on(second, cookie) is None
+    assert await account_on(first, cookie) is None
+    first.session.cookie_jar.clear()
+    assert (await login(first, patron.username)).status == 401
+
+    enabled = await asyncio.to_thread(
+        cli, "accounts", "enable", "--username", patron.username, env=env, cwd=tmp_path)
+    assert enabled.returncode == 0, enabled.stderr
+    assert "enabled" in enabled.stdout
+    assert (await login(first, patron.username)).status == 303
+    assert await account_on(first, cookie) is None  # the old session stays ended
+
+    unknown = await asyncio.to_thread(
+        cli, "accounts", "disable", "--username", "nobody-at-all", env=env, cwd=tmp_path)
+    assert unknown.returncode == 1
+    assert "no account" in unknown.stderr
 
 
 async def test_logging_in_twice_makes_two_independent_sessions(
