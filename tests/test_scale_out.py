@@ -349,6 +349,39 @@ async def test_a_session_from_one_instance_works_on_the_other_until_logout_on_th
     assert await identity_on(http, second, cookie) is None
 
 
+async def test_the_access_log_has_a_line_a_request_and_no_secret(
+    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    tmp_path: Path,
+) -> None:
+    """What operators read (one JSON object a line, with the request id the client got back)
+    and what must never be in it: the password, the session cookie, the query string (reset
+    tokens travel in links) or a credential header."""
+    gateway = await launch()
+    account_id, username = await add_account(base_env(database_url, cookie_keys), tmp_path)
+    status, cookie = await log_in(http, gateway, username)
+    assert status == 303 and cookie is not None
+    since = len(gateway.logs)
+    async with http.get(gateway.url + "/echo/shelf?token=query-secret-123",
+                        headers={"Cookie": f"{COOKIE}={cookie}", "X-Request-Id": "access-1",
+                                 "Authorization": "Bearer header-secret-456"}) as resp:
+        assert resp.status == 200
+        assert resp.headers["X-Request-Id"] == "access-1"
+        body = await resp.read()
+    _, line = await gateway.wait_for_log(
+        lambda entry: entry.get("request_id") == "access-1" and entry["message"] == "request",
+        since)
+    assert line["logger"] == "gateway.access" and line["level"] == "info"
+    assert {key: line[key] for key in ("method", "path", "route", "status", "user_id")} \
+        == {"method": "GET", "path": "/echo/shelf", "route": "echo", "status": 200,
+            "user_id": account_id}
+    assert len(body) < line["bytes"] < len(body) + 2048  # what was sent, the head included
+    assert line["duration_ms"] >= 0 and line["client"] == "127.0.0.1"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
+    written = json.dumps(gateway.logs)
+    for secret in (PASSWORD, cookie, "query-secret-123", "header-secret-456"):
+        assert secret not in written
+
+
 async def test_failed_logins_on_either_instance_count_towards_one_block(
     launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
     tmp_path: Path,
