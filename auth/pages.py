@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp_session import get_session
@@ -39,6 +40,11 @@ async def render(
     lang = language(request)
     for name, default in (("next", ""), ("notice", None), ("error", None), ("link", None)):
         context.setdefault(name, default)
+    # Links between the login pages keep where the patron was going (already checked by
+    # safe_next wherever it came from).
+    destination = context["next"]
+    context["next_query"] = (f"?next={quote(destination, safe='')}"
+                             if destination not in ("", "/") else "")
     context.setdefault("errors", {})
     html = request.app[TEMPLATES].get_template(template).render(
         lang=lang,

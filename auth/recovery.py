@@ -23,6 +23,7 @@ from auth.i18n import translator
 from auth.mail import Outbox
 from auth.pages import language, message, render
 from auth.policy import PasswordRejected
+from auth.redirects import safe_next
 from auth.services import SERVICES, AuthServices
 
 log = logging.getLogger("auth.recovery")
@@ -33,8 +34,15 @@ RESET_MAILS_PER_WINDOW = 3
 RESET_WINDOW = 900.0
 
 
+def _destination(value: str | None) -> str:
+    """Where the patron was going when they came to the login (kept through the recovery
+    pages and the reset link), or '' for nowhere in particular."""
+    return safe_next(value, default="")
+
+
 async def forgot_password_form(request: web.Request) -> web.Response:
-    return await render(request, "forgot_password.html", sent=False)
+    return await render(request, "forgot_password.html", sent=False,
+                        next=_destination(request.query.get("next")))
 
 
 async def _same_answer_always(
@@ -42,21 +50,22 @@ async def _same_answer_always(
     template: str,
     field: str,
     plausible: Callable[[str], bool],
-    work: Callable[[AuthServices, str, str], Coroutine[Any, Any, None]],
+    work: Callable[[AuthServices, str, str, str], Coroutine[Any, Any, None]],
 ) -> web.Response:
     """The shape of both "forgot" forms: check the form, queue the lookup and the mail as
     work after the answer, and answer "sent" whatever the lookup will find."""
-    form = await read_checked_form(request, (field,))
+    form = await read_checked_form(request, (field, "next"))
     if form is None:
         return await message(request, 403, "csrf.title", "csrf.text")
     value = form[field].strip()
+    destination = _destination(form["next"])
     if not plausible(value) or len(value) > 320:
         t = translator(language(request))
         return await render(request, template, status=422, sent=False,
-                            error=t["error.required"])
+                            error=t["error.required"], next=destination)
     services = request.app[SERVICES]
-    services.after_response(work(services, value, language(request)))
-    return await render(request, template, sent=True)
+    services.after_response(work(services, value, language(request), destination))
+    return await render(request, template, sent=True, next=destination)
 
 
 async def forgot_password(request: web.Request) -> web.Response:
@@ -64,7 +73,8 @@ async def forgot_password(request: web.Request) -> web.Response:
                                      _send_reset)
 
 
-async def _send_reset(services: AuthServices, identifier: str, lang: str) -> None:
+async def _send_reset(services: AuthServices, identifier: str, lang: str,
+                      destination: str) -> None:
     try:
         accounts = await _matching(services, identifier)
         for account in accounts:
@@ -79,6 +89,8 @@ async def _send_reset(services: AuthServices, identifier: str, lang: str) -> Non
                              extra={"user_id": account.id})
                     continue
                 link = f"{services.public_url}/auth/reset-password?token={quote(token)}"
+                if destination:
+                    link += f"&next={quote(destination, safe='')}"
                 await Outbox.put(conn, services.composer.compose(
                     "reset", lang, account.email, username=account.username, link=link,
                     minutes=int(services.reset_ttl // 60)))
@@ -100,7 +112,8 @@ async def reset_form(request: web.Request) -> web.Response:
     account = await services.accounts.by_id(account_id) if account_id else None
     if account is None:
         return await _link_dead(request)
-    return await render(request, "reset_password.html", token=token, username=account.username)
+    return await render(request, "reset_password.html", token=token, username=account.username,
+                        next=_destination(request.query.get("next")))
 
 
 async def _link_dead(request: web.Request) -> web.Response:
@@ -112,10 +125,11 @@ async def _link_dead(request: web.Request) -> web.Response:
 
 async def reset(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
-    form = await read_checked_form(request, ("token", "new_password"))
+    form = await read_checked_form(request, ("token", "new_password", "next"))
     if form is None:
         return await message(request, 403, "csrf.title", "csrf.text")
     token = form["token"]
+    destination = _destination(form["next"])
     account_id = await services.links.peek(token, "reset")
     account = await services.accounts.by_id(account_id) if account_id else None
     if account is None:
@@ -126,7 +140,8 @@ async def reset(request: web.Request) -> web.StreamResponse:
     except PasswordRejected as exc:
         t = translator(language(request))
         return await render(request, "reset_password.html", status=422, token=token,
-                            username=account.username, error=t[f"error.password.{exc.code}"])
+                            username=account.username, error=t[f"error.password.{exc.code}"],
+                            next=destination)
     new_hash = await services.hasher.hash(form["new_password"])
     async with services.accounts.transaction() as conn:
         # Spending happens here, in the same transaction as the new password: of two
@@ -143,11 +158,13 @@ async def reset(request: web.Request) -> web.StreamResponse:
             await Outbox.put(conn, services.composer.compose(
                 "password_changed", language(request), account.email,
                 username=account.username, reset=True))
-    raise web.HTTPSeeOther("/auth/login?notice=reset")
+    onward = f"&next={quote(destination, safe='')}" if destination else ""
+    raise web.HTTPSeeOther(f"/auth/login?notice=reset{onward}")
 
 
 async def forgot_username_form(request: web.Request) -> web.Response:
-    return await render(request, "forgot_username.html", sent=False)
+    return await render(request, "forgot_username.html", sent=False,
+                        next=_destination(request.query.get("next")))
 
 
 async def forgot_username(request: web.Request) -> web.Response:
@@ -155,7 +172,8 @@ async def forgot_username(request: web.Request) -> web.Response:
                                      lambda email: "@" in email, _send_usernames)
 
 
-async def _send_usernames(services: AuthServices, email: str, lang: str) -> None:
+async def _send_usernames(services: AuthServices, email: str, lang: str,
+                          _next: str) -> None:
     try:
         accounts = [a for a in await services.accounts.by_email(email) if not a.disabled]
         if not accounts or accounts[0].email is None:

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
+from urllib.parse import quote
 
 import asyncpg
 import pytest
@@ -237,6 +238,76 @@ async def test_reset_sets_the_password_ends_every_session_and_does_not_log_in(
     assert NEW_PASSWORD not in notice.as_string()
     assert not await can_log_in(gw, patron.username, PASSWORD)
     assert await can_log_in(gw, patron.username, NEW_PASSWORD)
+
+
+def href_of(page: str, path: str) -> str:
+    [href] = re.findall(rf'href="({re.escape(path)}[^"]*)"', page)
+    return href.replace("&amp;", "&")
+
+
+async def test_a_patron_who_resets_the_password_on_the_way_lands_where_they_were_going(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
+) -> None:
+    """Sent to the login by a reservation page, the patron has forgotten the password: the
+    forgot link, the mailed reset link, the reset and the login after it all keep the way
+    back, so the patron ends on the reservation page, not on the front page."""
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    going = "/reservations/mine?shelf=3&sort=due"
+    login_page = await (await gw.get(f"/auth/login?next={quote(going, safe='')}")).text()
+    forgot = href_of(login_page, "/auth/forgot-password")
+    assert URL(forgot).query["next"] == going
+    form = await (await gw.get(forgot)).text()
+    sent = await post_form(gw, "/auth/forgot-password", {
+        "csrf_token": csrf_in(form), "identifier": patron.username, "next": going})
+    assert sent.status == 200
+    assert URL(href_of(await sent.text(), "/auth/login")).query["next"] == going
+    await settle(gw)
+    link = link_in(await mail_for(mail_catcher, patron.email, "reset"))
+    assert URL(link).query["next"] == going
+
+    reset_page = await (await gw.get(followed(link))).text()
+    done = await post_form(gw, "/auth/reset-password", {
+        "csrf_token": csrf_in(reset_page), "token": token_of(link),
+        "new_password": NEW_PASSWORD, "next": going})
+    assert done.status == 303
+    back = URL(done.headers["Location"])
+    assert back.path == "/auth/login" and back.query["next"] == going
+    login_again = await (await gw.get(str(back))).text()
+    assert f'name="next" value="{going.replace("&", "&amp;")}"' in login_again
+    arrived = await login(gw, patron.username, NEW_PASSWORD, next=going)
+    assert arrived.status == 303
+    assert arrived.headers["Location"] == going
+
+
+@pytest.mark.parametrize("hostile", [
+    "https://evil.example/login", "//evil.example", "/\\evil.example", "/auth/logout",
+])
+async def test_a_hostile_next_is_dropped_on_every_recovery_hop(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
+    hostile: str,
+) -> None:
+    """The recovery pages carry `next` only through the same gate as the login: a forged
+    value never reaches a link, the reset mail or the redirect after the reset (CWE-601)."""
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    encoded = quote(hostile, safe="")
+    form = await (await gw.get(f"/auth/forgot-password?next={encoded}")).text()
+    assert "evil" not in form and "logout" not in form.split("<main", 1)[-1]
+    sent = await post_form(gw, "/auth/forgot-password", {
+        "csrf_token": csrf_in(form), "identifier": patron.username, "next": hostile})
+    assert sent.status == 200
+    assert "evil" not in await sent.text()
+    await settle(gw)
+    link = link_in(await mail_for(mail_catcher, patron.email, "reset"))
+    assert "next" not in URL(link).query
+    reset_page = await (await gw.get(followed(link) + f"&next={encoded}")).text()
+    assert "evil" not in reset_page
+    done = await post_form(gw, "/auth/reset-password", {
+        "csrf_token": csrf_in(reset_page), "token": token_of(link),
+        "new_password": NEW_PASSWORD, "next": hostile})
+    assert done.status == 303
+    assert done.headers["Location"] == "/auth/login?notice=reset"
 
 
 @pytest.mark.parametrize(("case", "error"), [
