@@ -54,7 +54,12 @@ class BackendConnection(asyncio.Protocol):
         self._parser: httptools.HttpResponseParser | None = None
         self._expecting = False
         self._head: asyncio.Future[Answer] | None = None
-        self._deadline: asyncio.TimerHandle | None = None
+        # The answer's deadline is watched by one timer per connection, not one per request:
+        # it fires at `_watch_at` and, if a later request is waiting by then, is set again for
+        # that one's `_answer_by`. Answers come in milliseconds, deadlines are seconds away.
+        self._watch: asyncio.TimerHandle | None = None
+        self._watch_at = 0.0
+        self._answer_by = 0.0
         self._header_items: list[tuple[str, str]] = []
         self._header_name = b""
         self._chunks: deque[bytes] = deque()
@@ -91,6 +96,7 @@ class BackendConnection(asyncio.Protocol):
             self._abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._stop_watch()
         self.closed = True
         self.reusable = False
         if self._head is not None and not self._head.done():
@@ -139,7 +145,6 @@ class BackendConnection(asyncio.Protocol):
             headers, self._header_items = self._header_items, []
             self._until_close = (not self._framed and not self._no_body
                                  and status not in (204, 304))
-            self._cancel_deadline()
             self._head.set_result(Answer(status, headers))
             if self._no_body or status in (204, 304):
                 self._finish()
@@ -197,7 +202,9 @@ class BackendConnection(asyncio.Protocol):
         head = self._head
         assert head is not None
         if not head.done():
-            self._deadline = self._loop.call_later(timeout, self._time_out)
+            self._answer_by = self._loop.time() + timeout
+            if self._watch is None or self._answer_by < self._watch_at:
+                self._watch_until(self._answer_by)
         return head
 
     async def _drain(self) -> None:
@@ -244,7 +251,7 @@ class BackendConnection(asyncio.Protocol):
         return body
 
     def close(self) -> None:
-        self._cancel_deadline()
+        self._stop_watch()
         self.reusable = False
         if self.transport is not None and not self.closed:
             self.transport.close()
@@ -270,18 +277,27 @@ class BackendConnection(asyncio.Protocol):
 
     def _fail_head(self, exc: Exception) -> None:
         assert self._head is not None
-        self._cancel_deadline()
         self._head.set_exception(exc)
 
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
+    def _watch_until(self, when: float) -> None:
+        self._stop_watch()
+        self._watch_at = when
+        self._watch = self._loop.call_at(when, self._watched)
 
-    def _time_out(self) -> None:
-        self._deadline = None
-        if self._head is not None and not self._head.done():
-            self._head.set_exception(TimeoutError())
+    def _stop_watch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _watched(self) -> None:
+        self._watch = None
+        head = self._head
+        if head is None or head.done() or self.closed:
+            return  # nothing awaited now; the next request sets the watch again
+        if self._loop.time() < self._answer_by:
+            self._watch_until(self._answer_by)  # a later request is waiting
+            return
+        head.set_exception(TimeoutError())
         self.closed = True
         self._abort()
 

@@ -126,6 +126,38 @@ async def test_bytes_between_answers_end_the_connection() -> None:
     assert transport.closed and not connection.reusable
 
 
+async def test_an_answer_late_for_a_short_deadline_fails_after_a_longer_one_was_met() -> None:
+    """Two routes to one backend share its connections: a request on the route with the short
+    timeout is held to it, even though the connection last served the long one."""
+    connection, transport = await connected()
+    connection.start(b"GET /slow-route HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    pending = connection.answer(3600)
+    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    assert (await pending).status == 200
+
+    connection.start(b"GET /quick-route HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(10):  # a safety net only: the checks below tell them apart
+            await connection.answer(0.05)
+    assert transport.closed and not connection.reusable
+
+
+async def test_each_request_on_a_connection_gets_its_own_full_deadline() -> None:
+    """The first answer came at once; the second never does, and times out after its own
+    deadline, counted from its own start, not the first request's."""
+    connection, transport = await connected()
+    for number in (1, 2):
+        connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
+        pending = connection.answer(0.05)
+        if number == 1:
+            connection.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+            assert (await pending).status == 204
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(10):  # a safety net only: the check below tells them apart
+            await pending
+    assert transport.closed
+
+
 async def test_an_interim_answer_is_skipped() -> None:
     connection, _ = await connected()
     connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
