@@ -7,7 +7,13 @@ import asyncio
 
 import pytest
 
-from gateway.connection import HIGH_WATER, LOW_WATER, BackendConnection, ConnectionClosed
+from gateway.connection import (
+    HIGH_WATER,
+    LOW_WATER,
+    Answer,
+    BackendConnection,
+    ConnectionClosed,
+)
 from gateway.upstream import request_head
 
 
@@ -42,6 +48,14 @@ async def connected() -> tuple[BackendConnection, RecordingTransport]:
     transport = RecordingTransport()
     connection.connection_made(transport)
     return connection, transport
+
+
+async def answered(connection: BackendConnection, wire: bytes, method: str = "GET") -> Answer:
+    """Ask over `connection`, and let the backend send `wire` back in one read."""
+    connection.start(f"{method} / HTTP/1.1\r\nHost: b\r\n\r\n".encode(), method)
+    pending = connection.answer(30)
+    connection.data_received(wire)
+    return await pending
 
 
 async def test_a_slow_reader_pauses_the_backend_socket_and_draining_resumes_it() -> None:
@@ -88,10 +102,7 @@ async def test_one_connection_carries_answers_one_after_another() -> None:
                  ("GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                          b"3\r\nabc\r\n0\r\n\r\n", b"abc")]
     for method, wire, body in exchanges:
-        connection.start(f"{method} / HTTP/1.1\r\nHost: b\r\n\r\n".encode(), method)
-        pending = connection.answer(30)
-        connection.data_received(wire)
-        answer = await pending
+        answer = await answered(connection, wire, method)
         assert answer.status == int(wire.split()[1])
         assert connection.complete and connection.reusable
         if body is not None:
@@ -103,12 +114,9 @@ async def test_bytes_after_the_answer_end_the_connection_but_not_the_answer() ->
     for still goes out, but the connection is dropped, so the stray one can never be taken
     for the answer to the next request (response desynchronisation)."""
     connection, transport = await connected()
-    connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-    pending = connection.answer(30)
-    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                             b"HTTP/1.1 302 Found\r\nLocation: https://evil.example\r\n"
-                             b"Content-Length: 0\r\n\r\n")
-    answer = await pending
+    answer = await answered(connection, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+                                        b"HTTP/1.1 302 Found\r\nLocation: https://evil.example"
+                                        b"\r\nContent-Length: 0\r\n\r\n")
     assert answer.status == 200
     assert ("Location", "https://evil.example") not in answer.headers
     assert connection.whole_body() == b"ok"
@@ -117,10 +125,7 @@ async def test_bytes_after_the_answer_end_the_connection_but_not_the_answer() ->
 
 async def test_bytes_between_answers_end_the_connection() -> None:
     connection, transport = await connected()
-    connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-    pending = connection.answer(30)
-    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-    await pending
+    await answered(connection, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
     assert connection.reusable
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
     assert transport.closed and not connection.reusable
@@ -132,8 +137,8 @@ async def test_an_answer_late_for_a_short_deadline_fails_after_a_longer_one_was_
     connection, transport = await connected()
     connection.start(b"GET /slow-route HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
     pending = connection.answer(3600)
-    connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
-    assert (await pending).status == 200
+    connection.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
+    assert (await pending).status == 204
 
     connection.start(b"GET /quick-route HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
     with pytest.raises(TimeoutError):
