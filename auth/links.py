@@ -71,6 +71,14 @@ class Links:
         )
         return str(value) if value is not None else None
 
+    async def void_all(self, conn: Any, account_id: str) -> None:
+        """Every live link of the account stops working (the account was blocked)."""
+        await conn.execute(
+            "UPDATE account_tokens SET used_at = now() WHERE account_id = $1::uuid"
+            " AND used_at IS NULL",
+            account_id,
+        )
+
     async def spend(self, conn: Any, token: str, purpose: Purpose) -> str | None:
         """Use the token up inside the caller's transaction; None if it was not live."""
         if not plausible(token):

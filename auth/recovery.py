@@ -110,7 +110,7 @@ async def reset_form(request: web.Request) -> web.Response:
     token = request.query.get("token", "")
     account_id = await services.links.peek(token, "reset")
     account = await services.accounts.by_id(account_id) if account_id else None
-    if account is None:
+    if account is None or account.disabled:
         return await _link_dead(request)
     return await render(request, "reset_password.html", token=token, username=account.username,
                         next=_destination(request.query.get("next")))
@@ -132,7 +132,7 @@ async def reset(request: web.Request) -> web.StreamResponse:
     destination = _destination(form["next"])
     account_id = await services.links.peek(token, "reset")
     account = await services.accounts.by_id(account_id) if account_id else None
-    if account is None:
+    if account is None or account.disabled:
         return await _link_dead(request)
     try:
         services.policy.check(form["new_password"], username=account.username,

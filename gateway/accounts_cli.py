@@ -130,6 +130,8 @@ def _set_disabled(args: argparse.Namespace, *, disabled: bool) -> int:
                     # Also when it was disabled already: a session made before the flag was
                     # set by hand in SQL ends now rather than when a cache entry runs out.
                     ended = await SessionRegistry(pool).revoke_account(account.id, conn=conn)
+                    # A reset link mailed before must not reopen the account once enabled.
+                    await Links(pool).void_all(conn, account.id)
             return account, changed, ended
 
     account, changed, ended = asyncio.run(go())

@@ -11,6 +11,7 @@ request than aiohttp's client.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import deque
 from collections.abc import AsyncIterator
 from http import HTTPStatus
@@ -59,7 +60,7 @@ class BackendConnection(asyncio.Protocol):
         # that one's `_answer_by`. Answers come in milliseconds, deadlines are seconds away.
         self._watch: asyncio.TimerHandle | None = None
         self._watch_at = 0.0
-        self._answer_by = 0.0
+        self._answer_by = math.inf  # no deadline until `answer`: an upload takes its time
         self._header_items: list[tuple[str, str]] = []
         self._header_name = b""
         self._chunks: deque[bytes] = deque()
@@ -173,6 +174,7 @@ class BackendConnection(asyncio.Protocol):
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self._expecting = True
+        self._answer_by = math.inf
         self._head = self._loop.create_future()
         self._header_items = []
         self._chunks.clear()
@@ -292,8 +294,8 @@ class BackendConnection(asyncio.Protocol):
     def _watched(self) -> None:
         self._watch = None
         head = self._head
-        if head is None or head.done() or self.closed:
-            return  # nothing awaited now; the next request sets the watch again
+        if head is None or head.done() or self.closed or self._answer_by == math.inf:
+            return  # no answer awaited against a deadline now; `answer` sets the watch again
         if self._loop.time() < self._answer_by:
             self._watch_until(self._answer_by)  # a later request is waiting
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import functools
+import logging
 import os
 from collections.abc import AsyncIterator
 
@@ -31,6 +32,8 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+log = logging.getLogger("gateway.metrics")
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -144,7 +147,10 @@ async def flushing(_app: web.Application) -> AsyncIterator[None]:
     async def every_second() -> None:
         while True:
             await asyncio.sleep(FLUSH_EVERY)
-            flush()
+            try:
+                flush()
+            except Exception:  # a full disk under the multiprocess files, say: keep counting
+                log.exception("could not hand the request metrics to prometheus-client")
 
     task = asyncio.create_task(every_second())
     try:

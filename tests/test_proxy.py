@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import json
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -182,6 +182,26 @@ async def test_backend_too_slow_is_504(
     assert resp.status == 504
     assert (await resp.json())["error"] == "gateway_timeout"
     never.set()  # let the stalled backend finish, so its connection closes cleanly
+
+
+async def test_a_slow_upload_on_a_reused_connection_is_not_taken_for_a_slow_backend(
+    make_gateway: Callable[..., Any], backend: TestServer
+) -> None:
+    """The route's timeout counts from the end of the upload: a patron whose upload pauses for
+    longer than the timeout still gets the backend's answer, also on a backend connection that
+    an earlier request (with its own deadline) used a moment before."""
+    gw = await make_gateway(routes_for(backend.port).replace(
+        "auth: optional", "auth: optional\n    timeout: 0.2", 1))
+    assert (await gw.get("/catalogue/first")).status == 200
+
+    async def pausing_upload() -> AsyncIterator[bytes]:
+        yield b"first half, "
+        await asyncio.sleep(0.4)  # the patron's slow line: the scenario, longer than 0.2 s
+        yield b"second half"
+
+    resp = await gw.post("/catalogue/upload", data=pausing_upload())
+    assert resp.status == 200
+    assert (await resp.json())["body_length"] == len(b"first half, second half")
 
 
 async def test_backend_cookies_pass_but_the_gateway_cookie_is_neither_forwarded_nor_settable(

@@ -7,6 +7,7 @@ import asyncio
 import hashlib
 import re
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
@@ -48,6 +49,7 @@ from tests.helpers import (
     set_cookies,
     unique_pass_number,
 )
+from tests.test_cli import cli
 
 Gateway = Callable[..., Awaitable[TestClient]]
 PUBLIC_URL = "https://login.library.example"
@@ -331,6 +333,27 @@ async def test_a_refused_new_password_shows_the_reason_and_leaves_the_link_worki
     assert await stored_hash(pool, patron) == patron.password_hash
     assert (await post_reset(gw, token_of(link), NEW_PASSWORD)).status == 303
     assert await can_log_in(gw, patron.username, NEW_PASSWORD)
+
+
+async def test_a_reset_link_dies_when_the_account_is_disabled_and_stays_dead_after(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
+    database_url: str, tmp_path: Path,
+) -> None:
+    """A blocked pass cannot be reopened with a reset link mailed before the block, neither
+    while it is blocked nor once the library lifts the block."""
+    patron = await add_patron(pool, hasher)
+    link = await reset_link(gw, mail_catcher, patron)
+    env = {"GATEWAY_DATABASE_URL": database_url}
+    for command in ("disable", "enable"):
+        done = await asyncio.to_thread(cli, "accounts", command, "--username", patron.username,
+                                       env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        page = await gw.get(followed(link))
+        assert page.status == 410 and is_dead_link(await page.text())
+        resp = await post_reset(gw, token_of(link), NEW_PASSWORD)
+        assert is_dead_link(await resp.text())
+    assert await can_log_in(gw, patron.username, PASSWORD)
+    assert not await can_log_in(gw, patron.username, NEW_PASSWORD)
 
 
 async def test_a_used_link_is_gone(
