@@ -53,6 +53,9 @@ class SessionRegistry:
         self._cache: OrderedDict[bytes, tuple[Identity | None, float]] = OrderedDict()
         self._notified = 0
         self._notify_event = asyncio.Condition()
+        # Counts every forgetting; a lookup whose query was in flight when one happened does
+        # not cache its answer, which may have been read just before the revocation committed.
+        self._forgotten = 0
 
     async def create(self, account_id: str, lifetime: float) -> str:
         sid = secrets.token_urlsafe(32)
@@ -77,6 +80,7 @@ class SessionRegistry:
         cached = self._cache.get(key)
         if cached is not None and now - cached[1] < self._ttl:
             return cached[0]
+        forgotten = self._forgotten
         row = await self._pool.fetchrow(
             "SELECT a.id::text AS id, a.username, a.pass_number FROM sessions s"
             " JOIN accounts a ON a.id = s.account_id"
@@ -87,7 +91,8 @@ class SessionRegistry:
         identity = None
         if row is not None:
             identity = Identity(row["id"], row["username"], row["pass_number"], key.hex())
-        self._remember(key, identity, now)
+        if self._forgotten == forgotten:
+            self._remember(key, identity, now)
         return identity
 
     def _remember(self, key: bytes, identity: Identity | None, now: float) -> None:
@@ -134,9 +139,11 @@ class SessionRegistry:
         self.forget_account(account_id)
 
     def _forget_session(self, key: bytes) -> None:
+        self._forgotten += 1
         self._cache.pop(key, None)
 
     def forget_account(self, account_id: str) -> None:
+        self._forgotten += 1
         stale = [
             key for key, (identity, _) in self._cache.items()
             if identity is not None and identity.user_id == account_id
@@ -145,6 +152,7 @@ class SessionRegistry:
             del self._cache[key]
 
     def forget_all(self) -> None:
+        self._forgotten += 1
         self._cache.clear()
 
     def on_notification(self, payload: str) -> None:

@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, MultiFernet
 
 from auth.passwords import PasswordHasher
 from auth.services import SERVICES
+from auth.sessions import UNKNOWN, SessionRegistry
 from tests.conftest import routes_for
 from tests.helpers import (
     PASSWORD,
@@ -378,6 +379,43 @@ async def test_disabling_an_account_ends_its_sessions_on_every_instance_at_once(
         cli, "accounts", "disable", "--username", "nobody-at-all", env=env, cwd=tmp_path)
     assert unknown.returncode == 1
     assert "no account" in unknown.stderr
+
+
+class HeldPool:
+    """The real pool, except that a query's answer is handed over only once `release` is set:
+    the network delay of a busy database, made deterministic."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+        self.answered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        row = await self._pool.fetchrow(query, *args)
+        self.answered.set()
+        await self.release.wait()
+        return row
+
+
+async def test_a_revocation_heard_during_a_lookup_keeps_its_answer_out_of_the_cache(
+    pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """The race behind "revoked at once": this instance reads the session from the database
+    just before the logout commits elsewhere, and the logout's notification arrives while
+    that answer is still on its way. The answer must not be cached for the next 30 s."""
+    patron = await add_patron(pool, hasher)
+    held = HeldPool(pool)
+    registry = SessionRegistry(held)  # type: ignore[arg-type]
+    sid = await SessionRegistry(pool).create(patron.id, 3600)
+    reading = asyncio.ensure_future(registry.lookup(sid))
+    await held.answered.wait()  # the database said "valid"
+    await SessionRegistry(pool).revoke_account(patron.id)  # the logout, on another instance
+    registry.on_notification("account:" + patron.id)  # heard here, the answer still held
+    held.release.set()
+    assert (await reading) is not None  # the request that raced the logout
+    assert registry.cached(sid) is UNKNOWN
+    held.answered.clear()
+    assert await registry.lookup(sid) is None
 
 
 async def test_logging_in_twice_makes_two_independent_sessions(
