@@ -13,15 +13,13 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator
-from importlib import resources
-from pathlib import Path
 
 import asyncpg
 from aiohttp import WSCloseCode, web
 from aiohttp_session import session_middleware
 from cryptography.fernet import MultiFernet
 
-from auth import account, activation, notify, recovery
+from auth import account, activation, notify, recovery, static_files
 from auth import login as auth_login
 from auth.accounts import Accounts
 from auth.cookies import SessionCookieStorage
@@ -185,8 +183,7 @@ def create_app(
     app.router.add_get("/readyz", health.readyz)
     for module in (auth_login, account, recovery, activation):
         module.add_routes(app)
-    static = Path(str(resources.files("auth") / "static"))
-    app.router.add_static("/auth/static", static, append_version=False)
+    static_files.add_routes(app)
     # The catch-all. The gateway middleware recognises this route and hands its requests to
     # the proxy itself, past the page machinery.
     app.router.add_route("*", "/{tail:.*}", proxy.proxied, name=middleware.PROXY_ROUTE)

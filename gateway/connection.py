@@ -19,6 +19,8 @@ from typing import cast
 
 import httptools
 
+from gateway.coalesce import Coalescer
+
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 
@@ -47,8 +49,11 @@ class Answer:
 
 
 class BackendConnection(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop,
+                 coalescer: Coalescer | None = None) -> None:
         self._loop = loop
+        # Request heads wait for the end of the loop's pass, to go out with the others.
+        self._coalescer = coalescer
         self.transport: asyncio.Transport | None = None
         # One parser for the connection's life: llhttp starts on the next answer by itself.
         # A new one is made only after an answer to HEAD, whose Content-Length it would wait on.
@@ -82,7 +87,8 @@ class BackendConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses, but behave as one.
-        self.transport = cast(asyncio.Transport, transport)
+        real = cast(asyncio.Transport, transport)
+        self.transport = real if self._coalescer is None else self._coalescer.wrap(real)
 
     def data_received(self, data: bytes) -> None:
         self._received_any = True

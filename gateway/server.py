@@ -4,18 +4,32 @@ When aiohttp's parser refuses a request (smuggling shapes, oversized headers, ga
 answer is written by aiohttp before any of the gateway runs, and by default it names the
 Python and aiohttp versions and echoes part of the offending bytes. `GatewayRunner` makes the
 server use a request handler whose error answers carry the gateway's banner and no echo.
+The same handler holds each connection's small writes to the end of the loop's pass (see
+gateway.coalesce), so the answers of all the requests handled in a pass leave together.
 """
 
 from __future__ import annotations
+
+import asyncio
+from typing import cast
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
+from gateway.coalesce import Coalescer
+
 BANNER = "library-gateway"
 
 
 class _QuietRequestHandler(RequestHandler):
+    def __init__(self, manager: _Server, **kwargs: object) -> None:
+        super().__init__(manager, **kwargs)  # type: ignore[arg-type]
+        self._coalescer = manager.coalescer
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(self._coalescer.wrap(cast(asyncio.Transport, transport)))
+
     def handle_error(
         self,
         request: BaseRequest,
@@ -30,6 +44,8 @@ class _QuietRequestHandler(RequestHandler):
 
 
 class _Server(web.Server):
+    coalescer: Coalescer
+
     def __call__(self) -> RequestHandler:
         return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
 
@@ -38,4 +54,5 @@ class GatewayRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()
         server.__class__ = _Server  # same state, our handler factory
+        cast(_Server, server).coalescer = Coalescer(asyncio.get_running_loop())
         return server

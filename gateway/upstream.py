@@ -18,6 +18,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.coalesce import Coalescer
 from gateway.connection import Answer, BackendConnection, ConnectionClosed
 from gateway.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
 from gateway.routes import Backend, Route
@@ -31,6 +32,7 @@ class Upstream:
     def __init__(self) -> None:
         self._idle: dict[tuple[str, int], list[BackendConnection]] = {}
         self._ws_session: aiohttp.ClientSession | None = None
+        self._coalescer: Coalescer | None = None
 
     async def close(self) -> None:
         for connections in self._idle.values():
@@ -104,10 +106,13 @@ class Upstream:
     async def _connect(self, route: Route) -> BackendConnection:
         backend = route.backend
         loop = asyncio.get_running_loop()
+        if self._coalescer is None:
+            self._coalescer = Coalescer(loop)
+        coalescer = self._coalescer
         try:
             async with asyncio.timeout(min(CONNECT_TIMEOUT, route.timeout)):
                 _, protocol = await loop.create_connection(
-                    lambda: BackendConnection(loop), backend.host, backend.port,
+                    lambda: BackendConnection(loop, coalescer), backend.host, backend.port,
                     ssl=backend.scheme == "https" or None,
                     server_hostname=backend.host if backend.scheme == "https" else None,
                 )

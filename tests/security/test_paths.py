@@ -10,6 +10,7 @@ The unit tests of the normaliser itself are in tests/test_paths.py.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from importlib import resources
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -164,3 +165,6 @@ async def test_the_static_folder_lists_nothing_and_serves_its_own_file(
     css = await gw.get("/auth/static/style.css")
     assert css.status == 200
     assert css.headers["Content-Type"].startswith("text/css")
+    assert await css.read() == (resources.files("auth") / "static" / "style.css").read_bytes()
+    missing = await gw.get("/auth/static/missing.css")
+    assert missing.status == 404
