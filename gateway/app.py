@@ -1,9 +1,11 @@
 """Assembling the gateway: `create_app` wires injected parts into one aiohttp application.
 
-Order of things a request meets (outermost first): the error middleware, the request context
-(request id, normalised target, client address), aiohttp-session's cookie middleware, then
-either one of the gateway's own pages or the proxy. Every long-lived resource (database pool,
-LISTEN connection, upstream client, route watcher) is opened and closed in a cleanup_ctx.
+Order of things a page request meets (outermost first): the gateway middleware (request
+context, errors, metrics), aiohttp-session's cookie middleware, then the page. Served by
+`gateway.server.GatewayRunner`, proxied requests do not enter the application at all:
+`gateway.front` hands them to the proxy first (the application's catch-all route would
+proxy them too, only slower). Every long-lived resource (database pool, LISTEN connection,
+upstream client, route watcher) is opened and closed in a cleanup_ctx.
 """
 
 from __future__ import annotations
@@ -129,7 +131,8 @@ def create_app(
         )
         app[keys.POOL] = pool
         upstream = Upstream()
-        app[proxy.PROXY] = proxy.Proxy(settings, route_map, authenticator, upstream)
+        app[proxy.PROXY] = proxy.Proxy(settings, route_map, authenticator, upstream,
+                                       app[keys.WEBSOCKETS])
         services = AuthServices(
             accounts=Accounts(pool), hasher=own_hasher, registry=registry,
             authenticator=authenticator, keys=key_store, lifetimes=lifetimes,

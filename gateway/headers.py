@@ -224,6 +224,21 @@ def downstream_response_headers(
     return out, length
 
 
+BANNER = "library-gateway"
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+def stamp_response(out: CIMultiDict[str], request_id: str | None, https: bool) -> None:
+    """What every response of the gateway carries, the backends' and its own: its banner
+    in place of the backend's, nosniff, the request id and, when served over HTTPS, HSTS."""
+    out["Server"] = BANNER
+    out.setdefault("X-Content-Type-Options", "nosniff")
+    if request_id is not None:
+        out["X-Request-Id"] = request_id
+    if https:
+        out.setdefault("Strict-Transport-Security", HSTS)
+
+
 def _sets_cookie(set_cookie: str, name: str) -> bool:
     # Browsers match the `__Host-` prefix without regard to case, so compare that way.
     key = set_cookie.split("=", 1)[0].strip()

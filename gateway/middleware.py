@@ -1,18 +1,20 @@
-"""The gateway's one middleware, and the headers every response carries.
-
-`gateway` runs for every request, in this order:
+"""The steps every request takes, the middleware that takes them for the application, and
+the headers every response carries.
 
 1. context  request id, the client's address (trusting X-Forwarded-For only from configured
             proxies) and the normalised target, kept in one `Exchange` on the request
-2. dispatch proxied requests go straight to the proxy; the gateway's own pages go on through
-            the rest of the stack (aiohttp-session's middleware, then the page's handler)
+            (`open_exchange`)
+2. dispatch proxied requests to the proxy; the gateway's own pages on through the rest of the
+            application (aiohttp-session's middleware, then the page's handler)
 3. errors   every failure becomes a small page or JSON; no stack trace ever reaches a client
 4. measure  counts and times the request for Prometheus, by route and final status
+            (3 and 4 are `answer`)
 
-It is one middleware rather than one per concern because the proxy path runs it for every
-request of every patron, and each layer costs a coroutine there. Headers every response carries
-(request id, Server, nosniff, HSTS, and the pages' security headers) are set in the response
-signal made by `response_stamp`, so they also reach streamed and WebSocket responses.
+Proxied requests take these steps in `gateway.front`, before the application; the `gateway`
+middleware takes them for the pages, and for anything the application's catch-all route
+still gets (a reserved path nothing serves, a refused target). Headers every application
+response carries (request id, Server, nosniff, HSTS, and the pages' security headers) are set
+in the response signal made by `response_stamp`, so they also reach streamed responses.
 """
 
 from __future__ import annotations
@@ -42,44 +44,59 @@ def gateway(settings: Settings) -> Middleware:
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-        exchange = _exchange(request, trusted)
+        exchange = open_exchange(request, trusted)
         proxied = request.match_info.route.name == PROXY_ROUTE
         if not proxied:
             request[keys.CLIENT_ADDRESS] = exchange.client_address  # the pages' throttle
-        status = 500
-        try:
-            try:
-                try:
-                    exchange.target = keys.Target(*normalise(request.raw_path))
-                except BadPath as exc:
-                    raise BadRequest(str(exc)) from None
-                if proxied:
-                    response = await request.app[proxy.PROXY].handle(request, exchange)
-                else:
-                    response = await handler(request)
-            except GatewayError as exc:
-                response = _error_page(request, exc)
-            except (web.HTTPException, ConnectionResetError):
-                raise
-            except Exception:
-                log.exception("unhandled error")
-                response = error_response(500, "Something went wrong",
-                                          "The gateway could not handle this request.",
-                                          request.headers.get("Accept"))
-            status = response.status
-            return response
-        except web.HTTPException as exc:
-            status = exc.status
-            raise
-        finally:
-            route = exchange.route or ("_unmatched" if proxied else "_gateway")
-            metrics.requests_child(route, request.method, status).inc()
-            metrics.route_histograms(route)[0].observe(time.perf_counter() - exchange.started)
+        return await answer(request, exchange, _through(request, exchange, handler, proxied),
+                            unrouted="_unmatched" if proxied else "_gateway")
 
     return middleware
 
 
-def _exchange(request: web.Request, trusted: tuple[headers.Network, ...]) -> keys.Exchange:
+async def _through(request: web.Request, exchange: keys.Exchange, handler: Handler,
+                   proxied: bool) -> web.StreamResponse:
+    try:
+        exchange.target = keys.Target(*normalise(request.raw_path))
+    except BadPath as exc:
+        raise BadRequest(str(exc)) from None
+    if proxied:
+        return await request.app[proxy.PROXY].handle(request, exchange)
+    return await handler(request)
+
+
+async def answer(request: web.Request, exchange: keys.Exchange,
+                 respond: Awaitable[web.StreamResponse], *, unrouted: str) -> web.StreamResponse:
+    """The response `respond` gives, with every failure made a small page (no stack trace
+    ever reaches a client), counted and timed for Prometheus under the route that took the
+    request, or `unrouted`."""
+    status = 500
+    try:
+        try:
+            response = await respond
+        except GatewayError as exc:
+            response = _error_page(request, exc)
+        except (web.HTTPException, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("unhandled error")
+            response = error_response(500, "Something went wrong",
+                                      "The gateway could not handle this request.",
+                                      request.headers.get("Accept"))
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = exchange.route or unrouted
+        metrics.requests_child(route, request.method, status).inc()
+        metrics.route_histograms(route)[0].observe(time.perf_counter() - exchange.started)
+
+
+def open_exchange(request: web.Request, trusted: tuple[headers.Network, ...]) -> keys.Exchange:
+    """The request's `Exchange`: its id (also set for the logs), the client's address and
+    the X-Forwarded-For chain to pass on."""
     rid = headers.request_id(request.headers.get("X-Request-Id"))
     request_id_var.set(rid)
     peer = request.remote or "unknown"  # the socket peer, as aiohttp keeps it per connection
@@ -107,18 +124,13 @@ def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
 def response_stamp(
     settings: Settings,
 ) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
-    """The on_response_prepare handler: what every response carries."""
+    """The on_response_prepare handler: what every response of the application carries."""
     https = settings.https
 
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
-        out = response.headers
-        out["Server"] = "library-gateway"
-        out.setdefault("X-Content-Type-Options", "nosniff")
         exchange = request.get(keys.EXCHANGE)
-        if exchange is not None:
-            out["X-Request-Id"] = exchange.request_id
-        if https:
-            out.setdefault("Strict-Transport-Security", "max-age=63072000; includeSubDomains")
+        headers.stamp_response(response.headers,
+                               exchange.request_id if exchange is not None else None, https)
         if request.path.startswith("/auth/"):
             page_headers(request, response)
 

@@ -1,7 +1,7 @@
 """Forwarding one request to its backend and streaming the answer back.
 
-Everything that is not one of the gateway's own pages lands here (the router's catch-all), with
-its target already normalised by the gateway middleware. `Proxy.handle` looks the route up,
+Everything that is not one of the gateway's own pages lands here (from `gateway.front`), with
+its target already normalised. `Proxy.handle` looks the route up,
 asks the access decision, builds the backend's headers and streams both bodies without holding
 them in memory. It runs for every request of every patron, so it does only what it must:
 the cookie is read without a session object, the identity token comes from a cache, and a small
@@ -11,6 +11,7 @@ answer goes back to the client in one write.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -24,19 +25,12 @@ from gateway.connection import ConnectionClosed
 from gateway.errors import NotFound, ServiceBusy
 from gateway.pages import login_required
 from gateway.reload import RouteMap
-from gateway.routes import RESERVED_PREFIXES
+from gateway.routes import is_reserved
 from gateway.settings import Settings
 from gateway.upstream import Upstream
 
 _NO_BODY_STATUSES = frozenset({204, 304})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
-
-
-_RESERVED_SEGMENTS = frozenset(prefix.strip("/") for prefix in RESERVED_PREFIXES)
-
-
-def _is_reserved(path: str) -> bool:
-    return path.split("/", 2)[1] in _RESERVED_SEGMENTS
 
 
 def _has_body(request: web.Request) -> bool:
@@ -55,24 +49,26 @@ async def proxied(request: web.Request) -> web.StreamResponse:
 
 class Proxy:
     def __init__(self, settings: Settings, routes: RouteMap, authenticator: Authenticator,
-                 upstream: Upstream) -> None:
+                 upstream: Upstream, websockets: weakref.WeakSet[web.WebSocketResponse]) -> None:
         self._routes = routes
         self._authenticator = authenticator
         self._upstream = upstream
+        self._websockets = websockets
         self._public_proto = settings.public_proto
         self._public_host = settings.public_host
+        self._https = settings.https
 
     async def handle(self, request: web.Request, exchange: keys.Exchange) -> web.StreamResponse:
         target = exchange.target
         assert target is not None
-        if _is_reserved(target.path):
+        if is_reserved(target.path):
             raise NotFound()
         route = self._routes.table.match(target.path)
         if route is None:
             if target.path == "/":
                 # No service claims the front door: the patron's own page is the landing
                 # (it sends anonymous visitors on to the login).
-                raise web.HTTPFound("/auth/account")
+                return web.Response(status=302, headers={"Location": "/auth/account"})
             raise NotFound()
         exchange.route = route.name
         authenticator = self._authenticator
@@ -83,11 +79,18 @@ class Proxy:
             logged_in=identity is not None, accept=request.headers.get("Accept"),
         )
 
+        renews = cookie is not None and renewal is not Renewal.KEEP
+
         async def put_cookie(response: web.StreamResponse) -> None:
-            if cookie is not None and renewal is not Renewal.KEEP:
+            if renews:
+                assert cookie is not None
                 await authenticator.renew(request, response, cookie, renewal)
 
-        renews = cookie is not None and renewal is not Renewal.KEEP
+        async def before_start(response: web.StreamResponse) -> None:
+            # A response the proxy sends itself is past the point where the caller could
+            # stamp it.
+            headers.stamp_response(response.headers, exchange.request_id, self._https)
+            await put_cookie(response)
 
         if isinstance(decision, access.LoginRequired):
             refused = login_required(decision)
@@ -115,7 +118,8 @@ class Proxy:
         if upgrade:
             url = route.backend.origin + upstream_target
             return await websocket.bridge(
-                request, route, url, CIMultiDict(upstream_headers), self._upstream, put_cookie)
+                request, route, url, CIMultiDict(upstream_headers), self._upstream,
+                self._websockets, before_start)
 
         body = request if _has_body(request) else None
         asked = time.perf_counter()
@@ -143,7 +147,7 @@ class Proxy:
             )
             if length is not None:
                 response.content_length = length
-            await put_cookie(response)
+            await before_start(response)
             await response.prepare(request)
             if not streams:
                 await _pump(request, connection.body(), response)

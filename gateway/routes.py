@@ -30,6 +30,7 @@ __all__ = [
     "RouteTable",
     "RoutesInvalid",
     "format_problems",
+    "is_reserved",
     "load_routes",
     "parse_backend_url",
     "parse_routes",
@@ -45,6 +46,13 @@ RESERVED_PREFIXES: tuple[str, ...] = (
     "/metrics",
     "/_gateway",
 )
+_RESERVED_SEGMENTS = frozenset(prefix.strip("/") for prefix in RESERVED_PREFIXES)
+
+
+def is_reserved(path: str) -> bool:
+    """Whether a normalised path is the gateway's own (its pages, health, keys), never a
+    backend's."""
+    return path.split("/", 2)[1] in _RESERVED_SEGMENTS
 
 
 class Auth(enum.Enum):

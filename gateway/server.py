@@ -5,7 +5,8 @@ answer is written by aiohttp before any of the gateway runs, and by default it n
 Python and aiohttp versions and echoes part of the offending bytes. `GatewayRunner` makes the
 server use a request handler whose error answers carry the gateway's banner and no echo.
 The same handler holds each connection's small writes to the end of the loop's pass (see
-gateway.coalesce), so the answers of all the requests handled in a pass leave together.
+gateway.coalesce), so the answers of all the requests handled in a pass leave together, and
+every request goes first to `gateway.front.Front`, which serves the proxied ones itself.
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from gateway.coalesce import Coalescer
-
-BANNER = "library-gateway"
+from gateway.front import Front
+from gateway.headers import BANNER
 
 
 class _QuietRequestHandler(RequestHandler):
@@ -52,7 +53,8 @@ class _Server(web.Server):
 
 class GatewayRunner(web.AppRunner):
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
+        server = await super()._make_server()  # the application has started here
         server.__class__ = _Server  # same state, our handler factory
         cast(_Server, server).coalescer = Coalescer(asyncio.get_running_loop())
+        server.request_handler = Front(self.app, server.request_handler)
         return server

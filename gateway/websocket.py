@@ -4,13 +4,13 @@ both ways until either side closes, and the close code is passed on."""
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
-from gateway import keys
 from gateway.routes import Route
 from gateway.upstream import Upstream
 
@@ -34,10 +34,12 @@ async def bridge(
     url: str,
     headers: CIMultiDict[str],
     upstream: Upstream,
+    sockets: weakref.WeakSet[web.WebSocketResponse],
     before_start: Callable[[web.StreamResponse], Awaitable[None]],
 ) -> web.StreamResponse:
-    """Relay a WebSocket; `before_start` gets the client's response before it is sent (for
-    the session cookie)."""
+    """Relay a WebSocket, kept in `sockets` while open (for a polite close at shutdown);
+    `before_start` gets the client's response before it is sent (for its headers and the
+    session cookie)."""
     # Connect to the backend first: if it is down the client gets a plain 502, not a socket
     # that opens and dies.
     ws_url = "ws" + url[len("http"):]
@@ -48,7 +50,6 @@ async def bridge(
     )
     await before_start(client)
     await client.prepare(request)
-    sockets = request.app[keys.WEBSOCKETS]
     sockets.add(client)
     try:
         to_backend = asyncio.ensure_future(_relay(client, backend))

@@ -117,6 +117,41 @@ async def test_the_gateways_own_namespaces_are_never_proxied(
     assert recorder.requests == []
 
 
+SITE_WIDE = """\
+routes:
+  - name: site
+    prefix: /
+    backend: http://127.0.0.1:{port}
+    auth: public
+"""
+
+
+@pytest.mark.parametrize(("target", "status"), [
+    pytest.param("/auth/login", 200, id="page"),
+    pytest.param("/%61uth/login", 200, id="encoded-letter-still-the-page"),
+    pytest.param("/auth/%6Cogin", 200, id="encoded-page-name-still-the-page"),
+    pytest.param("//auth/login", 404, id="empty-segment"),
+    pytest.param("/auth", 404, id="bare-prefix"),
+    pytest.param("/auth/no-such-page", 404, id="unknown-page"),
+    pytest.param("/.well-known/jwks.json", 200, id="keys"),
+    pytest.param("/healthz", 200, id="health"),
+    pytest.param("/%6Detrics", 404, id="encoded-metrics"),
+    pytest.param("/_gateway/x", 404, id="gateway-namespace"),
+    pytest.param("/auth/login/%2e%2e/x", 400, id="climb-out-of-a-page"),
+])
+async def test_a_site_wide_route_never_gets_the_gateways_own_paths(
+    make_gateway: Gateway, recorder: RecordingBackend, target: str, status: int
+) -> None:
+    """With a route that claims every path, each spelling of the gateway's own paths is
+    still the gateway's: its page in any spelling that names one, a 404 or 400 otherwise,
+    and the backend sees none of them (the front door decides on the normalised path)."""
+    gw = await make_gateway(SITE_WIDE.format(port=recorder.port))
+    assert await request(gw, target) == status
+    assert recorder.requests == []
+    assert await request(gw, "/authors") == 200  # the route does take everything else
+    assert [r.target for r in recorder.requests] == ["/authors"]
+
+
 STATIC_TRAVERSALS = [
     "/auth/static/../../pyproject.toml",
     "/auth/static/%2e%2e/%2e%2e/pyproject.toml",
