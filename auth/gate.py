@@ -4,8 +4,9 @@ Both entry points read the encrypted cookie, apply the idle and absolute lifetim
 the session record (cached, revocable). Anything wrong at any step means anonymous, and the
 cookie is cleared; nothing here raises for a bad cookie.
 
-- `identify_cookie` + `renew`: the proxy's path, run for every request, straight from the
-  cookie's value (decrypted once per value) without building a session object;
+- `identify_cookie` (+ `settle` when the session record must be looked up) and `renew`: the
+  proxy's path, run for every request, straight from the cookie's value (decrypted once per
+  value) without building a session object;
 - `identify`: the gateway's own pages, through aiohttp-session, which the pages use anyway.
 """
 
@@ -16,7 +17,7 @@ import functools
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 from urllib.parse import quote
 
 from aiohttp import hdrs, web
@@ -51,6 +52,14 @@ class Renewal(enum.Enum):
     CLEAR = "clear"  # ended, revoked or not ours: the browser should drop it
 
 
+class Unsettled(NamedTuple):
+    """A cookie that only its session record can settle (not in the cache just now)."""
+
+    sid: str
+    session: Mapping[str, Any]
+    renewal: Renewal
+
+
 class Authenticator:
     def __init__(
         self,
@@ -82,10 +91,12 @@ class Authenticator:
         request[IDENTITY] = identity
         return identity
 
-    async def identify_cookie(self, cookie: str | None) -> tuple[Identity | None, Renewal]:
+    def identify_cookie(self, cookie: str | None) -> tuple[Identity | None, Renewal] | Unsettled:
         """Who is asking, for the proxy: straight from the cookie's value, without a
         session object (the proxy path runs this for every request); `renew` then puts
-        the renewal on the response."""
+        the renewal on the response. Nearly always the answer is at hand (the session
+        record is cached, or the cookie settles it alone), and no coroutine is spent on it;
+        when only the session record can tell, the answer is `Unsettled`, for `settle`."""
         if cookie is None:
             return None, Renewal.KEEP
         data = self.storage.peek(cookie)
@@ -97,8 +108,13 @@ class Authenticator:
             return None, renewal
         identity = self.registry.cached(sid)
         if identity is UNKNOWN:
-            identity = await self.registry.lookup(sid)
+            return Unsettled(sid, session, renewal)
         return self._confirm(identity, session, renewal)
+
+    async def settle(self, unsettled: Unsettled) -> tuple[Identity | None, Renewal]:
+        """`identify_cookie`'s answer, once the session record has been looked up."""
+        identity = await self.registry.lookup(unsettled.sid)
+        return self._confirm(identity, unsettled.session, unsettled.renewal)
 
     async def _resolve(self, session: Mapping[str, Any]) -> tuple[Identity | None, Renewal]:
         sid, renewal = self._examine(session)

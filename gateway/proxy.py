@@ -10,6 +10,7 @@ answer goes back to the client in one write.
 
 from __future__ import annotations
 
+import functools
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from collections.abc import AsyncIterator
 from aiohttp import web
 from multidict import CIMultiDict
 
-from auth.gate import Authenticator, Renewal
+from auth.gate import Authenticator, Renewal, Unsettled
 from auth.identity import Identity
 from auth.tokens import SigningUnavailable
 from gateway import access, headers, keys, metrics, websocket
@@ -73,28 +74,21 @@ class Proxy:
         exchange.route = route.name
         authenticator = self._authenticator
         cookie = authenticator.storage.load_cookie(request)
-        identity, renewal = await authenticator.identify_cookie(cookie)
+        known = authenticator.identify_cookie(cookie)
+        identity, renewal = (await authenticator.settle(known) if isinstance(known, Unsettled)
+                             else known)
         decision = access.decide(
             route, target.path, target.query,
             logged_in=identity is not None, accept=request.headers.get("Accept"),
         )
-
-        renews = cookie is not None and renewal is not Renewal.KEEP
-
-        async def put_cookie(response: web.StreamResponse) -> None:
-            if renews:
-                assert cookie is not None
-                await authenticator.renew(request, response, cookie, renewal)
-
-        async def before_start(response: web.StreamResponse) -> None:
-            # A response the proxy sends itself is past the point where the caller could
-            # stamp it.
-            headers.stamp_response(response.headers, exchange.request_id, self._https)
-            await put_cookie(response)
+        # What the patron's cookie needs on the way back, if anything (a refresh once a
+        # minute, or clearing); None nearly always.
+        renew = None if cookie is None or renewal is Renewal.KEEP else (cookie, renewal)
 
         if isinstance(decision, access.LoginRequired):
             refused = login_required(decision)
-            await put_cookie(refused)
+            if renew is not None:
+                await authenticator.renew(request, refused, *renew)
             return refused
         if identity is not None:
             exchange.user_id = identity.user_id
@@ -119,7 +113,8 @@ class Proxy:
             url = route.backend.origin + upstream_target
             return await websocket.bridge(
                 request, route, url, CIMultiDict(upstream_headers), self._upstream,
-                self._websockets, before_start)
+                self._websockets,
+                functools.partial(self._before_start, request, exchange.request_id, renew))
 
         body = request if _has_body(request) else None
         asked = time.perf_counter()
@@ -139,15 +134,15 @@ class Proxy:
                 # The common small answer arrived in one piece: head and body go out together.
                 small = web.Response(status=answer.status, reason=answer.reason,
                                      headers=response_headers, body=whole)
-                if renews:
-                    await put_cookie(small)
+                if renew is not None:
+                    await authenticator.renew(request, small, *renew)
                 return small
             response = web.StreamResponse(
                 status=answer.status, reason=answer.reason, headers=response_headers
             )
             if length is not None:
                 response.content_length = length
-            await before_start(response)
+            await self._before_start(request, exchange.request_id, renew, response)
             await response.prepare(request)
             if not streams:
                 await _pump(request, connection.body(), response)
@@ -158,6 +153,15 @@ class Proxy:
             raise
         finally:
             self._upstream.release(route, connection)
+
+    async def _before_start(self, request: web.Request, request_id: str,
+                            renew: tuple[str, Renewal] | None,
+                            response: web.StreamResponse) -> None:
+        """Finish the head of a response the proxy starts itself: past that point its caller
+        could not stamp it any more."""
+        headers.stamp_response(response.headers, request_id, self._https)
+        if renew is not None:
+            await self._authenticator.renew(request, response, *renew)
 
 
 PROXY = web.AppKey("proxy", Proxy)
