@@ -48,9 +48,11 @@ IDENTITY_PREFIX = "x-library-"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
-def _tokens(value: str) -> set[str]:
-    """The header names listed in one Connection header value."""
-    return {token.strip().lower() for token in value.split(",") if token.strip()}
+@functools.lru_cache(maxsize=256)
+def _tokens(value: str) -> frozenset[str]:
+    """The header names listed in one Connection header value (values repeat: a backend
+    sends the same `keep-alive` on every answer)."""
+    return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
 
 
 def _connection_tokens(headers: Headers) -> frozenset[str]:
