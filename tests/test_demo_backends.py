@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import io
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from email.message import EmailMessage
 
@@ -344,6 +346,26 @@ async def test_mail_catcher_listens_on_a_real_ephemeral_port(
     _, writer = await asyncio.open_connection("127.0.0.1", mail_catcher.port)
     writer.close()
     await writer.wait_closed()
+
+
+async def test_stopping_the_mail_catcher_closes_the_connections_it_still_has() -> None:
+    """A client still connected when the catcher stops sees its connection closed by the
+    catcher, not left to the garbage collector as an unclosed socket (a ResourceWarning in
+    the demo's and the tests' output)."""
+    mail_catcher = MailCatcher(out=io.StringIO())
+    mail_catcher.start()
+    reader, writer = await asyncio.open_connection(mail_catcher.host, mail_catcher.port)
+    try:
+        assert (await reader.readline()).startswith(b"220 ")  # the session has begun
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            await asyncio.get_running_loop().run_in_executor(None, mail_catcher.stop)
+            gc.collect()
+        assert [str(w.message) for w in caught if w.category is ResourceWarning] == []
+        assert await asyncio.wait_for(reader.read(), 10) == b""
+    finally:
+        writer.close()
+        await writer.wait_closed()
 
 
 async def test_mail_catcher_prints_a_real_mail_with_links_on_their_own_lines(

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
-from typing import TextIO
+from typing import Any, TextIO
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
@@ -64,18 +64,65 @@ class _Handler:
         return "250 Message accepted for delivery"
 
 
+class _Session(SMTP):
+    """aiosmtpd's SMTP protocol, known to the controller while its connection is open."""
+
+    def __init__(self, sessions: set[_Session], *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sessions = sessions
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._sessions.add(self)
+        super().connection_made(transport)
+
+    def connection_lost(self, error: Exception | None) -> None:
+        self._sessions.discard(self)
+        super().connection_lost(error)
+
+
 class _Controller(Controller):
-    """aiosmtpd's Controller, able to listen on an ephemeral port.
+    """aiosmtpd's Controller, able to listen on an ephemeral port, that closes open SMTP
+    connections before it stops.
 
     After binding, Controller connects to `self.port` once to make the lazy SMTP factory run;
     with port 0 it would connect to port 0 and fail. Learning the bound port from the
-    listening socket first makes that connection, and `.port`, right.
+    listening socket first makes that connection, and `.port`, right. aiosmtpd's `stop`
+    cancels every task and ends the loop at once, which can leave the socket of a
+    connection whose close was still pending open until the garbage collector finds it.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._sessions: set[_Session] = set()
+
+    def factory(self) -> SMTP:
+        return _Session(self._sessions, self.handler, **self.SMTP_kwargs)
 
     def _trigger_server(self) -> None:
         if isinstance(self.server, asyncio.Server):
             self.port = self.server.sockets[0].getsockname()[1]
         super()._trigger_server()  # type: ignore[no-untyped-call]
+
+    async def _wind_down(self) -> None:
+        """Stop listening, close every open connection and let every task end by itself,
+        rather than cancel them all with the loop about to stop."""
+        assert self.server is not None
+        self.server.close()
+        await asyncio.sleep(0)  # an accept already due in this pass still runs: let it
+        this = asyncio.current_task()
+        for _ in range(10):  # a connection accepted meanwhile starts one more round
+            for session in tuple(self._sessions):
+                if session.transport is not None:
+                    session.transport.close()
+            others = [task for task in asyncio.all_tasks() if task is not this]
+            if not others:
+                return
+            await asyncio.wait(others, timeout=5)
+
+    def stop(self, no_assert: bool = False) -> None:
+        if self.loop.is_running():
+            asyncio.run_coroutine_threadsafe(self._wind_down(), self.loop).result(60)
+        super().stop(no_assert)
 
 
 class MailCatcher:
