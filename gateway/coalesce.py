@@ -17,6 +17,7 @@ head goes out at once, after anything held before it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -94,9 +95,15 @@ class HeldTransport(asyncio.Transport):
             return
         self._held = []
         self._held_size = 0
+        data = held[0] if len(held) == 1 else b"".join(held)
         if self._real.is_closing():
-            return  # the connection is gone; so is what was meant for it
-        self._real.write(held[0] if len(held) == 1 else b"".join(held))
+            # Closing since these were written: a transport still draining takes them (and
+            # would take any later write, so they must not leave a hole); one that is gone
+            # for good refuses them, as it would have refused the write.
+            with contextlib.suppress(RuntimeError):
+                self._real.write(data)
+            return
+        self._real.write(data)
 
     def drop(self) -> None:
         """Cut the connection, and what is held with it."""
