@@ -7,6 +7,7 @@ the path parser), so the rest of the code and the error middleware deal only wit
     ├── BadRequest                400: a path or header the gateway refuses to interpret
     ├── NotFound                  404: no route for the path
     ├── PayloadTooLarge           413: body over the route's or the form's limit
+    ├── ExpectationFailed         417: an Expect header other than 100-continue
     ├── ServiceBusy               503: a bounded resource (password hashing) is saturated
     └── UpstreamError             base for failures of a backend
         ├── UpstreamUnavailable   502: refused, reset or unreachable
@@ -41,6 +42,11 @@ class NotFound(GatewayError):
 class PayloadTooLarge(GatewayError):
     status = 413
     title = "Request too large"
+
+
+class ExpectationFailed(GatewayError):
+    status = 417
+    title = "Expectation failed"
 
 
 class ServiceBusy(GatewayError):

@@ -44,8 +44,12 @@ class Front:
             return await self._application(base_request)
         exchange = middleware.open_exchange(request, self._trusted)
         exchange.target = keys.Target(path, query)
-        response = await middleware.answer(
-            request, exchange, self._proxy.handle(request, exchange), unrouted="_unmatched")
+        try:
+            response = await middleware.answer(
+                request, exchange, self._proxy.handle(request, exchange), unrouted="_unmatched")
+        except web.HTTPException as exc:  # aiohttp's own refusals (a broken WebSocket handshake)
+            headers.stamp_response(exc.headers, exchange.request_id, self._https)
+            raise
         if not response.prepared:
             headers.stamp_response(response.headers, exchange.request_id, self._https)
         return response

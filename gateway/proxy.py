@@ -15,7 +15,7 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from auth.gate import Authenticator, Renewal, Unsettled
@@ -23,7 +23,7 @@ from auth.identity import Identity
 from auth.tokens import SigningUnavailable
 from gateway import access, headers, keys, metrics, websocket
 from gateway.connection import ConnectionClosed
-from gateway.errors import NotFound, ServiceBusy
+from gateway.errors import ExpectationFailed, NotFound, PayloadTooLarge, ServiceBusy
 from gateway.pages import login_required
 from gateway.reload import RouteMap
 from gateway.routes import is_reserved
@@ -41,6 +41,17 @@ def _has_body(request: web.Request) -> bool:
     if "Content-Length" not in headers:
         return request.method not in _BODYLESS_METHODS and request.body_exists
     return bool(request.content_length)
+
+
+def _expects_continue(request: web.Request) -> bool:
+    """Whether the client waits for "100 Continue" before it sends its body; any other
+    expectation is refused (the backend never sees Expect: the gateway answers it)."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version != HttpVersion11:
+        return False
+    if expect.lower() != "100-continue":
+        raise ExpectationFailed("The gateway meets no expectation but 100-continue.")
+    return True
 
 
 async def proxied(request: web.Request) -> web.StreamResponse:
@@ -72,6 +83,7 @@ class Proxy:
                 return web.Response(status=302, headers={"Location": "/auth/account"})
             raise NotFound()
         exchange.route = route.name
+        continues = _expects_continue(request)
         authenticator = self._authenticator
         cookie = authenticator.storage.load_cookie(request)
         known = authenticator.identify_cookie(cookie)
@@ -117,6 +129,15 @@ class Proxy:
                 functools.partial(self._before_start, request, exchange.request_id, renew))
 
         body = request if _has_body(request) else None
+        if body is not None:
+            length = request.content_length
+            if route.max_body is not None and length is not None and length > route.max_body:
+                raise PayloadTooLarge("The upload is larger than this service accepts.")
+            if continues:
+                # Only now, with the request allowed and its size acceptable, is the client
+                # asked for its body.
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0
         asked = time.perf_counter()
         _, overhead, upstream_time = metrics.route_histograms(route.name)
         overhead.observe(asked - exchange.started)

@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from gateway.errors import BadRequest
 from gateway.routes import Route
 from gateway.upstream import Upstream
 
@@ -40,6 +41,8 @@ async def bridge(
     """Relay a WebSocket, kept in `sockets` while open (for a polite close at shutdown);
     `before_start` gets the client's response before it is sent (for its headers and the
     session cookie)."""
+    if not web.WebSocketResponse().can_prepare(request).ok:
+        raise BadRequest("This is not a valid WebSocket handshake.")
     # Connect to the backend first: if it is down the client gets a plain 502, not a socket
     # that opens and dies.
     ws_url = "ws" + url[len("http"):]

@@ -292,6 +292,64 @@ async def test_route_upload_limit_answers_413(
     assert resp.status == 413
 
 
+async def expect_continue(port: int, target: str, length: int = 5) -> tuple[bytes, bytes]:
+    """Ask to upload with `Expect: 100-continue`: the first answer line the gateway gives
+    before any body is sent, then (the body sent anyway) the status line of the final answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write((f"POST {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}"
+                      "\r\nExpect: 100-continue\r\nAccept: application/json\r\n"
+                      "Connection: close\r\n\r\n").encode())
+        async with asyncio.timeout(10):  # a client waiting for the 100 would give up too
+            first = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+        if first.startswith(b"HTTP/1.1 100 "):
+            writer.write(b"x" * length)
+            final = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
+        else:
+            final = first
+        return first, final
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_an_upload_that_expects_100_continue_gets_it_and_reaches_the_backend(
+    gw: TestClient,
+) -> None:
+    """curl and aiohttp's client wait for "100 Continue" before sending a body (found by
+    review: the proxy path stopped sending it, and such uploads hung)."""
+    assert gw.port is not None
+    assert await expect_continue(gw.port, "/catalogue/upload") == (
+        b"HTTP/1.1 100 Continue", b"HTTP/1.1 200 OK")
+    resp = await gw.post("/catalogue/upload", data=b"x" * 10_000, expect100=True)
+    assert (await resp.json())["body_length"] == 10_000
+    # The gateway answered the expectation; the backend gets the body outright.
+    assert "expect" not in received(await resp.json())
+
+
+async def test_an_upload_the_gateway_will_refuse_is_not_invited(
+    make_gateway: Callable[..., Any], backend: TestServer
+) -> None:
+    """No "100 Continue" for a body that would be refused anyway: the refusal comes first,
+    and the client need not send it."""
+    gw = await make_gateway(routes_for(backend.port).replace(
+        "auth: optional", "auth: optional\n    max_body: 1KiB", 1))
+    assert gw.port is not None
+    assert await expect_continue(gw.port, "/reservations/mine") == (
+        b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 401 Unauthorized")
+    assert await expect_continue(gw.port, "/catalogue/upload", length=4096) == (
+        b"HTTP/1.1 413 Request Entity Too Large", b"HTTP/1.1 413 Request Entity Too Large")
+
+
+async def test_an_expectation_other_than_100_continue_is_refused(gw: TestClient) -> None:
+    assert gw.port is not None
+    status, answer = await raw_request(gw.port, (
+        b"POST /catalogue/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+        b"Expect: teapot\r\nConnection: close\r\n\r\n"))
+    assert status == 417
+    assert b"Server: library-gateway" in answer
+
+
 async def test_websocket_is_proxied_both_ways(
     make_gateway: Callable[..., Any], aiohttp_server: Callable[..., Any]
 ) -> None:

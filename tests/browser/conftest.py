@@ -46,6 +46,7 @@ from gateway.demo.mailcatcher import MailCatcher
 from gateway.demo.runner import DEMO_ROUTES
 from gateway.reload import RouteMap
 from gateway.routes import parse_routes
+from gateway.server import GatewayRunner
 from gateway.settings import Settings
 from tests.conftest import FAST_ARGON2, link_in, mail_for
 
@@ -94,8 +95,9 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-async def _serve(app: web.Application, sock: socket.socket) -> web.AppRunner:
-    runner = web.AppRunner(app, access_log=None)
+async def _serve(app: web.Application, sock: socket.socket,
+                 runner_class: type[web.AppRunner] = web.AppRunner) -> web.AppRunner:
+    runner = runner_class(app, access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock).start()
     return runner
@@ -169,7 +171,8 @@ async def library(
                 cookie_keys=MultiFernet([Fernet(Fernet.generate_key())]),
                 hasher=hasher, mail_transport=SmtpTransport(catcher.url),
             )
-            runners.insert(0, await _serve(gateway, sock))
+            # Served as `library-gateway run` serves it (its front door and held writes).
+            runners.insert(0, await _serve(gateway, sock, GatewayRunner))
             yield Library(settings.public_url, gateway, catcher)
         finally:
             for runner in runners:

@@ -254,6 +254,26 @@ async def test_a_websocket_handshake_carries_the_gateways_headers(
     assert lines["x-content-type-options"] == "nosniff"
 
 
+async def test_a_broken_websocket_handshake_is_refused_with_the_gateways_headers(
+    make_gateway: Gateway, recorder: RecordingBackend
+) -> None:
+    """Upgrade and Connection say WebSocket, the rest of the handshake is missing: a 400
+    from the gateway, never aiohttp's own answer naming its and Python's versions, and the
+    backend is not even asked (found by review)."""
+    gw = await make_gateway(routes_for(recorder.port))
+    assert gw.port is not None
+    answer = await exchange(gw.port, b"GET /open/live HTTP/1.1\r\nHost: localhost\r\n"
+                                     b"Upgrade: websocket\r\nConnection: Upgrade, close\r\n"
+                                     b"X-Request-Id: ws-broken-1\r\n\r\n")
+    status_line, *lines = head_of(answer).split("\r\n")
+    assert status_line.startswith("HTTP/1.1 400 ")
+    assert "Server: library-gateway" in lines
+    assert "X-Request-Id: ws-broken-1" in lines
+    assert "X-Content-Type-Options: nosniff" in lines
+    assert b"aiohttp" not in answer and b"Python" not in answer
+    assert recorder.requests == []
+
+
 async def test_a_backends_own_server_banner_is_replaced(
     make_gateway: Gateway, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> None:
