@@ -104,11 +104,11 @@ class _Controller(Controller):
         super()._trigger_server()  # type: ignore[no-untyped-call]
 
     async def _wind_down(self) -> None:
-        """Stop listening, close every open connection and let every task end by itself,
-        rather than cancel them all with the loop about to stop."""
+        """Close every open connection and let every task end by itself, then stop
+        listening, rather than cancel them all with the loop about to stop. The listener is
+        closed last: on Python 3.11 a connection accepted just before it closes is lost with
+        its socket still open (the transport's `Server._attach` fails)."""
         assert self.server is not None
-        self.server.close()
-        await asyncio.sleep(0)  # an accept already due in this pass still runs: let it
         this = asyncio.current_task()
         for _ in range(10):  # a connection accepted meanwhile starts one more round
             for session in tuple(self._sessions):
@@ -116,8 +116,9 @@ class _Controller(Controller):
                     session.transport.close()
             others = [task for task in asyncio.all_tasks() if task is not this]
             if not others:
-                return
+                break
             await asyncio.wait(others, timeout=5)
+        self.server.close()
 
     def stop(self, no_assert: bool = False) -> None:
         if self.loop.is_running():
