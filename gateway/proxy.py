@@ -1,11 +1,11 @@
 """Forwarding one request to its backend and streaming the answer back.
 
 Everything that is not one of the gateway's own pages lands here (from `gateway.front`), with
-its target already normalised. `Proxy.handle` looks the route up,
-asks the access decision, builds the backend's headers and streams both bodies without holding
-them in memory. It runs for every request of every patron, so it does only what it must:
-the cookie is read without a session object, the identity token comes from a cache, and a small
-answer goes back to the client in one write.
+its target already normalised. `Proxy.handle` looks the route up, asks the access decision,
+builds the backend's headers and streams both bodies without holding them in memory. It runs
+for every request of every patron, so it does only what it must: the cookie is read without a
+session object, the identity token comes from a cache, and a small answer goes back to the
+client in one write.
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ class Proxy:
 
         body = request if _has_body(request) else None
         if body is not None:
-            length = request.content_length
-            if route.max_body is not None and length is not None and length > route.max_body:
+            declared = request.content_length
+            if route.max_body is not None and declared is not None and declared > route.max_body:
                 raise PayloadTooLarge("The upload is larger than this service accepts.")
             if continues:
                 # Only now, with the request allowed and its size acceptable, is the client
