@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from auth.passwords import identify, wrap_legacy
-from auth.usernames import UsernameRejected, canonical, check_username
+from auth.credentials.passwords import identify, wrap_legacy
+from auth.credentials.usernames import UsernameRejected, canonical, check_username
 
 __all__ = ["COLUMNS", "Candidate", "FileRefused", "Refusal", "Tally", "check_password_hash",
            "read_import"]

@@ -26,7 +26,7 @@ import aiosmtplib
 import asyncpg
 import jinja2
 
-from auth.metrics import MAILS
+from auth.telemetry import MAILS
 
 log = logging.getLogger("auth.mail")
 

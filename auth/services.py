@@ -11,17 +11,17 @@ from typing import Any
 import jinja2
 from aiohttp import web
 
-from auth.accounts import Accounts
-from auth.gate import Authenticator
-from auth.lifetimes import Lifetimes
-from auth.links import Links
+from auth.credentials.password_policy import PasswordPolicy
+from auth.credentials.passwords import PasswordHasher
+from auth.credentials.throttle import Throttle
 from auth.mail import Composer, Outbox
-from auth.passwords import PasswordHasher
-from auth.policy import PasswordPolicy
-from auth.sessions import SessionRegistry
-from auth.theme import Theme
-from auth.throttle import Throttle
-from auth.tokens import KeyStore
+from auth.pages.theme import Theme
+from auth.sessions.authenticator import Authenticator
+from auth.sessions.lifetimes import Lifetimes
+from auth.sessions.registry import SessionRegistry
+from auth.signing import KeyStore
+from auth.store.accounts import Accounts
+from auth.store.links import Links
 
 
 @dataclass

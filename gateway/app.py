@@ -1,10 +1,10 @@
 """Assembling the gateway: `create_app` wires injected parts into one aiohttp application.
 
-Order of things a page request meets (outermost first): the gateway middleware (request
-context, errors, metrics), aiohttp-session's cookie middleware, then the page. Served by
-`gateway.server.GatewayRunner`, proxied requests do not enter the application at all:
-`gateway.front` hands them to the proxy first (the application's catch-all route would
-proxy them too, only slower). Every long-lived resource (database pool, LISTEN connection,
+The application serves only the gateway's own pages: every request enters through
+`gateway.server.front` (the one way in, installed by `gateway.server.runner.GatewayRunner`),
+which hands proxied requests to the proxy itself. Order of things a page request meets
+(outermost first): the `pages` middleware (errors, metrics), aiohttp-session's cookie
+middleware, then the page. Every long-lived resource (database pool, LISTEN connection,
 upstream client, route watcher) is opened and closed in a cleanup_ctx.
 """
 
@@ -21,27 +21,31 @@ from aiohttp import WSCloseCode, web
 from aiohttp_session import session_middleware
 from cryptography.fernet import MultiFernet
 
-from auth import account, activation, notify, recovery, static_files
-from auth import login as auth_login
-from auth.accounts import Accounts
-from auth.cookies import SessionCookieStorage
-from auth.gate import Authenticator
-from auth.lifetimes import Lifetimes
-from auth.links import Links
+from auth import notify
+from auth.credentials.passwords import PasswordHasher
+from auth.credentials.throttle import Throttle
 from auth.mail import CHANNEL as MAIL_CHANNEL
 from auth.mail import Composer, Outbox, OutboxWorker, Transport, transport_for
-from auth.passwords import PasswordHasher
+from auth.pages import account, activation, recovery, static_files
+from auth.pages import login as auth_login
+from auth.pages.theme import Theme
 from auth.services import SERVICES, TEMPLATES, AuthServices, template_environment
-from auth.sessions import CHANNEL as SESSIONS_CHANNEL
-from auth.sessions import SessionRegistry
-from auth.theme import Theme
-from auth.throttle import Throttle
-from auth.tokens import IdentitySigner, KeyStore
-from gateway import database, health, keys, metrics, middleware, proxy
-from gateway.reload import RouteMap, route_watcher
-from gateway.settings import Settings
-from gateway.state import Lifecycle
-from gateway.upstream import Upstream
+from auth.sessions.authenticator import Authenticator
+from auth.sessions.cookies import SessionCookieStorage
+from auth.sessions.lifetimes import Lifetimes
+from auth.sessions.registry import CHANNEL as SESSIONS_CHANNEL
+from auth.sessions.registry import SessionRegistry
+from auth.signing import IdentitySigner, KeyStore
+from auth.store import schema
+from auth.store.accounts import Accounts
+from auth.store.links import Links
+from gateway import appkeys, database, middleware
+from gateway.config.reload import RouteMap, route_watcher
+from gateway.config.settings import Settings
+from gateway.ops import health, metrics
+from gateway.ops.lifecycle import Lifecycle
+from gateway.proxy.handler import Proxy
+from gateway.proxy.upstream import Upstream
 
 KEYS_CHANNEL = "library_gateway_keys"
 
@@ -49,8 +53,8 @@ KEYS_CHANNEL = "library_gateway_keys"
 async def _drain(app: web.Application) -> None:
     """Runs once the listener is closed: report not-ready, and close WebSockets politely
     while in-flight HTTP requests get the grace period to finish."""
-    app[keys.LIFECYCLE].draining = True
-    live = app[keys.WEBSOCKETS]
+    app[appkeys.LIFECYCLE].draining = True
+    live = app[appkeys.WEBSOCKETS]
     await asyncio.gather(
         *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
           for ws in tuple(live)),
@@ -98,7 +102,7 @@ def create_app(
         text_colour=settings.theme_text_colour, logo_url=settings.theme_logo_url,
     )
     app = web.Application(
-        middlewares=[middleware.gateway(settings), session_middleware(storage)],
+        middlewares=[middleware.pages, session_middleware(storage)],
         client_max_size=64 * 1024,
         handler_args={
             "max_field_size": 8190, "max_line_size": 8190, "max_headers": 100,
@@ -108,17 +112,17 @@ def create_app(
             "keepalive_timeout": settings.idle_timeout,
         },
     )
-    app[keys.SETTINGS] = settings
-    app[keys.ROUTES] = route_map
-    app[keys.LIFECYCLE] = Lifecycle()
-    app[keys.WEBSOCKETS] = weakref.WeakSet()
+    app[appkeys.SETTINGS] = settings
+    app[appkeys.ROUTES] = route_map
+    app[appkeys.LIFECYCLE] = Lifecycle()
+    app[appkeys.WEBSOCKETS] = weakref.WeakSet()
     app[TEMPLATES] = template_environment()
     lifetimes = Lifetimes(idle=settings.session_idle_timeout, absolute=settings.session_lifetime)
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
         pool = await database.create_pool(database_url)
         async with pool.acquire() as conn:
-            await database.migrate(conn)
+            await schema.migrate(conn)
         key_store = KeyStore(pool, cookie_keys)
         await key_store.load()
         registry = SessionRegistry(pool)
@@ -129,10 +133,10 @@ def create_app(
             max_workers=settings.argon2_workers, memory_cost=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
         )
-        app[keys.POOL] = pool
+        app[appkeys.POOL] = pool
         upstream = Upstream()
-        app[proxy.PROXY] = proxy.Proxy(settings, route_map, authenticator, upstream,
-                                       app[keys.WEBSOCKETS])
+        app[appkeys.PROXY] = Proxy(settings, route_map, authenticator, upstream,
+                                       app[appkeys.WEBSOCKETS])
         services = AuthServices(
             accounts=Accounts(pool), hasher=own_hasher, registry=registry,
             authenticator=authenticator, keys=key_store, lifetimes=lifetimes,
@@ -148,7 +152,7 @@ def create_app(
             pool, mail_transport or transport_for(settings.smtp_url.reveal(), settings.data_dir),
             settings.sender,
         )
-        app[keys.OUTBOX_WORKER] = worker
+        app[appkeys.OUTBOX_WORKER] = worker
 
         def keys_changed(_payload: str) -> None:
             asyncio.get_running_loop().create_task(key_store.refresh())
@@ -161,7 +165,7 @@ def create_app(
                       asyncio.create_task(_sample_gauges(pool, services.outbox))]
         try:
             async with notify.listening(database_url, handlers, registry.forget_all):
-                app[keys.LIFECYCLE].database_ok = True
+                app[appkeys.LIFECYCLE].database_ok = True
                 yield
                 # Forgot-password work queued by the last requests still gets done.
                 await asyncio.gather(*services.background, return_exceptions=True)
@@ -187,7 +191,4 @@ def create_app(
     for module in (auth_login, account, recovery, activation):
         module.add_routes(app)
     static_files.add_routes(app)
-    # The catch-all. The gateway middleware recognises this route and hands its requests to
-    # the proxy itself, past the page machinery.
-    app.router.add_route("*", "/{tail:.*}", proxy.proxied, name=middleware.PROXY_ROUTE)
     return app

@@ -21,17 +21,18 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet, MultiFernet
 from yarl import URL
 
+from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport, Transport
-from auth.passwords import PasswordHasher
 from auth.services import SERVICES, template_environment
+from auth.store import schema
 from gateway import database
 from gateway.app import create_app
+from gateway.appkeys import OUTBOX_WORKER
+from gateway.config.reload import RouteMap
+from gateway.config.routes import parse_routes
+from gateway.config.settings import Settings
 from gateway.demo.mailcatcher import MailCatcher
-from gateway.keys import OUTBOX_WORKER
-from gateway.reload import RouteMap
-from gateway.routes import parse_routes
-from gateway.server import GatewayRunner
-from gateway.settings import Settings
+from gateway.server.runner import GatewayRunner
 
 
 class GatewayTestServer(TestServer):
@@ -66,7 +67,7 @@ def database_url(postgres_server: str, request: pytest.FixtureRequest) -> str:
         url = await database.ensure_database(postgres_server, name)
         conn = await asyncpg.connect(url)
         try:
-            await database.migrate(conn)
+            await schema.migrate(conn)
         finally:
             await conn.close()
         return url

@@ -21,9 +21,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from cryptography.fernet import MultiFernet
 
-from auth import i18n
-from auth.accounts import Account, Accounts
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
+from auth.pages import i18n
+from auth.store.accounts import Account, Accounts
 
 COOKIE = "library_session"
 PASSWORD = "correct horse battery staple"

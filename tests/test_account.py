@@ -12,9 +12,9 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 from yarl import URL
 
-from auth import i18n
-from auth.accounts import Account, Accounts
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
+from auth.pages import i18n
+from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
 from tests.conftest import mail_for, outbox_for, plain_text
 from tests.helpers import (

@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient
 from cryptography.fernet import MultiFernet
 from yarl import URL
 
-from auth.accounts import Account, Accounts
-from auth.activation import Invitations
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
+from auth.pages.activation import Invitations
 from auth.services import SERVICES
+from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
 from tests.conftest import followed, link_in, mail_for, outbox_for, settle, token_of
 from tests.helpers import (

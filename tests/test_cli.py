@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import SETTINGS
+from gateway.config.settings import SETTINGS
 
 ROOT = Path(__file__).resolve().parent.parent
 

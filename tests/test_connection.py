@@ -7,14 +7,14 @@ import asyncio
 
 import pytest
 
-from gateway.connection import (
+from gateway.proxy.connection import (
     HIGH_WATER,
     LOW_WATER,
     Answer,
     BackendConnection,
     ConnectionClosed,
 )
-from gateway.upstream import request_head
+from gateway.proxy.upstream import request_head
 
 
 class RecordingTransport(asyncio.Transport):

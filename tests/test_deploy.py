@@ -31,16 +31,16 @@ from cryptography.fernet import Fernet, MultiFernet
 from kubernetes_validate import utils as kubernetes_schemas  # type: ignore[import-untyped]
 from prometheus_client.metrics import MetricWrapperBase
 
-from auth import metrics as auth_metrics
-from auth.cookies import CookieKeyError, parse_keys
-from gateway import health
-from gateway import metrics as gateway_metrics
+from auth import telemetry as auth_metrics
+from auth.sessions.cookies import CookieKeyError, parse_keys
 from gateway.app import create_app
-from gateway.cli import build_parser
+from gateway.cli.main import build_parser
+from gateway.config.reload import RouteMap
+from gateway.config.routes import RouteTable, load_routes, parse_routes
+from gateway.config.settings import SETTINGS, Settings
 from gateway.demo import serve_backends
-from gateway.reload import RouteMap
-from gateway.routes import RouteTable, load_routes, parse_routes
-from gateway.settings import SETTINGS, Settings
+from gateway.ops import health
+from gateway.ops import metrics as gateway_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -14,11 +14,11 @@ import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.fernet import MultiFernet
 
-from auth.accounts import Account
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from auth.services import SERVICES
-from auth.tokens import TOKEN_TTL
-from gateway import keys as app_keys
+from auth.signing import TOKEN_TTL
+from auth.store.accounts import Account
+from gateway import appkeys as app_keys
 from tests.helpers import (
     add_patron,
     fetch,

@@ -19,8 +19,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from passlib.hash import django_pbkdf2_sha256, django_salted_sha1, ldap_salted_sha1, md5_crypt
 
-from auth.accounts import Accounts
-from auth.passwords import PasswordHasher, identify
+from auth.credentials.passwords import PasswordHasher, identify
+from auth.store.accounts import Accounts
 from tests.helpers import add_patron, login
 
 pytestmark = pytest.mark.slow

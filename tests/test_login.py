@@ -13,9 +13,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 from passlib.hash import md5_crypt
 
-from auth import i18n
-from auth.accounts import Accounts, UsernameTaken
-from auth.passwords import PasswordHasher, wrap_legacy
+from auth.credentials.passwords import PasswordHasher, wrap_legacy
+from auth.pages import i18n
+from auth.store.accounts import Accounts, UsernameTaken
 from tests.helpers import (
     COOKIE,
     PASSWORD,

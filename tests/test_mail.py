@@ -19,9 +19,9 @@ import markupsafe
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from auth import i18n
+from auth.credentials.passwords import PasswordHasher
 from auth.mail import Composer, Mail, Outbox, OutboxWorker, SmtpTransport
-from auth.passwords import PasswordHasher
+from auth.pages import i18n
 from auth.services import template_environment
 from gateway.demo.mailcatcher import MailCatcher
 from tests.conftest import (

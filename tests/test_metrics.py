@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway import metrics
-from gateway.admin import create_admin_app
+from gateway.ops import metrics
+from gateway.ops.admin import create_admin_app
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

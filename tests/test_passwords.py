@@ -13,7 +13,13 @@ import bcrypt
 import pytest
 from passlib.hash import django_pbkdf2_sha256, django_salted_sha1, ldap_salted_sha1, md5_crypt
 
-from auth.passwords import HasherBusy, PasswordHasher, Verification, identify, wrap_legacy
+from auth.credentials.passwords import (
+    HasherBusy,
+    PasswordHasher,
+    Verification,
+    identify,
+    wrap_legacy,
+)
 
 PASSWORD = "correct horse B\u00e4tterie \u2713"
 WRONG = "correct horse B\u00e4tterie \u2717"

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.paths import MAX_PATH_LENGTH, BadPath, normalise
+from gateway.proxy.paths import MAX_PATH_LENGTH, BadPath, normalise
 
 # No example database: it would write a .hypothesis directory into the working tree.
 quick = settings(database=None, max_examples=400, deadline=None)

@@ -7,7 +7,12 @@ from importlib import resources
 
 import pytest
 
-from auth.policy import COMMON_PASSWORDS_FILE, PasswordPolicy, PasswordRejected, is_common
+from auth.credentials.password_policy import (
+    COMMON_PASSWORDS_FILE,
+    PasswordPolicy,
+    PasswordRejected,
+    is_common,
+)
 
 POLICY = PasswordPolicy()
 USERNAME = "Marja.Virtanen"

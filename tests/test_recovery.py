@@ -17,11 +17,11 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import MultiFernet
 from yarl import URL
 
-from auth.accounts import Account, Accounts
-from auth.activation import Invitations
+from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport
-from auth.passwords import PasswordHasher
+from auth.pages.activation import Invitations
 from auth.services import SERVICES
+from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
 from tests.conftest import (
     followed,

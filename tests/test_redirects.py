@@ -9,7 +9,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
 
-from auth.redirects import MAX_NEXT_LENGTH, safe_next
+from auth.pages.redirects import MAX_NEXT_LENGTH, safe_next
 
 CORPUS = Path(__file__).parent / "data" / "open_redirects.txt"
 BASE = "https://login.library.example/auth/login"

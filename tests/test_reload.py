@@ -21,8 +21,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway import keys
-from gateway.routes import RoutesInvalid, RouteTable
+from gateway import appkeys
+from gateway.config.routes import RoutesInvalid, RouteTable
 from tests.conftest import routes_for
 
 # A safety net so that a watcher which never fires fails the test instead of hanging the
@@ -41,7 +41,7 @@ class Reloads:
         self.changed = asyncio.Event()
         self.failed = asyncio.Event()
         self.refused: list[RoutesInvalid] = []
-        route_map = client.app[keys.ROUTES]
+        route_map = client.app[appkeys.ROUTES]
         route_map.on_change.append(self._on_change)
         route_map.on_failure.append(self._on_failure)
 

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.paths import normalise
-from gateway.routes import (
+from gateway.config.routes import (
     RESERVED_PREFIXES,
     Auth,
     Backend,
@@ -25,6 +24,7 @@ from gateway.routes import (
     parse_backend_url,
     parse_routes,
 )
+from gateway.proxy.paths import normalise
 
 CONTRACT_EXAMPLE = """\
 routes:

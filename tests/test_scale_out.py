@@ -33,8 +33,8 @@ from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet
 from prometheus_client.parser import text_string_to_metric_families
 
+from auth.store.schema import migration_files
 from gateway import database
-from gateway.database import migration_files
 from tests.helpers import COOKIE, csrf_in, identity_seen
 
 pytestmark = pytest.mark.slow

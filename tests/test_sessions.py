@@ -15,9 +15,9 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet, MultiFernet
 
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from auth.services import SERVICES
-from auth.sessions import UNKNOWN, SessionRegistry
+from auth.sessions.registry import UNKNOWN, SessionRegistry
 from tests.conftest import routes_for
 from tests.helpers import (
     PASSWORD,

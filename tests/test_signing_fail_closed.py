@@ -9,7 +9,7 @@ from typing import Any
 import asyncpg
 from aiohttp.test_utils import TestServer
 
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from auth.services import SERVICES
 from tests.conftest import routes_for
 from tests.helpers import add_patron, login

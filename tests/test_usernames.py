@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from auth.usernames import (
+from auth.credentials.usernames import (
     DEFAULT_PASS_NUMBER_PATTERN,
     UsernameRejected,
     canonical,

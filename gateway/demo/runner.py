@@ -18,16 +18,17 @@ import sys
 
 from aiohttp import web
 
-from auth.accounts import Accounts
-from auth.passwords import PasswordHasher
-from gateway import bootstrap, logs
+from auth.credentials.passwords import PasswordHasher
+from auth.store.accounts import Accounts
 from gateway.app import create_app
-from gateway.cli import load_settings
+from gateway.cli import bootstrap
+from gateway.cli.main import load_settings
+from gateway.config.reload import RouteMap
+from gateway.config.routes import parse_routes
 from gateway.demo.backends import catalogue_app, digital_app, reservations_app
 from gateway.demo.mailcatcher import MailCatcher
-from gateway.reload import RouteMap
-from gateway.routes import parse_routes
-from gateway.server import GatewayRunner
+from gateway.ops import logs
+from gateway.server.runner import GatewayRunner
 
 DEMO_PASS_NUMBER = "20261129"
 DEMO_USERNAME = "demo.patron"

@@ -35,19 +35,19 @@ from aiohttp import web
 from cryptography.fernet import Fernet, MultiFernet
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
-from auth.accounts import Account
-from auth.activation import Invitations
+from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport
-from auth.passwords import PasswordHasher
+from auth.pages.activation import Invitations
 from auth.services import SERVICES, AuthServices
+from auth.store.accounts import Account
 from gateway.app import create_app
+from gateway.config.reload import RouteMap
+from gateway.config.routes import parse_routes
+from gateway.config.settings import Settings
 from gateway.demo.backends import catalogue_app, digital_app, reservations_app
 from gateway.demo.mailcatcher import MailCatcher
 from gateway.demo.runner import DEMO_ROUTES
-from gateway.reload import RouteMap
-from gateway.routes import parse_routes
-from gateway.server import GatewayRunner
-from gateway.settings import Settings
+from gateway.server.runner import GatewayRunner
 from tests.conftest import FAST_ARGON2, link_in, mail_for
 
 ROOT = Path(__file__).resolve().parents[2]

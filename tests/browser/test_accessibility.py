@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from auth import i18n
+from auth.pages import i18n
 from tests.browser.conftest import PASSWORD, Library, NewContext, Shoot
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]

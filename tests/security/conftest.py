@@ -19,7 +19,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from aiohttp.typedefs import LooseHeaders
 
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from tests.helpers import csrf_in
 from tests.security.wire import RecordingBackend
 

@@ -14,7 +14,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from yarl import URL
 
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from tests.conftest import routes_for
 from tests.helpers import PASSWORD, add_patron, form_token, login, post_form
 from tests.security.conftest import attempt
@@ -198,7 +198,9 @@ async def test_every_kind_of_answer_is_nosniff_and_names_no_version(
         "auth-static": await gw.get("/auth/static/style.css"),
     }
     statuses = [resp.status for resp in answers.values()]
-    assert statuses == [200, 200, 404, 400, 401, 502, 302, 200, 200, 200, 404, 200]
+    # A gateway page asked with a method it does not take: 405 with Allow (RFC 9110 15.5.6).
+    assert statuses == [200, 200, 404, 400, 401, 502, 302, 200, 200, 200, 405, 200]
+    assert set(answers["auth-method"].headers["Allow"].split(",")) == {"GET", "HEAD", "POST"}
     assert await answers["streamed"].text() == "streamed until close"
     for kind, resp in answers.items():
         assert resp.headers["X-Content-Type-Options"] == "nosniff", kind

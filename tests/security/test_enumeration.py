@@ -17,9 +17,9 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from auth.accounts import Account, Accounts
+from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport
-from auth.passwords import PasswordHasher
+from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
 from tests.conftest import FAST_ARGON2, routes_for
 from tests.helpers import PASSWORD, add_patron, form_token, post_form, unique_pass_number

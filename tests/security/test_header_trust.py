@@ -14,7 +14,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from tests.conftest import routes_for
 from tests.helpers import add_patron, login, unique_pass_number
 from tests.security.conftest import attempt, ledger

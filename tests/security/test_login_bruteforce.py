@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from tests.conftest import routes_for
 from tests.helpers import PASSWORD, add_patron, unique_pass_number
 from tests.security.conftest import attempt, ledger, lift_blocks

@@ -16,7 +16,7 @@ import markupsafe
 import pytest
 from aiohttp.test_utils import TestClient
 
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from tests.conftest import routes_for
 from tests.helpers import add_patron, form_token, login, post_form
 from tests.security.wire import RecordingBackend, exchange, head_of

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient, TestServer
 
-from auth.accounts import Account, Accounts
+from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport
-from auth.passwords import PasswordHasher
+from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
 from tests.conftest import (
     followed,

@@ -17,9 +17,9 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from auth import forms
+from auth.credentials.passwords import PasswordHasher
 from auth.mail import Mail, Outbox, OutboxWorker, Transport
-from auth.passwords import PasswordHasher
+from auth.pages import forms
 from tests.conftest import FAST_ARGON2, routes_for
 from tests.helpers import (
     PASSWORD,

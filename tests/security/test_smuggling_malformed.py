@@ -22,7 +22,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
 from tests.conftest import routes_for
 from tests.helpers import PASSWORD, add_patron, form_token
 from tests.security.wire import RecordingBackend, exchange, statuses

@@ -12,8 +12,8 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestClient
 
-from auth.accounts import Account, Accounts
-from auth.passwords import PasswordHasher
+from auth.credentials.passwords import PasswordHasher
+from auth.store.accounts import Account, Accounts
 from tests.conftest import routes_for
 from tests.helpers import PASSWORD, add_patron, form_token, login, post_form, unique_pass_number
 from tests.security.conftest import attempt, ledger

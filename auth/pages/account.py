@@ -1,0 +1,144 @@
+"""The patron's own login details: see them, change the username, change the password.
+
+Both changes need the current password. A refused change answers with the page and the
+reason: 403 for a wrong current password, 409 for a taken username, 422 for a rule broken.
+Every change mails a notice to the stored address (queued with the change itself); a password
+change also ends every other session of the patron.
+"""
+
+from __future__ import annotations
+
+import math
+
+from aiohttp import web
+from aiohttp_session import get_session
+
+from auth.credentials import throttle
+from auth.credentials.password_policy import PasswordRejected
+from auth.credentials.passwords import HasherBusy
+from auth.credentials.usernames import UsernameRejected, check_username
+from auth.identity import Identity
+from auth.mail import Outbox
+from auth.pages.forms import read_checked_form
+from auth.pages.i18n import translator
+from auth.pages.render import language, message, render
+from auth.services import SERVICES
+from auth.store.accounts import Account, UsernameTaken
+
+
+async def _current(request: web.Request) -> tuple[Identity, Account]:
+    services = request.app[SERVICES]
+    identity = await services.authenticator.identify(request)
+    account = await services.accounts.by_id(identity.user_id) if identity else None
+    if identity is None or account is None:
+        raise web.HTTPFound("/auth/login?next=%2Fauth%2Faccount")
+    return identity, account
+
+
+async def _page(
+    request: web.Request, account: Account, *, status: int = 200, **context: object
+) -> web.Response:
+    services = request.app[SERVICES]
+    return await render(request, "account.html", status=status, account=account,
+                        personal_data_url=services.personal_data_url,
+                        new_username=context.pop("new_username", ""), **context)
+
+
+async def account_page(request: web.Request) -> web.Response:
+    _, account = await _current(request)
+    session = await get_session(request)
+    notice = session.pop("notice", None)
+    return await _page(request, account, notice=notice if isinstance(notice, str) else None)
+
+
+async def change_username(request: web.Request) -> web.StreamResponse:
+    _, account = await _current(request)
+    services = request.app[SERVICES]
+    form = await read_checked_form(request, ("new_username", "password"))
+    if form is None:
+        return await message(request, 403, "csrf.title", "csrf.text")
+    t = translator(language(request))
+    wanted = form["new_username"].strip()
+
+    async def refuse(status: int, field: str, key: str) -> web.Response:
+        return await _page(request, account, status=status, new_username=wanted[:64],
+                           errors={field: t[key]})
+
+    if not await _password_ok(request, account, form["password"]):
+        return await refuse(403, "password", "error.wrong_password")
+    try:
+        username = check_username(wanted, own_pass_number=account.pass_number,
+                                   pass_number_pattern=services.pass_number_pattern)
+    except UsernameRejected as exc:
+        return await refuse(422, "new_username", f"error.username.{exc.code}")
+    try:
+        await services.accounts.set_username(account.id, username)
+    except UsernameTaken:
+        return await refuse(409, "new_username", "error.username_taken")
+    await services.registry.account_changed(account.id)
+    if account.email:
+        await services.outbox.send(services.composer.compose(
+            "username_changed", language(request), account.email,
+            username=username, old_username=account.username))
+    (await get_session(request))["notice"] = "account.saved.username"
+    raise web.HTTPSeeOther("/auth/account")
+
+
+async def change_password(request: web.Request) -> web.StreamResponse:
+    _, account = await _current(request)
+    services = request.app[SERVICES]
+    form = await read_checked_form(request, ("current_password", "new_password"))
+    if form is None:
+        return await message(request, 403, "csrf.title", "csrf.text")
+    t = translator(language(request))
+
+    async def refuse(status: int, field: str, key: str) -> web.Response:
+        return await _page(request, account, status=status, errors={field: t[key]})
+
+    if not await _password_ok(request, account, form["current_password"]):
+        return await refuse(403, "current_password", "error.wrong_password")
+    try:
+        services.policy.check(form["new_password"], username=account.username,
+                              pass_number=account.pass_number)
+    except PasswordRejected as exc:
+        return await refuse(422, "new_password", f"error.password.{exc.code}")
+    new_hash = await services.hasher.hash(form["new_password"])
+    session = await get_session(request)
+    sid = session.get("sid")
+    async with services.accounts.transaction() as conn:
+        await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
+        await services.registry.revoke_account(
+            account.id, keep_sid=sid if isinstance(sid, str) else None, conn=conn)
+        if account.email:
+            await Outbox.put(conn, services.composer.compose(
+                "password_changed", language(request), account.email,
+                username=account.username, reset=False))
+    session["notice"] = "account.saved.password"
+    raise web.HTTPSeeOther("/auth/account")
+
+
+async def _password_ok(request: web.Request, account: Account, password: str) -> bool:
+    """Check the current password, under the same brute-force limits as the login form
+    (somebody at an unlocked computer must not be able to guess it here instead)."""
+    services = request.app[SERVICES]
+    account_key = throttle.account_key(account.id, "")
+    address_key = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
+    wait = await services.throttle.retry_after(account_key, address_key)
+    if wait > 0:
+        raise web.HTTPTooManyRequests(headers={"Retry-After": str(math.ceil(wait))},
+                                      text="Too many attempts. Please wait a moment.")
+    ok = False
+    if password and len(password) <= 1024:
+        try:
+            ok = (await services.hasher.verify(account.password_hash, password)).ok
+        except HasherBusy:
+            raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from None
+    if not ok:
+        await services.throttle.failed(account_key, address_key)
+    return ok
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/auth/account", account_page)
+    app.router.add_post("/auth/account/username", change_username)
+    app.router.add_post("/auth/account/password", change_password)

@@ -1,0 +1,125 @@
+"""New members: an invitation by mail, and the page where they choose username and password.
+
+`invite` makes the account (without a password, username = pass number) and mails a link;
+the link is single-use and expires (default 7 days). On the page the member keeps the pass
+number as username or picks their own, under the same rules as a username change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from aiohttp import web
+
+from auth.credentials.password_policy import PasswordRejected
+from auth.credentials.usernames import UsernameRejected, check_username
+from auth.mail import Composer, Outbox
+from auth.pages.forms import read_checked_form
+from auth.pages.i18n import translator
+from auth.pages.render import language, message, render
+from auth.services import SERVICES
+from auth.store.accounts import Account, Accounts, PassNumberTaken, UsernameTaken
+from auth.store.links import Links
+
+
+class AlreadyActive(Exception):
+    """The pass number belongs to an account that has a password already."""
+
+
+@dataclass(frozen=True)
+class Invitations:
+    accounts: Accounts
+    links: Links
+    composer: Composer
+    public_url: str
+    ttl: float
+
+    async def send(self, pass_number: str, email: str, lang: str = "nl") -> str:
+        """Create (or find, if not yet activated) the account and queue its activation
+        mail. Returns the account id."""
+        account = await self.accounts.by_login_name(pass_number)
+        if account is not None and account.pass_number != pass_number:
+            account = None  # matched somebody's username, not this pass number
+        if account is None:
+            try:
+                account = await self.accounts.add(pass_number=pass_number, email=email)
+            except (PassNumberTaken, UsernameTaken):
+                raise AlreadyActive(pass_number) from None
+        elif account.password_hash:
+            raise AlreadyActive(pass_number)
+        async with self.accounts.transaction() as conn:
+            if account.email != email:
+                await self.accounts.set_email(account.id, email, conn=conn)
+            token = await self.links.issue(account.id, "activate", self.ttl, conn=conn)
+            link = f"{self.public_url}/auth/activate?token={quote(token)}"
+            await Outbox.put(conn, self.composer.compose(
+                "activate", lang, email, pass_number=pass_number, link=link,
+                days=max(1, int(self.ttl // 86400))))
+        return account.id
+
+
+async def _live(request: web.Request, token: str) -> Account | None:
+    services = request.app[SERVICES]
+    account_id = await services.links.peek(token, "activate")
+    account = await services.accounts.by_id(account_id) if account_id else None
+    return account if account is not None and not account.password_hash else None
+
+
+async def _dead(request: web.Request) -> web.Response:
+    t = translator(language(request))
+    return await render(request, "message.html", status=410, title=t["activate.invalid.title"],
+                        text=t["activate.invalid.text"], link="/auth/login",
+                        link_text=t["back_to_login"])
+
+
+async def activate_form(request: web.Request) -> web.Response:
+    token = request.query.get("token", "")
+    account = await _live(request, token)
+    if account is None:
+        return await _dead(request)
+    return await render(request, "activate.html", token=token, username=account.pass_number)
+
+
+async def activate(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    form = await read_checked_form(request, ("token", "username", "password"))
+    if form is None:
+        return await message(request, 403, "csrf.title", "csrf.text")
+    token = form["token"]
+    account = await _live(request, token)
+    if account is None:
+        return await _dead(request)
+    t = translator(language(request))
+    wanted = form["username"].strip() or account.pass_number
+
+    async def refuse(status: int, field: str, key: str) -> web.Response:
+        return await render(request, "activate.html", status=status, token=token,
+                            username=wanted[:64], errors={field: t[key]})
+
+    try:
+        username = check_username(wanted, own_pass_number=account.pass_number,
+                                   pass_number_pattern=services.pass_number_pattern)
+    except UsernameRejected as exc:
+        return await refuse(422, "username", f"error.username.{exc.code}")
+    try:
+        services.policy.check(form["password"], username=username,
+                              pass_number=account.pass_number)
+    except PasswordRejected as exc:
+        return await refuse(422, "password", f"error.password.{exc.code}")
+    new_hash = await services.hasher.hash(form["password"])
+    try:
+        async with services.accounts.transaction() as conn:
+            if await services.links.spend(conn, token, "activate") != account.id:
+                return await _dead(request)
+            if username != account.username:
+                await services.accounts.set_username(account.id, username, conn=conn)
+            await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
+    except UsernameTaken:
+        return await refuse(409, "username", "error.username_taken")
+    raise web.HTTPSeeOther("/auth/login?notice=activated")
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/auth/activate", activate_form)
+    app.router.add_post("/auth/activate", activate)

@@ -1,0 +1,125 @@
+"""Logging in and out: the two pages every patron meets.
+
+A failed login looks the same whatever failed (unknown name, wrong password, disabled account):
+same status, same page, and the same argon2 work, done in the hasher's thread pool. A
+successful login always starts a brand-new session (no fixation) and goes to `next` only if it
+is a local path.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+
+from auth.credentials import throttle
+from auth.credentials.passwords import HasherBusy
+from auth.credentials.usernames import canonical
+from auth.pages import csrf
+from auth.pages.forms import read_checked_form
+from auth.pages.redirects import safe_next
+from auth.pages.render import message, render
+from auth.services import SERVICES
+from auth.sessions.authenticator import IDENTITY
+from auth.telemetry import LOGINS
+
+MAX_LOGIN_NAME = 256
+MAX_PASSWORD = 1024
+
+
+_NOTICES = {"reset": "login.notice.reset", "activated": "login.notice.activated"}
+
+
+async def login_form(request: web.Request) -> web.Response:
+    return await render(request, "login.html", next=safe_next(request.query.get("next")),
+                        username="", notice=_NOTICES.get(request.query.get("notice", "")))
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    form = await read_checked_form(request, ("username", "password", "next"))
+    if form is None:
+        return await message(request, 403, "csrf.title", "csrf.text")
+    next_path = safe_next(form["next"])
+    name, password = form["username"].strip(), form["password"]
+
+    async def failed(status: int, error: str) -> web.Response:
+        return await render(request, "login.html", status=status, next=next_path,
+                            username=name[:MAX_LOGIN_NAME], error=error)
+
+    if not name or not password or len(name) > MAX_LOGIN_NAME or len(password) > MAX_PASSWORD:
+        return await failed(401, "login.failed")
+    account = await services.accounts.by_login_name(name)
+    usable = account is not None and not account.disabled and account.password_hash
+    account_key = throttle.account_key(account.id if account else None, canonical(name))
+    address_key = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
+    wait = await services.throttle.retry_after(account_key, address_key)
+    if wait > 0:
+        # Blocked: not even the right password gets in, and no hashing work is spent.
+        LOGINS.labels("throttled").inc()
+        response = await failed(429, "login.throttled")
+        response.headers["Retry-After"] = str(math.ceil(wait))
+        return response
+    try:
+        verdict = await services.hasher.verify(
+            account.password_hash if usable and account is not None else None, password
+        )
+    except HasherBusy:
+        LOGINS.labels("busy").inc()
+        response = await failed(503, "login.busy")
+        response.headers["Retry-After"] = "5"
+        return response
+    if not verdict.ok or account is None or not usable:
+        await services.throttle.failed(account_key, address_key)
+        LOGINS.labels("failure").inc()
+        return await failed(401, "login.failed")
+    await services.throttle.succeeded(account_key)
+    LOGINS.labels("success").inc()
+    if verdict.new_hash is not None:
+        await services.accounts.set_password_hash(
+            account.id, verdict.new_hash, expected=account.password_hash
+        )
+
+    sid = await services.registry.create(account.id, services.lifetimes.absolute)
+    session = await new_session(request)  # discard everything the anonymous session held
+    now = int(time.time())
+    session.update({"sid": sid, "uid": account.id, "iat": now, "seen": now})
+    csrf.token_for(session)
+    raise web.HTTPSeeOther(location=next_path)
+
+
+async def logout_form(request: web.Request) -> web.Response:
+    identity = await request.app[SERVICES].authenticator.identify(request)
+    return await render(request, "logout.html",
+                        username=identity.username if identity else None)
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    services = request.app[SERVICES]
+    session = await get_session(request)
+    if await read_checked_form(request, ()) is None:
+        return await message(request, 403, "csrf.title", "csrf.text")
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        await services.registry.revoke(sid)
+    request[IDENTITY] = None
+    session.invalidate()
+    raise web.HTTPSeeOther(location="/auth/login")
+
+
+async def jwks(request: web.Request) -> web.Response:
+    return web.Response(
+        body=request.app[SERVICES].keys.jwks_body,
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=300"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/auth/login", login_form)
+    app.router.add_post("/auth/login", login)
+    app.router.add_get("/auth/logout", logout_form)
+    app.router.add_post("/auth/logout", logout)
+    app.router.add_get("/.well-known/jwks.json", jwks)

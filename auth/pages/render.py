@@ -1,0 +1,84 @@
+"""Rendering an /auth/* page, and the headers every such response carries.
+
+Pages are never cached, never framed, never leak a Referer (reset links carry tokens), and run
+under a CSP that allows no script and only the page's own nonce-tagged style.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from aiohttp_session import get_session
+
+from auth.pages import csrf, i18n
+from auth.services import SERVICES, TEMPLATES
+
+NONCE = web.RequestKey[str]("auth.nonce")
+LANG = web.RequestKey[str]("auth.lang")
+
+
+def language(request: web.Request) -> str:
+    if LANG not in request:
+        request[LANG] = i18n.negotiate(
+            request.query.get("lang"),
+            request.cookies.get(i18n.LANG_COOKIE),
+            request.headers.get("Accept-Language"),
+        )
+    return request[LANG]
+
+
+async def render(
+    request: web.Request, template: str, *, status: int = 200, **context: Any
+) -> web.Response:
+    services = request.app[SERVICES]
+    session = await get_session(request)
+    nonce = secrets.token_urlsafe(16)
+    request[NONCE] = nonce
+    lang = language(request)
+    for name, default in (("next", ""), ("notice", None), ("error", None), ("link", None)):
+        context.setdefault(name, default)
+    # Links between the login pages keep where the patron was going (already checked by
+    # safe_next wherever it came from).
+    destination = context["next"]
+    context["next_query"] = (f"?next={quote(destination, safe='')}"
+                             if destination not in ("", "/") else "")
+    context.setdefault("errors", {})
+    html = request.app[TEMPLATES].get_template(template).render(
+        lang=lang,
+        t=i18n.translator(lang),
+        theme=services.theme,
+        nonce=nonce,
+        csrf_token=csrf.token_for(session),
+        **context,
+    )
+    response = web.Response(status=status, text=html, content_type="text/html")
+    if request.query.get("lang") in i18n.LANGUAGES:
+        response.set_cookie(i18n.LANG_COOKIE, lang, path="/", httponly=True, samesite="Lax",
+                            max_age=365 * 86400)
+    return response
+
+
+async def message(
+    request: web.Request, status: int, title_key: str, text_key: str
+) -> web.Response:
+    t = i18n.translator(language(request))
+    return await render(request, "message.html", status=status, title=t[title_key],
+                        text=t[text_key])
+
+
+def page_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """The security headers of every /auth/* response (set as the response is prepared)."""
+    nonce = request.get(NONCE)
+    style = f"'self' 'nonce-{nonce}'" if nonce else "'self'"
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["Pragma"] = "no-cache"
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Content-Security-Policy"] = (
+        f"default-src 'none'; style-src {style}; img-src 'self' https: data:; "
+        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    )

@@ -1,0 +1,26 @@
+"""The paths `auth` serves, named once: its pages register them, and the gateway reads them
+here to reserve them, to send a patron to the login and to land a visitor on their account.
+"""
+
+from __future__ import annotations
+
+PREFIX = "/auth"
+LOGIN = "/auth/login"
+LOGOUT = "/auth/logout"
+ACCOUNT = "/auth/account"
+ACCOUNT_USERNAME = "/auth/account/username"
+ACCOUNT_PASSWORD = "/auth/account/password"
+FORGOT_PASSWORD = "/auth/forgot-password"
+RESET_PASSWORD = "/auth/reset-password"
+FORGOT_USERNAME = "/auth/forgot-username"
+ACTIVATE = "/auth/activate"
+STATIC = "/auth/static"
+JWKS = "/.well-known/jwks.json"
+
+# Top-level path segments that belong to `auth` and can never be a backend's.
+RESERVED_PREFIXES: tuple[str, ...] = (PREFIX, "/.well-known")
+
+
+def is_page(path: str) -> bool:
+    """Whether `path` is one of the /auth/* pages (they carry the pages' security headers)."""
+    return path.startswith(PREFIX + "/")

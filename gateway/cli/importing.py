@@ -1,0 +1,128 @@
+"""`library-gateway accounts import FILE.csv`: bring patrons over from an old library system.
+
+The file is streamed: ``auth.importer`` reads and checks one row at a time, and each good row
+goes through a short pipeline: is the pass number there already (then it is skipped, so a run
+can be repeated and never overwrites a password changed since), wrap a weak legacy hash in
+argon2id, insert. Wrapping costs argon2's full price per row, so it runs in a thread pool the
+size of ``GATEWAY_ARGON2_WORKERS`` (argon2-cffi releases the GIL: the threads use the cores),
+and only a few rows per thread are in flight at once, which keeps a 100k-row file within the
+memory of a handful of rows.
+
+Bad rows go to stderr as ``FILE:LINE: reason`` while the good ones land; the summary goes to
+stdout. Exit status: 0 when no row was refused, 1 when some were, 2 when the file (or the
+database) could not be used at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TextIO
+
+import asyncpg
+
+from auth.credentials.passwords import wrap_legacy
+from auth.importer import Candidate, FileRefused, Refusal, Tally, read_import
+from auth.store.accounts import Accounts, PassNumberTaken, UsernameTaken
+from gateway.cli import bootstrap
+from gateway.cli.main import load_settings
+
+UNUSABLE = 2
+# Rows in flight per hashing thread: enough that a thread never waits for the database.
+_ROWS_PER_WORKER = 4
+
+
+def import_command(args: argparse.Namespace) -> int:
+    settings = load_settings(data_dir=args.data_dir)
+    path: Path = args.file
+    try:
+        # utf-8-sig drops a BOM; surrogateescape lets one row with bytes that are not UTF-8
+        # be refused alone; newline="" keeps line breaks inside quoted fields for csv.
+        stream = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
+    except OSError as exc:
+        print(f"library-gateway: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+        return UNUSABLE
+    with stream:
+        try:
+            rows = read_import(stream, pass_number_pattern=settings.pass_number_pattern)
+        except FileRefused as exc:
+            print(f"{path}:{exc.line}: {exc.reason}", file=sys.stderr)
+            return UNUSABLE
+        url = bootstrap.database_url(settings)
+        run = _Import(str(path), dry_run=args.dry_run, workers=settings.argon2_workers)
+        failure: BaseException | None = None
+        try:
+            asyncio.run(run.all(rows, url))
+        except* (OSError, asyncpg.PostgresError) as group:
+            failure = group.exceptions[0]
+    run.print_summary(sys.stdout)
+    if failure is not None:
+        print(f"library-gateway: the database failed: {failure}; rows before it may have"
+              " landed, and running the import again is safe", file=sys.stderr)
+        return UNUSABLE
+    return run.tally.exit_code
+
+
+class _Import:
+    def __init__(self, shown_path: str, *, dry_run: bool, workers: int) -> None:
+        self.tally = Tally()
+        self._path = shown_path
+        self._dry_run = dry_run
+        self._workers = workers
+
+    def print_summary(self, out: TextIO) -> None:
+        if self._dry_run:
+            print("dry run: nothing was written; an import would have", file=out)
+        print(f"{self._path}: {self.tally.summary()}", file=out)
+
+    async def all(self, rows: Iterator[Candidate | Refusal], url: str) -> None:
+        slots = asyncio.Semaphore(self._workers * _ROWS_PER_WORKER)
+        with ThreadPoolExecutor(self._workers, thread_name_prefix="import-hasher") as hashers:
+            async with bootstrap.migrated_pool(url) as pool, asyncio.TaskGroup() as group:
+                accounts = Accounts(pool)
+                # Reading stops while every slot is taken, so the file is never read ahead
+                # of the hashing by more than the slots.
+                for row in rows:
+                    if isinstance(row, Refusal):
+                        self._refuse(row.line, row.reason)
+                        continue
+                    await slots.acquire()
+                    task = group.create_task(self._land(row, accounts, hashers))
+                    task.add_done_callback(lambda _task: slots.release())
+
+    async def _land(self, row: Candidate, accounts: Accounts, hashers: ThreadPoolExecutor) -> None:
+        try:
+            # Asked before the costly wrapping, so a repeated run over a big file is quick.
+            present = await accounts.check_import(pass_number=row.pass_number,
+                                                  username=row.username)
+            if not present and not self._dry_run:
+                stored = row.password_hash
+                if stored is not None and row.needs_wrapping:
+                    loop = asyncio.get_running_loop()
+                    stored = await loop.run_in_executor(hashers, wrap_legacy, stored)
+                present = not await accounts.import_account(
+                    pass_number=row.pass_number, email=row.email, username=row.username,
+                    password_hash=stored,
+                )
+        except PassNumberTaken:
+            self._refuse(row.line, f"pass number {row.pass_number!r} is the username of"
+                                   " another account")
+            return
+        except UsernameTaken:
+            self._refuse(row.line, f"username {row.username!r} is the username or pass number"
+                                   " of another account")
+            return
+        if present:
+            self.tally.present += 1
+            return
+        self.tally.imported += 1
+        if row.password_hash is None:
+            self.tally.without_password += 1
+
+    def _refuse(self, line: int, reason: str) -> None:
+        self.tally.refused += 1
+        print(f"{self._path}:{line}: {reason}", file=sys.stderr)

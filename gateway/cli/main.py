@@ -1,0 +1,197 @@
+"""The `library-gateway` command: run, demo, routes, accounts, keys, migrate, settings.
+
+Each subcommand is a small function taking parsed arguments; `--data-dir` is accepted by every
+command that touches the database, so they all find the same embedded PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from gateway.config import settings as settings_module
+from gateway.config.settings import SETTINGS, Settings, SettingsError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-dir", type=Path, default=Path("var"),
+                        help="where the embedded database, keys and outbox live (default ./var)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env_help = "\n".join(f"  {s.env:<32} {s.help}" for s in SETTINGS)
+    parser = argparse.ArgumentParser(
+        prog="library-gateway",
+        description="One login for every library service.",
+        epilog="environment settings:\n" + env_help,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the gateway")
+    run.add_argument("--routes", type=Path, required=True, help="the routes.yaml file")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8080)
+    run.add_argument("--admin-port", type=int, default=9090,
+                     help="metrics and health on 127.0.0.1 (0: off)")
+    run.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    _data_dir(run)
+    run.set_defaults(func=run_entry)
+
+    demo = commands.add_parser("demo", help="the gateway with demo services and a demo patron")
+    demo.add_argument("--port", type=int, default=8080)
+    _data_dir(demo)
+    demo.set_defaults(func=_lazy("gateway.demo.runner", "demo_command"))
+
+    routes = commands.add_parser("routes", help="route map tools")
+    routes_commands = routes.add_subparsers(dest="routes_command", required=True)
+    check = routes_commands.add_parser("check", help="validate a routes.yaml")
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=routes_check)
+
+    accounts = commands.add_parser("accounts", help="manage patron accounts")
+    accounts_commands = accounts.add_subparsers(dest="accounts_command", required=True)
+    add = accounts_commands.add_parser("add", help="create an account")
+    add.add_argument("--pass-number", required=True)
+    add.add_argument("--email", required=True)
+    add.add_argument("--username")
+    add.add_argument("--password-stdin", action="store_true", required=True,
+                     help="read the password from standard input")
+    _data_dir(add)
+    add.set_defaults(func=_lazy("gateway.cli.accounts", "add_command"))
+
+    imports = accounts_commands.add_parser(
+        "import", help="create accounts from a CSV export of an old system",
+        description="Create an account for every row of FILE (header: pass_number,email,"
+                    "password_hash[,username]). Rows whose pass number exists already are "
+                    "skipped, so the import can be run again. Bad rows are reported on stderr "
+                    "as FILE:LINE: reason and the good rows still land.",
+        epilog="exit status: 0 when no row was refused, 1 when some were, 2 when the file or "
+               "the database could not be used",
+    )
+    imports.add_argument("file", type=Path, metavar="FILE.csv")
+    imports.add_argument("--dry-run", action="store_true",
+                         help="check every row against the file and the database, write nothing")
+    _data_dir(imports)
+    imports.set_defaults(func=_lazy("gateway.cli.importing", "import_command"))
+
+    invite = accounts_commands.add_parser("invite", help="mail a new member an activation link")
+    invite.add_argument("--pass-number", required=True)
+    invite.add_argument("--email", required=True)
+    invite.add_argument("--lang", choices=("nl", "en"), default="nl", help="the mail's language")
+    _data_dir(invite)
+    invite.set_defaults(func=_lazy("gateway.cli.accounts", "invite_command"))
+
+    for name, help_text in (
+            ("disable", "block an account (a lost or withdrawn pass): it can no longer log in, "
+                        "and its sessions end at once on every instance"),
+            ("enable", "let a disabled account log in again")):
+        sub = accounts_commands.add_parser(name, help=help_text, description=help_text)
+        who = sub.add_mutually_exclusive_group(required=True)
+        who.add_argument("--pass-number")
+        who.add_argument("--username")
+        _data_dir(sub)
+        sub.set_defaults(func=_lazy("gateway.cli.accounts", f"{name}_command"))
+
+    keys = commands.add_parser("keys", help="cookie and signing keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    new_cookie = keys_commands.add_parser("new-cookie-key", help="print a new Fernet key")
+    new_cookie.set_defaults(func=new_cookie_key)
+    for name, help_text in (("rotate", "make a new identity-signing key active"),
+                            ("prune", "unpublish signing keys retired over an hour ago"),
+                            ("list", "list signing keys")):
+        sub = keys_commands.add_parser(name, help=help_text)
+        _data_dir(sub)
+        sub.set_defaults(func=_lazy("gateway.cli.accounts", f"keys_{name}_command"))
+
+    migrate = commands.add_parser(
+        "migrate", help="bring the database schema up to date and exit",
+        description="Apply every database migration not applied yet, then exit. `run` does "
+                    "this at start too; run it alone first when several instances start "
+                    "(a Kubernetes Job, a deploy script).",
+    )
+    _data_dir(migrate)
+    migrate.set_defaults(func=_lazy("gateway.cli.accounts", "migrate_command"))
+
+    show = commands.add_parser("settings", help="list the environment settings")
+    show.set_defaults(func=show_settings)
+    return parser
+
+
+def _lazy(module: str, name: str) -> Command:
+    # Import heavy modules only for the command that needs them: `routes check` stays fast.
+    def command(args: argparse.Namespace) -> int:
+        import importlib
+
+        function: Command = getattr(importlib.import_module(module), name)
+        return function(args)
+
+    return command
+
+
+def run_entry(args: argparse.Namespace) -> int:
+    if args.workers > 1:
+        # prometheus-client picks its storage when first imported, so multiprocess mode
+        # (every worker's metrics summed on the admin port) must be chosen before that.
+        import shutil
+
+        folder = (args.data_dir / "metrics").resolve()
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(folder)
+    return _lazy("gateway.server.processes", "run_command")(args)
+
+
+def routes_check(args: argparse.Namespace) -> int:
+    from gateway.config.routes import RoutesInvalid, load_routes
+
+    try:
+        table = load_routes(args.file)
+    except RoutesInvalid as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    print(f"{args.file}: {len(table.routes)} routes OK")
+    for route in sorted(table.routes, key=lambda item: item.prefix):
+        print(f"  {route.prefix:<24} -> {route.backend.origin}{route.backend.base_path}"
+              f"  [{route.name}, auth: {route.auth.value}]")
+    return 0
+
+
+def new_cookie_key(_args: argparse.Namespace) -> int:
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode("ascii"))
+    return 0
+
+
+def show_settings(_args: argparse.Namespace) -> int:
+    for setting in settings_module.SETTINGS:
+        default = setting.default or "(unset)"
+        print(f"{setting.env}\n    {setting.help}\n    default: {default}")
+    return 0
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings.from_env(None, **overrides)
+    except SettingsError as exc:
+        raise SystemExit(f"library-gateway: {exc}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""One request's way through the gateway, from the socket to its answer.
+
+Every request, proxied or a page, takes the same steps, opened here by `open_exchange` (in
+`gateway.server.front`, the one way in) and closed by `guarded`:
+
+1. context  request id, the client's address (X-Forwarded-For is believed only from configured
+            proxies) and the normalised target, kept in one `Exchange` on the request
+2. respond  the proxy (`gateway.proxy.handler`) or the application's page handler
+3. errors   every failure becomes a small page or JSON; no stack trace ever reaches a client
+4. measure  counts and times the request for Prometheus, by route and final status
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable
+from typing import NamedTuple
+
+from aiohttp import web
+
+from gateway.error_pages import error_response
+from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.ops import metrics
+from gateway.proxy import headers
+
+log = logging.getLogger("gateway")
+
+# The id of the request the running task serves: every log line carries it.
+request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "request_id", default=None
+)
+
+
+class Target(NamedTuple):
+    """The normalised request target: what is matched and what the backend receives."""
+
+    path: str
+    query: str
+
+
+class Exchange:
+    """What the gateway learns about one request on its way through, kept in one object
+    (one request key instead of seven: the proxy path reads and writes these constantly).
+
+    `target` is None only for a request whose path was refused (`refusal` says why)."""
+
+    __slots__ = ("client_address", "forwarded_for", "refusal", "request_id", "route",
+                 "started", "target", "user_id")
+
+    def __init__(self, started: float, request_id: str, client_address: str,
+                 forwarded_for: str) -> None:
+        self.started = started
+        self.request_id = request_id
+        self.client_address = client_address
+        self.forwarded_for = forwarded_for
+        self.target: Target | None = None
+        self.refusal: str | None = None
+        self.route: str | None = None
+        self.user_id: str | None = None
+
+
+EXCHANGE = web.RequestKey("exchange", Exchange)
+
+
+def open_exchange(request: web.Request, trusted: tuple[headers.Network, ...]) -> Exchange:
+    """The request's `Exchange`: its id (also set for the logs), the client's address and
+    the X-Forwarded-For chain to pass on."""
+    rid = headers.request_id(request.headers.get("X-Request-Id"))
+    request_id_var.set(rid)
+    peer = request.remote or "unknown"  # the socket peer, as aiohttp keeps it per connection
+    if trusted:
+        forwarded = ", ".join(request.headers.getall("X-Forwarded-For", ())) or None
+        chain = ", ".join(headers.forwarded_chain(peer, forwarded, trusted))
+        client = headers.client_address(peer, forwarded, trusted)
+    else:
+        chain = client = peer
+    exchange = Exchange(time.perf_counter(), rid, client, chain)
+    request[EXCHANGE] = exchange
+    return exchange
+
+
+async def guarded(request: web.Request, exchange: Exchange,
+                  respond: Awaitable[web.StreamResponse], *, unrouted: str) -> web.StreamResponse:
+    """The response `respond` gives, with every failure made a small page (no stack trace
+    ever reaches a client), counted and timed for Prometheus under the route that took the
+    request, or `unrouted`."""
+    status = 500
+    try:
+        try:
+            response = await respond
+        except GatewayError as exc:
+            response = _error_page(request, exc)
+        except (web.HTTPException, ConnectionResetError):
+            raise
+        except Exception:
+            log.exception("unhandled error")
+            response = error_response(500, "Something went wrong",
+                                      "The gateway could not handle this request.",
+                                      request.headers.get("Accept"))
+        status = response.status
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        route = exchange.route or unrouted
+        metrics.requests_child(route, request.method, status).inc()
+        metrics.route_histograms(route)[0].observe(time.perf_counter() - exchange.started)
+
+
+def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
+    if isinstance(exc, UpstreamError):
+        kind = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
+        metrics.UPSTREAM_ERRORS.labels(exc.route, kind).inc()
+    if exc.status >= 500:
+        log.warning("%s: %s", type(exc).__name__, exc.reason,
+                    extra={"route": getattr(exc, "route", None), "status": exc.status})
+    return error_response(exc.status, exc.title, exc.reason, request.headers.get("Accept"))

@@ -1,0 +1,236 @@
+"""Forwarding one request to its backend and streaming the response back.
+
+Everything that is not one of the gateway's own pages lands here (from
+`gateway.server.front`), with its target already normalised. `Proxy.handle` looks the route
+up, identifies the patron and asks the access decision (`gateway.proxy.access`), builds the
+backend's headers, and hands the request to `forward`, which streams both bodies without
+holding them in memory, or to `bridge` for a WebSocket. It runs
+for every request of every patron, so it does only what it must: the cookie is read without a
+session object, the identity token comes from a cache, and a small response goes back to the
+client in one write.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+import weakref
+from collections.abc import AsyncIterator
+
+from aiohttp import HttpVersion11, web
+from multidict import CIMultiDict
+
+from auth.identity import Identity
+from auth.sessions.authenticator import Authenticator, Renewal, Unsettled
+from auth.signing import SigningUnavailable
+from gateway.config.reload import RouteMap
+from gateway.config.routes import Route
+from gateway.config.settings import Settings
+from gateway.error_pages import login_required
+from gateway.errors import ExpectationFailed, NotFound, PayloadTooLarge, ServiceBusy
+from gateway.exchange import Exchange
+from gateway.ops import metrics
+from gateway.proxy import access, headers, websocket
+from gateway.proxy.connection import ConnectionClosed
+from gateway.proxy.upstream import Upstream
+
+_NO_BODY_STATUSES = frozenset({204, 304})
+_BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+
+
+def _has_body(request: web.Request) -> bool:
+    headers = request.headers
+    if "Transfer-Encoding" in headers:
+        return True
+    if "Content-Length" not in headers:
+        return request.method not in _BODYLESS_METHODS and request.body_exists
+    return bool(request.content_length)
+
+
+def _expects_continue(request: web.Request) -> bool:
+    """Whether the client waits for "100 Continue" before it sends its body; any other
+    expectation is refused (the backend never sees Expect: the gateway answers it)."""
+    expect = request.headers.get("Expect")
+    if expect is None or request.version != HttpVersion11:
+        return False
+    if expect.lower() != "100-continue":
+        raise ExpectationFailed("The gateway meets no expectation but 100-continue.")
+    return True
+
+
+class Proxy:
+    """Sends a request on to its backend: `handle` authorises it, then either `forward`s it
+    (the body streamed both ways) or `bridge`s a WebSocket."""
+
+    def __init__(self, settings: Settings, routes: RouteMap, authenticator: Authenticator,
+                 upstream: Upstream, websockets: weakref.WeakSet[web.WebSocketResponse]) -> None:
+        self._routes = routes
+        self._authenticator = authenticator
+        self._upstream = upstream
+        self._websockets = websockets
+        self._public_proto = settings.public_proto
+        self._public_host = settings.public_host
+        self._https = settings.https
+
+    async def handle(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
+        target = exchange.target
+        assert target is not None, "the front door proxies only normalised targets"
+        route = self._routes.table.match(target.path)
+        if route is not None:
+            exchange.route = route.name
+        continues = route is not None and _expects_continue(request)
+        authenticator = self._authenticator
+        cookie = authenticator.storage.load_cookie(request)
+        known = authenticator.identify_cookie(cookie)
+        identity, renewal = (await authenticator.settle(known) if isinstance(known, Unsettled)
+                             else known)
+        # What the patron's cookie needs on the way back, if anything (a refresh once a
+        # minute, or clearing); None nearly always.
+        renew = None if cookie is None or renewal is Renewal.KEEP else (cookie, renewal)
+        decision = access.decide(
+            route, target.path, target.query,
+            logged_in=identity is not None, accept=request.headers.get("Accept"),
+        )
+        if not isinstance(decision, access.Forward):
+            refused = _refusal(decision)
+            if renew is not None:
+                await authenticator.renew(request, refused, *renew)
+            return refused
+        if decision.with_identity:
+            assert identity is not None
+            exchange.user_id = identity.user_id
+        route = decision.route
+        upgrade = websocket.is_upgrade(request)
+        upstream_headers = headers.upstream_request_headers(
+            request.headers,
+            backend_host=route.backend.host_header,
+            forwarded_for=exchange.forwarded_for,
+            public_proto=self._public_proto,
+            public_host=self._public_host,
+            request_id=exchange.request_id,
+            cookie_name=authenticator.cookie_name,
+            identity=(_identity_headers(authenticator, identity, route.name)
+                      if decision.with_identity and identity is not None else []),
+            websocket=upgrade,
+        )
+        upstream_target = route.upstream_path(target.path)
+        if target.query:
+            upstream_target += "?" + target.query
+        if upgrade:
+            return await self.bridge(request, exchange, route, upstream_target,
+                                     upstream_headers, renew)
+        return await self.forward(request, exchange, route, upstream_target, upstream_headers,
+                                  renew, continues)
+
+    async def bridge(self, request: web.Request, exchange: Exchange, route: Route,
+                     upstream_target: str, upstream_headers: list[tuple[str, str]],
+                     renew: tuple[str, Renewal] | None) -> web.StreamResponse:
+        """Relay a WebSocket the access decision let through."""
+        url = route.backend.origin + upstream_target
+        return await websocket.bridge(
+            request, route, url, CIMultiDict(upstream_headers), self._upstream,
+            self._websockets,
+            functools.partial(self._before_start, request, exchange.request_id, renew))
+
+    async def forward(self, request: web.Request, exchange: Exchange, route: Route,
+                      upstream_target: str, upstream_headers: list[tuple[str, str]],
+                      renew: tuple[str, Renewal] | None, continues: bool,
+                      ) -> web.StreamResponse:
+        """Send the request to the backend and stream its response back to the client."""
+        body = request if _has_body(request) else None
+        if body is not None:
+            declared = request.content_length
+            if route.max_body is not None and declared is not None and declared > route.max_body:
+                raise PayloadTooLarge("The upload is larger than this service accepts.")
+            if continues:
+                # Only now, with the request allowed and its size acceptable, is the client
+                # asked for its body.
+                await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                request.writer.output_size = 0
+        asked = time.perf_counter()
+        _, overhead, upstream_time = metrics.route_histograms(route.name)
+        overhead.observe(asked - exchange.started)
+        backend_response, connection = await self._upstream.request(
+            route, request.method, upstream_target, upstream_headers, body
+        )
+        authenticator = self._authenticator
+        try:
+            upstream_time.observe(time.perf_counter() - asked)
+            response_headers, length = headers.downstream_response_headers(
+                backend_response.headers, cookie_name=authenticator.cookie_name
+            )
+            streams = request.method == "HEAD" or backend_response.status in _NO_BODY_STATUSES
+            whole = None if streams else connection.whole_body()
+            if whole is not None and (length is None or length == len(whole)):
+                # The common small response arrived in one piece: head and body go out
+                # together.
+                small = web.Response(status=backend_response.status,
+                                     reason=backend_response.reason,
+                                     headers=response_headers, body=whole)
+                if renew is not None:
+                    await authenticator.renew(request, small, *renew)
+                return small
+            response = web.StreamResponse(
+                status=backend_response.status, reason=backend_response.reason,
+                headers=response_headers,
+            )
+            if length is not None:
+                response.content_length = length
+            await self._before_start(request, exchange.request_id, renew, response)
+            await response.prepare(request)
+            if not streams:
+                await _pump(request, connection.body(), response)
+            await response.write_eof()
+            return response
+        except BaseException:
+            connection.close()
+            raise
+        finally:
+            self._upstream.release(route, connection)
+
+    async def _before_start(self, request: web.Request, request_id: str,
+                            renew: tuple[str, Renewal] | None,
+                            response: web.StreamResponse) -> None:
+        """Finish the head of a response the proxy starts itself: past that point its caller
+        could not stamp it any more."""
+        headers.stamp_response(response.headers, request_id, self._https)
+        if renew is not None:
+            await self._authenticator.renew(request, response, *renew)
+
+
+def _refusal(decision: access.LoginRequired | access.Redirect | access.Unrouted
+             ) -> web.Response:
+    if isinstance(decision, access.LoginRequired):
+        return login_required(decision)
+    if isinstance(decision, access.Redirect):
+        return web.Response(status=302, headers={"Location": decision.location})
+    raise NotFound()
+
+
+
+
+def _identity_headers(
+    authenticator: Authenticator, identity: Identity | None, audience: str
+) -> list[tuple[str, str]]:
+    if identity is None:
+        return []
+    try:
+        return authenticator.identity_headers(identity, audience)
+    except SigningUnavailable as exc:
+        raise ServiceBusy("The login service cannot vouch for you right now.") from exc
+
+
+async def _pump(
+    request: web.Request, answer_body: AsyncIterator[bytes], response: web.StreamResponse
+) -> None:
+    # write() waits for the transport to drain, so a slow client slows the backend read
+    # instead of filling memory.
+    try:
+        async for chunk in answer_body:
+            await response.write(chunk)
+    except ConnectionClosed:
+        # The backend broke off mid-body. The status line is gone already; the only honest
+        # signal left is to cut the client's connection so the body is seen as incomplete.
+        if request.transport is not None:
+            request.transport.abort()
+        raise ConnectionResetError("backend closed the response early") from None
