@@ -21,8 +21,15 @@ from typing import Protocol
 from auth.credentials.passwords import identify, wrap_legacy
 from auth.credentials.usernames import UsernameRejected, canonical, check_username
 
-__all__ = ["COLUMNS", "Candidate", "FileRefused", "Refusal", "Tally", "check_password_hash",
-           "read_import"]
+__all__ = [
+    "COLUMNS",
+    "Candidate",
+    "FileRefused",
+    "Refusal",
+    "Tally",
+    "check_password_hash",
+    "read_import",
+]
 
 COLUMNS = ("pass_number", "email", "password_hash", "username")
 _REQUIRED = COLUMNS[:3]
@@ -46,8 +53,9 @@ _SHAPES = {
     **dict.fromkeys(("argon2id", "argon2i", "argon2d"), _ARGON2),
     "bcrypt": re.compile(r"\$2[aby]\$(?P<cost>\d\d)\$[./A-Za-z0-9]{53}"),
     "md5-crypt": re.compile(r"\$1\$[./0-9A-Za-z]{1,8}\$[./0-9A-Za-z]{22}"),
-    "django-pbkdf2-sha256":
-        re.compile(r"pbkdf2_sha256\$(?P<rounds>\d{1,10})\$[^$\s]+\$[A-Za-z0-9+/]{43}="),
+    "django-pbkdf2-sha256": re.compile(
+        r"pbkdf2_sha256\$(?P<rounds>\d{1,10})\$[^$\s]+\$[A-Za-z0-9+/]{43}="
+    ),
     "ldap-ssha": re.compile(r"\{SSHA\}[A-Za-z0-9+/]+={0,2}"),
     "django-sha1": re.compile(r"sha1\$[^$\s]+\$[0-9a-f]{40}"),
 }
@@ -102,8 +110,10 @@ class Tally:
     refused: int = 0
 
     def summary(self) -> str:
-        return (f"imported {self.imported} (without password {self.without_password}),"
-                f" already present {self.present}, refused {self.refused}")
+        return (
+            f"imported {self.imported} (without password {self.without_password}),"
+            f" already present {self.present}, refused {self.refused}"
+        )
 
     @property
     def exit_code(self) -> int:
@@ -139,15 +149,19 @@ def check_password_hash(value: str) -> str:
     scheme = identify(value)
     shape = _SHAPES.get(scheme or "")
     if scheme is None or shape is None:
-        raise ValueError("password_hash is not in a supported format (bcrypt, argon2,"
-                         " md5-crypt $1$, pbkdf2_sha256, {SSHA}, sha1$salt$hex)")
+        raise ValueError(
+            "password_hash is not in a supported format (bcrypt, argon2,"
+            " md5-crypt $1$, pbkdf2_sha256, {SSHA}, sha1$salt$hex)"
+        )
     match = shape.fullmatch(value)
     if match is None:
         raise ValueError(f"password_hash is a garbled {scheme} hash")
     for name, text in match.groupdict().items():
         if int(text) > _MAX_COST[name]:
-            raise ValueError(f"password_hash: {scheme} cost {name}={int(text)} is above"
-                             f" {_MAX_COST[name]}, too slow to check at every login")
+            raise ValueError(
+                f"password_hash: {scheme} cost {name}={int(text)} is above"
+                f" {_MAX_COST[name]}, too slow to check at every login"
+            )
     if scheme in WRAPPED:
         try:
             wrap_legacy(value, **_PARSE_ONLY)
@@ -261,8 +275,9 @@ def _check(
     username: str | None = pass_number
     if given_name:
         try:
-            username = check_username(given_name, own_pass_number=pass_number,
-                                      pass_number_pattern=pattern)
+            username = check_username(
+                given_name, own_pass_number=pass_number, pass_number_pattern=pattern
+            )
         except UsernameRejected as exc:
             username = None
             rule = exc.message.rstrip(".")

@@ -72,7 +72,10 @@ class Outbox:
         """Queue a mail inside the caller's transaction; the worker hears of it on commit."""
         await conn.execute(
             "INSERT INTO outbox (recipient, subject, body_text, body_html) VALUES ($1,$2,$3,$4)",
-            mail.recipient, mail.subject, mail.text, mail.html,
+            mail.recipient,
+            mail.subject,
+            mail.text,
+            mail.html,
         )
         await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
 
@@ -110,8 +113,13 @@ class SmtpTransport:
 
     async def deliver(self, message: EmailMessage) -> None:
         await aiosmtplib.send(
-            message, hostname=self._host, port=self._port, use_tls=self._tls,
-            username=self._user, password=self._password, timeout=30,
+            message,
+            hostname=self._host,
+            port=self._port,
+            use_tls=self._tls,
+            username=self._user,
+            password=self._password,
+            timeout=30,
         )
 
 
@@ -182,7 +190,8 @@ class OutboxWorker:
                 "SELECT id, recipient, subject, body_text, body_html, attempts FROM outbox"
                 " WHERE sent_at IS NULL AND next_attempt_at <= now() AND attempts < $2"
                 " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                batch, MAX_ATTEMPTS,
+                batch,
+                MAX_ATTEMPTS,
             )
             for row in rows:
                 try:
@@ -196,11 +205,18 @@ class OutboxWorker:
                     await conn.execute(
                         "UPDATE outbox SET attempts = attempts + 1, last_error = $2,"
                         " next_attempt_at = now() + make_interval(secs => $3) WHERE id = $1",
-                        row["id"], f"{type(exc).__name__}: {exc}"[:500], delay,
+                        row["id"],
+                        f"{type(exc).__name__}: {exc}"[:500],
+                        delay,
                     )
-                    log.warning("mail not sent, will retry",
-                                extra={"outbox_id": row["id"], "retry_in_s": delay,
-                                       "error": type(exc).__name__})
+                    log.warning(
+                        "mail not sent, will retry",
+                        extra={
+                            "outbox_id": row["id"],
+                            "retry_in_s": delay,
+                            "error": type(exc).__name__,
+                        },
+                    )
                 else:
                     self.sent_total += 1
                     MAILS.labels("sent").inc()

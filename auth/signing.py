@@ -49,7 +49,8 @@ def _new_key(fernet: MultiFernet) -> tuple[str, bytes, str]:
     private = Ed25519PrivateKey.generate()
     kid = time.strftime("%Y%m%d") + "-" + secrets.token_hex(4)
     pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
     jwk = json.loads(OKPAlgorithm.to_jwk(private.public_key()))
@@ -75,8 +76,10 @@ class KeyStore:
             active = await conn.fetchval("SELECT private_key FROM signing_keys WHERE active")
             if active is None or not self._readable(bytes(active)):
                 if active is not None:
-                    log.warning("the active signing key cannot be decrypted with the current "
-                                "cookie keys; starting a new one")
+                    log.warning(
+                        "the active signing key cannot be decrypted with the current "
+                        "cookie keys; starting a new one"
+                    )
                 kid = await self._insert(conn)
                 await conn.execute("SELECT pg_notify('library_gateway_keys', $1)", kid)
         await self.refresh()
@@ -96,7 +99,10 @@ class KeyStore:
         await conn.execute(
             "INSERT INTO signing_keys (kid, algorithm, private_key, public_jwk, active)"
             " VALUES ($1, $2, $3, $4::jsonb, true)",
-            kid, ALGORITHM, encrypted, jwk,
+            kid,
+            ALGORITHM,
+            encrypted,
+            jwk,
         )
         return kid
 
@@ -115,8 +121,10 @@ class KeyStore:
                 assert isinstance(private, Ed25519PrivateKey)
                 active = SigningKey(row["kid"], private)
         if active is None and rows:
-            log.error("no active signing key can be decrypted with this instance's cookie keys;"
-                      " check GATEWAY_COOKIE_KEYS (identities cannot be signed until then)")
+            log.error(
+                "no active signing key can be decrypted with this instance's cookie keys;"
+                " check GATEWAY_COOKIE_KEYS (identities cannot be signed until then)"
+            )
         self.active = active
         self.jwks_body = json.dumps({"keys": published}).encode()
 
@@ -147,7 +155,8 @@ class KeyStore:
         for row in rows:
             await self._pool.execute(
                 "UPDATE signing_keys SET private_key = $2 WHERE kid = $1",
-                row["kid"], self._fernet.rotate(bytes(row["private_key"])),
+                row["kid"],
+                self._fernet.rotate(bytes(row["private_key"])),
             )
         return len(rows)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from prometheus_client import Counter
 
 LOGINS = Counter("gateway_logins_total", "Login attempts by outcome", ["outcome"])
-SESSIONS_REVOKED = Counter("gateway_sessions_revoked_total",
-                           "Sessions ended by logout, password change or reset")
+SESSIONS_REVOKED = Counter(
+    "gateway_sessions_revoked_total", "Sessions ended by logout, password change or reset"
+)
 MAILS = Counter("gateway_mails_total", "Mail delivery attempts by result", ["result"])

@@ -70,8 +70,14 @@ class Result:
     p99_ms: float
 
 
-def wrk(name: str, url: str, duration: int, connections: int, cookie: str | None,
-        cpus: set[int] | None = None) -> Result:
+def wrk(
+    name: str,
+    url: str,
+    duration: int,
+    connections: int,
+    cookie: str | None,
+    cpus: set[int] | None = None,
+) -> Result:
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if cpus is not None:
         command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *command]
@@ -102,7 +108,9 @@ class Stack:
 
     def spawn(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         process = subprocess.Popen(
-            args, env={**os.environ, **(env or {})}, stdout=subprocess.DEVNULL,
+            args,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / f"{len(self.processes)}.err", "wb"),  # noqa: SIM115
         )
         self.processes.append(process)
@@ -190,7 +198,9 @@ def curl_speed(args: list[str]) -> float:
     """MiB/s of one curl transfer."""
     out = subprocess.run(
         ["curl", "-s", "-o", "/dev/null", "-w", "%{speed_download} %{speed_upload}", *args],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.split()
     return max(float(out[0]), float(out[1])) / 2**20
 
@@ -201,9 +211,11 @@ async def log_in(base: str, name: str) -> str:
         async with client.get("/auth/login") as resp:
             token = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
         assert token
-        async with client.post("/auth/login", data={"csrf_token": token.group(1),
-                                                    "username": name, "password": PASSWORD},
-                               allow_redirects=False) as resp:
+        async with client.post(
+            "/auth/login",
+            data={"csrf_token": token.group(1), "username": name, "password": PASSWORD},
+            allow_redirects=False,
+        ) as resp:
             assert resp.status == 303, resp.status
         cookie = next(c for c in jar if c.key == "library_session")
         return f"library_session={cookie.value}"
@@ -232,12 +244,26 @@ async def login_storm(base: str, name: str, per_second: int, seconds: float) -> 
     return outcomes
 
 
-def start_gateway(stack: Stack, routes: Path, port: int, data_dir: Path, key: str,
-                  workers: int = 1) -> subprocess.Popen[bytes]:
-    process = stack.spawn(PYTHON, "-m", "gateway", "run", "--routes", str(routes), "--port",
-                          str(port), "--admin-port", "0", "--workers", str(workers),
-                          "--data-dir", str(data_dir),
-                          env={"GATEWAY_COOKIE_KEYS": key, "GATEWAY_LOG_LEVEL": "WARNING"})
+def start_gateway(
+    stack: Stack, routes: Path, port: int, data_dir: Path, key: str, workers: int = 1
+) -> subprocess.Popen[bytes]:
+    process = stack.spawn(
+        PYTHON,
+        "-m",
+        "gateway",
+        "run",
+        "--routes",
+        str(routes),
+        "--port",
+        str(port),
+        "--admin-port",
+        "0",
+        "--workers",
+        str(workers),
+        "--data-dir",
+        str(data_dir),
+        env={"GATEWAY_COOKIE_KEYS": key, "GATEWAY_LOG_LEVEL": "WARNING"},
+    )
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return process
 
@@ -249,9 +275,11 @@ def machine() -> str:
             if line.startswith("model name"):
                 model = line.split(":", 1)[1].strip()
                 break
-    return (f"{os.cpu_count()} cores ({model}), "
-            f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Linux {platform.release()}, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{os.cpu_count()} cores ({model}), "
+        f"{psutil.virtual_memory().total / 2**30:.0f} GiB, Linux {platform.release()}, "
+        f"Python {platform.python_version()}"
+    )
 
 
 def main() -> int:
@@ -260,8 +288,11 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--big-mib", type=int, default=1024, help="size of the big transfer")
     parser.add_argument("--write", action="store_true", help="rewrite docs/performance.md")
-    parser.add_argument("--no-pinned", action="store_true",
-                        help="skip the second small-GET round with one core for each setup")
+    parser.add_argument(
+        "--no-pinned",
+        action="store_true",
+        help="skip the second small-GET round with one core for each setup",
+    )
     args = parser.parse_args()
     for tool in ("nginx", "wrk", "curl", *(() if args.no_pinned else ("taskset",))):
         if shutil.which(tool) is None:
@@ -277,10 +308,25 @@ def main() -> int:
         for _ in range(args.big_mib):
             big.write(block)
     key = Fernet.generate_key().decode()
-    peer_cookie = "library_session=" + Fernet(key.encode()).encrypt(json.dumps(
-        {"created": int(time.time()), "session": {"uid": "bench"}}).encode()).decode()
-    ports = {name: free_port() for name in
-             ("static", "nginx", "auth", "nginx_auth", "session", "gateway", "gateway2", "sink")}
+    peer_cookie = (
+        "library_session="
+        + Fernet(key.encode())
+        .encrypt(json.dumps({"created": int(time.time()), "session": {"uid": "bench"}}).encode())
+        .decode()
+    )
+    ports = {
+        name: free_port()
+        for name in (
+            "static",
+            "nginx",
+            "auth",
+            "nginx_auth",
+            "session",
+            "gateway",
+            "gateway2",
+            "sink",
+        )
+    }
     stack = Stack(workdir)
     rows: list[Result] = []
     pinned_rows: list[Result] = []
@@ -288,37 +334,67 @@ def main() -> int:
     try:
         stack.nginx("static", f"server {{ listen 127.0.0.1:{ports['static']}; root {www}; }}")
         upstream = f"upstream backend {{ server 127.0.0.1:{ports['static']}; keepalive 64; }}"
-        proxy = ("proxy_pass http://backend; proxy_http_version 1.1; "
-                 'proxy_set_header Connection ""; proxy_buffering off;')
-        stack.nginx("proxy", f"{upstream} server {{ listen 127.0.0.1:{ports['nginx']}; "
-                             f"location / {{ {proxy} }} }}")
-        auth = stack.spawn(PYTHON, str(ROOT / "bench/peers/auth_service.py"), str(ports["auth"]),
-                           key)
-        stack.nginx("auth", f"{upstream} upstream decide {{ server 127.0.0.1:{ports['auth']}; "
-                            f"keepalive 64; }} server {{ listen 127.0.0.1:{ports['nginx_auth']}; "
-                            f"location = /_auth {{ internal; proxy_pass http://decide/auth; "
-                            'proxy_http_version 1.1; proxy_set_header Connection ""; '
-                            'proxy_pass_request_body off; proxy_set_header Content-Length ""; } '
-                            f"location / {{ auth_request /_auth; {proxy} }} }}")
-        session = stack.spawn(PYTHON, str(ROOT / "bench/peers/session_proxy.py"),
-                              str(ports["session"]), key, f"http://127.0.0.1:{ports['static']}")
+        proxy = (
+            "proxy_pass http://backend; proxy_http_version 1.1; "
+            'proxy_set_header Connection ""; proxy_buffering off;'
+        )
+        stack.nginx(
+            "proxy",
+            f"{upstream} server {{ listen 127.0.0.1:{ports['nginx']}; location / {{ {proxy} }} }}",
+        )
+        auth = stack.spawn(
+            PYTHON, str(ROOT / "bench/peers/auth_service.py"), str(ports["auth"]), key
+        )
+        stack.nginx(
+            "auth",
+            f"{upstream} upstream decide {{ server 127.0.0.1:{ports['auth']}; "
+            f"keepalive 64; }} server {{ listen 127.0.0.1:{ports['nginx_auth']}; "
+            f"location = /_auth {{ internal; proxy_pass http://decide/auth; "
+            'proxy_http_version 1.1; proxy_set_header Connection ""; '
+            'proxy_pass_request_body off; proxy_set_header Content-Length ""; } '
+            f"location / {{ auth_request /_auth; {proxy} }} }}",
+        )
+        session = stack.spawn(
+            PYTHON,
+            str(ROOT / "bench/peers/session_proxy.py"),
+            str(ports["session"]),
+            key,
+            f"http://127.0.0.1:{ports['static']}",
+        )
         stack.spawn(PYTHON, str(ROOT / "bench/peers/upload_sink.py"), str(ports["sink"]))
         routes = workdir / "routes.yaml"
         routes.write_text(f"""routes:
   - name: library
     prefix: /
-    backend: http://127.0.0.1:{ports['static']}
+    backend: http://127.0.0.1:{ports["static"]}
     auth: required
   - name: upload
     prefix: /upload
-    backend: http://127.0.0.1:{ports['sink']}
+    backend: http://127.0.0.1:{ports["sink"]}
     auth: required
 """)
         gateway = start_gateway(stack, routes, ports["gateway"], workdir / "var", key)
-        subprocess.run([PYTHON, "-m", "gateway", "accounts", "add", "--pass-number", "900001",
-                        "--email", "bench@example.org", "--password-stdin", "--data-dir",
-                        str(workdir / "var")], input=PASSWORD + "\n", text=True, check=True,
-                       capture_output=True, env={**os.environ, "GATEWAY_COOKIE_KEYS": key})
+        subprocess.run(
+            [
+                PYTHON,
+                "-m",
+                "gateway",
+                "accounts",
+                "add",
+                "--pass-number",
+                "900001",
+                "--email",
+                "bench@example.org",
+                "--password-stdin",
+                "--data-dir",
+                str(workdir / "var"),
+            ],
+            input=PASSWORD + "\n",
+            text=True,
+            check=True,
+            capture_output=True,
+            env={**os.environ, "GATEWAY_COOKIE_KEYS": key},
+        )
         for port in (ports["auth"], ports["session"], ports["sink"]):
             wait_http(f"http://127.0.0.1:{port}/")
         base = f"http://127.0.0.1:{ports['gateway']}"
@@ -326,47 +402,73 @@ def main() -> int:
 
         duration, connections = args.duration, args.connections
         print(f"small GET, {connections} connections, {duration} s each …", file=sys.stderr)
-        targets = [("nginx-proxy (no auth)", ports["nginx"], None),
-                   ("nginx + auth_request", ports["nginx_auth"], peer_cookie),
-                   ("aiohttp-session proxy", ports["session"], peer_cookie),
-                   ("library-gateway", ports["gateway"], cookie)]
+        targets = [
+            ("nginx-proxy (no auth)", ports["nginx"], None),
+            ("nginx + auth_request", ports["nginx_auth"], peer_cookie),
+            ("aiohttp-session proxy", ports["session"], peer_cookie),
+            ("library-gateway", ports["gateway"], cookie),
+        ]
         for name, port, with_cookie in targets:  # warm-up, then the measured run
             wrk(name, f"http://127.0.0.1:{port}/index.html", 2, connections, with_cookie)
-            rows.append(wrk(name, f"http://127.0.0.1:{port}/index.html", duration, connections,
-                            with_cookie))
+            rows.append(
+                wrk(name, f"http://127.0.0.1:{port}/index.html", duration, connections, with_cookie)
+            )
 
         if not args.no_pinned and os.cpu_count() and os.cpu_count() >= 2:  # type: ignore[operator]
             print("small GET, the same one core for each setup …", file=sys.stderr)
             # Each setup's own processes on core 0; wrk and the backend on core 1.
-            own = {"nginx-proxy (no auth)": stack.nginx_workers("proxy"),
-                   "nginx + auth_request": [*stack.nginx_workers("auth"), auth.pid],
-                   "aiohttp-session proxy": [session.pid],
-                   "library-gateway": [gateway.pid]}
+            own = {
+                "nginx-proxy (no auth)": stack.nginx_workers("proxy"),
+                "nginx + auth_request": [*stack.nginx_workers("auth"), auth.pid],
+                "aiohttp-session proxy": [session.pid],
+                "library-gateway": [gateway.pid],
+            }
             with pinned(stack.nginx_workers("static"), {1}):
                 for name, port, with_cookie in targets:
                     with pinned(own[name], {0}):
                         url = f"http://127.0.0.1:{port}/index.html"
                         wrk(name, url, 2, connections, with_cookie, cpus={1})
-                        pinned_rows.append(wrk(name, url, duration, connections, with_cookie,
-                                               cpus={1}))
+                        pinned_rows.append(
+                            wrk(name, url, duration, connections, with_cookie, cpus={1})
+                        )
 
         print("big transfers …", file=sys.stderr)
         big_url = "/big.bin"
         nginx_down = curl_speed([f"http://127.0.0.1:{ports['nginx']}{big_url}"])
         with peak_rss(gateway.pid) as rss_down:
             gateway_down = curl_speed(["-H", f"Cookie: {cookie}", f"{base}{big_url}"])
-        nginx_up = curl_speed(["-T", str(www / "big.bin"), "-H", "Expect:",
-                               f"http://127.0.0.1:{ports['sink']}/upload"])
+        nginx_up = curl_speed(
+            [
+                "-T",
+                str(www / "big.bin"),
+                "-H",
+                "Expect:",
+                f"http://127.0.0.1:{ports['sink']}/upload",
+            ]
+        )
         with peak_rss(gateway.pid) as rss_up:
-            gateway_up = curl_speed(["-T", str(www / "big.bin"), "-H", "Expect:", "-H",
-                                     f"Cookie: {cookie}", f"{base}/upload/big"])
-        extra["download"] = (f"{gateway_down:.0f} MiB/s through the gateway, "
-                             f"{nginx_down:.0f} MiB/s through nginx "
-                             f"({gateway_down / nginx_down:.0%}); gateway RSS grew "
-                             f"{rss_down['peak'] - rss_down['baseline']:.1f} MiB")
-        extra["upload"] = (f"{gateway_up:.0f} MiB/s through the gateway, {nginx_up:.0f} MiB/s "
-                           f"straight to the backend ({gateway_up / nginx_up:.0%}); gateway RSS "
-                           f"grew {rss_up['peak'] - rss_up['baseline']:.1f} MiB")
+            gateway_up = curl_speed(
+                [
+                    "-T",
+                    str(www / "big.bin"),
+                    "-H",
+                    "Expect:",
+                    "-H",
+                    f"Cookie: {cookie}",
+                    f"{base}/upload/big",
+                ]
+            )
+        extra["download"] = (
+            f"{gateway_down:.0f} MiB/s through the gateway, "
+            f"{nginx_down:.0f} MiB/s through nginx "
+            f"({gateway_down / nginx_down:.0%}); gateway RSS grew "
+            f"{rss_down['peak'] - rss_down['baseline']:.1f} MiB"
+        )
+        extra["upload"] = (
+            f"{gateway_up:.0f} MiB/s through the gateway, {nginx_up:.0f} MiB/s "
+            f"straight to the backend ({gateway_up / nginx_up:.0%}); gateway RSS "
+            f"grew {rss_up['peak'] - rss_up['baseline']:.1f} MiB"
+        )
 
         print("login storm …", file=sys.stderr)
         storm: dict[str, dict[str, int]] = {}
@@ -376,12 +478,18 @@ def main() -> int:
 
         thread = threading.Thread(target=run_storm)
         thread.start()
-        during = wrk("library-gateway during 20 logins/s", f"{base}/index.html", duration,
-                     connections, cookie)
+        during = wrk(
+            "library-gateway during 20 logins/s",
+            f"{base}/index.html",
+            duration,
+            connections,
+            cookie,
+        )
         thread.join()
         rows.append(during)
-        answers = ", ".join(f"{count} x {status}" for status, count in
-                            sorted(storm.get("outcomes", {}).items()))
+        answers = ", ".join(
+            f"{count} x {status}" for status, count in sorted(storm.get("outcomes", {}).items())
+        )
         extra["storm"] = f"{20 * duration} logins in {duration} s answered {answers}"
 
         print("--workers 2 …", file=sys.stderr)
@@ -397,9 +505,11 @@ def main() -> int:
             pairs.append((one, two))
         rows.append(pairs[-1][1])
         ratios_2 = sorted(two.rps / one.rps for one, two in pairs)
-        extra["workers"] = (f"{sum(ratios_2) / len(ratios_2):.2f}x one worker, in turns ("
-                            + ", ".join(f"{one.rps:,.0f} against {two.rps:,.0f} requests/s"
-                                        for one, two in pairs) + ")")
+        extra["workers"] = (
+            f"{sum(ratios_2) / len(ratios_2):.2f}x one worker, in turns ("
+            + ", ".join(f"{one.rps:,.0f} against {two.rps:,.0f} requests/s" for one, two in pairs)
+            + ")"
+        )
     finally:
         stack.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -424,8 +534,9 @@ def write_results(path: Path, report: str) -> None:
 
 def table(rows: list[Result]) -> list[str]:
     lines = ["| setup | requests/s | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: |"]
-    lines += [f"| {row.name} | {row.rps:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} |"
-              for row in rows]
+    lines += [
+        f"| {row.name} | {row.rps:,.0f} | {row.p50_ms:.2f} | {row.p99_ms:.2f} |" for row in rows
+    ]
     return lines
 
 
@@ -442,8 +553,9 @@ def ratios(rows: list[Result]) -> list[str]:
     ]
 
 
-def render(rows: list[Result], pinned_rows: list[Result], extra: dict[str, str],
-           args: argparse.Namespace) -> str:
+def render(
+    rows: list[Result], pinned_rows: list[Result], extra: dict[str, str], args: argparse.Namespace
+) -> str:
     scale = extra.get("workers", "not measured")
     same_core = ""
     if pinned_rows:

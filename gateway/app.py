@@ -56,8 +56,10 @@ async def _drain(app: web.Application) -> None:
     app[appkeys.LIFECYCLE].draining = True
     live = app[appkeys.WEBSOCKETS]
     await asyncio.gather(
-        *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
-          for ws in tuple(live)),
+        *(
+            ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+            for ws in tuple(live)
+        ),
         return_exceptions=True,
     )
 
@@ -98,14 +100,18 @@ def create_app(
 ) -> web.Application:
     storage = SessionCookieStorage(cookie_keys, secure=settings.https)
     theme = theme or Theme(
-        name=settings.theme_name, colour=settings.theme_colour,
-        text_colour=settings.theme_text_colour, logo_url=settings.theme_logo_url,
+        name=settings.theme_name,
+        colour=settings.theme_colour,
+        text_colour=settings.theme_text_colour,
+        logo_url=settings.theme_logo_url,
     )
     app = web.Application(
         middlewares=[middleware.pages, session_middleware(storage)],
         client_max_size=64 * 1024,
         handler_args={
-            "max_field_size": 8190, "max_line_size": 8190, "max_headers": 100,
+            "max_field_size": 8190,
+            "max_line_size": 8190,
+            "max_headers": 100,
             # aiohttp's keep-alive timer runs from the moment a connection opens or a
             # response ends until the next request's headers are complete, so it is also
             # the header-read timeout that stops slowloris clients.
@@ -130,26 +136,37 @@ def create_app(
             storage, registry, IdentitySigner(key_store, settings.public_url), lifetimes
         )
         own_hasher = hasher or PasswordHasher(
-            max_workers=settings.argon2_workers, memory_cost=settings.argon2_memory_kib,
+            max_workers=settings.argon2_workers,
+            memory_cost=settings.argon2_memory_kib,
             time_cost=settings.argon2_time_cost,
         )
         app[appkeys.POOL] = pool
         upstream = Upstream()
-        app[appkeys.PROXY] = Proxy(settings, route_map, authenticator, upstream,
-                                       app[appkeys.WEBSOCKETS])
+        app[appkeys.PROXY] = Proxy(
+            settings, route_map, authenticator, upstream, app[appkeys.WEBSOCKETS]
+        )
         services = AuthServices(
-            accounts=Accounts(pool), hasher=own_hasher, registry=registry,
-            authenticator=authenticator, keys=key_store, lifetimes=lifetimes,
-            theme=theme, public_url=settings.public_url, links=Links(pool),
+            accounts=Accounts(pool),
+            hasher=own_hasher,
+            registry=registry,
+            authenticator=authenticator,
+            keys=key_store,
+            lifetimes=lifetimes,
+            theme=theme,
+            public_url=settings.public_url,
+            links=Links(pool),
             outbox=Outbox(pool),
             composer=Composer(app[TEMPLATES], settings.theme_name or "De Bibliotheek"),
-            pass_number_pattern=settings.pass_number_pattern, throttle=Throttle(pool),
-            reset_ttl=settings.reset_token_ttl, activation_ttl=settings.activation_token_ttl,
+            pass_number_pattern=settings.pass_number_pattern,
+            throttle=Throttle(pool),
+            reset_ttl=settings.reset_token_ttl,
+            activation_ttl=settings.activation_token_ttl,
             personal_data_url=settings.personal_data_url,
         )
         app[SERVICES] = services
         worker = OutboxWorker(
-            pool, mail_transport or transport_for(settings.smtp_url.reveal(), settings.data_dir),
+            pool,
+            mail_transport or transport_for(settings.smtp_url.reveal(), settings.data_dir),
             settings.sender,
         )
         app[appkeys.OUTBOX_WORKER] = worker
@@ -157,12 +174,16 @@ def create_app(
         def keys_changed(_payload: str) -> None:
             asyncio.get_running_loop().create_task(key_store.refresh())
 
-        handlers = {SESSIONS_CHANNEL: registry.on_notification, KEYS_CHANNEL: keys_changed,
-                    MAIL_CHANNEL: worker.wake}
-        background = [asyncio.create_task(worker.run()),
-                      asyncio.create_task(
-                          _housekeeping(registry, services.throttle, services.outbox)),
-                      asyncio.create_task(_sample_gauges(pool, services.outbox))]
+        handlers = {
+            SESSIONS_CHANNEL: registry.on_notification,
+            KEYS_CHANNEL: keys_changed,
+            MAIL_CHANNEL: worker.wake,
+        }
+        background = [
+            asyncio.create_task(worker.run()),
+            asyncio.create_task(_housekeeping(registry, services.throttle, services.outbox)),
+            asyncio.create_task(_sample_gauges(pool, services.outbox)),
+        ]
         try:
             async with notify.listening(database_url, handlers, registry.forget_all):
                 app[appkeys.LIFECYCLE].database_ok = True

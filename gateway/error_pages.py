@@ -24,9 +24,15 @@ color:#1d1d1b}}h1{{font-size:1.5rem}}</style></head>
 """
 
 _CODES = {
-    400: "bad_request", 401: "authentication_required", 404: "not_found",
-    413: "payload_too_large", 431: "headers_too_large", 500: "internal_error",
-    502: "bad_gateway", 503: "service_unavailable", 504: "gateway_timeout",
+    400: "bad_request",
+    401: "authentication_required",
+    404: "not_found",
+    413: "payload_too_large",
+    431: "headers_too_large",
+    500: "internal_error",
+    502: "bad_gateway",
+    503: "service_unavailable",
+    504: "gateway_timeout",
 }
 
 
@@ -44,7 +50,9 @@ def login_required(decision: LoginRequired) -> web.Response:
     else:
         payload = {"error": "authentication_required", "login_url": decision.login_url}
         response = web.Response(
-            status=401, text=json.dumps(payload), content_type="application/json",
+            status=401,
+            text=json.dumps(payload),
+            content_type="application/json",
             headers={"WWW-Authenticate": 'Cookie realm="library"'},
         )
     response.headers["Cache-Control"] = "no-store"

@@ -46,11 +46,20 @@ class Exchange:
 
     `target` is None only for a request whose path was refused (`refusal` says why)."""
 
-    __slots__ = ("client_address", "forwarded_for", "refusal", "request_id", "route",
-                 "started", "target", "user_id")
+    __slots__ = (
+        "client_address",
+        "forwarded_for",
+        "refusal",
+        "request_id",
+        "route",
+        "started",
+        "target",
+        "user_id",
+    )
 
-    def __init__(self, started: float, request_id: str, client_address: str,
-                 forwarded_for: str) -> None:
+    def __init__(
+        self, started: float, request_id: str, client_address: str, forwarded_for: str
+    ) -> None:
         self.started = started
         self.request_id = request_id
         self.client_address = client_address
@@ -81,8 +90,13 @@ def open_exchange(request: web.Request, trusted: tuple[headers.Network, ...]) ->
     return exchange
 
 
-async def guarded(request: web.Request, exchange: Exchange,
-                  respond: Awaitable[web.StreamResponse], *, unrouted: str) -> web.StreamResponse:
+async def guarded(
+    request: web.Request,
+    exchange: Exchange,
+    respond: Awaitable[web.StreamResponse],
+    *,
+    unrouted: str,
+) -> web.StreamResponse:
     """The response `respond` gives, with every failure made a small page (no stack trace
     ever reaches a client), counted and timed for Prometheus under the route that took the
     request, or `unrouted`."""
@@ -96,9 +110,12 @@ async def guarded(request: web.Request, exchange: Exchange,
             raise
         except Exception:
             log.exception("unhandled error")
-            response = error_response(500, "Something went wrong",
-                                      "The gateway could not handle this request.",
-                                      request.headers.get("Accept"))
+            response = error_response(
+                500,
+                "Something went wrong",
+                "The gateway could not handle this request.",
+                request.headers.get("Accept"),
+            )
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -115,6 +132,10 @@ def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
         kind = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
         metrics.UPSTREAM_ERRORS.labels(exc.route, kind).inc()
     if exc.status >= 500:
-        log.warning("%s: %s", type(exc).__name__, exc.reason,
-                    extra={"route": getattr(exc, "route", None), "status": exc.status})
+        log.warning(
+            "%s: %s",
+            type(exc).__name__,
+            exc.reason,
+            extra={"route": getattr(exc, "route", None), "status": exc.status},
+        )
     return error_response(exc.status, exc.title, exc.reason, request.headers.get("Accept"))

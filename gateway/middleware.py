@@ -32,12 +32,12 @@ UNROUTED = "_gateway"
 async def pages(request: web.Request, handler: Handler) -> web.StreamResponse:
     exchange = request[EXCHANGE]
     request[CLIENT_ADDRESS] = exchange.client_address
-    return await guarded(request, exchange, _page(request, handler, exchange.refusal),
-                         unrouted=UNROUTED)
+    return await guarded(
+        request, exchange, _page(request, handler, exchange.refusal), unrouted=UNROUTED
+    )
 
 
-async def _page(request: web.Request, handler: Handler, refusal: str | None
-                ) -> web.StreamResponse:
+async def _page(request: web.Request, handler: Handler, refusal: str | None) -> web.StreamResponse:
     if refusal is not None:
         raise BadRequest(refusal)
     return await handler(request)
@@ -51,8 +51,9 @@ def response_stamp(
 
     async def stamp(request: web.Request, response: web.StreamResponse) -> None:
         exchange = request.get(EXCHANGE)
-        headers.stamp_response(response.headers,
-                               exchange.request_id if exchange is not None else None, https)
+        headers.stamp_response(
+            response.headers, exchange.request_id if exchange is not None else None, https
+        )
         if urls.is_page(request.path):
             page_headers(request, response)
 

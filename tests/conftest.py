@@ -100,12 +100,14 @@ async def backend(aiohttp_server: Callable[..., object]) -> TestServer:
 
     async def echo(request: web.Request) -> web.Response:
         body = await request.read()
-        return web.json_response({
-            "method": request.method,
-            "path": request.raw_path,
-            "headers": [[k, v] for k, v in request.headers.items()],
-            "body_length": len(body),
-        })
+        return web.json_response(
+            {
+                "method": request.method,
+                "path": request.raw_path,
+                "headers": [[k, v] for k, v in request.headers.items()],
+                "body_length": len(body),
+            }
+        )
 
     app = web.Application(client_max_size=1024**3)
     app.router.add_route("*", "/{tail:.*}", echo)
@@ -142,15 +144,25 @@ def make_gateway(
     """Build a gateway test client: make_gateway(routes_text, **settings_overrides); pass
     `mail_transport` to send its mail somewhere real (the catcher) instead of DATA_DIR."""
 
-    async def make(routes_text: str, *, keys: MultiFernet | None = None,
-                   route_file: Path | None = None, mail_transport: Transport | None = None,
-                   **overrides: object) -> TestClient:
+    async def make(
+        routes_text: str,
+        *,
+        keys: MultiFernet | None = None,
+        route_file: Path | None = None,
+        mail_transport: Transport | None = None,
+        **overrides: object,
+    ) -> TestClient:
         env = {key: str(value) for key, value in overrides.pop("env", {}).items()}  # type: ignore[attr-defined]
         settings = Settings.from_env(env, **overrides)
         table = parse_routes(routes_text, "routes.yaml")
-        app = create_app(settings, RouteMap(table, route_file), database_url=database_url,
-                         cookie_keys=keys or cookie_keys, hasher=hasher,
-                         mail_transport=mail_transport)
+        app = create_app(
+            settings,
+            RouteMap(table, route_file),
+            database_url=database_url,
+            cookie_keys=keys or cookie_keys,
+            hasher=hasher,
+            mail_transport=mail_transport,
+        )
         client: TestClient = await aiohttp_client(GatewayTestServer(app))  # type: ignore[operator]
         return client
 
@@ -169,8 +181,9 @@ async def mailing_gw(
     make_gateway: Callable[..., Any], backend: TestServer, mail_catcher: MailCatcher
 ) -> TestClient:
     """The usual gateway, sending its mail to the real SMTP catcher."""
-    client: TestClient = await make_gateway(routes_for(backend.port),
-                                            mail_transport=SmtpTransport(mail_catcher.url))
+    client: TestClient = await make_gateway(
+        routes_for(backend.port), mail_transport=SmtpTransport(mail_catcher.url)
+    )
     return client
 
 
@@ -204,12 +217,12 @@ def mail_subject(kind: str, lang: str = "nl") -> str:
     return source.split("\n", 1)[0].strip()
 
 
-async def mail_for(catcher: MailCatcher, recipient: str, kind: str,
-                   lang: str = "nl") -> EmailMessage:
+async def mail_for(
+    catcher: MailCatcher, recipient: str, kind: str, lang: str = "nl"
+) -> EmailMessage:
     """The newest mail of this kind that reached `recipient`, waiting for it if need be."""
     subject = mail_subject(kind, lang)
-    return await catcher.wait_for(
-        lambda m: m["To"] == recipient and m["Subject"] == subject)
+    return await catcher.wait_for(lambda m: m["To"] == recipient and m["Subject"] == subject)
 
 
 def plain_text(message: EmailMessage) -> str:
@@ -237,8 +250,11 @@ async def outbox_for(pool: asyncpg.Pool, recipient: str) -> list[asyncpg.Record]
     """Every mail queued for `recipient`, oldest first, as the outbox table holds it once no
     sender holds it: FOR UPDATE waits for a worker still delivering one of these mails, so
     the answer is never a half-way state."""
-    return list(await pool.fetch(
-        "SELECT * FROM outbox WHERE recipient = $1 ORDER BY id FOR UPDATE", recipient))
+    return list(
+        await pool.fetch(
+            "SELECT * FROM outbox WHERE recipient = $1 ORDER BY id FOR UPDATE", recipient
+        )
+    )
 
 
 async def raw_request(port: int, data: bytes) -> tuple[int, bytes]:
@@ -257,5 +273,6 @@ async def raw_request(port: int, data: bytes) -> tuple[int, bytes]:
 
 
 def get_bytes(target: str, headers: str = "") -> bytes:
-    return (f"GET {target} HTTP/1.1\r\nHost: localhost\r\n{headers}"
-            "Connection: close\r\n\r\n").encode("latin-1")
+    return (
+        f"GET {target} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
+    ).encode("latin-1")

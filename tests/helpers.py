@@ -126,8 +126,7 @@ async def fetch(
     return await client.request(method, path, headers=sent, allow_redirects=False, **kwargs)
 
 
-async def account_on(client: TestClient, cookie: str | None, *, name: str = COOKIE
-                     ) -> str | None:
+async def account_on(client: TestClient, cookie: str | None, *, name: str = COOKIE) -> str | None:
     """The account id a required route's backend is given for this cookie; None when the
     gateway refuses the request as anonymous."""
     resp = await fetch(client, "/reservations/mine", cookie, name=name)

@@ -64,19 +64,22 @@ async def post_account(gw: TestClient, path: str, fields: dict[str, str]) -> Cli
 
 
 async def change_username(gw: TestClient, new_username: str, password: str) -> ClientResponse:
-    return await post_account(gw, "/auth/account/username",
-                              {"new_username": new_username, "password": password})
+    return await post_account(
+        gw, "/auth/account/username", {"new_username": new_username, "password": password}
+    )
 
 
 async def change_password(gw: TestClient, current: str, new: str) -> ClientResponse:
-    return await post_account(gw, "/auth/account/password",
-                              {"current_password": current, "new_password": new})
+    return await post_account(
+        gw, "/auth/account/password", {"current_password": current, "new_password": new}
+    )
 
 
 async def backend_sees(gw: TestClient) -> dict[str, str]:
     """The identity headers a required route's backend gets for the jar's session."""
-    resp = await gw.get("/reservations/mine", headers={"Accept": "application/json"},
-                        allow_redirects=False)
+    resp = await gw.get(
+        "/reservations/mine", headers={"Accept": "application/json"}, allow_redirects=False
+    )
     assert resp.status == 200
     return identity_seen(await resp.json())
 
@@ -105,6 +108,7 @@ async def stored(pool: asyncpg.Pool, account: Account) -> Account:
 
 
 # --- Changing the username --------------------------------------------------------------------
+
 
 async def test_username_change_renames_the_login_but_keeps_the_account_and_tells_the_patron(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
@@ -162,8 +166,12 @@ async def test_a_taken_username_in_any_spelling_is_refused_with_409(
     logins meant for another patron's pass number."""
     # A pass number the default pattern does not read as one (old imported cards have
     # letters), so only uniqueness, not the pass-number rule, can stop its capture.
-    other = await add_patron(pool, hasher, username=f"Bezet.{unique_pass_number()}",
-                             pass_number=f"P{unique_pass_number()}")
+    other = await add_patron(
+        pool,
+        hasher,
+        username=f"Bezet.{unique_pass_number()}",
+        pass_number=f"P{unique_pass_number()}",
+    )
     wanted = {
         "exact": other.username,
         "other_case": other.username.swapcase(),
@@ -180,13 +188,16 @@ async def test_a_taken_username_in_any_spelling_is_refused_with_409(
     assert (await backend_sees(gw))["x-library-user-id"] == other.id
 
 
-@pytest.mark.parametrize(("case", "error"), [
-    ("too_short", "length"),
-    ("too_long", "length"),
-    ("zero_width_space", "characters"),
-    ("looks_like_a_pass_number", "pass_number"),
-    ("full_width_digits_of_another_pass_number", "pass_number"),
-])
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("too_short", "length"),
+        ("too_long", "length"),
+        ("zero_width_space", "characters"),
+        ("looks_like_a_pass_number", "pass_number"),
+        ("full_width_digits_of_another_pass_number", "pass_number"),
+    ],
+)
 async def test_a_username_against_the_rules_is_refused_with_422_and_the_reason(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, case: str, error: str
 ) -> None:
@@ -224,6 +235,7 @@ async def test_going_back_to_ones_own_pass_number_as_username_is_allowed(
 
 # --- Who may use the account page --------------------------------------------------------------
 
+
 async def test_the_account_page_and_its_forms_send_anonymous_visitors_to_the_login(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
@@ -236,19 +248,22 @@ async def test_the_account_page_and_its_forms_send_anonymous_visitors_to_the_log
 
     def to_login(resp: ClientResponse) -> bool:
         target = URL(resp.headers.get("Location", ""))
-        return resp.status == 302 and target.path == "/auth/login" and (
-            target.query.get("next") == "/auth/account")
+        return (
+            resp.status == 302
+            and target.path == "/auth/login"
+            and (target.query.get("next") == "/auth/account")
+        )
 
     assert to_login(await gw.get("/auth/account", allow_redirects=False))
     # The cookie from before the logout, replayed with the token its page gave out.
     assert old_cookie is not None
     for path, fields in (
         ("/auth/account/username", {"new_username": "Overnemer", "password": PASSWORD}),
-        ("/auth/account/password", {"current_password": PASSWORD,
-                                    "new_password": NEW_PASSWORD}),
+        ("/auth/account/password", {"current_password": PASSWORD, "new_password": NEW_PASSWORD}),
     ):
-        resp = await fetch(gw, path, old_cookie, method="POST",
-                           data={"csrf_token": token, **fields})
+        resp = await fetch(
+            gw, path, old_cookie, method="POST", data={"csrf_token": token, **fields}
+        )
         assert to_login(resp)
     assert (await stored(pool, patron)).username == patron.username
     assert await can_log_in(gw, patron.username, PASSWORD)
@@ -260,8 +275,12 @@ async def test_account_changes_without_the_sessions_csrf_token_are_refused(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, path: str, token: str
 ) -> None:
     """Defends against a foreign site submitting the account forms in a patron's browser."""
-    fields = {"new_username": f"Vreemd.{unique_pass_number()}", "password": PASSWORD,
-              "current_password": PASSWORD, "new_password": NEW_PASSWORD}
+    fields = {
+        "new_username": f"Vreemd.{unique_pass_number()}",
+        "password": PASSWORD,
+        "current_password": PASSWORD,
+        "new_password": NEW_PASSWORD,
+    }
     if token != "missing":
         # A token the attacker got from their own visit is no good in the patron's session.
         fields["csrf_token"] = await form_token(gw) if token == "another_sessions" else ""
@@ -276,6 +295,7 @@ async def test_account_changes_without_the_sessions_csrf_token_are_refused(
 
 
 # --- Changing the password ---------------------------------------------------------------------
+
 
 async def test_password_change_with_a_wrong_current_password_changes_nothing(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
@@ -292,13 +312,16 @@ async def test_password_change_with_a_wrong_current_password_changes_nothing(
     assert await can_log_in(gw, patron.username, PASSWORD)
 
 
-@pytest.mark.parametrize(("case", "error"), [
-    ("too_short", "too_short"),
-    ("common", "common"),
-    ("the_username", "matches_identity"),
-    ("the_pass_number", "matches_identity"),
-    ("257_characters", "too_long"),
-])
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("too_short", "too_short"),
+        ("common", "common"),
+        ("the_username", "matches_identity"),
+        ("the_pass_number", "matches_identity"),
+        ("257_characters", "too_long"),
+    ],
+)
 async def test_a_new_password_against_the_policy_is_refused_with_422_and_the_reason(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, case: str, error: str
 ) -> None:

@@ -50,9 +50,16 @@ text_of = page_text
 async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str]:
     """Run `library-gateway` as an operator would, without blocking the test's event loop."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, env={**os.environ, **env}, cwd=cwd,
-        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        env={**os.environ, **env},
+        cwd=cwd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     async with asyncio.timeout(120):
         out, err = await process.communicate()
     assert process.returncode is not None
@@ -60,8 +67,16 @@ async def cli(*args: str, env: dict[str, str], cwd: Path) -> tuple[int, str, str
 
 
 def invite_args(pass_number: str, email: str, tmp_path: Path) -> tuple[str, ...]:
-    return ("accounts", "invite", "--pass-number", pass_number, "--email", email,
-            "--data-dir", str(tmp_path / "var"))
+    return (
+        "accounts",
+        "invite",
+        "--pass-number",
+        pass_number,
+        "--email",
+        email,
+        "--data-dir",
+        str(tmp_path / "var"),
+    )
 
 
 async def invite(gw: TestClient, catcher: MailCatcher) -> tuple[str, str]:
@@ -69,8 +84,13 @@ async def invite(gw: TestClient, catcher: MailCatcher) -> tuple[str, str]:
     number = unique_pass_number()
     email = f"nieuw{number}@example.org"
     services = gw.app[SERVICES]
-    await Invitations(services.accounts, services.links, services.composer,
-                      services.public_url, services.activation_ttl).send(number, email)
+    await Invitations(
+        services.accounts,
+        services.links,
+        services.composer,
+        services.public_url,
+        services.activation_ttl,
+    ).send(number, email)
     await settle(gw)
     return number, link_in(await mail_for(catcher, email, "activate"))
 
@@ -79,9 +99,16 @@ async def activate(gw: TestClient, link: str, username: str, password: str) -> C
     """Open the link, then send its form."""
     page = await gw.get(followed(link))
     assert page.status == 200
-    return await post_form(gw, "/auth/activate", {
-        "csrf_token": csrf_in(await page.text()), "token": token_of(link),
-        "username": username, "password": password})
+    return await post_form(
+        gw,
+        "/auth/activate",
+        {
+            "csrf_token": csrf_in(await page.text()),
+            "token": token_of(link),
+            "username": username,
+            "password": password,
+        },
+    )
 
 
 def proposed_username(page: str) -> str | None:
@@ -104,18 +131,28 @@ async def account(pool: asyncpg.Pool, pass_number: str) -> Account:
 
 # --- The invitation ----------------------------------------------------------------------------
 
+
 @pytest.mark.slow
 async def test_an_invitation_from_the_command_line_lets_the_member_choose_name_and_password(
-    gw: TestClient, database_url: str, mail_catcher: MailCatcher, tmp_path: Path,
-    cookie_keys: MultiFernet
+    gw: TestClient,
+    database_url: str,
+    mail_catcher: MailCatcher,
+    tmp_path: Path,
+    cookie_keys: MultiFernet,
 ) -> None:
     """Defends against an invitation that never reaches the member, carries a link to the
     wrong host, or leaves them without both ways to log in."""
     number = unique_pass_number()
     email = f"nieuw{number}@example.org"
-    status, out, err = await cli(*invite_args(number, email, tmp_path), env={
-        "GATEWAY_DATABASE_URL": database_url, "GATEWAY_SMTP_URL": mail_catcher.url,
-        "GATEWAY_PUBLIC_URL": PUBLIC_URL}, cwd=tmp_path)
+    status, out, err = await cli(
+        *invite_args(number, email, tmp_path),
+        env={
+            "GATEWAY_DATABASE_URL": database_url,
+            "GATEWAY_SMTP_URL": mail_catcher.url,
+            "GATEWAY_PUBLIC_URL": PUBLIC_URL,
+        },
+        cwd=tmp_path,
+    )
     assert status == 0, err
     # "sent" or "queued": the gateway's own worker, woken by the same commit, may win the mail.
     assert "invitation for account" in out
@@ -126,9 +163,16 @@ async def test_an_invitation_from_the_command_line_lets_the_member_choose_name_a
     assert page.status == 200
     assert proposed_username(await page.text()) == number
     chosen = f"Nieuwe.Lezer.{number}"
-    resp = await post_form(gw, "/auth/activate", {
-        "csrf_token": csrf_in(await page.text()), "token": token_of(link),
-        "username": chosen, "password": PASSWORD})
+    resp = await post_form(
+        gw,
+        "/auth/activate",
+        {
+            "csrf_token": csrf_in(await page.text()),
+            "token": token_of(link),
+            "username": chosen,
+            "password": PASSWORD,
+        },
+    )
     assert resp.status == 303
     target = URL(resp.headers["Location"])
     assert target.path == "/auth/login" and target.query.get("notice") == "activated"
@@ -141,16 +185,21 @@ async def test_an_invitation_from_the_command_line_lets_the_member_choose_name_a
 
 @pytest.mark.slow
 async def test_inviting_an_active_pass_number_fails_and_changes_nothing(
-    database_url: str, pool: asyncpg.Pool, hasher: PasswordHasher, tmp_path: Path,
-    mail_catcher: MailCatcher
+    database_url: str,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    tmp_path: Path,
+    mail_catcher: MailCatcher,
 ) -> None:
     """Defends against an invitation resetting an existing member's account (its password,
     or the address its mail goes to)."""
     patron = await add_patron(pool, hasher)
     other_address = f"kaper{unique_pass_number()}@example.org"
-    status, _, err = await cli(*invite_args(patron.pass_number, other_address, tmp_path), env={
-        "GATEWAY_DATABASE_URL": database_url, "GATEWAY_SMTP_URL": mail_catcher.url},
-        cwd=tmp_path)
+    status, _, err = await cli(
+        *invite_args(patron.pass_number, other_address, tmp_path),
+        env={"GATEWAY_DATABASE_URL": database_url, "GATEWAY_SMTP_URL": mail_catcher.url},
+        cwd=tmp_path,
+    )
     assert status == 1
     assert patron.pass_number in err and "active" in err
     assert await outbox_for(pool, other_address) == []
@@ -158,6 +207,7 @@ async def test_inviting_an_active_pass_number_fails_and_changes_nothing(
 
 
 # --- The activation page -----------------------------------------------------------------------
+
 
 async def test_activating_with_an_empty_username_keeps_the_pass_number(
     gw: TestClient, pool: asyncpg.Pool, mail_catcher: MailCatcher
@@ -171,16 +221,24 @@ async def test_activating_with_an_empty_username_keeps_the_pass_number(
     assert await can_log_in(gw, number)
 
 
-@pytest.mark.parametrize(("case", "status", "error"), [
-    ("too_short", 422, "error.username.length"),
-    ("zero_width_space", 422, "error.username.characters"),
-    ("somebody_elses_pass_number", 422, "error.username.pass_number"),
-    ("taken", 409, "error.username_taken"),
-    ("weak_password", 422, "error.password.common"),
-])
+@pytest.mark.parametrize(
+    ("case", "status", "error"),
+    [
+        ("too_short", 422, "error.username.length"),
+        ("zero_width_space", 422, "error.username.characters"),
+        ("somebody_elses_pass_number", 422, "error.username.pass_number"),
+        ("taken", 409, "error.username_taken"),
+        ("weak_password", 422, "error.password.common"),
+    ],
+)
 async def test_a_refused_activation_shows_the_reason_and_leaves_the_link_working(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
-    case: str, status: int, error: str
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
+    case: str,
+    status: int,
+    error: str,
 ) -> None:
     """Defends against a typo using up the link (and the member having to ask the library
     again), and against activation slipping past the username and password rules."""
@@ -213,9 +271,16 @@ async def test_an_activation_link_works_once(
     assert shown.status == 410
     assert text_of("activate.invalid.title") in await shown.text()
     page = await gw.get("/auth/login")
-    replay = await post_form(gw, "/auth/activate", {
-        "csrf_token": csrf_in(await page.text()), "token": token_of(link),
-        "username": "Overnemer", "password": "a password of my own"})
+    replay = await post_form(
+        gw,
+        "/auth/activate",
+        {
+            "csrf_token": csrf_in(await page.text()),
+            "token": token_of(link),
+            "username": "Overnemer",
+            "password": "a password of my own",
+        },
+    )
     assert replay.status == 410
     assert (await account(pool, number)).username == number
     assert await can_log_in(gw, number)

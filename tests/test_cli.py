@@ -15,11 +15,19 @@ from gateway.config.settings import SETTINGS
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None,
-        cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "gateway", *args], input=stdin, text=True,
-                          capture_output=True, timeout=120, env={**os.environ, **(env or {})},
-                          cwd=cwd, check=False)
+def cli(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        input=stdin,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        check=False,
+    )
 
 
 def test_console_script_and_module_are_the_same_program() -> None:
@@ -44,9 +52,17 @@ def test_the_shipped_routes_file_is_valid() -> None:
 
 
 def test_bad_settings_are_refused_with_the_variable_named() -> None:
-    result = cli("accounts", "add", "--pass-number", "1", "--email", "a@b.c",
-                 "--password-stdin", env={"GATEWAY_THEME_COLOUR": "red;}body{"},
-                 stdin="whatever-long-enough\n")
+    result = cli(
+        "accounts",
+        "add",
+        "--pass-number",
+        "1",
+        "--email",
+        "a@b.c",
+        "--password-stdin",
+        env={"GATEWAY_THEME_COLOUR": "red;}body{"},
+        stdin="whatever-long-enough\n",
+    )
     assert result.returncode != 0
     assert "GATEWAY_THEME_COLOUR" in result.stderr
 
@@ -56,30 +72,83 @@ def test_accounts_add_then_login_name_works_and_rules_are_enforced(
     tmp_path: Path, database_url: str
 ) -> None:
     env = {"GATEWAY_DATABASE_URL": database_url}
-    ok = cli("accounts", "add", "--pass-number", "55501", "--email", "jan@example.org",
-             "--username", "jan.cli", "--password-stdin", stdin="a quiet reading room\n",
-             env=env, cwd=tmp_path)
+    ok = cli(
+        "accounts",
+        "add",
+        "--pass-number",
+        "55501",
+        "--email",
+        "jan@example.org",
+        "--username",
+        "jan.cli",
+        "--password-stdin",
+        stdin="a quiet reading room\n",
+        env=env,
+        cwd=tmp_path,
+    )
     assert ok.returncode == 0, ok.stderr
     assert "jan.cli" in ok.stdout
-    again = cli("accounts", "add", "--pass-number", "55501", "--email", "x@example.org",
-                "--password-stdin", stdin="a quiet reading room\n", env=env, cwd=tmp_path)
+    again = cli(
+        "accounts",
+        "add",
+        "--pass-number",
+        "55501",
+        "--email",
+        "x@example.org",
+        "--password-stdin",
+        stdin="a quiet reading room\n",
+        env=env,
+        cwd=tmp_path,
+    )
     assert again.returncode == 1
     assert "exists already" in again.stderr
-    weak = cli("accounts", "add", "--pass-number", "55502", "--email", "x@example.org",
-               "--password-stdin", stdin="password\n", env=env, cwd=tmp_path)
+    weak = cli(
+        "accounts",
+        "add",
+        "--pass-number",
+        "55502",
+        "--email",
+        "x@example.org",
+        "--password-stdin",
+        stdin="password\n",
+        env=env,
+        cwd=tmp_path,
+    )
     assert weak.returncode == 1
-    stolen = cli("accounts", "add", "--pass-number", "55503", "--email", "x@example.org",
-                 "--username", "55501", "--password-stdin", stdin="a quiet reading room\n",
-                 env=env, cwd=tmp_path)
+    stolen = cli(
+        "accounts",
+        "add",
+        "--pass-number",
+        "55503",
+        "--email",
+        "x@example.org",
+        "--username",
+        "55501",
+        "--password-stdin",
+        stdin="a quiet reading room\n",
+        env=env,
+        cwd=tmp_path,
+    )
     assert stolen.returncode == 1
 
 
 @pytest.mark.slow
 def test_accounts_add_uses_the_embedded_database_under_the_data_dir(tmp_path: Path) -> None:
     env = {"GATEWAY_DATABASE_URL": ""}
-    result = cli("accounts", "add", "--pass-number", "77701", "--email", "e@example.org",
-                 "--password-stdin", "--data-dir", str(tmp_path / "var"),
-                 stdin="embedded and quick\n", env=env, cwd=tmp_path)
+    result = cli(
+        "accounts",
+        "add",
+        "--pass-number",
+        "77701",
+        "--email",
+        "e@example.org",
+        "--password-stdin",
+        "--data-dir",
+        str(tmp_path / "var"),
+        stdin="embedded and quick\n",
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "var" / "postgres" / "PG_VERSION").exists()
     listed = cli("keys", "list", "--data-dir", str(tmp_path / "var"), env=env, cwd=tmp_path)
@@ -89,12 +158,28 @@ def test_accounts_add_uses_the_embedded_database_under_the_data_dir(tmp_path: Pa
     assert not (tmp_path / "var" / "postgres" / "postmaster.pid").exists()
 
 
-@pytest.mark.parametrize("email", ["no-at-sign", "two@@example.org", "line\nbreak@example.org",
-                                   "space in@example.org", "@example.org", "x@localhost"])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "no-at-sign",
+        "two@@example.org",
+        "line\nbreak@example.org",
+        "space in@example.org",
+        "@example.org",
+        "x@localhost",
+    ],
+)
 def test_accounts_add_and_invite_refuse_what_is_not_an_address(email: str) -> None:
     """A line break in an address would become a header injection in every mail to it."""
     for command in (["accounts", "add", "--password-stdin"], ["accounts", "invite"]):
-        result = cli(*command, "--pass-number", "88801", "--email", email,
-                     stdin="a quiet reading room\n", env={"GATEWAY_DATABASE_URL": "postgresql://x"})
+        result = cli(
+            *command,
+            "--pass-number",
+            "88801",
+            "--email",
+            email,
+            stdin="a quiet reading room\n",
+            env={"GATEWAY_DATABASE_URL": "postgresql://x"},
+        )
         assert result.returncode == 1
         assert "not an e-mail address" in result.stderr

@@ -14,8 +14,14 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=600, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
 
 
 def test_ruff() -> None:
@@ -30,8 +36,8 @@ def test_mypy_strict() -> None:
 
 def test_auth_never_imports_gateway() -> None:
     offenders = [
-        str(path.relative_to(ROOT)) for path in (ROOT / "auth").rglob("*.py")
-        if "import gateway" in (text := path.read_text(encoding="utf-8"))
-        or "from gateway" in text
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "auth").rglob("*.py")
+        if "import gateway" in (text := path.read_text(encoding="utf-8")) or "from gateway" in text
     ]
     assert offenders == []

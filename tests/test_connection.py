@@ -96,11 +96,16 @@ async def test_one_connection_carries_answers_one_after_another() -> None:
     """Keep-alive: each answer is read whole and on its own, also right after a HEAD answer
     (whose Content-Length announces a body that never comes)."""
     connection, _ = await connected()
-    exchanges = [("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst", b"first"),
-                 ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", None),
-                 ("GET", b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", b"nope"),
-                 ("GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                         b"3\r\nabc\r\n0\r\n\r\n", b"abc")]
+    exchanges = [
+        ("GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirst", b"first"),
+        ("HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n", None),
+        ("GET", b"HTTP/1.1 404 Not Found\r\nContent-Length: 4\r\n\r\nnope", b"nope"),
+        (
+            "GET",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+            b"abc",
+        ),
+    ]
     for method, wire, body in exchanges:
         answer = await answered(connection, wire, method)
         assert answer.status == int(wire.split()[1])
@@ -114,9 +119,12 @@ async def test_bytes_after_the_answer_end_the_connection_but_not_the_answer() ->
     for still goes out, but the connection is dropped, so the stray one can never be taken
     for the answer to the next request (response desynchronisation)."""
     connection, transport = await connected()
-    answer = await answered(connection, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
-                                        b"HTTP/1.1 302 Found\r\nLocation: https://evil.example"
-                                        b"\r\nContent-Length: 0\r\n\r\n")
+    answer = await answered(
+        connection,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+        b"HTTP/1.1 302 Found\r\nLocation: https://evil.example"
+        b"\r\nContent-Length: 0\r\n\r\n",
+    )
     assert answer.status == 200
     assert ("Location", "https://evil.example") not in answer.headers
     assert connection.whole_body() == b"ok"
@@ -167,8 +175,10 @@ async def test_an_interim_answer_is_skipped() -> None:
     connection, _ = await connected()
     connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
     pending = connection.answer(30)
-    connection.data_received(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
-                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+    connection.data_received(
+        b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
     answer = await pending
     assert answer.status == 200
     assert ("Link", "</a.css>") not in answer.headers
@@ -217,8 +227,7 @@ async def test_a_chunked_upload_is_framed_on_the_wire() -> None:
         yield b""
         yield b"defgh"
 
-    connection.start(b"POST /u HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n",
-                     "POST")
+    connection.start(b"POST /u HTTP/1.1\r\nHost: b\r\nTransfer-Encoding: chunked\r\n\r\n", "POST")
     await connection.send_body(body(), True)
     assert transport.written.endswith(b"3\r\nabc\r\n5\r\ndefgh\r\n0\r\n\r\n")
 
@@ -226,16 +235,22 @@ async def test_a_chunked_upload_is_framed_on_the_wire() -> None:
 def test_a_header_value_with_a_line_break_never_reaches_the_wire() -> None:
     """Header injection through anything the gateway adds (a name from the database, say):
     the header is dropped rather than split into two."""
-    head = request_head("GET", "/x", [
-        ("Host", "b"),
-        ("X-Library-Username", "jan\r\nX-Library-User-Id: admin"),
-        ("X-Other", "fine"),
-        ("X-Bare", "lf\nonly"),
-    ], chunked=False)
+    head = request_head(
+        "GET",
+        "/x",
+        [
+            ("Host", "b"),
+            ("X-Library-Username", "jan\r\nX-Library-User-Id: admin"),
+            ("X-Other", "fine"),
+            ("X-Bare", "lf\nonly"),
+        ],
+        chunked=False,
+    )
     assert head == b"GET /x HTTP/1.1\r\nHost: b\r\nX-Other: fine\r\n\r\n"
 
 
 def test_a_clean_head_is_sent_as_given() -> None:
     head = request_head("POST", "/u?q=1", [("Host", "b"), ("Cookie", "a=1")], chunked=True)
-    assert head == (b"POST /u?q=1 HTTP/1.1\r\nHost: b\r\nCookie: a=1\r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n")
+    assert head == (
+        b"POST /u?q=1 HTTP/1.1\r\nHost: b\r\nCookie: a=1\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )

@@ -371,8 +371,11 @@ async def test_stopping_the_mail_catcher_closes_the_connections_it_still_has(cli
             await asyncio.get_running_loop().run_in_executor(None, mail_catcher.stop)
             gc.collect()
         # Sockets of the catcher's port: its listening one and the connection's server side.
-        assert [str(w.message) for w in caught
-                if w.category is ResourceWarning and f"', {port})" in str(w.message)] == []
+        assert [
+            str(w.message)
+            for w in caught
+            if w.category is ResourceWarning and f"', {port})" in str(w.message)
+        ] == []
         if client == "stays":
             assert await asyncio.wait_for(reader.read(), 10) == b""
     finally:

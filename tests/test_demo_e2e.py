@@ -36,7 +36,11 @@ def demo(
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
     process = subprocess.Popen(
         [sys.executable, "-m", "gateway", "demo", "--port", str(port)],
-        cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
     assert process.stdout is not None
     banner = []
@@ -56,7 +60,7 @@ def demo(
 
 
 async def test_demo_patron_logs_in_once_and_uses_every_service(
-    demo: tuple[str, subprocess.Popen[str], Path]
+    demo: tuple[str, subprocess.Popen[str], Path],
 ) -> None:
     base, _process, _workdir = demo
     # unsafe=True: accept cookies from an IP-address host, as browsers do.
@@ -67,8 +71,12 @@ async def test_demo_patron_logs_in_once_and_uses_every_service(
             page = await resp.text()
         token = re.search(r'name="csrf_token" value="([^"]+)"', page)
         assert token is not None
-        form = {"csrf_token": token.group(1), "username": DEMO_PASS_NUMBER,
-                "password": DEMO_PASSWORD, "next": "/reservations/"}
+        form = {
+            "csrf_token": token.group(1),
+            "username": DEMO_PASS_NUMBER,
+            "password": DEMO_PASSWORD,
+            "next": "/reservations/",
+        }
         async with client.post("/auth/login", data=form) as resp:
             assert resp.status == 200
             assert resp.url.path == "/reservations/"
@@ -86,10 +94,14 @@ async def test_demo_patron_logs_in_once_and_uses_every_service(
 def test_ctrl_c_stops_everything(demo: tuple[str, subprocess.Popen[str], Path]) -> None:
     _base, process, workdir = demo
     pgdata = str(workdir / "var" / "postgres")
-    assert any(pgdata in " ".join(p.info["cmdline"] or ())
-               for p in psutil.process_iter(["cmdline"]))
+    assert any(
+        pgdata in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"])
+    )
     process.send_signal(signal.SIGINT)
     assert process.wait(60) == 0
-    leftovers = [p.pid for p in psutil.process_iter(["cmdline"])
-                 if pgdata in " ".join(p.info["cmdline"] or ())]
+    leftovers = [
+        p.pid
+        for p in psutil.process_iter(["cmdline"])
+        if pgdata in " ".join(p.info["cmdline"] or ())
+    ]
     assert leftovers == []

@@ -47,8 +47,9 @@ DEPLOY = ROOT / "deploy"
 KUBERNETES = DEPLOY / "kubernetes"
 SETTING_NAMES = frozenset(setting.env for setting in SETTINGS)
 SECRET_SETTINGS = frozenset(setting.env for setting in SETTINGS if setting.secret)
-DEFAULT_SHUTDOWN_GRACE = float(next(s.default for s in SETTINGS
-                                    if s.env == "GATEWAY_SHUTDOWN_GRACE"))
+DEFAULT_SHUTDOWN_GRACE = float(
+    next(s.default for s in SETTINGS if s.env == "GATEWAY_SHUTDOWN_GRACE")
+)
 # The oldest Kubernetes the manifests claim (the preStop sleep action is on by default from
 # 1.30) and the newest the validator knows.
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_schemas.latest_version())
@@ -71,8 +72,11 @@ def manifests() -> list[tuple[str, Manifest]]:
 
 
 def one(kind: str, name: str | None = None) -> Manifest:
-    matches = [doc for _, doc in manifests()
-               if doc["kind"] == kind and name in (None, doc["metadata"]["name"])]
+    matches = [
+        doc
+        for _, doc in manifests()
+        if doc["kind"] == kind and name in (None, doc["metadata"]["name"])
+    ]
     assert len(matches) == 1, f"expected one {kind} {name or ''}, found {len(matches)}"
     return matches[0]
 
@@ -160,8 +164,11 @@ def interpolate(value: str, variables: dict[str, str]) -> str:
 
 
 def gateway_services() -> dict[str, Manifest]:
-    return {name: service for name, service in compose()["services"].items()
-            if service.get("command", [None])[0] == "run"}
+    return {
+        name: service
+        for name, service in compose()["services"].items()
+        if service.get("command", [None])[0] == "run"
+    }
 
 
 def compose_mount(service: Manifest, target: str) -> Path:
@@ -187,18 +194,25 @@ def systemd_unit() -> configparser.ConfigParser:
 
 def gateway_app_paths(table: RouteTable) -> dict[str, set[object]]:
     """The gateway's own paths and their handlers, from the real app (nothing is started)."""
-    app = create_app(Settings.from_env({}), RouteMap(table), database_url="postgresql://unused",
-                     cookie_keys=MultiFernet([Fernet(Fernet.generate_key())]))
-    return {resource.canonical: {route.handler for route in resource}
-            for resource in app.router.resources()}
+    app = create_app(
+        Settings.from_env({}),
+        RouteMap(table),
+        database_url="postgresql://unused",
+        cookie_keys=MultiFernet([Fernet(Fernet.generate_key())]),
+    )
+    return {
+        resource.canonical: {route.handler for route in resource}
+        for resource in app.router.resources()
+    }
 
 
 # --- Kubernetes ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("name_and_manifest", manifests(),
-                         ids=lambda item: f"{item[0]}:{item[1]['kind']}")
+@pytest.mark.parametrize(
+    "name_and_manifest", manifests(), ids=lambda item: f"{item[0]}:{item[1]['kind']}"
+)
 def test_every_manifest_is_valid_against_the_kubernetes_schema(
     name_and_manifest: tuple[str, Manifest], version: str
 ) -> None:
@@ -215,8 +229,16 @@ def test_the_kustomization_applies_every_manifest_once() -> None:
     files = {path.name for path in KUBERNETES.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(resources) == files
     kinds = {doc["kind"] for _, doc in manifests()}
-    assert kinds == {"Namespace", "ConfigMap", "Secret", "Deployment", "Service",
-                     "PodDisruptionBudget", "HorizontalPodAutoscaler", "Job"}
+    assert kinds == {
+        "Namespace",
+        "ConfigMap",
+        "Secret",
+        "Deployment",
+        "Service",
+        "PodDisruptionBudget",
+        "HorizontalPodAutoscaler",
+        "Job",
+    }
     # The image override names the image both workloads use.
     images = {container(one("Deployment"))["image"], container(one("Job"))["image"]}
     assert images == {entry["name"] for entry in kustomization["images"]}
@@ -237,14 +259,16 @@ def test_the_deployment_runs_one_gateway_per_pod_listening_for_the_service() -> 
 
 def test_the_probes_ask_for_paths_the_gateway_serves_on_its_port() -> None:
     spec = container(one("Deployment"))
-    probes = {kind: spec[kind]["httpGet"] for kind in
-              ("startupProbe", "readinessProbe", "livenessProbe")}
+    probes = {
+        kind: spec[kind]["httpGet"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+    }
     assert probes["readinessProbe"]["path"] == "/readyz"
     assert probes["livenessProbe"]["path"] == "/healthz"
     assert probes["startupProbe"]["path"] == "/healthz"
     assert {probe["port"] for probe in probes.values()} == {"http"}
-    served = gateway_app_paths(parse_routes(
-        one("ConfigMap", "library-gateway-routes")["data"]["routes.yaml"]))
+    served = gateway_app_paths(
+        parse_routes(one("ConfigMap", "library-gateway-routes")["data"]["routes.yaml"])
+    )
     assert served["/readyz"] == {health.readyz}
     assert served["/healthz"] == {health.healthz}
 
@@ -269,8 +293,11 @@ def test_selectors_match_the_gateway_pods_and_only_them() -> None:
 
 def test_the_autoscaler_and_disruption_budget_leave_a_pod_serving_during_a_drain() -> None:
     autoscaler = one("HorizontalPodAutoscaler")["spec"]
-    assert autoscaler["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
-                                            "name": one("Deployment")["metadata"]["name"]}
+    assert autoscaler["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": one("Deployment")["metadata"]["name"],
+    }
     assert autoscaler["minReplicas"] >= 2
     budget = one("PodDisruptionBudget")["spec"]
     minimum = autoscaler["minReplicas"]
@@ -286,10 +313,14 @@ def test_the_routes_config_map_is_a_valid_map_mounted_where_the_gateway_reads_it
     table = parse_routes(config_map["data"]["routes.yaml"], "configmap-routes.yaml")
     assert len(table.routes) >= 1
     routes_path = PurePosixPath(str(deployment_args().routes))
-    volume = next(v for v in pod_spec(one("Deployment"))["volumes"]
-                  if v.get("configMap", {}).get("name") == "library-gateway-routes")
-    [mount] = [m for m in container(one("Deployment"))["volumeMounts"]
-               if m["name"] == volume["name"]]
+    volume = next(
+        v
+        for v in pod_spec(one("Deployment"))["volumes"]
+        if v.get("configMap", {}).get("name") == "library-gateway-routes"
+    )
+    [mount] = [
+        m for m in container(one("Deployment"))["volumeMounts"] if m["name"] == volume["name"]
+    ]
     # A whole-directory mount: with subPath the kubelet never updates the file, and the
     # gateway's reload on change would never fire.
     assert "subPath" not in mount
@@ -332,13 +363,18 @@ def test_pods_run_as_non_root_with_a_read_only_root_and_only_the_data_dir_writab
         assert str(pod["securityContext"]["runAsUser"]) == user != "0"
         assert pod["automountServiceAccountToken"] is False
         spec = container(workload)
-        assert spec["securityContext"] == {"allowPrivilegeEscalation": False,
-                                           "readOnlyRootFilesystem": True,
-                                           "capabilities": {"drop": ["ALL"]}}
+        assert spec["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
         assert {"cpu", "memory"} <= set(spec["resources"]["requests"])
         assert "memory" in spec["resources"]["limits"]
-    writable = {m["mountPath"] for m in container(one("Deployment"))["volumeMounts"]
-                if not m.get("readOnly")}
+    writable = {
+        m["mountPath"]
+        for m in container(one("Deployment"))["volumeMounts"]
+        if not m.get("readOnly")
+    }
     assert str(deployment_args().data_dir) in writable
 
 
@@ -370,8 +406,9 @@ def test_compose_runs_two_replicas_on_one_postgres_with_the_same_keys() -> None:
     assert environments[0] == environments[1]
     environment = environments[0]
     assert set(environment) <= SETTING_NAMES, set(environment) - SETTING_NAMES
-    database = urlsplit(interpolate(environment["GATEWAY_DATABASE_URL"],
-                                    {"POSTGRES_PASSWORD": "x"}))
+    database = urlsplit(
+        interpolate(environment["GATEWAY_DATABASE_URL"], {"POSTGRES_PASSWORD": "x"})
+    )
     assert services[database.hostname or ""]["image"] == "postgres:16"
     assert database.path == "/" + services["postgres"]["environment"]["POSTGRES_DB"]
     for name, service in replicas.items():
@@ -393,9 +430,13 @@ def test_compose_refuses_to_start_without_the_secrets() -> None:
 def test_compose_settings_parse_and_trust_only_the_tls_proxy() -> None:
     services = compose()["services"]
     environment = next(iter(gateway_services().values()))["environment"]
-    values = {name: interpolate(str(value), {
-        "POSTGRES_PASSWORD": "x", "GATEWAY_COOKIE_KEYS": Fernet.generate_key().decode()})
-        for name, value in environment.items()}
+    values = {
+        name: interpolate(
+            str(value),
+            {"POSTGRES_PASSWORD": "x", "GATEWAY_COOKIE_KEYS": Fernet.generate_key().decode()},
+        )
+        for name, value in environment.items()
+    }
     settings = Settings.from_env(values)
     assert settings.https
     proxy_address = ipaddress.ip_address(services["proxy"]["networks"]["library"]["ipv4_address"])
@@ -428,8 +469,9 @@ def test_caddy_terminates_tls_for_the_public_url_and_balances_over_both_replicas
     assert f"{public.port}:{public.port}" in services["proxy"]["ports"]
     upstream = re.search(r"^\s*reverse_proxy ([^{]+)\{", text, re.M)
     assert upstream is not None
-    expected = {f"{name}:{cli(service['command']).port}"
-                for name, service in gateway_services().items()}
+    expected = {
+        f"{name}:{cli(service['command']).port}" for name, service in gateway_services().items()
+    }
     assert set(upstream.group(1).split()) == expected
     assert re.search(r"^\s*health_uri /readyz$", text, re.M)
     assert compose_mount(services["proxy"], "/etc/caddy") == DEPLOY / "compose" / "caddy"
@@ -449,8 +491,9 @@ def test_the_image_is_built_in_two_stages_and_runs_as_a_non_root_user() -> None:
     assert users, "the runtime stage has no USER"
     assert users[-1].split(":")[0] not in ("root", "0")
     # Only the built virtualenv crosses from the builder.
-    copies_from = [rest for keyword, rest in final
-                   if keyword == "COPY" and rest.startswith("--from=")]
+    copies_from = [
+        rest for keyword, rest in final if keyword == "COPY" and rest.startswith("--from=")
+    ]
     assert copies_from == ["--from=builder /opt/library-gateway /opt/library-gateway"]
 
 
@@ -497,9 +540,15 @@ def test_the_systemd_unit_runs_the_gateway_hardened() -> None:
     assert command[0].endswith("/library-gateway")
     args = cli(command[1:])
     assert args.command == "run"
-    for key, value in {"NoNewPrivileges": "yes", "ProtectSystem": "strict",
-                       "ProtectHome": "yes", "PrivateTmp": "yes", "PrivateDevices": "yes",
-                       "RestrictSUIDSGID": "yes", "CapabilityBoundingSet": ""}.items():
+    for key, value in {
+        "NoNewPrivileges": "yes",
+        "ProtectSystem": "strict",
+        "ProtectHome": "yes",
+        "PrivateTmp": "yes",
+        "PrivateDevices": "yes",
+        "RestrictSUIDSGID": "yes",
+        "CapabilityBoundingSet": "",
+    }.items():
         assert service.get(key) == value, key
     assert service.get("DynamicUser") == "yes" or service.get("User") not in (None, "root")
     # ProtectSystem=strict makes everything read-only but what is listed here.
@@ -528,7 +577,8 @@ def operations() -> str:
 
 def test_the_operations_settings_table_is_the_one_generated_from_settings() -> None:
     assert settings_table() in operations(), (
-        "docs/operations.md's settings table is out of date; paste this:\n" + settings_table())
+        "docs/operations.md's settings table is out of date; paste this:\n" + settings_table()
+    )
 
 
 def test_the_operations_guide_names_every_metric() -> None:
@@ -555,9 +605,20 @@ def test_the_operations_guide_points_to_the_capacity_figures() -> None:
 @pytest.fixture
 def demo_backends() -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
     with subprocess.Popen(
-        [sys.executable, "-m", "gateway.demo.serve_backends", "--catalogue", "0",
-         "--reservations", "0", "--digital", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        [
+            sys.executable,
+            "-m",
+            "gateway.demo.serve_backends",
+            "--catalogue",
+            "0",
+            "--reservations",
+            "0",
+            "--digital",
+            "0",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     ) as process:
         try:
@@ -573,13 +634,15 @@ def demo_backends() -> Iterator[tuple[subprocess.Popen[str], dict[str, int]]]:
 
 @pytest.mark.slow
 def test_the_demo_services_run_alone_on_the_ports_asked_for_and_stop_on_sigterm(
-    demo_backends: tuple[subprocess.Popen[str], dict[str, int]]
+    demo_backends: tuple[subprocess.Popen[str], dict[str, int]],
 ) -> None:
     process, ports = demo_backends
     assert set(ports) == set(serve_backends.DEFAULT_PORTS)
-    for name, path in (("catalogue", "/catalogue/"),
-                       ("reservations", "/reservations/opening-hours"),
-                       ("digital", "/digital/")):
+    for name, path in (
+        ("catalogue", "/catalogue/"),
+        ("reservations", "/reservations/opening-hours"),
+        ("digital", "/digital/"),
+    ):
         with urllib.request.urlopen(f"http://127.0.0.1:{ports[name]}{path}", timeout=30) as resp:
             assert resp.status == 200
             assert "text/html" in resp.headers["Content-Type"]

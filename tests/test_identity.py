@@ -41,8 +41,7 @@ SPOOFED = {
 
 
 @pytest.fixture
-async def patron(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
-                 ) -> tuple[Account, str]:
+async def patron(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher) -> tuple[Account, str]:
     """A patron logged in on `gw`: the account and its session cookie."""
     account = await add_patron(pool, hasher)
     assert (await login(gw, account.username)).status == 303
@@ -51,8 +50,9 @@ async def patron(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
     return account, cookie
 
 
-async def backend_sees(client: TestClient, path: str, cookie: str | None,
-                       headers: dict[str, str] | None = None) -> dict[str, str]:
+async def backend_sees(
+    client: TestClient, path: str, cookie: str | None, headers: dict[str, str] | None = None
+) -> dict[str, str]:
     resp = await fetch(client, path, cookie, headers=headers)
     assert resp.status == 200
     return identity_seen(await resp.json())
@@ -69,7 +69,11 @@ async def verify(client: TestClient, token: str, audience: str) -> dict[str, Any
     key = (await published_keys(client))[jwt.get_unverified_header(token)["kid"]]
     issuer = client.app[app_keys.SETTINGS].public_url
     claims: dict[str, Any] = jwt.decode(
-        token, key, algorithms=["EdDSA"], audience=audience, issuer=issuer,
+        token,
+        key,
+        algorithms=["EdDSA"],
+        audience=audience,
+        issuer=issuer,
         options={"require": ["exp", "iat", "sub", "aud", "iss"]},
     )
     return claims
@@ -77,8 +81,10 @@ async def verify(client: TestClient, token: str, audience: str) -> dict[str, Any
 
 # --- The identity headers -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("path", ["/reservations/mine", "/catalogue/search?q=x",
-                                  "/reservations/opening-hours"])
+
+@pytest.mark.parametrize(
+    "path", ["/reservations/mine", "/catalogue/search?q=x", "/reservations/opening-hours"]
+)
 async def test_a_logged_in_patron_is_named_to_the_backend(
     gw: TestClient, patron: tuple[Account, str], path: str
 ) -> None:
@@ -88,8 +94,12 @@ async def test_a_logged_in_patron_is_named_to_the_backend(
     assert seen["x-library-username"] == account.username
     assert seen["x-library-pass-number"] == account.pass_number
     assert seen["x-library-identity"].count(".") == 2
-    assert set(seen) == {"x-library-user-id", "x-library-username", "x-library-pass-number",
-                         "x-library-identity"}
+    assert set(seen) == {
+        "x-library-user-id",
+        "x-library-username",
+        "x-library-pass-number",
+        "x-library-identity",
+    }
 
 
 async def test_spoofed_identity_headers_are_replaced_by_the_real_ones(
@@ -106,8 +116,9 @@ async def test_spoofed_identity_headers_are_replaced_by_the_real_ones(
         assert "x-library-role" not in seen
 
 
-@pytest.mark.parametrize("path", ["/catalogue/search", "/reservations/opening-hours",
-                                  "/open/hours"])
+@pytest.mark.parametrize(
+    "path", ["/catalogue/search", "/reservations/opening-hours", "/open/hours"]
+)
 async def test_spoofed_identity_headers_without_a_session_are_dropped(
     gw: TestClient, path: str
 ) -> None:
@@ -120,13 +131,17 @@ async def test_the_session_cookie_never_reaches_the_backend(
     """Defends against a backend (or its logs) collecting replayable session cookies."""
     _, cookie = patron
     gw.session.cookie_jar.clear()
-    resp = await gw.get("/reservations/mine", headers={
-        "Cookie": f"theme=dark; library_session={cookie}; basket=3",
-    })
+    resp = await gw.get(
+        "/reservations/mine",
+        headers={
+            "Cookie": f"theme=dark; library_session={cookie}; basket=3",
+        },
+    )
     seen = received(await resp.json())
     assert seen["cookie"] == ["theme=dark; basket=3"]
-    assert cookie not in json.dumps(await (await gw.get("/catalogue/", headers={
-        "Cookie": f"library_session={cookie}"})).json())
+    assert cookie not in json.dumps(
+        await (await gw.get("/catalogue/", headers={"Cookie": f"library_session={cookie}"})).json()
+    )
 
 
 async def test_a_non_ascii_username_arrives_percent_encoded(
@@ -139,8 +154,8 @@ async def test_a_non_ascii_username_arrives_percent_encoded(
     assert seen["x-library-username"] == account.username.replace("\u00f6", "%C3%B6")
 
 
-
 # --- The signed identity (JWT) ------------------------------------------------------------------
+
 
 async def test_the_identity_token_verifies_against_the_published_keys(
     gw: TestClient, patron: tuple[Account, str]
@@ -241,5 +256,6 @@ async def test_after_a_key_rotation_new_tokens_use_the_new_key_and_old_ones_stil
     assert jwt.get_unverified_header(after)["kid"] == new_kid
     kids = {key.key_id for key in (await published_keys(gw)).keys}
     assert {old_kid, new_kid} <= kids
-    assert (await verify(gw, before, "reservations"))["sub"] == \
-        (await verify(gw, after, "reservations"))["sub"]
+    assert (await verify(gw, before, "reservations"))["sub"] == (
+        await verify(gw, after, "reservations")
+    )["sub"]

@@ -31,7 +31,11 @@ HEADER = "pass_number,email,password_hash,username"
 def run_import(database_url: str, file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "accounts", "import", file.name, *args],
-        capture_output=True, text=True, timeout=300, check=False, cwd=file.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        cwd=file.parent,
         env={**os.environ, "GATEWAY_DATABASE_URL": database_url},
     )
 
@@ -54,7 +58,8 @@ async def snapshot(pool: asyncpg.Pool) -> list[tuple[Any, ...]]:
 
 async def stored_hash(pool: asyncpg.Pool, pass_number: str) -> str | None:
     value: str | None = await pool.fetchval(
-        "SELECT password_hash FROM accounts WHERE pass_number = $1", pass_number)
+        "SELECT password_hash FROM accounts WHERE pass_number = $1", pass_number
+    )
     return value
 
 
@@ -64,8 +69,9 @@ def _bcrypt(password: str, prefix: bytes = b"2b") -> str:
 
 def _argon2(password: str, kind: argon2.Type) -> str:
     # Not the gateway's parameters, so even this one is rehashed at the first login.
-    return argon2.PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1,
-                                 type=kind).hash(password)
+    return argon2.PasswordHasher(time_cost=2, memory_cost=2048, parallelism=1, type=kind).hash(
+        password
+    )
 
 
 # name: (make a hash of a password, is it weak, the part of it that gives the password away)
@@ -87,10 +93,14 @@ def secrets_in(legacy: str) -> set[str]:
     its digest field, and for {SSHA} the digest inside the base64 body, in every spelling."""
     found = {legacy, legacy.rsplit("$", 1)[-1]}
     if legacy.startswith("{SSHA}"):
-        body = legacy[len("{SSHA}"):]
+        body = legacy[len("{SSHA}") :]
         digest = base64.b64decode(body)[:20]
-        found |= {body, digest.hex(), base64.b64encode(digest).decode().rstrip("="),
-                  base64.urlsafe_b64encode(digest).decode().rstrip("=")}
+        found |= {
+            body,
+            digest.hex(),
+            base64.b64encode(digest).decode().rstrip("="),
+            base64.urlsafe_b64encode(digest).decode().rstrip("="),
+        }
     return found
 
 
@@ -108,8 +118,9 @@ async def test_every_legacy_format_imports_and_logs_in_twice_ending_as_plain_arg
     result = await import_file(database_url, write(tmp_path / "legacy.csv", *rows))
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
-    assert result.stdout.strip() == (f"legacy.csv: imported {len(FORMATS)} (without password 0),"
-                                     " already present 0, refused 0")
+    assert result.stdout.strip() == (
+        f"legacy.csv: imported {len(FORMATS)} (without password 0), already present 0, refused 0"
+    )
 
     for number, (login_name, password, legacy, weak) in patrons.items():
         imported = await stored_hash(pool, number)
@@ -137,10 +148,13 @@ async def test_every_legacy_format_imports_and_logs_in_twice_ending_as_plain_arg
 async def test_a_second_run_changes_nothing_and_keeps_a_password_changed_since(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
-    file = write(tmp_path / "again.csv", HEADER,
-                 f"32001,a@example.org,{md5_crypt.hash('first password')},reader-a",
-                 f"32002,b@example.org,{_bcrypt('second password')},",
-                 "32003,c@example.org,,reader-c")
+    file = write(
+        tmp_path / "again.csv",
+        HEADER,
+        f"32001,a@example.org,{md5_crypt.hash('first password')},reader-a",
+        f"32002,b@example.org,{_bcrypt('second password')},",
+        "32003,c@example.org,,reader-c",
+    )
     first = await import_file(database_url, file)
     assert first.returncode == 0, first.stderr
     assert "imported 3 (without password 1), already present 0, refused 0" in first.stdout
@@ -164,22 +178,24 @@ async def test_bad_rows_are_named_by_line_while_the_good_rows_land(
     await add_patron(pool, hasher, pass_number="ABC-78", username="other-name")
     garbled = md5_crypt.hash("x")[:-4]
     file = write(
-        tmp_path / "mixed.csv", HEADER,
-        "33001,good@example.org,,",                                  # 2 good
-        "33002,not-an-address,,",                                    # 3
-        f'33003,g@example.org,"{garbled}",',                         # 4
-        "33004,g@example.org,,\uff19\uff19\uff19\uff19\uff19",       # 5 full-width digits
-        "33005,g@example.org,,abc-77",                               # 6 another's pass number
-        "33006,g@example.org,,Other-Name",                           # 7 another's username
-        "taken-name,g@example.org,,",                                # 8 pass number = username
-        "33001,g@example.org,,",                                     # 9 duplicate of line 2
-        "33009,g@example.org,{},second".format(_bcrypt("pw")),       # 10 good
-        "33010,g@example.org",                                       # 11
+        tmp_path / "mixed.csv",
+        HEADER,
+        "33001,good@example.org,,",  # 2 good
+        "33002,not-an-address,,",  # 3
+        f'33003,g@example.org,"{garbled}",',  # 4
+        "33004,g@example.org,,\uff19\uff19\uff19\uff19\uff19",  # 5 full-width digits
+        "33005,g@example.org,,abc-77",  # 6 another's pass number
+        "33006,g@example.org,,Other-Name",  # 7 another's username
+        "taken-name,g@example.org,,",  # 8 pass number = username
+        "33001,g@example.org,,",  # 9 duplicate of line 2
+        "33009,g@example.org,{},second".format(_bcrypt("pw")),  # 10 good
+        "33010,g@example.org",  # 11
     )
     result = await import_file(database_url, file)
     assert result.returncode == 1
-    assert result.stdout.strip() == ("mixed.csv: imported 2 (without password 1),"
-                                     " already present 0, refused 8")
+    assert result.stdout.strip() == (
+        "mixed.csv: imported 2 (without password 1), already present 0, refused 8"
+    )
     lines = sorted(result.stderr.splitlines(), key=lambda line: int(line.split(":")[1]))
     assert lines == [
         "mixed.csv:3: e-mail address 'not-an-address' is not of the form name@domain",
@@ -193,18 +209,23 @@ async def test_bad_rows_are_named_by_line_while_the_good_rows_land(
         "mixed.csv:11: 2 fields, the header has 4",
     ]
     assert garbled not in result.stderr
-    landed = await pool.fetch("SELECT pass_number, username, password_hash FROM accounts"
-                              " WHERE pass_number LIKE '330%' ORDER BY pass_number")
+    landed = await pool.fetch(
+        "SELECT pass_number, username, password_hash FROM accounts"
+        " WHERE pass_number LIKE '330%' ORDER BY pass_number"
+    )
     assert [(row["pass_number"], row["username"]) for row in landed] == [
-        ("33001", "33001"), ("33009", "second")]
+        ("33001", "33001"),
+        ("33009", "second"),
+    ]
     assert landed[0]["password_hash"] is None
 
 
 async def test_an_account_without_password_cannot_log_in(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool, gw: TestClient
 ) -> None:
-    result = await import_file(database_url, write(tmp_path / "bare.csv", HEADER,
-                                                   "34001,bare@example.org,,bare-reader"))
+    result = await import_file(
+        database_url, write(tmp_path / "bare.csv", HEADER, "34001,bare@example.org,,bare-reader")
+    )
     assert "imported 1 (without password 1)" in result.stdout
     for attempt in ("", "anything at all", "bare-reader", "34001"):
         assert (await login(gw, "bare-reader", attempt)).status != 303
@@ -213,8 +234,12 @@ async def test_an_account_without_password_cannot_log_in(
 async def test_a_byte_order_mark_and_any_column_order_are_read(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool
 ) -> None:
-    file = write(tmp_path / "excel.csv", "username,password_hash,email,pass_number",
-                 "bom-reader,,bom@example.org,35001", bom=True)
+    file = write(
+        tmp_path / "excel.csv",
+        "username,password_hash,email,pass_number",
+        "bom-reader,,bom@example.org,35001",
+        bom=True,
+    )
     result = await import_file(database_url, file)
     assert result.returncode == 0, result.stderr
     account = await Accounts(pool).by_login_name("bom-reader")
@@ -226,11 +251,14 @@ async def test_dry_run_reports_what_would_happen_and_writes_nothing(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     await add_patron(pool, hasher, pass_number="36001")
-    file = write(tmp_path / "dry.csv", HEADER,
-                 "36001,a@example.org,,",
-                 f"36002,b@example.org,{md5_crypt.hash('pw')},",
-                 "36003,c@example.org,,",
-                 "36004,nope,,")
+    file = write(
+        tmp_path / "dry.csv",
+        HEADER,
+        "36001,a@example.org,,",
+        f"36002,b@example.org,{md5_crypt.hash('pw')},",
+        "36003,c@example.org,,",
+        "36004,nope,,",
+    )
     before = await snapshot(pool)
     dry = await import_file(database_url, file, "--dry-run")
     assert dry.returncode == 1
@@ -241,22 +269,29 @@ async def test_dry_run_reports_what_would_happen_and_writes_nothing(
     assert dry.stderr == "dry.csv:5: e-mail address 'nope' is not of the form name@domain\n"
     assert await snapshot(pool) == before
     real = await import_file(database_url, file)
-    assert real.stdout.strip() == ("dry.csv: imported 2 (without password 1),"
-                                   " already present 1, refused 1")
+    assert real.stdout.strip() == (
+        "dry.csv: imported 2 (without password 1), already present 1, refused 1"
+    )
 
 
-@pytest.mark.parametrize(("header", "message"), [
-    ("pass_number,email,password_hash,phone",
-     "bad-header.csv:1: unknown column 'phone'; the columns are pass_number, email,"
-     " password_hash and optionally username"),
-    ("pass_number,password_hash", "bad-header.csv:1: missing column email;"),
-])
+@pytest.mark.parametrize(
+    ("header", "message"),
+    [
+        (
+            "pass_number,email,password_hash,phone",
+            "bad-header.csv:1: unknown column 'phone'; the columns are pass_number, email,"
+            " password_hash and optionally username",
+        ),
+        ("pass_number,password_hash", "bad-header.csv:1: missing column email;"),
+    ],
+)
 async def test_a_file_with_a_wrong_header_is_refused_whole(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool, header: str, message: str
 ) -> None:
     before = await snapshot(pool)
-    result = await import_file(database_url, write(tmp_path / "bad-header.csv", header,
-                                                   "37001,a@example.org,,"))
+    result = await import_file(
+        database_url, write(tmp_path / "bad-header.csv", header, "37001,a@example.org,,")
+    )
     assert result.returncode == 2
     assert result.stderr.startswith(message)
     assert result.stdout == ""

@@ -31,8 +31,9 @@ def _bcrypt(prefix: bytes) -> str:
 
 
 def _argon2(kind: argon2.Type) -> str:
-    return argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1,
-                                 type=kind).hash(SECRET)
+    return argon2.PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1, type=kind).hash(
+        SECRET
+    )
 
 
 # Each supported format: a real hash of SECRET, its scheme, and whether it is wrapped.
@@ -43,8 +44,11 @@ FORMATS: dict[str, tuple[Callable[[], str], str, bool]] = {
     "argon2id": (lambda: _argon2(argon2.Type.ID), "argon2id", False),
     "argon2i": (lambda: _argon2(argon2.Type.I), "argon2i", False),
     "md5-crypt": (lambda: md5_crypt.hash(SECRET), "md5-crypt", True),
-    "pbkdf2": (lambda: django_pbkdf2_sha256.using(rounds=1000).hash(SECRET),
-               "django-pbkdf2-sha256", True),
+    "pbkdf2": (
+        lambda: django_pbkdf2_sha256.using(rounds=1000).hash(SECRET),
+        "django-pbkdf2-sha256",
+        True,
+    ),
     "ssha": (lambda: ldap_salted_sha1.hash(SECRET), "ldap-ssha", True),
     "sha1": (lambda: django_salted_sha1.hash(SECRET), "django-sha1", True),
 }
@@ -63,6 +67,7 @@ def candidates(text: str) -> dict[int, Candidate]:
 
 
 # --- Password hashes --------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", FORMATS)
 def test_every_supported_format_is_accepted_and_the_weak_ones_are_marked_for_wrapping(
@@ -84,14 +89,15 @@ BAD_HASHES = {
     "bcrypt cut short": lambda: _cut(_bcrypt(b"2b")),
     "bcrypt at cost 31": lambda: "$2b$31$" + _bcrypt(b"2b")[7:],
     "argon2 without its hash": lambda: _argon2(argon2.Type.ID).rsplit("$", 1)[0],
-    "argon2 wanting 4 GiB a login": lambda: re.sub(r"m=\d+", "m=4194304",
-                                                   _argon2(argon2.Type.ID)),
+    "argon2 wanting 4 GiB a login": lambda: re.sub(r"m=\d+", "m=4194304", _argon2(argon2.Type.ID)),
     "md5-crypt without checksum": lambda: "$1$saltsalt",
     "md5-crypt cut short": lambda: _cut(md5_crypt.hash(SECRET)),
     "pbkdf2 with letters for rounds": lambda: re.sub(
-        r"\$\d+\$", "$many$", django_pbkdf2_sha256.hash(SECRET), count=1),
+        r"\$\d+\$", "$many$", django_pbkdf2_sha256.hash(SECRET), count=1
+    ),
     "pbkdf2 at a billion rounds": lambda: re.sub(
-        r"\$\d+\$", "$1000000000$", django_pbkdf2_sha256.hash(SECRET), count=1),
+        r"\$\d+\$", "$1000000000$", django_pbkdf2_sha256.hash(SECRET), count=1
+    ),
     "ssha too short for digest and salt": lambda: "{SSHA}" + "A" * 28,
     "ssha not base64": lambda: "{SSHA}!!!!" + ldap_salted_sha1.hash(SECRET)[10:],
     "sha1 with a short digest": lambda: _cut(django_salted_sha1.hash(SECRET)),
@@ -123,35 +129,45 @@ def test_an_empty_hash_means_an_account_without_password() -> None:
 
 # --- The header -------------------------------------------------------------------------------
 
+
 def test_columns_may_come_in_any_order_and_username_may_be_left_out() -> None:
     value = md5_crypt.hash(SECRET)
     [row] = read(f"email, password_hash ,pass_number\njan@example.org,{value},1001\n")
     assert row == Candidate(2, "1001", "jan@example.org", "1001", value, "md5-crypt")
 
 
-@pytest.mark.parametrize("text", [
-    "\ufeffpass_number,email,password_hash\r\n1001,jan@example.org,\r\n",
-    "\ufeffpass_number,email,password_hash\r\n1001,jan@example.org,\r\n".encode().decode(
-        "utf-8-sig"),
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "\ufeffpass_number,email,password_hash\r\n1001,jan@example.org,\r\n",
+        "\ufeffpass_number,email,password_hash\r\n1001,jan@example.org,\r\n".encode().decode(
+            "utf-8-sig"
+        ),
+    ],
+)
 def test_a_byte_order_mark_does_not_hide_the_first_column(text: str) -> None:
     assert read(text) == [Candidate(2, "1001", "jan@example.org", "1001", None, None)]
 
 
-@pytest.mark.parametrize(("header", "words"), [
-    ("pass_number,email,password_hash,username,phone", "unknown column 'phone'"),
-    ("pass_number,email,password,username", "unknown column 'password'"),
-    ("Pass_Number,email,password_hash", "unknown column 'Pass_Number'"),
-    ("pass_number,email,username", "missing column password_hash"),
-    ("pass_number,password_hash", "missing column email"),
-    ("pass_number,email,password_hash,email", "column 'email' appears twice"),
-    ("", "line 1 is blank; it must be the header"),
-    ('"pass_number,email,password_hash', "not a CSV line"),
-])
+@pytest.mark.parametrize(
+    ("header", "words"),
+    [
+        ("pass_number,email,password_hash,username,phone", "unknown column 'phone'"),
+        ("pass_number,email,password,username", "unknown column 'password'"),
+        ("Pass_Number,email,password_hash", "unknown column 'Pass_Number'"),
+        ("pass_number,email,username", "missing column password_hash"),
+        ("pass_number,password_hash", "missing column email"),
+        ("pass_number,email,password_hash,email", "column 'email' appears twice"),
+        ("", "line 1 is blank; it must be the header"),
+        ('"pass_number,email,password_hash', "not a CSV line"),
+    ],
+)
 def test_a_wrong_header_refuses_the_whole_file_before_any_row(header: str, words: str) -> None:
     with pytest.raises(FileRefused) as refused:
-        read_import(io.StringIO(header + "\n1001,jan@example.org,\n", newline=""),
-                    pass_number_pattern=DIGITS)
+        read_import(
+            io.StringIO(header + "\n1001,jan@example.org,\n", newline=""),
+            pass_number_pattern=DIGITS,
+        )
     assert refused.value.line == 1
     assert words in refused.value.reason
 
@@ -180,7 +196,8 @@ BAD_ROWS = {
     "1001,jan@example.org,,jo": "username 'jo': a username needs at least 3 characters",
     "1001,jan@example.org,,j\u200ban": "a username cannot contain spaces",
     "1001,jan@example.org,,\uff11\uff12\uff13\uff14\uff15": (
-        "username '\uff11\uff12\uff13\uff14\uff15': a username that looks like a pass number"),
+        "username '\uff11\uff12\uff13\uff14\uff15': a username that looks like a pass number"
+    ),
     "1001,jan@example.org,,77777": "a username that looks like a pass number must be",
 }
 
@@ -223,23 +240,32 @@ def test_the_pass_number_pattern_is_the_configured_one() -> None:
 
 def test_bytes_that_are_not_utf8_refuse_their_row_only() -> None:
     raw = (HEADER + "1001,j\xe9n@example.org,,\n1002,jan@example.org,,\n").encode("latin-1")
-    stream = io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8-sig",
-                              errors="surrogateescape", newline="")
+    stream = io.TextIOWrapper(
+        io.BytesIO(raw), encoding="utf-8-sig", errors="surrogateescape", newline=""
+    )
     rows = list(read_import(stream, pass_number_pattern=DIGITS))
-    assert rows == [Refusal(2, "not UTF-8 text"),
-                    Candidate(3, "1002", "jan@example.org", "1002", None, None)]
+    assert rows == [
+        Refusal(2, "not UTF-8 text"),
+        Candidate(3, "1002", "jan@example.org", "1002", None, None),
+    ]
 
 
 # --- Duplicates within the file ---------------------------------------------------------------
 
-@pytest.mark.parametrize(("second", "reason"), [
-    ("1001,other@example.org,,", "pass number '1001' is the pass number on line 2 already"),
-    ("1003,other@example.org,,JAN", "username 'JAN' is the username on line 2 already"),
-    ("1003,other@example.org,,\uff4a\uff41\uff4e",
-     "username 'jan' is the username on line 2 already"),
-    ("jan,other@example.org,,", "pass number 'jan' is the username on line 2 already"),
-    ("1003,other@example.org,,P-77", "username 'P-77' is the pass number on line 3 already"),
-])
+
+@pytest.mark.parametrize(
+    ("second", "reason"),
+    [
+        ("1001,other@example.org,,", "pass number '1001' is the pass number on line 2 already"),
+        ("1003,other@example.org,,JAN", "username 'JAN' is the username on line 2 already"),
+        (
+            "1003,other@example.org,,\uff4a\uff41\uff4e",
+            "username 'jan' is the username on line 2 already",
+        ),
+        ("jan,other@example.org,,", "pass number 'jan' is the username on line 2 already"),
+        ("1003,other@example.org,,P-77", "username 'P-77' is the pass number on line 3 already"),
+    ],
+)
 def test_the_second_of_two_rows_sharing_a_name_is_refused_naming_the_first(
     second: str, reason: str
 ) -> None:
@@ -254,9 +280,14 @@ def test_a_username_equal_to_its_own_pass_number_is_no_duplicate() -> None:
 
 # --- Lines and streaming ----------------------------------------------------------------------
 
+
 def test_line_numbers_are_the_files_across_quoted_line_breaks_and_blank_lines() -> None:
-    text = (HEADER + '1001,"jan@example.org\r\n",,\r\n\r\n'
-            + '1002,"two\nlines@example.org",,\n' + "1003,x,,\n")
+    text = (
+        HEADER
+        + '1001,"jan@example.org\r\n",,\r\n\r\n'
+        + '1002,"two\nlines@example.org",,\n'
+        + "1003,x,,\n"
+    )
     assert refusals(text) == {
         5: "e-mail address 'two\\nlines@example.org' contains spaces or control characters",
         7: "e-mail address 'x' is not of the form name@domain",
@@ -266,8 +297,10 @@ def test_line_numbers_are_the_files_across_quoted_line_breaks_and_blank_lines() 
 
 def test_an_overlong_line_is_refused_and_reading_goes_on() -> None:
     text = HEADER + f"1001,{'j' * (3 * MAX_LINE)}@example.org,,\n1002,jan@example.org,,\n"
-    assert read(text) == [Refusal(2, f"line longer than {MAX_LINE} characters"),
-                          Candidate(3, "1002", "jan@example.org", "1002", None, None)]
+    assert read(text) == [
+        Refusal(2, f"line longer than {MAX_LINE} characters"),
+        Candidate(3, "1002", "jan@example.org", "1002", None, None),
+    ]
 
 
 def test_broken_quoting_is_refused_with_the_lines_it_swallowed() -> None:

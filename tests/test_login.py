@@ -35,6 +35,7 @@ FAILED = html.escape(i18n.translator("en")["login.failed"])
 
 # --- Who gets in ------------------------------------------------------------------------------
 
+
 async def test_login_by_username_sends_to_next_with_a_fresh_cookie_against_fixation(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
@@ -42,10 +43,16 @@ async def test_login_by_username_sends_to_next_with_a_fresh_cookie_against_fixat
     token = await form_token(gw)
     anonymous = jar_cookie(gw)
     assert anonymous is not None
-    resp = await post_form(gw, "/auth/login", {
-        "csrf_token": token, "username": patron.username, "password": PASSWORD,
-        "next": "/catalogue/search?q=rembrandt",
-    })
+    resp = await post_form(
+        gw,
+        "/auth/login",
+        {
+            "csrf_token": token,
+            "username": patron.username,
+            "password": PASSWORD,
+            "next": "/catalogue/search?q=rembrandt",
+        },
+    )
     assert resp.status == 303
     assert resp.headers["Location"] == "/catalogue/search?q=rembrandt"
     fresh = jar_cookie(gw)
@@ -64,10 +71,16 @@ def _full_width(text: str) -> str:
     return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
 
 
-@pytest.mark.parametrize("spelling", [
-    "pass_number", "pass_number_full_width", "username_upper", "username_full_width",
-    "username_padded",
-])
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        "pass_number",
+        "pass_number_full_width",
+        "username_upper",
+        "username_full_width",
+        "username_padded",
+    ],
+)
 async def test_login_accepts_every_spelling_of_the_same_name(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, spelling: str
 ) -> None:
@@ -89,8 +102,9 @@ async def test_pass_number_keeps_working_after_a_username_is_chosen_and_is_not_s
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     owner = await add_patron(pool, hasher, username=f"owner{unique_pass_number()}")
-    other = await add_patron(pool, hasher, password="another long secret",
-                             username=f"other{unique_pass_number()}")
+    other = await add_patron(
+        pool, hasher, password="another long secret", username=f"other{unique_pass_number()}"
+    )
     resp = await login(gw, owner.pass_number)
     assert resp.status == 303
     assert await account_on(gw, jar_cookie(gw)) == owner.id
@@ -121,6 +135,7 @@ async def test_login_replaces_a_weak_legacy_hash_with_argon2id(
 
 # --- Failed logins look alike -------------------------------------------------------------------
 
+
 def _comparable(page: str, name: str) -> str:
     """The failure page without what legitimately differs between two attempts: the CSRF
     token, the style nonce and the name the patron typed (echoed back into the field)."""
@@ -132,9 +147,15 @@ def _comparable(page: str, name: str) -> str:
 async def _failed_attempt(client: TestClient, name: str, password: str) -> tuple[int, str]:
     client.session.cookie_jar.clear()
     token = await form_token(client, "/auth/login?lang=en")
-    resp = await post_form(client, "/auth/login", {
-        "csrf_token": token, "username": name, "password": password,
-    })
+    resp = await post_form(
+        client,
+        "/auth/login",
+        {
+            "csrf_token": token,
+            "username": name,
+            "password": password,
+        },
+    )
     page = await resp.text()
     assert page.count('class="error"') == 1
     assert FAILED in page
@@ -156,14 +177,17 @@ async def test_unknown_name_wrong_password_and_disabled_account_fail_identically
     assert unknown[1] == wrong[1] == blocked[1]
 
 
-@pytest.mark.parametrize(("name", "password"), [
-    ("", PASSWORD),
-    ("someone", ""),
-    ("", ""),
-    ("   ", PASSWORD),
-    ("someone", "x" * 2000),
-    ("n" * 2000, PASSWORD),
-])
+@pytest.mark.parametrize(
+    ("name", "password"),
+    [
+        ("", PASSWORD),
+        ("someone", ""),
+        ("", ""),
+        ("   ", PASSWORD),
+        ("someone", "x" * 2000),
+        ("n" * 2000, PASSWORD),
+    ],
+)
 async def test_empty_or_oversized_fields_fail_like_any_other_login(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, name: str, password: str
 ) -> None:
@@ -176,6 +200,7 @@ async def test_empty_or_oversized_fields_fail_like_any_other_login(
 
 
 # --- Where a login may send the patron ----------------------------------------------------------
+
 
 def _attacks() -> list[str]:
     attacks = []
@@ -241,13 +266,13 @@ async def test_the_form_carries_only_a_safe_next(gw: TestClient) -> None:
 
 # --- CSRF -----------------------------------------------------------------------------------
 
+
 async def test_login_without_a_csrf_token_is_refused(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     patron = await add_patron(pool, hasher)
     await form_token(gw)
-    resp = await post_form(gw, "/auth/login", {"username": patron.username,
-                                               "password": PASSWORD})
+    resp = await post_form(gw, "/auth/login", {"username": patron.username, "password": PASSWORD})
     assert resp.status == 403
     assert await account_on(gw, jar_cookie(gw)) is None
 
@@ -262,9 +287,15 @@ async def test_login_with_another_sessions_csrf_token_is_refused(
     gw.session.cookie_jar.clear()
     victims_token = await form_token(gw)
     assert victims_token != attackers_token
-    resp = await post_form(gw, "/auth/login", {
-        "csrf_token": attackers_token, "username": patron.username, "password": PASSWORD,
-    })
+    resp = await post_form(
+        gw,
+        "/auth/login",
+        {
+            "csrf_token": attackers_token,
+            "username": patron.username,
+            "password": PASSWORD,
+        },
+    )
     assert resp.status == 403
     assert await account_on(gw, jar_cookie(gw)) is None
 
@@ -275,9 +306,15 @@ async def test_login_with_a_token_but_no_session_cookie_is_refused(
     patron = await add_patron(pool, hasher)
     token = await form_token(gw)
     gw.session.cookie_jar.clear()
-    resp = await post_form(gw, "/auth/login", {
-        "csrf_token": token, "username": patron.username, "password": PASSWORD,
-    })
+    resp = await post_form(
+        gw,
+        "/auth/login",
+        {
+            "csrf_token": token,
+            "username": patron.username,
+            "password": PASSWORD,
+        },
+    )
     assert resp.status == 403
     assert await account_on(gw, jar_cookie(gw)) is None
 
@@ -323,6 +360,7 @@ async def test_logout_with_its_token_ends_the_session_and_clears_the_cookie(
 
 # --- Headers of the /auth/ pages --------------------------------------------------------------
 
+
 async def test_auth_pages_are_never_cached_framed_or_leak_a_referrer(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
@@ -340,4 +378,3 @@ async def test_auth_pages_are_never_cached_framed_or_leak_a_referrer(
         assert resp.headers["Referrer-Policy"] == "no-referrer"
         assert resp.headers["X-Content-Type-Options"] == "nosniff"
     assert [resp.status for resp in answers] == [200, 403, 401, 303, 200]
-

@@ -47,8 +47,15 @@ SENDER = "no-reply@login.library.example"
 LINK = "https://login.library.example/auth/reset-password?token=Zm9vYmFy-_0123456789abcdef"
 EVIL = "<script>alert(1)</script>"
 # Every mail kind, with every value any template may ask for; the names are hostile.
-CONTEXT = {"username": EVIL, "old_username": EVIL, "usernames": [EVIL, "tweede.naam"],
-           "pass_number": "1234567890", "minutes": 30, "days": 7, "reset": True}
+CONTEXT = {
+    "username": EVIL,
+    "old_username": EVIL,
+    "usernames": [EVIL, "tweede.naam"],
+    "pass_number": "1234567890",
+    "minutes": 30,
+    "days": 7,
+    "reset": True,
+}
 LINKED = {"activate", "reset"}
 SHOWS_A_NAME = {"reset", "password_changed", "username_changed", "forgot_username"}
 
@@ -76,18 +83,19 @@ def closed_port() -> int:
 
 async def ask_reset(gw: TestClient, identifier: str, **headers: str) -> int:
     csrf = await form_token(gw, "/auth/forgot-password")
-    resp = await post_form(gw, "/auth/forgot-password",
-                           {"csrf_token": csrf, "identifier": identifier}, headers=headers)
+    resp = await post_form(
+        gw, "/auth/forgot-password", {"csrf_token": csrf, "identifier": identifier}, headers=headers
+    )
     return resp.status
 
 
 # --- Composing ---------------------------------------------------------------------------------
 
+
 def test_every_kind_of_mail_exists_in_every_language() -> None:
     """Defends against a patron choosing a language in which some mail cannot be sent."""
     kinds = {kind for kind, _ in TEMPLATES}
-    assert kinds == {"activate", "forgot_username", "password_changed", "reset",
-                     "username_changed"}
+    assert kinds == {"activate", "forgot_username", "password_changed", "reset", "username_changed"}
     assert set(TEMPLATES) == {(kind, lang) for kind in kinds for lang in i18n.LANGUAGES}
 
 
@@ -116,6 +124,7 @@ def test_every_template_composes_a_subject_a_text_and_an_html_that_agree(
 
 
 # --- Sending through SMTP, and an outage ------------------------------------------------------
+
 
 async def test_a_mail_queued_during_an_smtp_outage_is_delivered_once_smtp_is_back(
     make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
@@ -153,15 +162,22 @@ async def test_a_change_is_answered_normally_while_smtp_is_down(
     make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against an SMTP outage turning a patron's password change into an error."""
-    gw = await make_gateway(routes_for(backend.port),
-                            mail_transport=SmtpTransport(f"smtp://127.0.0.1:{closed_port()}"))
+    gw = await make_gateway(
+        routes_for(backend.port), mail_transport=SmtpTransport(f"smtp://127.0.0.1:{closed_port()}")
+    )
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
     assert (await login(gw, patron.username)).status == 303
     csrf = await form_token(gw, "/auth/account")
-    resp = await post_form(gw, "/auth/account/password", {
-        "csrf_token": csrf, "current_password": PASSWORD,
-        "new_password": "a lantern in the stacks"})
+    resp = await post_form(
+        gw,
+        "/auth/account/password",
+        {
+            "csrf_token": csrf,
+            "current_password": PASSWORD,
+            "new_password": "a lantern in the stacks",
+        },
+    )
     assert resp.status == 303
     await settle(gw)
     [row] = await outbox_for(pool, patron.email)
@@ -170,12 +186,16 @@ async def test_a_change_is_answered_normally_while_smtp_is_down(
 
 
 async def test_the_mail_speaks_the_language_of_the_page_it_was_asked_from(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher,
-    mail_catcher: MailCatcher
+    make_gateway: Gateway,
+    backend: TestServer,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
 ) -> None:
     """Defends against an English-speaking patron getting a mail they cannot read."""
-    gw = await make_gateway(routes_for(backend.port),
-                            mail_transport=SmtpTransport(mail_catcher.url))
+    gw = await make_gateway(
+        routes_for(backend.port), mail_transport=SmtpTransport(mail_catcher.url)
+    )
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
     assert await ask_reset(gw, patron.username, **{"Accept-Language": "en"}) == 200
@@ -233,9 +253,13 @@ async def test_a_mail_that_cannot_be_built_does_not_hold_up_the_others(
 
 # --- Without SMTP -----------------------------------------------------------------------------
 
+
 async def test_without_smtp_each_mail_is_written_to_the_data_dirs_outbox_folder(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher,
-    tmp_path: Path
+    make_gateway: Gateway,
+    backend: TestServer,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    tmp_path: Path,
 ) -> None:
     """Defends against mail vanishing on a gateway that has no mail server configured."""
     gw = await make_gateway(routes_for(backend.port), data_dir=tmp_path)

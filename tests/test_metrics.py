@@ -53,16 +53,37 @@ async def test_a_scrape_counts_every_request_answered_before_it(
 
     assert grew("gateway_requests_total", route="catalogue", method="read", status="200") == 7
     assert grew("gateway_requests_total", route="catalogue", method="write", status="200") == 1
-    for histogram in ("gateway_request_duration_seconds", "gateway_overhead_seconds",
-                      "gateway_upstream_seconds"):
+    for histogram in (
+        "gateway_request_duration_seconds",
+        "gateway_overhead_seconds",
+        "gateway_upstream_seconds",
+    ):
         assert grew(f"{histogram}_count", route="catalogue") == 8
         assert grew(f"{histogram}_bucket", route="catalogue", le="+Inf") == 8
         assert grew(f"{histogram}_sum", route="catalogue") > 0
 
 
-UNUSUAL_METHODS = ["PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK", "SEARCH",
-                   "REPORT", "MKACTIVITY", "CHECKOUT", "MERGE", "NOTIFY", "SUBSCRIBE",
-                   "UNSUBSCRIBE", "PURGE", "MKCALENDAR", "LINK", "UNLINK"]
+UNUSUAL_METHODS = [
+    "PROPFIND",
+    "PROPPATCH",
+    "MKCOL",
+    "COPY",
+    "MOVE",
+    "LOCK",
+    "UNLOCK",
+    "SEARCH",
+    "REPORT",
+    "MKACTIVITY",
+    "CHECKOUT",
+    "MERGE",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+    "PURGE",
+    "MKCALENDAR",
+    "LINK",
+    "UNLINK",
+]
 
 
 async def test_unusual_methods_share_one_series(gw: TestClient, admin: TestClient) -> None:
@@ -73,29 +94,34 @@ async def test_unusual_methods_share_one_series(gw: TestClient, admin: TestClien
         resp = await gw.request(method, "/catalogue/pot")
         assert resp.status == 200
     after = await scrape(admin)
-    new_series = {labels for name, labels in after.keys() - before.keys()
-                  if name == "gateway_requests_total"}
-    assert new_series <= {frozenset({("route", "catalogue"), ("method", "other"),
-                                     ("status", "200")})}
-    assert value(after, "gateway_requests_total", route="catalogue", method="other",
-                 status="200") - value(before, "gateway_requests_total", route="catalogue",
-                                       method="other", status="200") == len(UNUSUAL_METHODS)
+    new_series = {
+        labels for name, labels in after.keys() - before.keys() if name == "gateway_requests_total"
+    }
+    assert new_series <= {
+        frozenset({("route", "catalogue"), ("method", "other"), ("status", "200")})
+    }
+    assert value(
+        after, "gateway_requests_total", route="catalogue", method="other", status="200"
+    ) - value(
+        before, "gateway_requests_total", route="catalogue", method="other", status="200"
+    ) == len(UNUSUAL_METHODS)
 
 
-@pytest.mark.parametrize("observations", [
-    [0.0012, 0.0004, 0.02, 0.02, 3.0],
-    # On a bucket's bound, and past the last one.
-    [0.0005, 0.005, 30.0, 31.0, 1e9],
-    [],
-])
+@pytest.mark.parametrize(
+    "observations",
+    [
+        [0.0012, 0.0004, 0.02, 0.02, 3.0],
+        # On a bucket's bound, and past the last one.
+        [0.0005, 0.005, 30.0, 31.0, 1e9],
+        [],
+    ],
+)
 def test_a_batched_histogram_reads_as_prometheus_clients_own(observations: list[float]) -> None:
     """The batch is added to prometheus-client's series through its internals (there is no
     public call for many observations at once): this pins that the two agree."""
     registry = CollectorRegistry()
-    observed = Histogram("observed", "x", ["route"], buckets=metrics._BUCKETS,
-                         registry=registry)
-    batched = Histogram("batched", "x", ["route"], buckets=metrics._BUCKETS,
-                        registry=registry)
+    observed = Histogram("observed", "x", ["route"], buckets=metrics._BUCKETS, registry=registry)
+    batched = Histogram("batched", "x", ["route"], buckets=metrics._BUCKETS, registry=registry)
     own = observed.labels("r")
     batch = metrics.BatchedLatency(batched.labels("r"))
     for seconds in observations:
@@ -105,8 +131,11 @@ def test_a_batched_histogram_reads_as_prometheus_clients_own(observations: list[
     batch.flush()  # a second flush adds nothing
 
     def lines(name: str) -> list[str]:
-        return [line.replace(name, "h", 1) for line in generate_latest(registry).decode()
-                .splitlines() if line.startswith(name) and "_created" not in line]
+        return [
+            line.replace(name, "h", 1)
+            for line in generate_latest(registry).decode().splitlines()
+            if line.startswith(name) and "_created" not in line
+        ]
 
     assert lines("observed")
     assert lines("observed") == lines("batched")

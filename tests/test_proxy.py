@@ -38,16 +38,19 @@ async def test_path_matching_no_route_is_404(gw: TestClient) -> None:
     assert (await resp.json())["error"] == "not_found"
 
 
-@pytest.mark.parametrize("target", [
-    "/catalogue/../reservations/mine",
-    "/catalogue/%2e%2e/reservations/mine",
-    "/catalogue/%2E%2e/reservations/mine",
-    "/catalogue/..%2freservations",
-    "/catalogue/%2freservations",
-    "/catalogue/..;/reservations",
-    "/catalogue/%00",
-    "/catalogue/%zz",
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/catalogue/../reservations/mine",
+        "/catalogue/%2e%2e/reservations/mine",
+        "/catalogue/%2E%2e/reservations/mine",
+        "/catalogue/..%2freservations",
+        "/catalogue/%2freservations",
+        "/catalogue/..;/reservations",
+        "/catalogue/%00",
+        "/catalogue/%zz",
+    ],
+)
 async def test_traversal_out_of_a_prefix_is_refused_with_400(gw: TestClient, target: str) -> None:
     assert gw.port is not None
     status, answer = await raw_request(gw.port, get_bytes(target))
@@ -56,24 +59,33 @@ async def test_traversal_out_of_a_prefix_is_refused_with_400(gw: TestClient, tar
 
 
 async def test_hop_by_hop_and_connection_named_headers_are_not_forwarded(gw: TestClient) -> None:
-    resp = await gw.get("/catalogue/x", headers={
-        "Connection": "keep-alive, X-Secret-Hop",
-        "X-Secret-Hop": "should-vanish",
-        "Keep-Alive": "timeout=5",
-        "Proxy-Authorization": "Basic Zm9vOmJhcg==",
-        "TE": "trailers",
-        "X-Kept": "yes",
-    })
+    resp = await gw.get(
+        "/catalogue/x",
+        headers={
+            "Connection": "keep-alive, X-Secret-Hop",
+            "X-Secret-Hop": "should-vanish",
+            "Keep-Alive": "timeout=5",
+            "Proxy-Authorization": "Basic Zm9vOmJhcg==",
+            "TE": "trailers",
+            "X-Kept": "yes",
+        },
+    )
     seen = received(await resp.json())
     for name in ("x-secret-hop", "keep-alive", "proxy-authorization", "te"):
         assert name not in seen
     assert seen["x-kept"] == ["yes"]
 
 
-@pytest.mark.parametrize("name", [
-    "X-Library-User-Id", "x-library-username", "X_Library_User_Id", "X-Library.Pass-Number",
-    "X-LIBRARY-IDENTITY",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "X-Library-User-Id",
+        "x-library-username",
+        "X_Library_User_Id",
+        "X-Library.Pass-Number",
+        "X-LIBRARY-IDENTITY",
+    ],
+)
 async def test_client_sent_identity_headers_never_reach_the_backend(
     gw: TestClient, name: str
 ) -> None:
@@ -83,11 +95,18 @@ async def test_client_sent_identity_headers_never_reach_the_backend(
 
 
 async def test_forwarding_headers_come_from_the_gateway_not_the_client(gw: TestClient) -> None:
-    resp = await gw.get("/catalogue/", headers={
-        "X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example",
-        "X-Forwarded-Proto": "https", "Forwarded": "for=6.6.6.6", "X-Real-IP": "6.6.6.6",
-        "X-Original-URL": "/reservations/admin", "X-HTTP-Method-Override": "DELETE",
-    })
+    resp = await gw.get(
+        "/catalogue/",
+        headers={
+            "X-Forwarded-For": "6.6.6.6",
+            "X-Forwarded-Host": "evil.example",
+            "X-Forwarded-Proto": "https",
+            "Forwarded": "for=6.6.6.6",
+            "X-Real-IP": "6.6.6.6",
+            "X-Original-URL": "/reservations/admin",
+            "X-HTTP-Method-Override": "DELETE",
+        },
+    )
     seen = received(await resp.json())
     assert seen["x-forwarded-for"] == ["127.0.0.1"]
     assert seen["x-forwarded-proto"] == ["http"]
@@ -100,8 +119,9 @@ async def test_forwarding_headers_come_from_the_gateway_not_the_client(gw: TestC
 async def test_forwarded_host_and_proto_follow_the_public_url(
     make_gateway: Callable[..., Any], backend: TestServer
 ) -> None:
-    gw = await make_gateway(routes_for(backend.port),
-                            env={"GATEWAY_PUBLIC_URL": "https://login.library.example"})
+    gw = await make_gateway(
+        routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": "https://login.library.example"}
+    )
     resp = await gw.get("/catalogue/", headers={"Host": "evil.example"})
     seen = received(await resp.json())
     assert seen["x-forwarded-host"] == ["login.library.example"]
@@ -129,8 +149,11 @@ async def test_server_banner_has_no_version(gw: TestClient) -> None:
 async def test_required_route_sends_browsers_to_login_with_the_original_target(
     gw: TestClient,
 ) -> None:
-    resp = await gw.get("/reservations/mine?sort=date", allow_redirects=False,
-                        headers={"Accept": "text/html,application/xhtml+xml"})
+    resp = await gw.get(
+        "/reservations/mine?sort=date",
+        allow_redirects=False,
+        headers={"Accept": "text/html,application/xhtml+xml"},
+    )
     assert resp.status == 302
     assert resp.headers["Location"] == "/auth/login?next=%2Freservations%2Fmine%3Fsort%3Ddate"
 
@@ -139,8 +162,10 @@ async def test_required_route_answers_other_clients_401_json(gw: TestClient) -> 
     resp = await gw.get("/reservations/mine", headers={"Accept": "application/json"})
     assert resp.status == 401
     body = await resp.json()
-    assert body == {"error": "authentication_required",
-                    "login_url": "/auth/login?next=%2Freservations%2Fmine"}
+    assert body == {
+        "error": "authentication_required",
+        "login_url": "/auth/login?next=%2Freservations%2Fmine",
+    }
 
 
 async def test_public_sub_path_of_a_required_route_needs_no_login(gw: TestClient) -> None:
@@ -176,8 +201,9 @@ async def test_backend_too_slow_is_504(
     app = web.Application()
     app.router.add_get("/{tail:.*}", stall)
     slow = await aiohttp_server(app)
-    gw = await make_gateway(routes_for(slow.port).replace(
-        "auth: optional", "auth: optional\n    timeout: 0.2", 1))
+    gw = await make_gateway(
+        routes_for(slow.port).replace("auth: optional", "auth: optional\n    timeout: 0.2", 1)
+    )
     resp = await gw.get("/catalogue/slow")
     assert resp.status == 504
     assert (await resp.json())["error"] == "gateway_timeout"
@@ -190,8 +216,9 @@ async def test_a_slow_upload_on_a_reused_connection_is_not_taken_for_a_slow_back
     """The route's timeout counts from the end of the upload: a patron whose upload pauses for
     longer than the timeout still gets the backend's answer, also on a backend connection that
     an earlier request (with its own deadline) used a moment before."""
-    gw = await make_gateway(routes_for(backend.port).replace(
-        "auth: optional", "auth: optional\n    timeout: 0.2", 1))
+    gw = await make_gateway(
+        routes_for(backend.port).replace("auth: optional", "auth: optional\n    timeout: 0.2", 1)
+    )
     assert (await gw.get("/catalogue/first")).status == 200
 
     async def pausing_upload() -> AsyncIterator[bytes]:
@@ -218,8 +245,9 @@ async def test_backend_cookies_pass_but_the_gateway_cookie_is_neither_forwarded_
     app.router.add_get("/{tail:.*}", cookies)
     server = await aiohttp_server(app)
     gw = await make_gateway(routes_for(server.port))
-    resp = await gw.get("/catalogue/",
-                        headers={"Cookie": "backend_pref=light; library_session=abc"})
+    resp = await gw.get(
+        "/catalogue/", headers={"Cookie": "backend_pref=light; library_session=abc"}
+    )
     assert (await resp.json())["cookie"] == "backend_pref=light"
     set_cookies = resp.headers.getall("Set-Cookie")
     assert any(c.startswith("backend_pref=dark") for c in set_cookies)
@@ -279,8 +307,9 @@ async def test_upload_with_content_length_keeps_it(gw: TestClient) -> None:
 async def test_route_upload_limit_answers_413(
     make_gateway: Callable[..., Any], backend: TestServer
 ) -> None:
-    gw = await make_gateway(routes_for(backend.port).replace(
-        "auth: optional", "auth: optional\n    max_body: 1KiB", 1))
+    gw = await make_gateway(
+        routes_for(backend.port).replace("auth: optional", "auth: optional\n    max_body: 1KiB", 1)
+    )
     resp = await gw.post("/catalogue/upload", data=b"x" * 4096)
     assert resp.status == 413
 
@@ -297,9 +326,13 @@ async def expect_continue(port: int, target: str, length: int = 5) -> tuple[byte
     before any body is sent, then (the body sent anyway) the status line of the final answer."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
-        writer.write((f"POST {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}"
-                      "\r\nExpect: 100-continue\r\nAccept: application/json\r\n"
-                      "Connection: close\r\n\r\n").encode())
+        writer.write(
+            (
+                f"POST {target} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {length}"
+                "\r\nExpect: 100-continue\r\nAccept: application/json\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode()
+        )
         async with asyncio.timeout(10):  # a client waiting for the 100 would give up too
             first = (await reader.readuntil(b"\r\n\r\n")).split(b"\r\n", 1)[0]
         if first.startswith(b"HTTP/1.1 100 "):
@@ -320,7 +353,9 @@ async def test_an_upload_that_expects_100_continue_gets_it_and_reaches_the_backe
     review: the proxy path stopped sending it, and such uploads hung)."""
     assert gw.port is not None
     assert await expect_continue(gw.port, "/catalogue/upload") == (
-        b"HTTP/1.1 100 Continue", b"HTTP/1.1 200 OK")
+        b"HTTP/1.1 100 Continue",
+        b"HTTP/1.1 200 OK",
+    )
     resp = await gw.post("/catalogue/upload", data=b"x" * 10_000, expect100=True)
     assert (await resp.json())["body_length"] == 10_000
     # The gateway answered the expectation; the backend gets the body outright.
@@ -332,20 +367,29 @@ async def test_an_upload_the_gateway_will_refuse_is_not_invited(
 ) -> None:
     """No "100 Continue" for a body that would be refused anyway: the refusal comes first,
     and the client need not send it."""
-    gw = await make_gateway(routes_for(backend.port).replace(
-        "auth: optional", "auth: optional\n    max_body: 1KiB", 1))
+    gw = await make_gateway(
+        routes_for(backend.port).replace("auth: optional", "auth: optional\n    max_body: 1KiB", 1)
+    )
     assert gw.port is not None
     assert await expect_continue(gw.port, "/reservations/mine") == (
-        b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 401 Unauthorized")
+        b"HTTP/1.1 401 Unauthorized",
+        b"HTTP/1.1 401 Unauthorized",
+    )
     assert await expect_continue(gw.port, "/catalogue/upload", length=4096) == (
-        b"HTTP/1.1 413 Request Entity Too Large", b"HTTP/1.1 413 Request Entity Too Large")
+        b"HTTP/1.1 413 Request Entity Too Large",
+        b"HTTP/1.1 413 Request Entity Too Large",
+    )
 
 
 async def test_an_expectation_other_than_100_continue_is_refused(gw: TestClient) -> None:
     assert gw.port is not None
-    status, answer = await raw_request(gw.port, (
-        b"POST /catalogue/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
-        b"Expect: teapot\r\nConnection: close\r\n\r\n"))
+    status, answer = await raw_request(
+        gw.port,
+        (
+            b"POST /catalogue/upload HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\n"
+            b"Expect: teapot\r\nConnection: close\r\n\r\n"
+        ),
+    )
     assert status == 417
     assert b"Server: library-gateway" in answer
 
@@ -356,8 +400,9 @@ async def test_websocket_is_proxied_both_ways(
     async def ws_echo(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(protocols=("chat",))
         await ws.prepare(request)
-        await ws.send_str(json.dumps({"path": request.path,
-                                      "forwarded": request.headers.get("X-Forwarded-For")}))
+        await ws.send_str(
+            json.dumps({"path": request.path, "forwarded": request.headers.get("X-Forwarded-For")})
+        )
         async for message in ws:
             if message.type == aiohttp.WSMsgType.TEXT:
                 await ws.send_str("echo:" + message.data)

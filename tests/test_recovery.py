@@ -72,8 +72,9 @@ def without_tokens(page: str) -> str:
 
 async def ask_reset(gw: TestClient, identifier: str) -> ClientResponse:
     token = await form_token(gw, "/auth/forgot-password")
-    return await post_form(gw, "/auth/forgot-password",
-                           {"csrf_token": token, "identifier": identifier})
+    return await post_form(
+        gw, "/auth/forgot-password", {"csrf_token": token, "identifier": identifier}
+    )
 
 
 async def ask_username(gw: TestClient, email: str) -> ClientResponse:
@@ -93,8 +94,9 @@ async def reset_link(gw: TestClient, catcher: MailCatcher, patron: Account) -> s
 async def post_reset(gw: TestClient, token: str, password: str) -> ClientResponse:
     """Post the reset form with the jar's session (and its CSRF token)."""
     csrf = await form_token(gw, "/auth/forgot-password")
-    return await post_form(gw, "/auth/reset-password",
-                           {"csrf_token": csrf, "token": token, "new_password": password})
+    return await post_form(
+        gw, "/auth/reset-password", {"csrf_token": csrf, "token": token, "new_password": password}
+    )
 
 
 async def can_log_in(gw: TestClient, name: str, password: str) -> bool:
@@ -113,8 +115,10 @@ async def user_on(gw: TestClient, cookie: str | None) -> str | None:
 
 
 async def token_row(pool: asyncpg.Pool, token: str) -> asyncpg.Record:
-    row = await pool.fetchrow("SELECT * FROM account_tokens WHERE token_hash = $1",
-                              hashlib.sha256(token.encode()).digest())
+    row = await pool.fetchrow(
+        "SELECT * FROM account_tokens WHERE token_hash = $1",
+        hashlib.sha256(token.encode()).digest(),
+    )
     assert row is not None
     return row
 
@@ -131,6 +135,7 @@ def is_dead_link(page: str) -> bool:
 
 # --- Asking for a reset ------------------------------------------------------------------------
 
+
 async def test_forgot_password_answers_alike_whether_or_not_an_account_matched(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
@@ -139,8 +144,13 @@ async def test_forgot_password_answers_alike_whether_or_not_an_account_matched(
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
     answers = set()
-    for identifier in (patron.username, patron.pass_number, patron.email,
-                       f"nobody{unique_pass_number()}", f"nobody{unique_pass_number()}@x.org"):
+    for identifier in (
+        patron.username,
+        patron.pass_number,
+        patron.email,
+        f"nobody{unique_pass_number()}",
+        f"nobody{unique_pass_number()}@x.org",
+    ):
         gw.session.cookie_jar.clear()
         resp = await ask_reset(gw, identifier)
         answers.add((resp.status, without_tokens(await resp.text())))
@@ -153,26 +163,38 @@ async def test_forgot_password_answers_alike_whether_or_not_an_account_matched(
 
 
 async def test_the_reset_link_is_built_from_the_public_url_never_from_the_request(
-    make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher,
-    pool: asyncpg.Pool, hasher: PasswordHasher
+    make_gateway: Gateway,
+    backend: TestServer,
+    mail_catcher: MailCatcher,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
 ) -> None:
     """Defends against password-reset poisoning: a forged Host sending the patron's token to
     the attacker's site."""
-    gw = await make_gateway(routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": PUBLIC_URL},
-                            mail_transport=SmtpTransport(mail_catcher.url))
+    gw = await make_gateway(
+        routes_for(backend.port),
+        env={"GATEWAY_PUBLIC_URL": PUBLIC_URL},
+        mail_transport=SmtpTransport(mail_catcher.url),
+    )
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
-    hostile = {"Host": "evil.example", "X-Forwarded-Host": "evil.example",
-               "X-Forwarded-Proto": "http", "Forwarded": "host=evil.example"}
+    hostile = {
+        "Host": "evil.example",
+        "X-Forwarded-Host": "evil.example",
+        "X-Forwarded-Proto": "http",
+        "Forwarded": "host=evil.example",
+    }
     page = await gw.get("/auth/forgot-password", headers=hostile)
     # An https public URL makes the cookie Secure, which the test client would not send back
     # over plain HTTP; it is carried by hand.
     [cookie] = set_cookies(page, "__Host-library_session")
     gw.session.cookie_jar.clear()
-    resp = await gw.post("/auth/forgot-password", allow_redirects=False,
-                         headers={**hostile, "Cookie": f"{cookie.key}={cookie.value}"},
-                         data={"csrf_token": csrf_in(await page.text()),
-                               "identifier": patron.username})
+    resp = await gw.post(
+        "/auth/forgot-password",
+        allow_redirects=False,
+        headers={**hostile, "Cookie": f"{cookie.key}={cookie.value}"},
+        data={"csrf_token": csrf_in(await page.text()), "identifier": patron.username},
+    )
     assert resp.status == 200
     await settle(gw)
     mail = await mail_for(mail_catcher, patron.email, "reset")
@@ -185,6 +207,7 @@ async def test_the_reset_link_is_built_from_the_public_url_never_from_the_reques
 
 
 # --- Following the link ------------------------------------------------------------------------
+
 
 async def test_opening_the_link_only_shows_the_form_however_often(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
@@ -208,8 +231,11 @@ async def test_opening_the_link_only_shows_the_form_however_often(
 
 
 async def test_reset_sets_the_password_ends_every_session_and_does_not_log_in(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
-    cookie_keys: MultiFernet
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
+    cookie_keys: MultiFernet,
 ) -> None:
     """Defends against a thief's session surviving the reset, a reset link that doubles as a
     login, and a reset the patron never hears about."""
@@ -221,16 +247,23 @@ async def test_reset_sets_the_password_ends_every_session_and_does_not_log_in(
     link = await reset_link(gw, mail_catcher, patron)
 
     page = await gw.get(followed(link))
-    resp = await post_form(gw, "/auth/reset-password", {
-        "csrf_token": csrf_in(await page.text()), "token": token_of(link),
-        "new_password": NEW_PASSWORD})
+    resp = await post_form(
+        gw,
+        "/auth/reset-password",
+        {
+            "csrf_token": csrf_in(await page.text()),
+            "token": token_of(link),
+            "new_password": NEW_PASSWORD,
+        },
+    )
     assert resp.status == 303
     assert URL(resp.headers["Location"]).path == "/auth/login"
     for cookie in [*(m.value for m in set_cookies(resp)), jar_cookie(gw)]:
         if cookie:
             assert "sid" not in open_cookie(cookie_keys, cookie)["session"]
-    anonymous = await gw.get("/reservations/mine", headers={"Accept": "application/json"},
-                             allow_redirects=False)
+    anonymous = await gw.get(
+        "/reservations/mine", headers={"Accept": "application/json"}, allow_redirects=False
+    )
     assert anonymous.status == 401
     assert await user_on(gw, old_session) is None
 
@@ -248,7 +281,10 @@ def href_of(page: str, path: str) -> str:
 
 
 async def test_a_patron_who_resets_the_password_on_the_way_lands_where_they_were_going(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
 ) -> None:
     """Sent to the login by a reservation page, the patron has forgotten the password: the
     forgot link, the mailed reset link, the reset and the login after it all keep the way
@@ -260,8 +296,11 @@ async def test_a_patron_who_resets_the_password_on_the_way_lands_where_they_were
     forgot = href_of(login_page, "/auth/forgot-password")
     assert URL(forgot).query["next"] == going
     form = await (await gw.get(forgot)).text()
-    sent = await post_form(gw, "/auth/forgot-password", {
-        "csrf_token": csrf_in(form), "identifier": patron.username, "next": going})
+    sent = await post_form(
+        gw,
+        "/auth/forgot-password",
+        {"csrf_token": csrf_in(form), "identifier": patron.username, "next": going},
+    )
     assert sent.status == 200
     assert URL(href_of(await sent.text(), "/auth/login")).query["next"] == going
     await settle(gw)
@@ -269,9 +308,16 @@ async def test_a_patron_who_resets_the_password_on_the_way_lands_where_they_were
     assert URL(link).query["next"] == going
 
     reset_page = await (await gw.get(followed(link))).text()
-    done = await post_form(gw, "/auth/reset-password", {
-        "csrf_token": csrf_in(reset_page), "token": token_of(link),
-        "new_password": NEW_PASSWORD, "next": going})
+    done = await post_form(
+        gw,
+        "/auth/reset-password",
+        {
+            "csrf_token": csrf_in(reset_page),
+            "token": token_of(link),
+            "new_password": NEW_PASSWORD,
+            "next": going,
+        },
+    )
     assert done.status == 303
     back = URL(done.headers["Location"])
     assert back.path == "/auth/login" and back.query["next"] == going
@@ -282,11 +328,20 @@ async def test_a_patron_who_resets_the_password_on_the_way_lands_where_they_were
     assert arrived.headers["Location"] == going
 
 
-@pytest.mark.parametrize("hostile", [
-    "https://evil.example/login", "//evil.example", "/\\evil.example", "/auth/logout",
-])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "https://evil.example/login",
+        "//evil.example",
+        "/\\evil.example",
+        "/auth/logout",
+    ],
+)
 async def test_a_hostile_next_is_dropped_on_every_recovery_hop(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
     hostile: str,
 ) -> None:
     """The recovery pages carry `next` only through the same gate as the login: a forged
@@ -296,8 +351,11 @@ async def test_a_hostile_next_is_dropped_on_every_recovery_hop(
     encoded = quote(hostile, safe="")
     form = await (await gw.get(f"/auth/forgot-password?next={encoded}")).text()
     assert "evil" not in form and "logout" not in form.split("<main", 1)[-1]
-    sent = await post_form(gw, "/auth/forgot-password", {
-        "csrf_token": csrf_in(form), "identifier": patron.username, "next": hostile})
+    sent = await post_form(
+        gw,
+        "/auth/forgot-password",
+        {"csrf_token": csrf_in(form), "identifier": patron.username, "next": hostile},
+    )
     assert sent.status == 200
     assert "evil" not in await sent.text()
     await settle(gw)
@@ -305,26 +363,43 @@ async def test_a_hostile_next_is_dropped_on_every_recovery_hop(
     assert "next" not in URL(link).query
     reset_page = await (await gw.get(followed(link) + f"&next={encoded}")).text()
     assert "evil" not in reset_page
-    done = await post_form(gw, "/auth/reset-password", {
-        "csrf_token": csrf_in(reset_page), "token": token_of(link),
-        "new_password": NEW_PASSWORD, "next": hostile})
+    done = await post_form(
+        gw,
+        "/auth/reset-password",
+        {
+            "csrf_token": csrf_in(reset_page),
+            "token": token_of(link),
+            "new_password": NEW_PASSWORD,
+            "next": hostile,
+        },
+    )
     assert done.status == 303
     assert done.headers["Location"] == "/auth/login?notice=reset"
 
 
-@pytest.mark.parametrize(("case", "error"), [
-    ("common", "common"), ("the_username", "matches_identity"), ("too_short", "too_short"),
-])
+@pytest.mark.parametrize(
+    ("case", "error"),
+    [
+        ("common", "common"),
+        ("the_username", "matches_identity"),
+        ("too_short", "too_short"),
+    ],
+)
 async def test_a_refused_new_password_shows_the_reason_and_leaves_the_link_working(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
-    case: str, error: str
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
+    case: str,
+    error: str,
 ) -> None:
     """Defends against the reset form as a back door around the password rules, and against
     a refused attempt using the link up."""
     patron = await add_patron(pool, hasher)
     link = await reset_link(gw, mail_catcher, patron)
-    weak = {"common": "password1", "the_username": patron.username.upper(),
-            "too_short": "kort123"}[case]
+    weak = {"common": "password1", "the_username": patron.username.upper(), "too_short": "kort123"}[
+        case
+    ]
     refused = await post_reset(gw, token_of(link), weak)
     assert refused.status == 422
     page = await refused.text()
@@ -336,8 +411,12 @@ async def test_a_refused_new_password_shows_the_reason_and_leaves_the_link_worki
 
 
 async def test_a_reset_link_dies_when_the_account_is_disabled_and_stays_dead_after(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
-    database_url: str, tmp_path: Path,
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
+    database_url: str,
+    tmp_path: Path,
 ) -> None:
     """A blocked pass cannot be reopened with a reset link mailed before the block, neither
     while it is blocked nor once the library lifts the block."""
@@ -345,8 +424,9 @@ async def test_a_reset_link_dies_when_the_account_is_disabled_and_stays_dead_aft
     link = await reset_link(gw, mail_catcher, patron)
     env = {"GATEWAY_DATABASE_URL": database_url}
     for command in ("disable", "enable"):
-        done = await asyncio.to_thread(cli, "accounts", command, "--username", patron.username,
-                                       env=env, cwd=tmp_path)
+        done = await asyncio.to_thread(
+            cli, "accounts", command, "--username", patron.username, env=env, cwd=tmp_path
+        )
         assert done.returncode == 0, done.stderr
         page = await gw.get(followed(link))
         assert page.status == 410 and is_dead_link(await page.text())
@@ -379,8 +459,9 @@ async def test_an_expired_link_is_gone(
     patron = await add_patron(pool, hasher)
     link = await reset_link(gw, mail_catcher, patron)
     await pool.execute(
-        "UPDATE account_tokens SET expires_at = now() - interval '1 second'"
-        " WHERE token_hash = $1", hashlib.sha256(token_of(link).encode()).digest())
+        "UPDATE account_tokens SET expires_at = now() - interval '1 second' WHERE token_hash = $1",
+        hashlib.sha256(token_of(link).encode()).digest(),
+    )
     shown = await gw.get(followed(link))
     assert shown.status == 410 and is_dead_link(await shown.text())
     assert (await post_reset(gw, token_of(link), NEW_PASSWORD)).status == 410
@@ -396,16 +477,25 @@ async def test_two_simultaneous_uses_of_one_link_set_one_password(
     link = await reset_link(gw, mail_catcher, patron)
     csrf = await form_token(gw, "/auth/forgot-password")
     passwords = ("first of the two racers", "second of the two racers")
-    answers = await asyncio.gather(*(
-        post_form(gw, "/auth/reset-password",
-                  {"csrf_token": csrf, "token": token_of(link), "new_password": password})
-        for password in passwords))
+    answers = await asyncio.gather(
+        *(
+            post_form(
+                gw,
+                "/auth/reset-password",
+                {"csrf_token": csrf, "token": token_of(link), "new_password": password},
+            )
+            for password in passwords
+        )
+    )
     assert sorted(resp.status for resp in answers) == [303, 410]
     winner, loser = passwords if answers[0].status == 303 else passwords[::-1]
     assert await can_log_in(gw, patron.username, winner)
     assert not await can_log_in(gw, patron.username, loser)
-    notices = [row for row in await outbox_for(pool, patron.email)
-               if row["subject"] == mail_subject("password_changed")]
+    notices = [
+        row
+        for row in await outbox_for(pool, patron.email)
+        if row["subject"] == mail_subject("password_changed")
+    ]
     assert len(notices) == 1
 
 
@@ -417,19 +507,30 @@ async def test_reset_and_activation_links_do_not_open_each_others_door(
     reset = token_of(await reset_link(gw, mail_catcher, patron))
     services = gw.app[SERVICES]
     newcomer, newcomer_mail = unique_pass_number(), f"new{unique_pass_number()}@example.org"
-    await Invitations(services.accounts, services.links, services.composer,
-                      services.public_url, services.activation_ttl).send(newcomer, newcomer_mail)
+    await Invitations(
+        services.accounts,
+        services.links,
+        services.composer,
+        services.public_url,
+        services.activation_ttl,
+    ).send(newcomer, newcomer_mail)
     await settle(gw)
     activate = token_of(link_in(await mail_for(mail_catcher, newcomer_mail, "activate")))
 
     assert (await gw.get("/auth/activate", params={"token": reset})).status == 410
     assert (await gw.get("/auth/reset-password", params={"token": activate})).status == 410
     csrf = await form_token(gw, "/auth/forgot-password")
-    crossed = await post_form(gw, "/auth/activate", {
-        "csrf_token": csrf, "token": reset, "username": "", "password": NEW_PASSWORD})
+    crossed = await post_form(
+        gw,
+        "/auth/activate",
+        {"csrf_token": csrf, "token": reset, "username": "", "password": NEW_PASSWORD},
+    )
     assert crossed.status == 410
-    crossed = await post_form(gw, "/auth/reset-password", {
-        "csrf_token": csrf, "token": activate, "new_password": NEW_PASSWORD})
+    crossed = await post_form(
+        gw,
+        "/auth/reset-password",
+        {"csrf_token": csrf, "token": activate, "new_password": NEW_PASSWORD},
+    )
     assert crossed.status == 410
     assert await stored_hash(pool, patron) == patron.password_hash
     newcomer_account = await Accounts(pool).by_login_name(newcomer)
@@ -437,14 +538,26 @@ async def test_reset_and_activation_links_do_not_open_each_others_door(
     # Each still works where it belongs.
     assert (await post_reset(gw, reset, NEW_PASSWORD)).status == 303
     csrf = await form_token(gw, "/auth/forgot-password")
-    own = await post_form(gw, "/auth/activate", {
-        "csrf_token": csrf, "token": activate, "username": "", "password": NEW_PASSWORD})
+    own = await post_form(
+        gw,
+        "/auth/activate",
+        {"csrf_token": csrf, "token": activate, "username": "", "password": NEW_PASSWORD},
+    )
     assert own.status == 303
 
 
-@pytest.mark.parametrize("token", [
-    "", "x", "A" * 43, "Ü" * 40, "' OR '1'='1' -- " * 3, "%00" * 20, "A" * 5000,
-])
+@pytest.mark.parametrize(
+    "token",
+    [
+        "",
+        "x",
+        "A" * 43,
+        "Ü" * 40,
+        "' OR '1'='1' -- " * 3,
+        "%00" * 20,
+        "A" * 5000,
+    ],
+)
 async def test_malformed_tokens_get_the_dead_link_page_not_an_error(
     gw: TestClient, token: str
 ) -> None:
@@ -453,11 +566,17 @@ async def test_malformed_tokens_get_the_dead_link_page_not_an_error(
         shown = await gw.get(path, params={"token": token})
         assert shown.status == 410
     csrf = await form_token(gw, "/auth/forgot-password")
-    posted = await post_form(gw, "/auth/reset-password",
-                             {"csrf_token": csrf, "token": token, "new_password": NEW_PASSWORD})
+    posted = await post_form(
+        gw,
+        "/auth/reset-password",
+        {"csrf_token": csrf, "token": token, "new_password": NEW_PASSWORD},
+    )
     assert posted.status == 410
-    posted = await post_form(gw, "/auth/activate", {
-        "csrf_token": csrf, "token": token, "username": "", "password": NEW_PASSWORD})
+    posted = await post_form(
+        gw,
+        "/auth/activate",
+        {"csrf_token": csrf, "token": token, "username": "", "password": NEW_PASSWORD},
+    )
     assert posted.status == 410
 
 
@@ -470,11 +589,13 @@ async def test_the_database_keeps_only_a_hash_of_the_token(
     token = token_of(await reset_link(gw, mail_catcher, patron))
     assert (await token_row(pool, token))["account_id"] is not None
     dump = await pool.fetchval(
-        "SELECT string_agg(t::text || encode(t.token_hash, 'escape'), ' ') FROM account_tokens t")
+        "SELECT string_agg(t::text || encode(t.token_hash, 'escape'), ' ') FROM account_tokens t"
+    )
     assert token not in dump
     # Nor does the outbox, once the mail has gone (FOR UPDATE: once its sender let go).
     outbox = await pool.fetchval(
-        "SELECT string_agg(o::text, ' ') FROM (SELECT * FROM outbox FOR UPDATE) o")
+        "SELECT string_agg(o::text, ' ') FROM (SELECT * FROM outbox FOR UPDATE) o"
+    )
     assert token not in outbox
 
 
@@ -494,7 +615,9 @@ async def test_a_flood_of_requests_gets_the_same_answer_but_no_more_than_three_m
     # The window moves on: fifteen minutes later the patron can have a link again.
     await pool.execute(
         "UPDATE account_tokens SET created_at = now() - interval '16 minutes'"
-        " WHERE account_id = $1::uuid", patron.id)
+        " WHERE account_id = $1::uuid",
+        patron.id,
+    )
     assert (await ask_reset(gw, patron.pass_number)).status == 200
     await settle(gw)
     assert len(await outbox_for(pool, patron.email)) == 4
@@ -508,17 +631,24 @@ async def test_simultaneous_requests_cannot_slip_past_the_mail_limit(
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
     csrf = await form_token(gw, "/auth/forgot-password")
-    answers = await asyncio.gather(*(
-        post_form(gw, "/auth/forgot-password", {"csrf_token": csrf, "identifier": name})
-        for name in [patron.username, patron.pass_number, patron.email] * 3))
+    answers = await asyncio.gather(
+        *(
+            post_form(gw, "/auth/forgot-password", {"csrf_token": csrf, "identifier": name})
+            for name in [patron.username, patron.pass_number, patron.email] * 3
+        )
+    )
     assert {resp.status for resp in answers} == {200}
     await settle(gw)
     assert len(await outbox_for(pool, patron.email)) == 3
 
 
-@pytest.mark.parametrize(("path", "field"), [
-    ("/auth/forgot-password", "identifier"), ("/auth/forgot-username", "email"),
-])
+@pytest.mark.parametrize(
+    ("path", "field"),
+    [
+        ("/auth/forgot-password", "identifier"),
+        ("/auth/forgot-username", "email"),
+    ],
+)
 async def test_the_forgot_forms_refuse_a_post_without_the_csrf_token(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, path: str, field: str
 ) -> None:
@@ -534,6 +664,7 @@ async def test_the_forgot_forms_refuse_a_post_without_the_csrf_token(
 
 # --- Forgotten username ------------------------------------------------------------------------
 
+
 async def test_forgot_username_answers_alike_and_mails_every_name_on_the_address(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
@@ -543,8 +674,12 @@ async def test_forgot_username_answers_alike_and_mails_every_name_on_the_address
     accounts = Accounts(pool)
     names = [f"Ouder.{unique_pass_number()}", f"Kind.{unique_pass_number()}"]
     for name in names:
-        await accounts.add(pass_number=unique_pass_number(), email=shared, username=name,
-                           password_hash=await hasher.hash(PASSWORD))
+        await accounts.add(
+            pass_number=unique_pass_number(),
+            email=shared,
+            username=name,
+            password_hash=await hasher.hash(PASSWORD),
+        )
     stranger = await add_patron(pool, hasher)
     unknown = f"nobody{unique_pass_number()}@example.org"
 

@@ -290,7 +290,10 @@ async def test_a_route_removed_from_the_file_answers_404(
 def routes_check(path: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "gateway", "routes", "check", str(path)],
-        capture_output=True, text=True, cwd=path.parent, check=False,
+        capture_output=True,
+        text=True,
+        cwd=path.parent,
+        check=False,
     )
 
 
@@ -303,9 +306,11 @@ def test_routes_check_accepts_a_good_file_and_summarises_it(route_file: Path) ->
     assert result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0] == f"{route_file}: 3 routes OK"
-    for prefix, name, auth in (("/catalogue", "catalogue", "optional"),
-                               ("/open", "open", "public"),
-                               ("/reservations", "reservations", "required")):
+    for prefix, name, auth in (
+        ("/catalogue", "catalogue", "optional"),
+        ("/open", "open", "public"),
+        ("/reservations", "reservations", "required"),
+    ):
         [line] = [line for line in lines[1:] if line.split()[0] == prefix]
         assert "http://127.0.0.1:8101" in line
         assert f"[{name}, auth: {auth}]" in line
@@ -342,8 +347,9 @@ def test_routes_check_refuses_a_bad_file_naming_every_problem(route_file: Path) 
     lines = result.stderr.splitlines()
     assert len(lines) == len(expected), result.stderr
     for line_number, reason in expected.items():
-        assert [line for line in lines
-                if line.startswith(f"{route_file}:{line_number}: {reason}")], result.stderr
+        assert [
+            line for line in lines if line.startswith(f"{route_file}:{line_number}: {reason}")
+        ], result.stderr
 
 
 def test_routes_check_of_a_missing_file_fails(route_file: Path) -> None:

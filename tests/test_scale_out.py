@@ -54,10 +54,17 @@ def free_port() -> int:
 
 
 def base_env(database_url: str, cookie_keys: str) -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if not key.startswith("GATEWAY_") and key != "PROMETHEUS_MULTIPROC_DIR"}
-    env.update(GATEWAY_DATABASE_URL=database_url, GATEWAY_COOKIE_KEYS=cookie_keys,
-               GATEWAY_PUBLIC_URL=PUBLIC_URL, GATEWAY_LOG_LEVEL="INFO")
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("GATEWAY_") and key != "PROMETHEUS_MULTIPROC_DIR"
+    }
+    env.update(
+        GATEWAY_DATABASE_URL=database_url,
+        GATEWAY_COOKIE_KEYS=cookie_keys,
+        GATEWAY_PUBLIC_URL=PUBLIC_URL,
+        GATEWAY_LOG_LEVEL="INFO",
+    )
     return env
 
 
@@ -99,8 +106,9 @@ class Gateway:
             self.logs.append({"message": "<stderr closed>"})
             self._news.notify_all()
 
-    async def wait_for_log(self, wanted: Callable[[dict[str, Any]], bool],
-                           since: int = 0) -> tuple[int, dict[str, Any]]:
+    async def wait_for_log(
+        self, wanted: Callable[[dict[str, Any]], bool], since: int = 0
+    ) -> tuple[int, dict[str, Any]]:
         """The first log entry from index `since` on that `wanted` accepts, and its index."""
 
         def found() -> tuple[int, dict[str, Any]] | None:
@@ -111,8 +119,11 @@ class Gateway:
 
         async with asyncio.timeout(STARTUP), self._news:
             await self._news.wait_for(
-                lambda: found() is not None
-                or (bool(self.logs) and self.logs[-1]["message"] == "<stderr closed>"))
+                lambda: (
+                    found() is not None
+                    or (bool(self.logs) and self.logs[-1]["message"] == "<stderr closed>")
+                )
+            )
             result = found()
         assert result is not None, "the gateway stopped first:\n" + self.log_text()
         return result
@@ -142,7 +153,8 @@ class Backend:
 
     def routes_file(self, folder: Path) -> Path:
         path = folder / "routes.yaml"
-        path.write_text(f"""\
+        path.write_text(
+            f"""\
 routes:
   - name: echo
     prefix: /echo
@@ -152,7 +164,9 @@ routes:
     prefix: /slow
     backend: http://127.0.0.1:{self.server.port}
     auth: public
-""", encoding="utf-8")
+""",
+            encoding="utf-8",
+        )
         return path
 
 
@@ -161,8 +175,9 @@ async def backend(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> Backe
     arrived, release = asyncio.Event(), asyncio.Event()
 
     async def echo(request: web.Request) -> web.Response:
-        return web.json_response({"path": request.raw_path,
-                                  "headers": [[k, v] for k, v in request.headers.items()]})
+        return web.json_response(
+            {"path": request.raw_path, "headers": [[k, v] for k, v in request.headers.items()]}
+        )
 
     async def slow(_request: web.Request) -> web.Response:
         arrived.set()
@@ -184,29 +199,47 @@ def cookie_keys() -> str:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     # No cookie jar (every request names its cookie) and a new connection for every request,
     # so no connection to a stopping process is reused and SO_REUSEPORT spreads them.
-    async with aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar(),
-                                     connector=aiohttp.TCPConnector(force_close=True)) as http:
+    async with aiohttp.ClientSession(
+        cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(force_close=True)
+    ) as http:
         yield http
 
 
 @pytest.fixture
 async def launch(
-    tmp_path: Path, database_url: str, backend: Backend, cookie_keys: str,
+    tmp_path: Path,
+    database_url: str,
+    backend: Backend,
+    cookie_keys: str,
     http: aiohttp.ClientSession,
 ) -> AsyncIterator[Launch]:
     started: list[Gateway] = []
     routes = backend.routes_file(tmp_path)
 
-    async def launch(*, keys: str = cookie_keys, workers: int = 1,
-                     extra_env: dict[str, str] | None = None) -> Gateway:
+    async def launch(
+        *, keys: str = cookie_keys, workers: int = 1, extra_env: dict[str, str] | None = None
+    ) -> Gateway:
         port, admin_port = free_port(), free_port()
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "gateway", "run", "--routes", str(routes),
-            "--port", str(port), "--admin-port", str(admin_port), "--workers", str(workers),
-            "--data-dir", str(tmp_path / f"gateway-{len(started)}"),
+            sys.executable,
+            "-m",
+            "gateway",
+            "run",
+            "--routes",
+            str(routes),
+            "--port",
+            str(port),
+            "--admin-port",
+            str(admin_port),
+            "--workers",
+            str(workers),
+            "--data-dir",
+            str(tmp_path / f"gateway-{len(started)}"),
             env={**base_env(database_url, keys), **(extra_env or {})},
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE, start_new_session=True,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            start_new_session=True,
         )
         gateway = Gateway(process, port, admin_port)
         started.append(gateway)
@@ -214,10 +247,10 @@ async def launch(
         seen = 0
         for _ in range(workers):  # one "listening" line per worker
             index, _entry = await gateway.wait_for_log(
-                lambda entry: entry["message"] == "gateway listening", seen)
+                lambda entry: entry["message"] == "gateway listening", seen
+            )
             seen = index + 1
-        await until(http, gateway.url + "/readyz", lambda status: status == 200,
-                    deadline=STARTUP)
+        await until(http, gateway.url + "/readyz", lambda status: status == 200, deadline=STARTUP)
         return gateway
 
     yield launch
@@ -225,8 +258,14 @@ async def launch(
         await gateway.stop()
 
 
-async def until(http: aiohttp.ClientSession, url: str, done: Callable[[int], bool], *,
-                cookie: str | None = None, deadline: float = DEADLINE) -> int:
+async def until(
+    http: aiohttp.ClientSession,
+    url: str,
+    done: Callable[[int], bool],
+    *,
+    cookie: str | None = None,
+    deadline: float = DEADLINE,
+) -> int:
     """Repeat GET `url` until `done(status)`; a refused connection counts as status 0.
     Returns the status that ended the wait; fails if the deadline passes first."""
     loop = asyncio.get_running_loop()
@@ -248,8 +287,14 @@ async def until(http: aiohttp.ClientSession, url: str, done: Callable[[int], boo
 
 async def cli(env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", *args, env=env, stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     async with asyncio.timeout(STARTUP):
         out, err = await process.communicate(stdin.encode())
@@ -261,27 +306,41 @@ async def add_account(env: dict[str, str], data_dir: Path) -> tuple[str, str]:
     """Create an account the way an operator does; return its id and username."""
     number = str(10**8 + secrets.randbelow(10**8))
     username = f"reader.{number}"
-    code, out, err = await cli(env, "accounts", "add", "--pass-number", number,
-                               "--email", f"{username}@example.org", "--username", username,
-                               "--password-stdin", "--data-dir", str(data_dir),
-                               stdin=PASSWORD + "\n")
+    code, out, err = await cli(
+        env,
+        "accounts",
+        "add",
+        "--pass-number",
+        number,
+        "--email",
+        f"{username}@example.org",
+        "--username",
+        username,
+        "--password-stdin",
+        "--data-dir",
+        str(data_dir),
+        stdin=PASSWORD + "\n",
+    )
     assert code == 0, err
     found = re.match(r"account (\S+) created", out)
     assert found is not None, out
     return found.group(1), username
 
 
-async def log_in(http: aiohttp.ClientSession, gateway: Gateway, name: str,
-                 password: str = PASSWORD) -> tuple[int, str | None]:
+async def log_in(
+    http: aiohttp.ClientSession, gateway: Gateway, name: str, password: str = PASSWORD
+) -> tuple[int, str | None]:
     """Log in through the real form; the status and the new session cookie."""
     async with http.get(gateway.url + "/auth/login") as resp:
         assert resp.status == 200
         anonymous = resp.cookies[COOKIE].value
         token = csrf_in(await resp.text())
-    async with http.post(gateway.url + "/auth/login", allow_redirects=False,
-                         headers={"Cookie": f"{COOKIE}={anonymous}"},
-                         data={"csrf_token": token, "username": name, "password": password,
-                               "next": "/echo/"}) as resp:
+    async with http.post(
+        gateway.url + "/auth/login",
+        allow_redirects=False,
+        headers={"Cookie": f"{COOKIE}={anonymous}"},
+        data={"csrf_token": token, "username": name, "password": password, "next": "/echo/"},
+    ) as resp:
         cookie = resp.cookies.get(COOKIE)
         return resp.status, cookie.value if cookie is not None and cookie.value else None
 
@@ -290,18 +349,25 @@ async def log_out(http: aiohttp.ClientSession, gateway: Gateway, cookie: str) ->
     sent = {"Cookie": f"{COOKIE}={cookie}"}
     async with http.get(gateway.url + "/auth/logout", headers=sent) as resp:
         token = csrf_in(await resp.text())
-    async with http.post(gateway.url + "/auth/logout", headers=sent, allow_redirects=False,
-                         data={"csrf_token": token}) as resp:
+    async with http.post(
+        gateway.url + "/auth/logout",
+        headers=sent,
+        allow_redirects=False,
+        data={"csrf_token": token},
+    ) as resp:
         assert resp.status == 303
 
 
-async def identity_on(http: aiohttp.ClientSession, gateway: Gateway,
-                      cookie: str) -> dict[str, str] | None:
+async def identity_on(
+    http: aiohttp.ClientSession, gateway: Gateway, cookie: str
+) -> dict[str, str] | None:
     """The identity headers the backend gets through `gateway` with this cookie; None when
     the gateway refuses the request as anonymous."""
-    async with http.get(gateway.url + "/echo/whoami", allow_redirects=False,
-                        headers={"Cookie": f"{COOKIE}={cookie}",
-                                 "Accept": "application/json"}) as resp:
+    async with http.get(
+        gateway.url + "/echo/whoami",
+        allow_redirects=False,
+        headers={"Cookie": f"{COOKIE}={cookie}", "Accept": "application/json"},
+    ) as resp:
         if resp.status == 401:
             return None
         assert resp.status == 200, await resp.text()
@@ -315,8 +381,9 @@ async def jwks(http: aiohttp.ClientSession, gateway: Gateway) -> jwt.PyJWKSet:
 
 def verified(token: str, keys: jwt.PyJWKSet) -> dict[str, Any]:
     kid = jwt.get_unverified_header(token)["kid"]
-    claims: dict[str, Any] = jwt.decode(token, keys[kid].key, algorithms=["EdDSA"],
-                                        audience="echo", issuer=PUBLIC_URL)
+    claims: dict[str, Any] = jwt.decode(
+        token, keys[kid].key, algorithms=["EdDSA"], audience="echo", issuer=PUBLIC_URL
+    )
     return claims
 
 
@@ -324,7 +391,10 @@ def verified(token: str, keys: jwt.PyJWKSet) -> dict[str, Any]:
 
 
 async def test_a_session_from_one_instance_works_on_the_other_until_logout_on_the_first(
-    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    cookie_keys: str,
     tmp_path: Path,
 ) -> None:
     first, second = await asyncio.gather(launch(), launch())
@@ -344,13 +414,17 @@ async def test_a_session_from_one_instance_works_on_the_other_until_logout_on_th
     assert await identity_on(http, first, cookie) is None
     # The second instance had the session in its cache (kept 30 s without news); the logout's
     # notification must end it there well before that.
-    await until(http, second.url + "/echo/whoami", lambda status: status == 401, cookie=cookie,
-                deadline=5.0)
+    await until(
+        http, second.url + "/echo/whoami", lambda status: status == 401, cookie=cookie, deadline=5.0
+    )
     assert await identity_on(http, second, cookie) is None
 
 
 async def test_the_access_log_has_a_line_a_request_and_no_secret(
-    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    cookie_keys: str,
     tmp_path: Path,
 ) -> None:
     """What operators read (one JSON object a line, with the request id the client got back)
@@ -361,19 +435,28 @@ async def test_the_access_log_has_a_line_a_request_and_no_secret(
     status, cookie = await log_in(http, gateway, username)
     assert status == 303 and cookie is not None
     since = len(gateway.logs)
-    async with http.get(gateway.url + "/echo/shelf?token=query-secret-123",
-                        headers={"Cookie": f"{COOKIE}={cookie}", "X-Request-Id": "access-1",
-                                 "Authorization": "Bearer header-secret-456"}) as resp:
+    async with http.get(
+        gateway.url + "/echo/shelf?token=query-secret-123",
+        headers={
+            "Cookie": f"{COOKIE}={cookie}",
+            "X-Request-Id": "access-1",
+            "Authorization": "Bearer header-secret-456",
+        },
+    ) as resp:
         assert resp.status == 200
         assert resp.headers["X-Request-Id"] == "access-1"
         body = await resp.read()
     _, line = await gateway.wait_for_log(
-        lambda entry: entry.get("request_id") == "access-1" and entry["message"] == "request",
-        since)
+        lambda entry: entry.get("request_id") == "access-1" and entry["message"] == "request", since
+    )
     assert line["logger"] == "gateway.access" and line["level"] == "info"
-    assert {key: line[key] for key in ("method", "path", "route", "status", "user_id")} \
-        == {"method": "GET", "path": "/echo/shelf", "route": "echo", "status": 200,
-            "user_id": account_id}
+    assert {key: line[key] for key in ("method", "path", "route", "status", "user_id")} == {
+        "method": "GET",
+        "path": "/echo/shelf",
+        "route": "echo",
+        "status": 200,
+        "user_id": account_id,
+    }
     assert len(body) < line["bytes"] < len(body) + 2048  # what was sent, the head included
     assert line["duration_ms"] >= 0 and line["client"] == "127.0.0.1"
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
@@ -383,7 +466,10 @@ async def test_the_access_log_has_a_line_a_request_and_no_secret(
 
 
 async def test_failed_logins_on_either_instance_count_towards_one_block(
-    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    cookie_keys: str,
     tmp_path: Path,
 ) -> None:
     first, second = await asyncio.gather(launch(), launch())
@@ -398,7 +484,10 @@ async def test_failed_logins_on_either_instance_count_towards_one_block(
 
 
 async def test_a_signing_key_rotated_from_the_command_line_reaches_every_instance(
-    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    cookie_keys: str,
     tmp_path: Path,
 ) -> None:
     first, second = await asyncio.gather(launch(), launch())
@@ -434,7 +523,10 @@ async def test_a_signing_key_rotated_from_the_command_line_reaches_every_instanc
 
 
 async def test_cookie_keys_rotated_in_three_steps_keep_patrons_logged_in_across_a_rollout(
-    launch: Launch, http: aiohttp.ClientSession, database_url: str, tmp_path: Path,
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    tmp_path: Path,
 ) -> None:
     """docs/operations.md's procedure: OLD -> OLD,NEW -> NEW,OLD -> NEW. During a rolling
     restart instances of neighbouring steps serve side by side, and must read each other's
@@ -443,7 +535,8 @@ async def test_cookie_keys_rotated_in_three_steps_keep_patrons_logged_in_across_
     # The instances that can read keys made with OLD start first: each start makes a signing
     # key if none it can read exists, and the last step's instance cannot read OLD's.
     before, accepting, switched = await asyncio.gather(
-        launch(keys=old), launch(keys=f"{old},{new}"), launch(keys=f"{new},{old}"))
+        launch(keys=old), launch(keys=f"{old},{new}"), launch(keys=f"{new},{old}")
+    )
     retired = await launch(keys=new)
     account_id, username = await add_account(base_env(database_url, old), tmp_path)
 
@@ -469,7 +562,9 @@ async def test_cookie_keys_rotated_in_three_steps_keep_patrons_logged_in_across_
 
 
 async def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(
-    launch: Launch, http: aiohttp.ClientSession, backend: Backend,
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    backend: Backend,
 ) -> None:
     gateway = await launch(extra_env={"GATEWAY_SHUTDOWN_GRACE": "60"})
 
@@ -498,27 +593,35 @@ async def test_sigterm_lets_a_request_in_flight_finish_then_exits_0(
     async with asyncio.timeout(STARTUP):
         assert await gateway.process.wait() == 0
     await gateway.stop()
-    assert any(entry.get("path") == "/slow/book" and entry.get("status") == 200
-               for entry in gateway.logs)
+    assert any(
+        entry.get("path") == "/slow/book" and entry.get("status") == 200 for entry in gateway.logs
+    )
 
 
 # --- several workers on one port -----------------------------------------------------------
 
 
 def listens_on(pid: int, port: int) -> bool:
-    return any(conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
-               for conn in psutil.Process(pid).net_connections(kind="tcp"))
+    return any(
+        conn.status == psutil.CONN_LISTEN and conn.laddr.port == port
+        for conn in psutil.Process(pid).net_connections(kind="tcp")
+    )
 
 
 def echo_requests_counted(exposition: str) -> float:
-    return sum(sample.value
-               for family in text_string_to_metric_families(exposition)
-               for sample in family.samples
-               if sample.name == "gateway_requests_total" and sample.labels["route"] == "echo")
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(exposition)
+        for sample in family.samples
+        if sample.name == "gateway_requests_total" and sample.labels["route"] == "echo"
+    )
 
 
 async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
-    launch: Launch, http: aiohttp.ClientSession, database_url: str, cookie_keys: str,
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    cookie_keys: str,
     tmp_path: Path,
 ) -> None:
     gateway = await launch(workers=2)
@@ -561,13 +664,17 @@ async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
     since = len(gateway.logs)
     os.kill(victim, signal.SIGKILL)
     died, _ = await gateway.wait_for_log(
-        lambda entry: entry["message"] == "worker died; starting a new one"
-        and entry.get("pid") == victim, since)
+        lambda entry: (
+            entry["message"] == "worker died; starting a new one" and entry.get("pid") == victim
+        ),
+        since,
+    )
     await serve_requests(10)
 
     # The supervisor starts a replacement, which takes its share of the port.
     _, started = await gateway.wait_for_log(
-        lambda entry: entry["message"] == "gateway listening", died)
+        lambda entry: entry["message"] == "gateway listening", died
+    )
     replacement = int(started["pid"])
     assert replacement not in workers
     assert replacement in {child.pid for child in supervisor.children()}
@@ -580,8 +687,12 @@ async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
     since = len(gateway.logs)
     os.kill(admin_worker, signal.SIGKILL)
     died, _ = await gateway.wait_for_log(
-        lambda entry: entry["message"] == "worker died; starting a new one"
-        and entry.get("pid") == admin_worker, since)
+        lambda entry: (
+            entry["message"] == "worker died; starting a new one"
+            and entry.get("pid") == admin_worker
+        ),
+        since,
+    )
     await serve_requests(10)
     await gateway.wait_for_log(lambda entry: entry["message"] == "gateway listening", died)
 
@@ -589,8 +700,9 @@ async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
     async with asyncio.timeout(STARTUP):
         assert await gateway.process.wait() == 0
     # Every worker it ever started has ended with it.
-    every_worker = {entry["pid"] for entry in gateway.logs
-                    if entry["message"] == "gateway listening"}
+    every_worker = {
+        entry["pid"] for entry in gateway.logs if entry["message"] == "gateway listening"
+    }
     assert len(every_worker) >= 4
     assert not any(psutil.pid_exists(pid) for pid in every_worker)
 
@@ -599,21 +711,25 @@ async def test_workers_share_one_port_and_a_killed_worker_is_replaced(
 
 
 async def test_migrate_run_twice_at_once_applies_each_migration_exactly_once(
-    postgres_server: str, cookie_keys: str, tmp_path: Path,
+    postgres_server: str,
+    cookie_keys: str,
+    tmp_path: Path,
 ) -> None:
     url = await database.ensure_database(postgres_server, "t_migrate_" + secrets.token_hex(3))
     env = base_env(url, cookie_keys)
-    runs = await asyncio.gather(*(cli(env, "migrate", "--data-dir", str(tmp_path / str(n)))
-                                  for n in range(2)))
+    runs = await asyncio.gather(
+        *(cli(env, "migrate", "--data-dir", str(tmp_path / str(n))) for n in range(2))
+    )
     assert [code for code, _out, _err in runs] == [0, 0], runs
     names = [name for name, _sql in migration_files()]
     outputs = sorted(out.strip() for _code, out, _err in runs)
-    assert outputs == sorted(["applied: " + ", ".join(names),
-                              "the database schema is up to date"])
+    assert outputs == sorted(["applied: " + ", ".join(names), "the database schema is up to date"])
     conn = await asyncpg.connect(url)
     try:
-        recorded = [row["version"] for row in
-                    await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")]
+        recorded = [
+            row["version"]
+            for row in await conn.fetch("SELECT version FROM schema_migrations ORDER BY version")
+        ]
     finally:
         await conn.close()
     assert recorded == names
@@ -622,10 +738,12 @@ async def test_migrate_run_twice_at_once_applies_each_migration_exactly_once(
 
 
 async def test_migrate_without_a_reachable_database_says_so_and_exits_1(
-    cookie_keys: str, tmp_path: Path,
+    cookie_keys: str,
+    tmp_path: Path,
 ) -> None:
-    env = base_env(f"postgresql://gateway:secret-password@127.0.0.1:{free_port()}/gateway",
-                   cookie_keys)
+    env = base_env(
+        f"postgresql://gateway:secret-password@127.0.0.1:{free_port()}/gateway", cookie_keys
+    )
     code, out, err = await cli(env, "migrate", "--data-dir", str(tmp_path))
     assert code == 1
     assert "cannot migrate the database" in err
@@ -641,8 +759,11 @@ async def test_sigterm_while_a_dead_worker_is_being_replaced_still_stops_the_sup
     since = len(gateway.logs)
     os.kill(workers[0], signal.SIGKILL)
     await gateway.wait_for_log(
-        lambda entry: entry["message"] == "worker died; starting a new one"
-        and entry.get("pid") == workers[0], since)
+        lambda entry: (
+            entry["message"] == "worker died; starting a new one" and entry.get("pid") == workers[0]
+        ),
+        since,
+    )
     # The supervisor is now about to start a replacement: stopping must win over replacing,
     # or a worker started after the SIGTERM keeps the supervisor (and the port) alive.
     gateway.process.send_signal(signal.SIGTERM)

@@ -54,16 +54,22 @@ async def sign_in(
 
 # --- The cookie's flags -------------------------------------------------------------------------
 
+
 async def test_cookie_is_httponly_lax_site_wide_and_ends_with_the_browser(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against script access, cross-site sending and a cookie outliving the browser."""
     patron = await add_patron(pool, hasher)
     anonymous = await gw.get("/auth/login")
-    logged_in = await post_form(gw, "/auth/login", {
-        "csrf_token": csrf_in(await anonymous.text()), "username": patron.username,
-        "password": PASSWORD,
-    })
+    logged_in = await post_form(
+        gw,
+        "/auth/login",
+        {
+            "csrf_token": csrf_in(await anonymous.text()),
+            "username": patron.username,
+            "password": PASSWORD,
+        },
+    )
     assert logged_in.status == 303
     morsels = [*set_cookies(anonymous), *set_cookies(logged_in)]
     assert len(morsels) == 2
@@ -83,17 +89,24 @@ async def test_https_public_url_makes_the_cookie_secure_and_host_prefixed(
 ) -> None:
     """Defends against the cookie travelling over plain HTTP or being planted by a
     sibling subdomain."""
-    gw = await make_gateway(routes_for(backend.port),
-                            env={"GATEWAY_PUBLIC_URL": "https://login.example.org"})
+    gw = await make_gateway(
+        routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": "https://login.example.org"}
+    )
     patron = await add_patron(pool, hasher)
     page = await gw.get("/auth/login")
     [anonymous] = set_cookies(page, HOST_COOKIE)
     assert anonymous["secure"] is True
     gw.session.cookie_jar.clear()
-    resp = await gw.post("/auth/login", allow_redirects=False,
-                         headers={"Cookie": f"{HOST_COOKIE}={anonymous.value}"},
-                         data={"csrf_token": csrf_in(await page.text()),
-                               "username": patron.username, "password": PASSWORD})
+    resp = await gw.post(
+        "/auth/login",
+        allow_redirects=False,
+        headers={"Cookie": f"{HOST_COOKIE}={anonymous.value}"},
+        data={
+            "csrf_token": csrf_in(await page.text()),
+            "username": patron.username,
+            "password": PASSWORD,
+        },
+    )
     assert resp.status == 303
     [morsel] = set_cookies(resp, HOST_COOKIE)
     assert morsel["secure"] is True and morsel["httponly"] is True
@@ -107,8 +120,9 @@ async def test_https_public_url_makes_the_cookie_secure_and_host_prefixed(
 
 # --- Every way a cookie can be wrong ----------------------------------------------------------
 
+
 def _flip(text: str, at: int) -> str:
-    return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1:]
+    return text[:at] + ("A" if text[at] != "A" else "B") + text[at + 1 :]
 
 
 def _bad_cookie(kind: str, real: str, keys: MultiFernet) -> str:
@@ -130,26 +144,45 @@ def _bad_cookie(kind: str, real: str, keys: MultiFernet) -> str:
         "json_list": lambda: seal_cookie(keys, [data]),
         "json_without_session": lambda: seal_cookie(keys, {"created": now}),
         "session_not_an_object": lambda: seal_cookie(keys, {"created": now, "session": "x"}),
-        "invented_sid": lambda: seal_cookie(keys, {"created": now, "session": {
-            **session, "sid": secrets.token_urlsafe(32)}}),
-        "sid_not_a_string": lambda: seal_cookie(keys, {"created": now, "session": {
-            **session, "sid": 12345}}),
-        "uid_of_another_account": lambda: seal_cookie(keys, {"created": now, "session": {
-            **session, "uid": "00000000-0000-0000-0000-000000000001"}}),
+        "invented_sid": lambda: seal_cookie(
+            keys, {"created": now, "session": {**session, "sid": secrets.token_urlsafe(32)}}
+        ),
+        "sid_not_a_string": lambda: seal_cookie(
+            keys, {"created": now, "session": {**session, "sid": 12345}}
+        ),
+        "uid_of_another_account": lambda: seal_cookie(
+            keys,
+            {"created": now, "session": {**session, "uid": "00000000-0000-0000-0000-000000000001"}},
+        ),
     }
     return forged[kind]()
 
 
 BAD_COOKIES = [
-    "tampered", "tampered_mac", "truncated", "garbage", "empty", "oversized",
-    "real_data_foreign_key", "not_json", "not_utf8", "json_list", "json_without_session",
-    "session_not_an_object", "invented_sid", "sid_not_a_string", "uid_of_another_account",
+    "tampered",
+    "tampered_mac",
+    "truncated",
+    "garbage",
+    "empty",
+    "oversized",
+    "real_data_foreign_key",
+    "not_json",
+    "not_utf8",
+    "json_list",
+    "json_without_session",
+    "session_not_an_object",
+    "invented_sid",
+    "sid_not_a_string",
+    "uid_of_another_account",
 ]
 
 
 @pytest.mark.parametrize("kind", BAD_COOKIES)
 async def test_a_bad_cookie_is_anonymous_and_cleared_never_an_error(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, cookie_keys: MultiFernet,
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    cookie_keys: MultiFernet,
     kind: str,
 ) -> None:
     """Defends against forged, tampered and foreign cookies, and against crashing on them."""
@@ -169,6 +202,7 @@ async def test_a_bad_cookie_is_anonymous_and_cleared_never_an_error(
 
 
 # --- Key rotation -------------------------------------------------------------------------------
+
 
 async def test_cookie_keys_rotate_without_logging_anybody_out(
     make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
@@ -196,13 +230,15 @@ async def test_a_refreshed_cookie_is_re_encrypted_with_the_newest_key(
     stale = seal_cookie(MultiFernet([old]), data)
     rotated = await make_gateway(routes_for(backend.port), keys=MultiFernet([new, old]))
     [refreshed] = set_cookies(await fetch(rotated, "/reservations/mine", stale))
-    assert open_cookie(MultiFernet([new]), refreshed.value)["session"]["sid"] == \
-        data["session"]["sid"]
+    assert (
+        open_cookie(MultiFernet([new]), refreshed.value)["session"]["sid"] == data["session"]["sid"]
+    )
     dropped = await make_gateway(routes_for(backend.port), keys=MultiFernet([new]))
     assert await account_on(dropped, refreshed.value) == account
 
 
 # --- Idle and absolute lifetimes ----------------------------------------------------------------
+
 
 def _shifted(keys: MultiFernet, cookie: str, **session: Any) -> str:
     data = open_cookie(keys, cookie)
@@ -210,18 +246,32 @@ def _shifted(keys: MultiFernet, cookie: str, **session: Any) -> str:
     return seal_cookie(keys, data)
 
 
-@pytest.mark.parametrize("case", [
-    "idle", "past_lifetime", "seen_in_future", "iat_in_future", "seen_before_iat",
-    "seen_not_a_number", "iat_missing", "seen_is_boolean",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "idle",
+        "past_lifetime",
+        "seen_in_future",
+        "iat_in_future",
+        "seen_before_iat",
+        "seen_not_a_number",
+        "iat_missing",
+        "seen_is_boolean",
+    ],
+)
 async def test_an_expired_or_impossible_session_time_is_anonymous(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher,
-    cookie_keys: MultiFernet, case: str,
+    make_gateway: Gateway,
+    backend: TestServer,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    cookie_keys: MultiFernet,
+    case: str,
 ) -> None:
     """Defends against replaying an old cookie, and against a cookie that claims a time the
     gateway never wrote."""
-    gw = await make_gateway(routes_for(backend.port),
-                            session_idle_timeout=600.0, session_lifetime=7200.0)
+    gw = await make_gateway(
+        routes_for(backend.port), session_idle_timeout=600.0, session_lifetime=7200.0
+    )
     _, cookie = await sign_in(gw, pool, hasher)
     now = int(time.time())
     data = open_cookie(cookie_keys, cookie)
@@ -244,12 +294,16 @@ async def test_an_expired_or_impossible_session_time_is_anonymous(
 
 
 async def test_just_inside_both_lifetimes_the_session_holds(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher,
+    make_gateway: Gateway,
+    backend: TestServer,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
     cookie_keys: MultiFernet,
 ) -> None:
     """The counterpart of the test above: the limits are where the settings put them."""
-    gw = await make_gateway(routes_for(backend.port),
-                            session_idle_timeout=600.0, session_lifetime=7200.0)
+    gw = await make_gateway(
+        routes_for(backend.port), session_idle_timeout=600.0, session_lifetime=7200.0
+    )
     account, cookie = await sign_in(gw, pool, hasher)
     now = int(time.time())
     # 60 s of margin each way, so a slow test machine cannot tip the verdict.
@@ -263,8 +317,9 @@ async def test_activity_is_recorded_in_a_rewritten_cookie(
     """A patron who keeps using the site is not logged out by the idle timeout."""
     account, cookie = await sign_in(gw, pool, hasher)
     data = open_cookie(cookie_keys, cookie)
-    quiet = _shifted(cookie_keys, cookie, seen=data["session"]["seen"] - 120,
-                     iat=data["session"]["iat"] - 120)
+    quiet = _shifted(
+        cookie_keys, cookie, seen=data["session"]["seen"] - 120, iat=data["session"]["iat"] - 120
+    )
     resp = await fetch(gw, "/reservations/mine", quiet)
     assert resp.status == 200
     [morsel] = set_cookies(resp)
@@ -282,8 +337,9 @@ async def test_a_client_that_keeps_sending_the_old_cookie_gets_the_same_whole_re
     carries the same refreshed cookie (remembered, not re-encrypted), with every attribute."""
     account, cookie = await sign_in(gw, pool, hasher)
     data = open_cookie(cookie_keys, cookie)
-    quiet = _shifted(cookie_keys, cookie, seen=data["session"]["seen"] - 120,
-                     iat=data["session"]["iat"] - 120)
+    quiet = _shifted(
+        cookie_keys, cookie, seen=data["session"]["seen"] - 120, iat=data["session"]["iat"] - 120
+    )
     headers = []
     for path in ("/reservations/mine", "/catalogue/search", "/reservations/mine"):
         resp = await fetch(gw, path, quiet)
@@ -307,6 +363,7 @@ async def test_a_recently_seen_cookie_is_not_rewritten_on_every_request(
 
 
 # --- Revocation ---------------------------------------------------------------------------------
+
 
 async def logout(client: TestClient, cookie: str) -> None:
     client.session.cookie_jar.clear()
@@ -342,8 +399,12 @@ async def test_a_logout_on_one_instance_ends_the_session_on_another(
 
 
 async def test_disabling_an_account_ends_its_sessions_on_every_instance_at_once(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher,
-    database_url: str, tmp_path: Path,
+    make_gateway: Gateway,
+    backend: TestServer,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    database_url: str,
+    tmp_path: Path,
 ) -> None:
     """A lost pass: the operator's `accounts disable` ends the patron's sessions everywhere at
     once (not when a cache entry runs out), and the account cannot log in until enabled."""
@@ -359,7 +420,8 @@ async def test_disabling_an_account_ends_its_sessions_on_every_instance_at_once(
     env = {"GATEWAY_DATABASE_URL": database_url}
 
     disabled = await asyncio.to_thread(
-        cli, "accounts", "disable", "--pass-number", patron.pass_number, env=env, cwd=tmp_path)
+        cli, "accounts", "disable", "--pass-number", patron.pass_number, env=env, cwd=tmp_path
+    )
     assert disabled.returncode == 0, disabled.stderr
     assert "disabled; 1 session ended" in disabled.stdout
     await asyncio.wait_for(registry.wait_notified(heard + 1), timeout=30)
@@ -369,14 +431,16 @@ async def test_disabling_an_account_ends_its_sessions_on_every_instance_at_once(
     assert (await login(first, patron.username)).status == 401
 
     enabled = await asyncio.to_thread(
-        cli, "accounts", "enable", "--username", patron.username, env=env, cwd=tmp_path)
+        cli, "accounts", "enable", "--username", patron.username, env=env, cwd=tmp_path
+    )
     assert enabled.returncode == 0, enabled.stderr
     assert "enabled" in enabled.stdout
     assert (await login(first, patron.username)).status == 303
     assert await account_on(first, cookie) is None  # the old session stays ended
 
     unknown = await asyncio.to_thread(
-        cli, "accounts", "disable", "--username", "nobody-at-all", env=env, cwd=tmp_path)
+        cli, "accounts", "disable", "--username", "nobody-at-all", env=env, cwd=tmp_path
+    )
     assert unknown.returncode == 1
     assert "no account" in unknown.stderr
 
@@ -432,4 +496,3 @@ async def test_logging_in_twice_makes_two_independent_sessions(
     await logout(gw, phone)
     assert await account_on(gw, phone) is None
     assert await account_on(gw, laptop) == patron.id
-

@@ -16,7 +16,9 @@ from tests.helpers import add_patron, login
 
 
 async def test_an_unreadable_signing_key_means_503_not_an_unsigned_identity(
-    make_gateway: Callable[..., Any], backend: TestServer, pool: asyncpg.Pool,
+    make_gateway: Callable[..., Any],
+    backend: TestServer,
+    pool: asyncpg.Pool,
     hasher: PasswordHasher,
 ) -> None:
     gw = await make_gateway(routes_for(backend.port))
@@ -26,8 +28,7 @@ async def test_an_unreadable_signing_key_means_503_not_an_unsigned_identity(
 
     # The stored key no longer decrypts with this instance's cookie keys (replaced keys,
     # a restored backup from elsewhere): the instance re-reads its keys.
-    await pool.execute("UPDATE signing_keys SET private_key = 'not a fernet token'"
-                       " WHERE active")
+    await pool.execute("UPDATE signing_keys SET private_key = 'not a fernet token' WHERE active")
     keys = gw.app[SERVICES].keys
     await keys.refresh()
     assert keys.active is None

@@ -24,8 +24,8 @@ CLIENT_ADDRESS = web.RequestKey("client_address", str)
 
 @dataclass(frozen=True)
 class Policy:
-    free_failures: int = 5         # failures before the first block
-    first_block: float = 30.0      # seconds; doubles with every further failure
+    free_failures: int = 5  # failures before the first block
+    first_block: float = 30.0  # seconds; doubles with every further failure
     longest_block: float = 900.0
     forget_after: float = 86400.0  # a counter idle this long starts again from zero
     address_free_failures: int = 30
@@ -71,8 +71,10 @@ class Throttle:
     async def failed(self, account: str, address: str) -> None:
         policy = self.policy
         async with self._pool.acquire() as conn, conn.transaction():
-            for key, free in ((account, policy.free_failures),
-                              (address, policy.address_free_failures)):
+            for key, free in (
+                (account, policy.free_failures),
+                (address, policy.address_free_failures),
+            ):
                 failures = await conn.fetchval(
                     "INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1)"
                     " ON CONFLICT (key) DO UPDATE SET"
@@ -80,14 +82,16 @@ class Throttle:
                     "              THEN 1 ELSE t.failures + 1 END,"
                     "   last_failure_at = now()"
                     " RETURNING failures",
-                    key, policy.forget_after,
+                    key,
+                    policy.forget_after,
                 )
                 seconds = block_for(int(failures), free, policy)
                 if seconds:
                     await conn.execute(
                         "UPDATE login_throttle SET blocked_until ="
                         " now() + make_interval(secs => $2) WHERE key = $1",
-                        key, seconds,
+                        key,
+                        seconds,
                     )
 
     async def succeeded(self, account: str, *, conn: Any = None) -> None:

@@ -39,9 +39,15 @@ async def _page(
     request: web.Request, account: Account, *, status: int = 200, **context: object
 ) -> web.Response:
     services = request.app[SERVICES]
-    return await render(request, "account.html", status=status, account=account,
-                        personal_data_url=services.personal_data_url,
-                        new_username=context.pop("new_username", ""), **context)
+    return await render(
+        request,
+        "account.html",
+        status=status,
+        account=account,
+        personal_data_url=services.personal_data_url,
+        new_username=context.pop("new_username", ""),
+        **context,
+    )
 
 
 async def account_page(request: web.Request) -> web.Response:
@@ -61,14 +67,18 @@ async def change_username(request: web.Request) -> web.StreamResponse:
     wanted = form["new_username"].strip()
 
     async def refuse(status: int, field: str, key: str) -> web.Response:
-        return await _page(request, account, status=status, new_username=wanted[:64],
-                           errors={field: t[key]})
+        return await _page(
+            request, account, status=status, new_username=wanted[:64], errors={field: t[key]}
+        )
 
     if not await _password_ok(request, account, form["password"]):
         return await refuse(403, "password", "error.wrong_password")
     try:
-        username = check_username(wanted, own_pass_number=account.pass_number,
-                                   pass_number_pattern=services.pass_number_pattern)
+        username = check_username(
+            wanted,
+            own_pass_number=account.pass_number,
+            pass_number_pattern=services.pass_number_pattern,
+        )
     except UsernameRejected as exc:
         return await refuse(422, "new_username", f"error.username.{exc.code}")
     try:
@@ -77,9 +87,15 @@ async def change_username(request: web.Request) -> web.StreamResponse:
         return await refuse(409, "new_username", "error.username_taken")
     await services.registry.account_changed(account.id)
     if account.email:
-        await services.outbox.send(services.composer.compose(
-            "username_changed", language(request), account.email,
-            username=username, old_username=account.username))
+        await services.outbox.send(
+            services.composer.compose(
+                "username_changed",
+                language(request),
+                account.email,
+                username=username,
+                old_username=account.username,
+            )
+        )
     (await get_session(request))["notice"] = "account.saved.username"
     raise web.HTTPSeeOther("/auth/account")
 
@@ -98,8 +114,9 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     if not await _password_ok(request, account, form["current_password"]):
         return await refuse(403, "current_password", "error.wrong_password")
     try:
-        services.policy.check(form["new_password"], username=account.username,
-                              pass_number=account.pass_number)
+        services.policy.check(
+            form["new_password"], username=account.username, pass_number=account.pass_number
+        )
     except PasswordRejected as exc:
         return await refuse(422, "new_password", f"error.password.{exc.code}")
     new_hash = await services.hasher.hash(form["new_password"])
@@ -108,11 +125,19 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     async with services.accounts.transaction() as conn:
         await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
         await services.registry.revoke_account(
-            account.id, keep_sid=sid if isinstance(sid, str) else None, conn=conn)
+            account.id, keep_sid=sid if isinstance(sid, str) else None, conn=conn
+        )
         if account.email:
-            await Outbox.put(conn, services.composer.compose(
-                "password_changed", language(request), account.email,
-                username=account.username, reset=False))
+            await Outbox.put(
+                conn,
+                services.composer.compose(
+                    "password_changed",
+                    language(request),
+                    account.email,
+                    username=account.username,
+                    reset=False,
+                ),
+            )
     session["notice"] = "account.saved.password"
     raise web.HTTPSeeOther("/auth/account")
 
@@ -125,8 +150,10 @@ async def _password_ok(request: web.Request, account: Account, password: str) ->
     address_key = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
     wait = await services.throttle.retry_after(account_key, address_key)
     if wait > 0:
-        raise web.HTTPTooManyRequests(headers={"Retry-After": str(math.ceil(wait))},
-                                      text="Too many attempts. Please wait a moment.")
+        raise web.HTTPTooManyRequests(
+            headers={"Retry-After": str(math.ceil(wait))},
+            text="Too many attempts. Please wait a moment.",
+        )
     ok = False
     if password and len(password) <= 1024:
         try:

@@ -53,9 +53,17 @@ class Invitations:
                 await self.accounts.set_email(account.id, email, conn=conn)
             token = await self.links.issue(account.id, "activate", self.ttl, conn=conn)
             link = f"{self.public_url}/auth/activate?token={quote(token)}"
-            await Outbox.put(conn, self.composer.compose(
-                "activate", lang, email, pass_number=pass_number, link=link,
-                days=max(1, int(self.ttl // 86400))))
+            await Outbox.put(
+                conn,
+                self.composer.compose(
+                    "activate",
+                    lang,
+                    email,
+                    pass_number=pass_number,
+                    link=link,
+                    days=max(1, int(self.ttl // 86400)),
+                ),
+            )
         return account.id
 
 
@@ -68,9 +76,15 @@ async def _live(request: web.Request, token: str) -> Account | None:
 
 async def _dead(request: web.Request) -> web.Response:
     t = translator(language(request))
-    return await render(request, "message.html", status=410, title=t["activate.invalid.title"],
-                        text=t["activate.invalid.text"], link="/auth/login",
-                        link_text=t["back_to_login"])
+    return await render(
+        request,
+        "message.html",
+        status=410,
+        title=t["activate.invalid.title"],
+        text=t["activate.invalid.text"],
+        link="/auth/login",
+        link_text=t["back_to_login"],
+    )
 
 
 async def activate_form(request: web.Request) -> web.Response:
@@ -94,17 +108,25 @@ async def activate(request: web.Request) -> web.StreamResponse:
     wanted = form["username"].strip() or account.pass_number
 
     async def refuse(status: int, field: str, key: str) -> web.Response:
-        return await render(request, "activate.html", status=status, token=token,
-                            username=wanted[:64], errors={field: t[key]})
+        return await render(
+            request,
+            "activate.html",
+            status=status,
+            token=token,
+            username=wanted[:64],
+            errors={field: t[key]},
+        )
 
     try:
-        username = check_username(wanted, own_pass_number=account.pass_number,
-                                   pass_number_pattern=services.pass_number_pattern)
+        username = check_username(
+            wanted,
+            own_pass_number=account.pass_number,
+            pass_number_pattern=services.pass_number_pattern,
+        )
     except UsernameRejected as exc:
         return await refuse(422, "username", f"error.username.{exc.code}")
     try:
-        services.policy.check(form["password"], username=username,
-                              pass_number=account.pass_number)
+        services.policy.check(form["password"], username=username, pass_number=account.pass_number)
     except PasswordRejected as exc:
         return await refuse(422, "password", f"error.password.{exc.code}")
     new_hash = await services.hasher.hash(form["password"])

@@ -35,9 +35,7 @@ class FormError(Exception):
         return web.HTTPBadRequest(text=self.reason)
 
 
-async def read_checked_form(
-    request: web.Request, fields: tuple[str, ...]
-) -> dict[str, str] | None:
+async def read_checked_form(request: web.Request, fields: tuple[str, ...]) -> dict[str, str] | None:
     """Read the form and check its CSRF token against the session; None when it is wrong."""
     session = await get_session(request)
     try:
@@ -70,8 +68,14 @@ async def read_form(request: web.Request, fields: tuple[str, ...]) -> dict[str, 
         raise FormError(408, "The form took too long to arrive.") from None
     try:
         text = body.decode("utf-8")
-        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=False,
-                          encoding="utf-8", errors="strict", max_num_fields=50)
+        pairs = parse_qsl(
+            text,
+            keep_blank_values=True,
+            strict_parsing=False,
+            encoding="utf-8",
+            errors="strict",
+            max_num_fields=50,
+        )
     except (UnicodeDecodeError, ValueError) as exc:
         raise FormError(400, "The form could not be read.") from exc
     values: dict[str, str] = {}

@@ -33,8 +33,13 @@ _NOTICES = {"reset": "login.notice.reset", "activated": "login.notice.activated"
 
 
 async def login_form(request: web.Request) -> web.Response:
-    return await render(request, "login.html", next=safe_next(request.query.get("next")),
-                        username="", notice=_NOTICES.get(request.query.get("notice", "")))
+    return await render(
+        request,
+        "login.html",
+        next=safe_next(request.query.get("next")),
+        username="",
+        notice=_NOTICES.get(request.query.get("notice", "")),
+    )
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -46,8 +51,14 @@ async def login(request: web.Request) -> web.StreamResponse:
     name, password = form["username"].strip(), form["password"]
 
     async def failed(status: int, error: str) -> web.Response:
-        return await render(request, "login.html", status=status, next=next_path,
-                            username=name[:MAX_LOGIN_NAME], error=error)
+        return await render(
+            request,
+            "login.html",
+            status=status,
+            next=next_path,
+            username=name[:MAX_LOGIN_NAME],
+            error=error,
+        )
 
     if not name or not password or len(name) > MAX_LOGIN_NAME or len(password) > MAX_PASSWORD:
         return await failed(401, "login.failed")
@@ -92,8 +103,7 @@ async def login(request: web.Request) -> web.StreamResponse:
 
 async def logout_form(request: web.Request) -> web.Response:
     identity = await request.app[SERVICES].authenticator.identify(request)
-    return await render(request, "logout.html",
-                        username=identity.username if identity else None)
+    return await render(request, "logout.html", username=identity.username if identity else None)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:

@@ -41,8 +41,9 @@ def _destination(value: str | None) -> str:
 
 
 async def forgot_password_form(request: web.Request) -> web.Response:
-    return await render(request, "forgot_password.html", sent=False,
-                        next=_destination(request.query.get("next")))
+    return await render(
+        request, "forgot_password.html", sent=False, next=_destination(request.query.get("next"))
+    )
 
 
 async def _same_answer_always(
@@ -61,20 +62,21 @@ async def _same_answer_always(
     destination = _destination(form["next"])
     if not plausible(value) or len(value) > 320:
         t = translator(language(request))
-        return await render(request, template, status=422, sent=False,
-                            error=t["error.required"], next=destination)
+        return await render(
+            request, template, status=422, sent=False, error=t["error.required"], next=destination
+        )
     services = request.app[SERVICES]
     services.after_response(work(services, value, language(request), destination))
     return await render(request, template, sent=True, next=destination)
 
 
 async def forgot_password(request: web.Request) -> web.Response:
-    return await _same_answer_always(request, "forgot_password.html", "identifier", bool,
-                                     _send_reset)
+    return await _same_answer_always(
+        request, "forgot_password.html", "identifier", bool, _send_reset
+    )
 
 
-async def _send_reset(services: AuthServices, identifier: str, lang: str,
-                      destination: str) -> None:
+async def _send_reset(services: AuthServices, identifier: str, lang: str, destination: str) -> None:
     try:
         accounts = await _matching(services, identifier)
         for account in accounts:
@@ -82,18 +84,33 @@ async def _send_reset(services: AuthServices, identifier: str, lang: str,
                 continue
             async with services.accounts.transaction() as conn:
                 token = await services.links.issue_limited(
-                    conn, account.id, "reset", services.reset_ttl,
-                    limit=RESET_MAILS_PER_WINDOW, within=RESET_WINDOW)
+                    conn,
+                    account.id,
+                    "reset",
+                    services.reset_ttl,
+                    limit=RESET_MAILS_PER_WINDOW,
+                    within=RESET_WINDOW,
+                )
                 if token is None:
-                    log.info("reset mail withheld: too many requests for one account",
-                             extra={"user_id": account.id})
+                    log.info(
+                        "reset mail withheld: too many requests for one account",
+                        extra={"user_id": account.id},
+                    )
                     continue
                 link = f"{services.public_url}/auth/reset-password?token={quote(token)}"
                 if destination:
                     link += f"&next={quote(destination, safe='')}"
-                await Outbox.put(conn, services.composer.compose(
-                    "reset", lang, account.email, username=account.username, link=link,
-                    minutes=int(services.reset_ttl // 60)))
+                await Outbox.put(
+                    conn,
+                    services.composer.compose(
+                        "reset",
+                        lang,
+                        account.email,
+                        username=account.username,
+                        link=link,
+                        minutes=int(services.reset_ttl // 60),
+                    ),
+                )
     except Exception:
         log.exception("could not prepare a reset mail")
 
@@ -112,15 +129,26 @@ async def reset_form(request: web.Request) -> web.Response:
     account = await services.accounts.by_id(account_id) if account_id else None
     if account is None or account.disabled:
         return await _link_dead(request)
-    return await render(request, "reset_password.html", token=token, username=account.username,
-                        next=_destination(request.query.get("next")))
+    return await render(
+        request,
+        "reset_password.html",
+        token=token,
+        username=account.username,
+        next=_destination(request.query.get("next")),
+    )
 
 
 async def _link_dead(request: web.Request) -> web.Response:
     t = translator(language(request))
-    return await render(request, "message.html", status=410, title=t["reset.invalid.title"],
-                        text=t["reset.invalid.text"], link="/auth/forgot-password",
-                        link_text=t["forgot.title"])
+    return await render(
+        request,
+        "message.html",
+        status=410,
+        title=t["reset.invalid.title"],
+        text=t["reset.invalid.text"],
+        link="/auth/forgot-password",
+        link_text=t["forgot.title"],
+    )
 
 
 async def reset(request: web.Request) -> web.StreamResponse:
@@ -135,13 +163,20 @@ async def reset(request: web.Request) -> web.StreamResponse:
     if account is None or account.disabled:
         return await _link_dead(request)
     try:
-        services.policy.check(form["new_password"], username=account.username,
-                              pass_number=account.pass_number)
+        services.policy.check(
+            form["new_password"], username=account.username, pass_number=account.pass_number
+        )
     except PasswordRejected as exc:
         t = translator(language(request))
-        return await render(request, "reset_password.html", status=422, token=token,
-                            username=account.username, error=t[f"error.password.{exc.code}"],
-                            next=destination)
+        return await render(
+            request,
+            "reset_password.html",
+            status=422,
+            token=token,
+            username=account.username,
+            error=t[f"error.password.{exc.code}"],
+            next=destination,
+        )
     new_hash = await services.hasher.hash(form["new_password"])
     async with services.accounts.transaction() as conn:
         # Spending happens here, in the same transaction as the new password: of two
@@ -155,32 +190,45 @@ async def reset(request: web.Request) -> web.StreamResponse:
         # who just proved they read the account's mail, need not wait out the block.
         await services.throttle.succeeded(throttle.account_key(account.id, ""), conn=conn)
         if account.email:
-            await Outbox.put(conn, services.composer.compose(
-                "password_changed", language(request), account.email,
-                username=account.username, reset=True))
+            await Outbox.put(
+                conn,
+                services.composer.compose(
+                    "password_changed",
+                    language(request),
+                    account.email,
+                    username=account.username,
+                    reset=True,
+                ),
+            )
     onward = f"&next={quote(destination, safe='')}" if destination else ""
     raise web.HTTPSeeOther(f"/auth/login?notice=reset{onward}")
 
 
 async def forgot_username_form(request: web.Request) -> web.Response:
-    return await render(request, "forgot_username.html", sent=False,
-                        next=_destination(request.query.get("next")))
+    return await render(
+        request, "forgot_username.html", sent=False, next=_destination(request.query.get("next"))
+    )
 
 
 async def forgot_username(request: web.Request) -> web.Response:
-    return await _same_answer_always(request, "forgot_username.html", "email",
-                                     lambda email: "@" in email, _send_usernames)
+    return await _same_answer_always(
+        request, "forgot_username.html", "email", lambda email: "@" in email, _send_usernames
+    )
 
 
-async def _send_usernames(services: AuthServices, email: str, lang: str,
-                          _next: str) -> None:
+async def _send_usernames(services: AuthServices, email: str, lang: str, _next: str) -> None:
     try:
         accounts = [a for a in await services.accounts.by_email(email) if not a.disabled]
         if not accounts or accounts[0].email is None:
             return
-        await services.outbox.send(services.composer.compose(
-            "forgot_username", lang, accounts[0].email,
-            usernames=[account.username for account in accounts]))
+        await services.outbox.send(
+            services.composer.compose(
+                "forgot_username",
+                lang,
+                accounts[0].email,
+                usernames=[account.username for account in accounts],
+            )
+        )
     except Exception:
         log.exception("could not prepare a username mail")
 

@@ -43,30 +43,35 @@ async def render(
     # Links between the login pages keep where the patron was going (already checked by
     # safe_next wherever it came from).
     destination = context["next"]
-    context["next_query"] = (f"?next={quote(destination, safe='')}"
-                             if destination not in ("", "/") else "")
+    context["next_query"] = (
+        f"?next={quote(destination, safe='')}" if destination not in ("", "/") else ""
+    )
     context.setdefault("errors", {})
-    html = request.app[TEMPLATES].get_template(template).render(
-        lang=lang,
-        t=i18n.translator(lang),
-        theme=services.theme,
-        nonce=nonce,
-        csrf_token=csrf.token_for(session),
-        **context,
+    html = (
+        request.app[TEMPLATES]
+        .get_template(template)
+        .render(
+            lang=lang,
+            t=i18n.translator(lang),
+            theme=services.theme,
+            nonce=nonce,
+            csrf_token=csrf.token_for(session),
+            **context,
+        )
     )
     response = web.Response(status=status, text=html, content_type="text/html")
     if request.query.get("lang") in i18n.LANGUAGES:
-        response.set_cookie(i18n.LANG_COOKIE, lang, path="/", httponly=True, samesite="Lax",
-                            max_age=365 * 86400)
+        response.set_cookie(
+            i18n.LANG_COOKIE, lang, path="/", httponly=True, samesite="Lax", max_age=365 * 86400
+        )
     return response
 
 
-async def message(
-    request: web.Request, status: int, title_key: str, text_key: str
-) -> web.Response:
+async def message(request: web.Request, status: int, title_key: str, text_key: str) -> web.Response:
     t = i18n.translator(language(request))
-    return await render(request, "message.html", status=status, title=t[title_key],
-                        text=t[text_key])
+    return await render(
+        request, "message.html", status=status, title=t[title_key], text=t[text_key]
+    )
 
 
 def page_headers(request: web.Request, response: web.StreamResponse) -> None:

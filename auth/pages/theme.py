@@ -28,6 +28,7 @@ class Theme:
             if not _HEX.fullmatch(value):
                 raise ThemeError(f"theme {label} must be a hex colour like #1f4e79, not {value!r}")
         logo = self.logo_url
-        if logo and not (logo.startswith("https://") or (logo.startswith("/")
-                                                          and not logo.startswith("//"))):
+        if logo and not (
+            logo.startswith("https://") or (logo.startswith("/") and not logo.startswith("//"))
+        ):
             raise ThemeError("theme logo must be an https:// URL or a path on this host")

@@ -136,8 +136,9 @@ class Authenticator:
         return sid, Renewal.REFRESH if verdict is Verdict.REFRESH else Renewal.KEEP
 
     @staticmethod
-    def _confirm(identity: Identity | None, session: Mapping[str, Any], renewal: Renewal
-                 ) -> tuple[Identity | None, Renewal]:
+    def _confirm(
+        identity: Identity | None, session: Mapping[str, Any], renewal: Renewal
+    ) -> tuple[Identity | None, Renewal]:
         """The session record must exist, be live and belong to the cookie's account."""
         if identity is None or identity.user_id != session.get("uid"):
             return None, Renewal.CLEAR
@@ -151,8 +152,9 @@ class Authenticator:
             ("X-Library-Identity", self.signer.token(identity, audience)),
         ]
 
-    async def renew(self, request: web.Request, response: web.StreamResponse, cookie: str,
-                    renewal: Renewal) -> None:
+    async def renew(
+        self, request: web.Request, response: web.StreamResponse, cookie: str, renewal: Renewal
+    ) -> None:
         """Put the cookie change `identify_cookie` asked for on a proxied response.
 
         A client that does not store cookies (a script, a load test) sends the same old

@@ -62,7 +62,9 @@ class SessionRegistry:
         await self._pool.execute(
             "INSERT INTO sessions (sid_hash, account_id, expires_at)"
             " VALUES ($1, $2, now() + make_interval(secs => $3))",
-            sid_hash(sid), account_id, lifetime,
+            sid_hash(sid),
+            account_id,
+            lifetime,
         )
         return sid
 
@@ -124,7 +126,8 @@ class SessionRegistry:
             status = await conn.execute(
                 "UPDATE sessions SET revoked_at = now()"
                 " WHERE account_id = $1 AND revoked_at IS NULL AND sid_hash <> $2",
-                account_id, keep,
+                account_id,
+                keep,
             )
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "account:" + account_id)
         self.forget_account(account_id)
@@ -145,7 +148,8 @@ class SessionRegistry:
     def forget_account(self, account_id: str) -> None:
         self._forgotten += 1
         stale = [
-            key for key, (identity, _) in self._cache.items()
+            key
+            for key, (identity, _) in self._cache.items()
             if identity is not None and identity.user_id == account_id
         ]
         for key in stale:

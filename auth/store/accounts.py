@@ -50,8 +50,14 @@ _COLUMNS = "id::text AS id, pass_number, username, email, password_hash, disable
 def _account(row: asyncpg.Record | None) -> Account | None:
     if row is None:
         return None
-    return Account(row["id"], row["pass_number"], row["username"], row["email"],
-                   row["password_hash"], row["disabled"])
+    return Account(
+        row["id"],
+        row["pass_number"],
+        row["username"],
+        row["email"],
+        row["password_hash"],
+        row["disabled"],
+    )
 
 
 class Accounts:
@@ -83,8 +89,13 @@ class Accounts:
                     "INSERT INTO accounts (pass_number, pass_number_canonical, username,"
                     " username_canonical, email, email_canonical, password_hash)"
                     f" VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {_COLUMNS}",
-                    pass_number, canonical(pass_number), username, canonical(username),
-                    email, canonical_email(email) if email else None, password_hash,
+                    pass_number,
+                    canonical(pass_number),
+                    username,
+                    canonical(username),
+                    email,
+                    canonical_email(email) if email else None,
+                    password_hash,
                 )
             except asyncpg.UniqueViolationError as exc:
                 if "pass_number" in (exc.constraint_name or ""):
@@ -101,7 +112,8 @@ class Accounts:
         clash = await conn.fetchval(
             "SELECT 1 FROM accounts WHERE (username_canonical = $1 OR pass_number_canonical = $1)"
             " AND ($2::uuid IS NULL OR id <> $2::uuid)",
-            name, exclude_id,
+            name,
+            exclude_id,
         )
         if clash:
             raise UsernameTaken(username)
@@ -136,7 +148,8 @@ class Accounts:
         status = await executor.execute(
             "UPDATE accounts SET disabled = $2, updated_at = now()"
             " WHERE id = $1::uuid AND disabled <> $2",
-            account_id, disabled,
+            account_id,
+            disabled,
         )
         return bool(status == "UPDATE 1")
 
@@ -168,7 +181,9 @@ class Accounts:
         status = await executor.execute(
             "UPDATE accounts SET password_hash = $2, updated_at = now()"
             " WHERE id = $1::uuid AND ($3::text IS NULL OR password_hash = $3)",
-            account_id, new_hash, expected,
+            account_id,
+            new_hash,
+            expected,
         )
         return bool(status == "UPDATE 1")
 
@@ -183,7 +198,9 @@ class Accounts:
                     await conn.execute(
                         "UPDATE accounts SET username = $2, username_canonical = $3,"
                         " updated_at = now() WHERE id = $1::uuid",
-                        account_id, username, canonical(username),
+                        account_id,
+                        username,
+                        canonical(username),
                     )
             except asyncpg.UniqueViolationError as exc:
                 raise UsernameTaken(username) from exc
@@ -193,7 +210,9 @@ class Accounts:
         await executor.execute(
             "UPDATE accounts SET email = $2, email_canonical = $3, updated_at = now()"
             " WHERE id = $1::uuid",
-            account_id, email, canonical_email(email),
+            account_id,
+            email,
+            canonical_email(email),
         )
 
     async def check_import(self, *, pass_number: str, username: str) -> bool:
@@ -221,8 +240,13 @@ class Accounts:
                     " username_canonical, email, email_canonical, password_hash)"
                     " VALUES ($1, $2, $3, $4, $5, $6, $7)"
                     " ON CONFLICT (pass_number_canonical) DO NOTHING RETURNING id",
-                    pass_number, canonical(pass_number), username, canonical(username),
-                    email, canonical_email(email), password_hash,
+                    pass_number,
+                    canonical(pass_number),
+                    username,
+                    canonical(username),
+                    email,
+                    canonical_email(email),
+                    password_hash,
                 )
             except asyncpg.UniqueViolationError as exc:
                 raise UsernameTaken(username) from exc
@@ -237,7 +261,8 @@ class Accounts:
             " EXISTS (SELECT 1 FROM accounts WHERE username_canonical = $1) AS number_taken,"
             " EXISTS (SELECT 1 FROM accounts WHERE username_canonical = $2"
             " OR pass_number_canonical = $2) AS name_taken",
-            number, name,
+            number,
+            name,
         )
         if row["present"]:
             return True

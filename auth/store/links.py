@@ -37,24 +37,37 @@ class Links:
         await executor.execute(
             "INSERT INTO account_tokens (token_hash, account_id, purpose, expires_at)"
             " VALUES ($1, $2::uuid, $3, now() + make_interval(secs => $4))",
-            token_hash(token), account_id, purpose, ttl,
+            token_hash(token),
+            account_id,
+            purpose,
+            ttl,
         )
         return token
 
     async def issue_limited(
-        self, conn: Any, account_id: str, purpose: Purpose, ttl: float, *, limit: int,
+        self,
+        conn: Any,
+        account_id: str,
+        purpose: Purpose,
+        ttl: float,
+        *,
+        limit: int,
         within: float,
     ) -> str | None:
         """`issue` inside the caller's transaction, unless `limit` links of this kind were
         made for the account in the last `within` seconds (then None). A lock per account and
         purpose, held until the transaction ends, makes simultaneous callers count one
         another's links instead of all seeing the same old count."""
-        await conn.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                           f"account_tokens:{purpose}:{account_id}")
+        await conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            f"account_tokens:{purpose}:{account_id}",
+        )
         count = await conn.fetchval(
             "SELECT count(*) FROM account_tokens WHERE account_id = $1::uuid AND purpose = $2"
             " AND created_at > now() - make_interval(secs => $3)",
-            account_id, purpose, within,
+            account_id,
+            purpose,
+            within,
         )
         if int(count) >= limit:
             return None
@@ -67,7 +80,8 @@ class Links:
         value = await self._pool.fetchval(
             "SELECT account_id::text FROM account_tokens WHERE token_hash = $1 AND purpose = $2"
             " AND used_at IS NULL AND expires_at > now()",
-            token_hash(token), purpose,
+            token_hash(token),
+            purpose,
         )
         return str(value) if value is not None else None
 
@@ -86,7 +100,8 @@ class Links:
         value = await conn.fetchval(
             "UPDATE account_tokens SET used_at = now() WHERE token_hash = $1 AND purpose = $2"
             " AND used_at IS NULL AND expires_at > now() RETURNING account_id::text",
-            token_hash(token), purpose,
+            token_hash(token),
+            purpose,
         )
         if value is None:
             return None
@@ -94,6 +109,7 @@ class Links:
         await conn.execute(
             "UPDATE account_tokens SET used_at = now() WHERE account_id = $1::uuid"
             " AND purpose = $2 AND used_at IS NULL",
-            value, purpose,
+            value,
+            purpose,
         )
         return str(value)

@@ -11,8 +11,18 @@ from aiohttp_session import get_session, session_middleware
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 
-HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade",
-       "proxy-authorization", "proxy-authenticate", "host", "content-length"}
+HOP = {
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-authenticate",
+    "host",
+    "content-length",
+}
 CLIENT = web.AppKey("client", aiohttp.ClientSession)
 
 
@@ -24,11 +34,17 @@ async def proxy(request: web.Request) -> web.StreamResponse:
     headers["X-Library-User-Id"] = session["uid"]
     url = request.app["backend"] + request.raw_path
     async with request.app[CLIENT].request(
-        request.method, url, headers=headers, data=request.content if request.can_read_body
-        else None, allow_redirects=False, auto_decompress=False,
+        request.method,
+        url,
+        headers=headers,
+        data=request.content if request.can_read_body else None,
+        allow_redirects=False,
+        auto_decompress=False,
     ) as upstream:
-        response = web.StreamResponse(status=upstream.status, headers={
-            k: v for k, v in upstream.headers.items() if k.lower() not in HOP})
+        response = web.StreamResponse(
+            status=upstream.status,
+            headers={k: v for k, v in upstream.headers.items() if k.lower() not in HOP},
+        )
         if upstream.content_length is not None:
             response.content_length = upstream.content_length
         await response.prepare(request)

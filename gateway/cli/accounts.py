@@ -32,8 +32,14 @@ def _plausible_email(email: str) -> bool:
     """One @, something on both sides, no white space or control characters (a line break
     in an address would be a header injection in every mail to it)."""
     local, at, domain = email.partition("@")
-    return (bool(at) and bool(local) and "." in domain and "@" not in domain
-            and len(email) <= 254 and all(c.isprintable() and not c.isspace() for c in email))
+    return (
+        bool(at)
+        and bool(local)
+        and "." in domain
+        and "@" not in domain
+        and len(email) <= 254
+        and all(c.isprintable() and not c.isspace() for c in email)
+    )
 
 
 def add_command(args: argparse.Namespace) -> int:
@@ -43,23 +49,33 @@ def add_command(args: argparse.Namespace) -> int:
     password = sys.stdin.readline().rstrip("\r\n")
     pass_number = args.pass_number.strip()
     try:
-        username = check_username(args.username or pass_number, own_pass_number=pass_number,
-                                  pass_number_pattern=settings.pass_number_pattern)
+        username = check_username(
+            args.username or pass_number,
+            own_pass_number=pass_number,
+            pass_number_pattern=settings.pass_number_pattern,
+        )
         PasswordPolicy().check(password, username=username, pass_number=pass_number)
     except (UsernameRejected, PasswordRejected) as exc:
         return _fail(str(exc))
     url = bootstrap.database_url(settings)
 
     async def add() -> str:
-        hasher = PasswordHasher(max_workers=1, memory_cost=settings.argon2_memory_kib,
-                                time_cost=settings.argon2_time_cost)
+        hasher = PasswordHasher(
+            max_workers=1,
+            memory_cost=settings.argon2_memory_kib,
+            time_cost=settings.argon2_time_cost,
+        )
         try:
             password_hash = await hasher.hash(password)
         finally:
             hasher.close()
         async with bootstrap.migrated_pool(url) as pool:
-            account = await Accounts(pool).add(pass_number=pass_number, email=args.email,
-                                               username=username, password_hash=password_hash)
+            account = await Accounts(pool).add(
+                pass_number=pass_number,
+                email=args.email,
+                username=username,
+                password_hash=password_hash,
+            )
         return account.id
 
     try:
@@ -81,15 +97,19 @@ def invite_command(args: argparse.Namespace) -> int:
     async def go() -> tuple[str, int]:
         async with bootstrap.migrated_pool(url) as pool:
             invitations = Invitations(
-                Accounts(pool), Links(pool),
+                Accounts(pool),
+                Links(pool),
                 Composer(template_environment(), settings.theme_name or "De Bibliotheek"),
-                settings.public_url, settings.activation_token_ttl,
+                settings.public_url,
+                settings.activation_token_ttl,
             )
-            account_id = await invitations.send(args.pass_number.strip(), args.email.strip(),
-                                                args.lang)
+            account_id = await invitations.send(
+                args.pass_number.strip(), args.email.strip(), args.lang
+            )
             # Try to send at once; if mail is down, the gateway's worker retries it later.
             worker = OutboxWorker(
-                pool, transport_for(settings.smtp_url.reveal(), settings.data_dir),
+                pool,
+                transport_for(settings.smtp_url.reveal(), settings.data_dir),
                 settings.sender,
             )
             await worker.send_due()
@@ -119,9 +139,11 @@ def _set_disabled(args: argparse.Namespace, *, disabled: bool) -> int:
     async def go() -> tuple[Account | None, bool, int]:
         async with bootstrap.migrated_pool(url) as pool:
             accounts = Accounts(pool)
-            account = (await accounts.by_pass_number(args.pass_number)
-                       if args.pass_number is not None
-                       else await accounts.by_username(args.username))
+            account = (
+                await accounts.by_pass_number(args.pass_number)
+                if args.pass_number is not None
+                else await accounts.by_username(args.username)
+            )
             if account is None:
                 return None, False, 0
             ended = 0
@@ -137,15 +159,20 @@ def _set_disabled(args: argparse.Namespace, *, disabled: bool) -> int:
 
     account, changed, ended = asyncio.run(go())
     if account is None:
-        who = (f"pass number {args.pass_number}" if args.pass_number is not None
-               else f"username {args.username!r}")
+        who = (
+            f"pass number {args.pass_number}"
+            if args.pass_number is not None
+            else f"username {args.username!r}"
+        )
         return _fail(f"no account with {who}")
     state = "disabled" if disabled else "enabled"
     if not changed:
         state += " already"
     sessions = f"; {ended} session{'' if ended == 1 else 's'} ended" if disabled else ""
-    print(f"account {account.id} (username {account.username}, pass number "
-          f"{account.pass_number}) {state}{sessions}")
+    print(
+        f"account {account.id} (username {account.username}, pass number "
+        f"{account.pass_number}) {state}{sessions}"
+    )
     return 0
 
 

@@ -32,7 +32,6 @@ def database_url(settings: Settings) -> str:
     return asyncio.run(database.ensure_database(maintenance))
 
 
-
 def cookie_keys(settings: Settings) -> MultiFernet:
     configured = settings.cookie_keys.reveal()
     if configured:

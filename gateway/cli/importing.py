@@ -61,8 +61,11 @@ def import_command(args: argparse.Namespace) -> int:
             failure = group.exceptions[0]
     run.print_summary(sys.stdout)
     if failure is not None:
-        print(f"library-gateway: the database failed: {failure}; rows before it may have"
-              " landed, and running the import again is safe", file=sys.stderr)
+        print(
+            f"library-gateway: the database failed: {failure}; rows before it may have"
+            " landed, and running the import again is safe",
+            file=sys.stderr,
+        )
         return UNUSABLE
     return run.tally.exit_code
 
@@ -97,24 +100,30 @@ class _Import:
     async def _land(self, row: Candidate, accounts: Accounts, hashers: ThreadPoolExecutor) -> None:
         try:
             # Asked before the costly wrapping, so a repeated run over a big file is quick.
-            present = await accounts.check_import(pass_number=row.pass_number,
-                                                  username=row.username)
+            present = await accounts.check_import(
+                pass_number=row.pass_number, username=row.username
+            )
             if not present and not self._dry_run:
                 stored = row.password_hash
                 if stored is not None and row.needs_wrapping:
                     loop = asyncio.get_running_loop()
                     stored = await loop.run_in_executor(hashers, wrap_legacy, stored)
                 present = not await accounts.import_account(
-                    pass_number=row.pass_number, email=row.email, username=row.username,
+                    pass_number=row.pass_number,
+                    email=row.email,
+                    username=row.username,
                     password_hash=stored,
                 )
         except PassNumberTaken:
-            self._refuse(row.line, f"pass number {row.pass_number!r} is the username of"
-                                   " another account")
+            self._refuse(
+                row.line, f"pass number {row.pass_number!r} is the username of another account"
+            )
             return
         except UsernameTaken:
-            self._refuse(row.line, f"username {row.username!r} is the username or pass number"
-                                   " of another account")
+            self._refuse(
+                row.line,
+                f"username {row.username!r} is the username or pass number of another account",
+            )
             return
         if present:
             self.tally.present += 1

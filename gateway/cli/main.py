@@ -20,8 +20,12 @@ Command = Callable[[argparse.Namespace], int]
 
 
 def _data_dir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-dir", type=Path, default=Path("var"),
-                        help="where the embedded database, keys and outbox live (default ./var)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path("var"),
+        help="where the embedded database, keys and outbox live (default ./var)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,8 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--routes", type=Path, required=True, help="the routes.yaml file")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8080)
-    run.add_argument("--admin-port", type=int, default=9090,
-                     help="metrics and health on 127.0.0.1 (0: off)")
+    run.add_argument(
+        "--admin-port", type=int, default=9090, help="metrics and health on 127.0.0.1 (0: off)"
+    )
     run.add_argument("--workers", type=int, default=1, help="processes sharing the port")
     _data_dir(run)
     run.set_defaults(func=run_entry)
@@ -61,23 +66,31 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--pass-number", required=True)
     add.add_argument("--email", required=True)
     add.add_argument("--username")
-    add.add_argument("--password-stdin", action="store_true", required=True,
-                     help="read the password from standard input")
+    add.add_argument(
+        "--password-stdin",
+        action="store_true",
+        required=True,
+        help="read the password from standard input",
+    )
     _data_dir(add)
     add.set_defaults(func=_lazy("gateway.cli.accounts", "add_command"))
 
     imports = accounts_commands.add_parser(
-        "import", help="create accounts from a CSV export of an old system",
+        "import",
+        help="create accounts from a CSV export of an old system",
         description="Create an account for every row of FILE (header: pass_number,email,"
-                    "password_hash[,username]). Rows whose pass number exists already are "
-                    "skipped, so the import can be run again. Bad rows are reported on stderr "
-                    "as FILE:LINE: reason and the good rows still land.",
+        "password_hash[,username]). Rows whose pass number exists already are "
+        "skipped, so the import can be run again. Bad rows are reported on stderr "
+        "as FILE:LINE: reason and the good rows still land.",
         epilog="exit status: 0 when no row was refused, 1 when some were, 2 when the file or "
-               "the database could not be used",
+        "the database could not be used",
     )
     imports.add_argument("file", type=Path, metavar="FILE.csv")
-    imports.add_argument("--dry-run", action="store_true",
-                         help="check every row against the file and the database, write nothing")
+    imports.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="check every row against the file and the database, write nothing",
+    )
     _data_dir(imports)
     imports.set_defaults(func=_lazy("gateway.cli.importing", "import_command"))
 
@@ -89,9 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     invite.set_defaults(func=_lazy("gateway.cli.accounts", "invite_command"))
 
     for name, help_text in (
-            ("disable", "block an account (a lost or withdrawn pass): it can no longer log in, "
-                        "and its sessions end at once on every instance"),
-            ("enable", "let a disabled account log in again")):
+        (
+            "disable",
+            "block an account (a lost or withdrawn pass): it can no longer log in, "
+            "and its sessions end at once on every instance",
+        ),
+        ("enable", "let a disabled account log in again"),
+    ):
         sub = accounts_commands.add_parser(name, help=help_text, description=help_text)
         who = sub.add_mutually_exclusive_group(required=True)
         who.add_argument("--pass-number")
@@ -103,18 +120,21 @@ def build_parser() -> argparse.ArgumentParser:
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     new_cookie = keys_commands.add_parser("new-cookie-key", help="print a new Fernet key")
     new_cookie.set_defaults(func=new_cookie_key)
-    for name, help_text in (("rotate", "make a new identity-signing key active"),
-                            ("prune", "unpublish signing keys retired over an hour ago"),
-                            ("list", "list signing keys")):
+    for name, help_text in (
+        ("rotate", "make a new identity-signing key active"),
+        ("prune", "unpublish signing keys retired over an hour ago"),
+        ("list", "list signing keys"),
+    ):
         sub = keys_commands.add_parser(name, help=help_text)
         _data_dir(sub)
         sub.set_defaults(func=_lazy("gateway.cli.accounts", f"keys_{name}_command"))
 
     migrate = commands.add_parser(
-        "migrate", help="bring the database schema up to date and exit",
+        "migrate",
+        help="bring the database schema up to date and exit",
         description="Apply every database migration not applied yet, then exit. `run` does "
-                    "this at start too; run it alone first when several instances start "
-                    "(a Kubernetes Job, a deploy script).",
+        "this at start too; run it alone first when several instances start "
+        "(a Kubernetes Job, a deploy script).",
     )
     _data_dir(migrate)
     migrate.set_defaults(func=_lazy("gateway.cli.accounts", "migrate_command"))
@@ -159,8 +179,10 @@ def routes_check(args: argparse.Namespace) -> int:
         return 1
     print(f"{args.file}: {len(table.routes)} routes OK")
     for route in sorted(table.routes, key=lambda item: item.prefix):
-        print(f"  {route.prefix:<24} -> {route.backend.origin}{route.backend.base_path}"
-              f"  [{route.name}, auth: {route.auth.value}]")
+        print(
+            f"  {route.prefix:<24} -> {route.backend.origin}{route.backend.base_path}"
+            f"  [{route.name}, auth: {route.auth.value}]"
+        )
     return 0
 
 

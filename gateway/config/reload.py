@@ -42,8 +42,10 @@ class RouteMap:
             table = load_routes(self.path)
         except RoutesInvalid as exc:
             self.reloads_failed += 1
-            log.error("route map not reloaded, the last good one stays in force",
-                      extra={"problems": [str(problem) for problem in exc.problems]})
+            log.error(
+                "route map not reloaded, the last good one stays in force",
+                extra={"problems": [str(problem) for problem in exc.problems]},
+            )
             for failed in self.on_failure:
                 failed(exc)
             return False

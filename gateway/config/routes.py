@@ -81,8 +81,9 @@ class Backend:
         literal = f"[{self.host}]" if ":" in self.host else self.host
         object.__setattr__(self, "origin", f"{self.scheme}://{literal}:{self.port}")
         default_port = self.port == DEFAULT_PORTS[self.scheme]
-        object.__setattr__(self, "host_header", literal if default_port
-                           else f"{literal}:{self.port}")
+        object.__setattr__(
+            self, "host_header", literal if default_port else f"{literal}:{self.port}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

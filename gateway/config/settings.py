@@ -93,8 +93,10 @@ def _colour(value: str) -> str:
 
 
 def _logo(value: str) -> str:
-    if value and not value.startswith("https://") and not (
-        value.startswith("/") and not value.startswith("//")
+    if (
+        value
+        and not value.startswith("https://")
+        and not (value.startswith("/") and not value.startswith("//"))
     ):
         raise ValueError("must be an https:// URL or a path on this host")
     return value
@@ -112,59 +114,158 @@ def _positive_int(value: str) -> int:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("database_url", "GATEWAY_DATABASE_URL", "",
-            "postgresql://… of the account database; unset: an embedded PostgreSQL under the "
-            "data dir", _secret, secret=True),
-    Setting("public_url", "GATEWAY_PUBLIC_URL", "",
-            "the URL patrons see, used for every link and redirect; unset: http://HOST:PORT",
-            _public_url),
-    Setting("cookie_keys", "GATEWAY_COOKIE_KEYS", "",
-            "comma-separated Fernet keys; the first encrypts, all decrypt; unset: a key kept in "
-            "the data dir", _secret, secret=True),
-    Setting("smtp_url", "GATEWAY_SMTP_URL", "",
-            "smtp://host:port or smtps://user:pass@host:port; unset: mail goes to "
-            "DATA_DIR/outbox/", _secret, secret=True),
+    Setting(
+        "database_url",
+        "GATEWAY_DATABASE_URL",
+        "",
+        "postgresql://… of the account database; unset: an embedded PostgreSQL under the data dir",
+        _secret,
+        secret=True,
+    ),
+    Setting(
+        "public_url",
+        "GATEWAY_PUBLIC_URL",
+        "",
+        "the URL patrons see, used for every link and redirect; unset: http://HOST:PORT",
+        _public_url,
+    ),
+    Setting(
+        "cookie_keys",
+        "GATEWAY_COOKIE_KEYS",
+        "",
+        "comma-separated Fernet keys; the first encrypts, all decrypt; unset: a key kept in "
+        "the data dir",
+        _secret,
+        secret=True,
+    ),
+    Setting(
+        "smtp_url",
+        "GATEWAY_SMTP_URL",
+        "",
+        "smtp://host:port or smtps://user:pass@host:port; unset: mail goes to DATA_DIR/outbox/",
+        _secret,
+        secret=True,
+    ),
     Setting("mail_from", "GATEWAY_MAIL_FROM", "", "sender address; unset: no-reply@ + public host"),
-    Setting("pass_number_pattern", "GATEWAY_PASS_NUMBER_PATTERN", "^[0-9]+$",
-            "a username matching this (after NFKC) must be the account's own pass number",
-            _pattern),
-    Setting("trusted_proxies", "GATEWAY_TRUSTED_PROXIES", "",
-            "comma-separated addresses or CIDR ranges of proxies whose X-Forwarded-For is read",
-            _networks),
-    Setting("session_idle_timeout", "GATEWAY_SESSION_IDLE_TIMEOUT", "1800",
-            "seconds without a request after which a session ends", _seconds),
-    Setting("session_lifetime", "GATEWAY_SESSION_LIFETIME", "43200",
-            "seconds after login after which a session ends, active or not", _seconds),
-    Setting("reset_token_ttl", "GATEWAY_RESET_TOKEN_TTL", "1800",
-            "seconds a password-reset link stays valid", _seconds),
-    Setting("activation_token_ttl", "GATEWAY_ACTIVATION_TOKEN_TTL", "604800",
-            "seconds an activation link for a new member stays valid", _seconds),
-    Setting("personal_data_url", "GATEWAY_PERSONAL_DATA_URL", "",
-            "where patrons edit their e-mail address and other personal data (linked from the "
-            "account page)"),
-    Setting("theme_name", "GATEWAY_THEME_NAME", "",
-            "the library's name on the login pages; unset: De Bibliotheek / The Library"),
-    Setting("theme_colour", "GATEWAY_THEME_COLOUR", "#1f4e79",
-            "the house colour of the login pages (hex)", _colour),
-    Setting("theme_text_colour", "GATEWAY_THEME_TEXT_COLOUR", "#ffffff",
-            "text colour on the house colour (hex)", _colour),
-    Setting("theme_logo_url", "GATEWAY_THEME_LOGO_URL", "",
-            "logo on the login pages: an https:// URL or a path on this host", _logo),
-    Setting("idle_timeout", "GATEWAY_IDLE_TIMEOUT", "15",
-            "seconds a client connection may sit idle, or take to send a request's headers, "
-            "before it is closed (slowloris defence)", _seconds),
-    Setting("shutdown_grace", "GATEWAY_SHUTDOWN_GRACE", "20",
-            "seconds in-flight requests get to finish after SIGTERM", _seconds),
-    Setting("argon2_workers", "GATEWAY_ARGON2_WORKERS", "2",
-            "threads that hash passwords; logins beyond the queue get a fast 503", _positive_int),
-    Setting("argon2_memory_kib", "GATEWAY_ARGON2_MEMORY_KIB", "19456",
-            "argon2id memory per hash in KiB (OWASP: 19456); raising it re-hashes at login",
-            _positive_int),
-    Setting("argon2_time_cost", "GATEWAY_ARGON2_TIME_COST", "2",
-            "argon2id passes (OWASP: 2); raising it re-hashes at login", _positive_int),
-    Setting("admin_host", "GATEWAY_ADMIN_HOST", "127.0.0.1",
-            "address of the admin listener (metrics, probes); loopback unless a scraper "
-            "elsewhere must reach it, e.g. 0.0.0.0 in a pod"),
+    Setting(
+        "pass_number_pattern",
+        "GATEWAY_PASS_NUMBER_PATTERN",
+        "^[0-9]+$",
+        "a username matching this (after NFKC) must be the account's own pass number",
+        _pattern,
+    ),
+    Setting(
+        "trusted_proxies",
+        "GATEWAY_TRUSTED_PROXIES",
+        "",
+        "comma-separated addresses or CIDR ranges of proxies whose X-Forwarded-For is read",
+        _networks,
+    ),
+    Setting(
+        "session_idle_timeout",
+        "GATEWAY_SESSION_IDLE_TIMEOUT",
+        "1800",
+        "seconds without a request after which a session ends",
+        _seconds,
+    ),
+    Setting(
+        "session_lifetime",
+        "GATEWAY_SESSION_LIFETIME",
+        "43200",
+        "seconds after login after which a session ends, active or not",
+        _seconds,
+    ),
+    Setting(
+        "reset_token_ttl",
+        "GATEWAY_RESET_TOKEN_TTL",
+        "1800",
+        "seconds a password-reset link stays valid",
+        _seconds,
+    ),
+    Setting(
+        "activation_token_ttl",
+        "GATEWAY_ACTIVATION_TOKEN_TTL",
+        "604800",
+        "seconds an activation link for a new member stays valid",
+        _seconds,
+    ),
+    Setting(
+        "personal_data_url",
+        "GATEWAY_PERSONAL_DATA_URL",
+        "",
+        "where patrons edit their e-mail address and other personal data (linked from the "
+        "account page)",
+    ),
+    Setting(
+        "theme_name",
+        "GATEWAY_THEME_NAME",
+        "",
+        "the library's name on the login pages; unset: De Bibliotheek / The Library",
+    ),
+    Setting(
+        "theme_colour",
+        "GATEWAY_THEME_COLOUR",
+        "#1f4e79",
+        "the house colour of the login pages (hex)",
+        _colour,
+    ),
+    Setting(
+        "theme_text_colour",
+        "GATEWAY_THEME_TEXT_COLOUR",
+        "#ffffff",
+        "text colour on the house colour (hex)",
+        _colour,
+    ),
+    Setting(
+        "theme_logo_url",
+        "GATEWAY_THEME_LOGO_URL",
+        "",
+        "logo on the login pages: an https:// URL or a path on this host",
+        _logo,
+    ),
+    Setting(
+        "idle_timeout",
+        "GATEWAY_IDLE_TIMEOUT",
+        "15",
+        "seconds a client connection may sit idle, or take to send a request's headers, "
+        "before it is closed (slowloris defence)",
+        _seconds,
+    ),
+    Setting(
+        "shutdown_grace",
+        "GATEWAY_SHUTDOWN_GRACE",
+        "20",
+        "seconds in-flight requests get to finish after SIGTERM",
+        _seconds,
+    ),
+    Setting(
+        "argon2_workers",
+        "GATEWAY_ARGON2_WORKERS",
+        "2",
+        "threads that hash passwords; logins beyond the queue get a fast 503",
+        _positive_int,
+    ),
+    Setting(
+        "argon2_memory_kib",
+        "GATEWAY_ARGON2_MEMORY_KIB",
+        "19456",
+        "argon2id memory per hash in KiB (OWASP: 19456); raising it re-hashes at login",
+        _positive_int,
+    ),
+    Setting(
+        "argon2_time_cost",
+        "GATEWAY_ARGON2_TIME_COST",
+        "2",
+        "argon2id passes (OWASP: 2); raising it re-hashes at login",
+        _positive_int,
+    ),
+    Setting(
+        "admin_host",
+        "GATEWAY_ADMIN_HOST",
+        "127.0.0.1",
+        "address of the admin listener (metrics, probes); loopback unless a scraper "
+        "elsewhere must reach it, e.g. 0.0.0.0 in a pod",
+    ),
     Setting("log_level", "GATEWAY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
 )
 

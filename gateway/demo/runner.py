@@ -74,8 +74,12 @@ async def ensure_demo_patron(pool_url: str) -> None:
         accounts = Accounts(pool)
         existing = await accounts.by_login_name(DEMO_PASS_NUMBER)
         if existing is None:
-            await accounts.add(pass_number=DEMO_PASS_NUMBER, email=DEMO_EMAIL,
-                               username=DEMO_USERNAME, password_hash=password_hash)
+            await accounts.add(
+                pass_number=DEMO_PASS_NUMBER,
+                email=DEMO_EMAIL,
+                username=DEMO_USERNAME,
+                password_hash=password_hash,
+            )
         else:
             await accounts.set_password_hash(existing.id, password_hash)
 
@@ -88,17 +92,27 @@ async def run_demo(args: argparse.Namespace) -> None:
     runners: list[web.AppRunner] = []
     try:
         ports = {}
-        for name, app in (("catalogue", catalogue_app()), ("reservations", reservations_app()),
-                          ("digital", digital_app())):
+        for name, app in (
+            ("catalogue", catalogue_app()),
+            ("reservations", reservations_app()),
+            ("digital", digital_app()),
+        ):
             runner, ports[name] = await _start_backend(app)
             runners.append(runner)
         table = parse_routes(DEMO_ROUTES.format(**ports), "demo routes")
         database_url = await asyncio.to_thread(bootstrap.database_url, settings)
         await ensure_demo_patron(database_url)
-        gateway = create_app(settings, RouteMap(table), database_url=database_url,
-                             cookie_keys=bootstrap.cookie_keys(settings))
-        runner = GatewayRunner(gateway, access_log_class=logs.AccessLogger,
-                               access_log=logging.getLogger("gateway.access"))
+        gateway = create_app(
+            settings,
+            RouteMap(table),
+            database_url=database_url,
+            cookie_keys=bootstrap.cookie_keys(settings),
+        )
+        runner = GatewayRunner(
+            gateway,
+            access_log_class=logs.AccessLogger,
+            access_log=logging.getLogger("gateway.access"),
+        )
         await runner.setup()
         runners.insert(0, runner)
         await web.TCPSite(runner, "127.0.0.1", args.port).start()

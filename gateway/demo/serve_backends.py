@@ -28,11 +28,17 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m gateway.demo.serve_backends",
         description="Run the demo catalogue, reservations and digital services.",
     )
-    parser.add_argument("--host", default="127.0.0.1",
-                        help="address to listen on (0.0.0.0 inside a container)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0 inside a container)"
+    )
     for name, port in DEFAULT_PORTS.items():
-        parser.add_argument(f"--{name}", type=int, default=port, metavar="PORT",
-                            help=f"port of the {name} service (default {port}; 0: any free)")
+        parser.add_argument(
+            f"--{name}",
+            type=int,
+            default=port,
+            metavar="PORT",
+            help=f"port of the {name} service (default {port}; 0: any free)",
+        )
     return parser
 
 
@@ -44,8 +50,11 @@ def _bound_port(site: web.TCPSite) -> int:
 
 async def serve(host: str, ports: dict[str, int], stop: asyncio.Event) -> None:
     """Serve the three services until `stop` is set; print their ports once all listen."""
-    apps = {"catalogue": catalogue_app(), "reservations": reservations_app(),
-            "digital": digital_app()}
+    apps = {
+        "catalogue": catalogue_app(),
+        "reservations": reservations_app(),
+        "digital": digital_app(),
+    }
     runners: list[web.AppRunner] = []
     try:
         bound = {}
@@ -56,8 +65,11 @@ async def serve(host: str, ports: dict[str, int], stop: asyncio.Event) -> None:
             site = web.TCPSite(runner, host, ports[name])
             await site.start()
             bound[name] = _bound_port(site)
-        print("demo backends listening: "
-              + ", ".join(f"{name}={port}" for name, port in bound.items()), flush=True)
+        print(
+            "demo backends listening: "
+            + ", ".join(f"{name}={port}" for name, port in bound.items()),
+            flush=True,
+        )
         await stop.wait()
     finally:
         for runner in runners:

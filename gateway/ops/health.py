@@ -13,8 +13,11 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     lifecycle = request.app[appkeys.LIFECYCLE]
-    checks = {"routes": bool(request.app[appkeys.ROUTES].table is not None),
-              "database": False, "draining": lifecycle.draining}
+    checks = {
+        "routes": bool(request.app[appkeys.ROUTES].table is not None),
+        "database": False,
+        "draining": lifecycle.draining,
+    }
     pool = request.app.get(appkeys.POOL)
     if pool is not None and not lifecycle.draining:
         try:

@@ -98,7 +98,13 @@ class AccessLogger(AbstractAccessLogger):
         # Made and handed over directly: logger.info() would also walk the stack to find its
         # caller for every request, for a file name and line no access line shows.
         record = logger.makeRecord(
-            logger.name, logging.INFO, __file__, 0, "request", (), None,
+            logger.name,
+            logging.INFO,
+            __file__,
+            0,
+            "request",
+            (),
+            None,
             extra={
                 "request_id": exchange.request_id if exchange is not None else None,
                 "method": request.method,

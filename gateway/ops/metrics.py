@@ -37,22 +37,34 @@ log = logging.getLogger("gateway.metrics")
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
-REQUESTS = Counter("gateway_requests_total", "Requests by route, method class and status",
-                   ["route", "method", "status"])
-DURATION = Histogram("gateway_request_duration_seconds", "Whole request, body included",
-                     ["route"], buckets=_BUCKETS)
-OVERHEAD = Histogram("gateway_overhead_seconds",
-                     "The gateway's own time before calling the backend", ["route"],
-                     buckets=_BUCKETS)
-UPSTREAM = Histogram("gateway_upstream_seconds", "Backend time to response headers",
-                     ["route"], buckets=_BUCKETS)
-UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Backend failures",
-                          ["route", "kind"])
+REQUESTS = Counter(
+    "gateway_requests_total",
+    "Requests by route, method class and status",
+    ["route", "method", "status"],
+)
+DURATION = Histogram(
+    "gateway_request_duration_seconds", "Whole request, body included", ["route"], buckets=_BUCKETS
+)
+OVERHEAD = Histogram(
+    "gateway_overhead_seconds",
+    "The gateway's own time before calling the backend",
+    ["route"],
+    buckets=_BUCKETS,
+)
+UPSTREAM = Histogram(
+    "gateway_upstream_seconds", "Backend time to response headers", ["route"], buckets=_BUCKETS
+)
+UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Backend failures", ["route", "kind"])
 RELOADS = Counter("gateway_route_reloads_total", "Route map reloads", ["result"])
-OUTBOX_DEPTH = Gauge("gateway_mail_outbox_depth", "Mails waiting to be sent",
-                     multiprocess_mode="max")
-POOL_CONNECTIONS = Gauge("gateway_db_pool_connections", "Database pool connections",
-                         ["state"], multiprocess_mode="livesum")
+OUTBOX_DEPTH = Gauge(
+    "gateway_mail_outbox_depth", "Mails waiting to be sent", multiprocess_mode="max"
+)
+POOL_CONNECTIONS = Gauge(
+    "gateway_db_pool_connections",
+    "Database pool connections",
+    ["state"],
+    multiprocess_mode="livesum",
+)
 
 _READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -127,8 +139,10 @@ def route_histograms(route: str) -> tuple[BatchedLatency, BatchedLatency, Batche
     latencies = _LATENCIES.get(route)
     if latencies is None:
         latencies = _LATENCIES[route] = (
-            BatchedLatency(DURATION.labels(route)), BatchedLatency(OVERHEAD.labels(route)),
-            BatchedLatency(UPSTREAM.labels(route)))
+            BatchedLatency(DURATION.labels(route)),
+            BatchedLatency(OVERHEAD.labels(route)),
+            BatchedLatency(UPSTREAM.labels(route)),
+        )
     return latencies
 
 

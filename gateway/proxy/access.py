@@ -64,8 +64,9 @@ def wants_html(accept: str | None) -> bool:
     return accept is not None and "text/html" in accept.lower()
 
 
-def decide(route: Route | None, path: str, query: str, *, logged_in: bool,
-           accept: str | None) -> Decision:
+def decide(
+    route: Route | None, path: str, query: str, *, logged_in: bool, accept: str | None
+) -> Decision:
     """What to do with a request for `path` (normalised, never a reserved one), given the
     route that matched it, if any."""
     if route is None:

@@ -49,8 +49,7 @@ class Answer:
 
 
 class BackendConnection(asyncio.Protocol):
-    def __init__(self, loop: asyncio.AbstractEventLoop,
-                 coalescer: Coalescer | None = None) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, coalescer: Coalescer | None = None) -> None:
         self._loop = loop
         # Request heads wait for the end of the loop's pass, to go out with the others.
         self._coalescer = coalescer
@@ -136,9 +135,7 @@ class BackendConnection(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         if name.lower() in _FRAMING:
             self._framed = True
-        self._header_items.append(
-            (name.decode("latin-1"), value.decode("utf-8", "replace"))
-        )
+        self._header_items.append((name.decode("latin-1"), value.decode("utf-8", "replace")))
 
     def on_headers_complete(self) -> None:
         assert self._parser is not None
@@ -150,8 +147,7 @@ class BackendConnection(asyncio.Protocol):
             return
         if self._head is not None and not self._head.done():
             headers, self._header_items = self._header_items, []
-            self._until_close = (not self._framed and not self._no_body
-                                 and status not in (204, 304))
+            self._until_close = not self._framed and not self._no_body and status not in (204, 304)
             self._head.set_result(Answer(status, headers))
             if self._no_body or status in (204, 304):
                 self._finish()
@@ -270,8 +266,12 @@ class BackendConnection(asyncio.Protocol):
     def _finish(self) -> None:
         self._complete = True
         parser = self._parser
-        self.reusable = (parser is not None and parser.should_keep_alive()
-                         and not self._until_close and not self.closed)
+        self.reusable = (
+            parser is not None
+            and parser.should_keep_alive()
+            and not self._until_close
+            and not self.closed
+        )
         self._expecting = False
         if self._no_body or not self.reusable:
             self._parser = None

@@ -62,8 +62,14 @@ class Proxy:
     """Sends a request on to its backend: `handle` authorises it, then either `forward`s it
     (the body streamed both ways) or `bridge`s a WebSocket."""
 
-    def __init__(self, settings: Settings, routes: RouteMap, authenticator: Authenticator,
-                 upstream: Upstream, websockets: weakref.WeakSet[web.WebSocketResponse]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        routes: RouteMap,
+        authenticator: Authenticator,
+        upstream: Upstream,
+        websockets: weakref.WeakSet[web.WebSocketResponse],
+    ) -> None:
         self._routes = routes
         self._authenticator = authenticator
         self._upstream = upstream
@@ -82,14 +88,18 @@ class Proxy:
         authenticator = self._authenticator
         cookie = authenticator.storage.load_cookie(request)
         known = authenticator.identify_cookie(cookie)
-        identity, renewal = (await authenticator.settle(known) if isinstance(known, Unsettled)
-                             else known)
+        identity, renewal = (
+            await authenticator.settle(known) if isinstance(known, Unsettled) else known
+        )
         # What the patron's cookie needs on the way back, if anything (a refresh once a
         # minute, or clearing); None nearly always.
         renew = None if cookie is None or renewal is Renewal.KEEP else (cookie, renewal)
         decision = access.decide(
-            route, target.path, target.query,
-            logged_in=identity is not None, accept=request.headers.get("Accept"),
+            route,
+            target.path,
+            target.query,
+            logged_in=identity is not None,
+            accept=request.headers.get("Accept"),
         )
         if not isinstance(decision, access.Forward):
             refused = _refusal(decision)
@@ -109,33 +119,55 @@ class Proxy:
             public_host=self._public_host,
             request_id=exchange.request_id,
             cookie_name=authenticator.cookie_name,
-            identity=(_identity_headers(authenticator, identity, route.name)
-                      if decision.with_identity and identity is not None else []),
+            identity=(
+                _identity_headers(authenticator, identity, route.name)
+                if decision.with_identity and identity is not None
+                else []
+            ),
             websocket=upgrade,
         )
         upstream_target = route.upstream_path(target.path)
         if target.query:
             upstream_target += "?" + target.query
         if upgrade:
-            return await self.bridge(request, exchange, route, upstream_target,
-                                     upstream_headers, renew)
-        return await self.forward(request, exchange, route, upstream_target, upstream_headers,
-                                  renew, continues)
+            return await self.bridge(
+                request, exchange, route, upstream_target, upstream_headers, renew
+            )
+        return await self.forward(
+            request, exchange, route, upstream_target, upstream_headers, renew, continues
+        )
 
-    async def bridge(self, request: web.Request, exchange: Exchange, route: Route,
-                     upstream_target: str, upstream_headers: list[tuple[str, str]],
-                     renew: tuple[str, Renewal] | None) -> web.StreamResponse:
+    async def bridge(
+        self,
+        request: web.Request,
+        exchange: Exchange,
+        route: Route,
+        upstream_target: str,
+        upstream_headers: list[tuple[str, str]],
+        renew: tuple[str, Renewal] | None,
+    ) -> web.StreamResponse:
         """Relay a WebSocket the access decision let through."""
         url = route.backend.origin + upstream_target
         return await websocket.bridge(
-            request, route, url, CIMultiDict(upstream_headers), self._upstream,
+            request,
+            route,
+            url,
+            CIMultiDict(upstream_headers),
+            self._upstream,
             self._websockets,
-            functools.partial(self._before_start, request, exchange.request_id, renew))
+            functools.partial(self._before_start, request, exchange.request_id, renew),
+        )
 
-    async def forward(self, request: web.Request, exchange: Exchange, route: Route,
-                      upstream_target: str, upstream_headers: list[tuple[str, str]],
-                      renew: tuple[str, Renewal] | None, continues: bool,
-                      ) -> web.StreamResponse:
+    async def forward(
+        self,
+        request: web.Request,
+        exchange: Exchange,
+        route: Route,
+        upstream_target: str,
+        upstream_headers: list[tuple[str, str]],
+        renew: tuple[str, Renewal] | None,
+        continues: bool,
+    ) -> web.StreamResponse:
         """Send the request to the backend and stream its response back to the client."""
         body = request if _has_body(request) else None
         if body is not None:
@@ -164,14 +196,18 @@ class Proxy:
             if whole is not None and (length is None or length == len(whole)):
                 # The common small response arrived in one piece: head and body go out
                 # together.
-                small = web.Response(status=backend_response.status,
-                                     reason=backend_response.reason,
-                                     headers=response_headers, body=whole)
+                small = web.Response(
+                    status=backend_response.status,
+                    reason=backend_response.reason,
+                    headers=response_headers,
+                    body=whole,
+                )
                 if renew is not None:
                     await authenticator.renew(request, small, *renew)
                 return small
             response = web.StreamResponse(
-                status=backend_response.status, reason=backend_response.reason,
+                status=backend_response.status,
+                reason=backend_response.reason,
                 headers=response_headers,
             )
             if length is not None:
@@ -188,9 +224,13 @@ class Proxy:
         finally:
             self._upstream.release(route, connection)
 
-    async def _before_start(self, request: web.Request, request_id: str,
-                            renew: tuple[str, Renewal] | None,
-                            response: web.StreamResponse) -> None:
+    async def _before_start(
+        self,
+        request: web.Request,
+        request_id: str,
+        renew: tuple[str, Renewal] | None,
+        response: web.StreamResponse,
+    ) -> None:
         """Finish the head of a response the proxy starts itself: past that point its caller
         could not stamp it any more."""
         headers.stamp_response(response.headers, request_id, self._https)
@@ -198,15 +238,12 @@ class Proxy:
             await self._authenticator.renew(request, response, *renew)
 
 
-def _refusal(decision: access.LoginRequired | access.Redirect | access.Unrouted
-             ) -> web.Response:
+def _refusal(decision: access.LoginRequired | access.Redirect | access.Unrouted) -> web.Response:
     if isinstance(decision, access.LoginRequired):
         return login_required(decision)
     if isinstance(decision, access.Redirect):
         return web.Response(status=302, headers={"Location": decision.location})
     raise NotFound()
-
-
 
 
 def _identity_headers(

@@ -18,28 +18,55 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
 # RFC 9110 §7.6.1 plus the de-facto ones (Keep-Alive, Proxy-Connection) that proxies drop.
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
-    "te", "trailer", "transfer-encoding", "upgrade",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+    }
+)
 
 # Set by the gateway itself from trusted data; whatever a client sends under these names is dropped.
-_REPLACED = frozenset({
-    "host", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-forwarded-port",
-    "x-forwarded-prefix", "forwarded", "x-real-ip", "x-request-id", "content-length",
-    # The gateway answered the client's Expect itself; the backend gets the body outright.
-    "expect",
-})
+_REPLACED = frozenset(
+    {
+        "host",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-forwarded-prefix",
+        "forwarded",
+        "x-real-ip",
+        "x-request-id",
+        "content-length",
+        # The gateway answered the client's Expect itself; the backend gets the body outright.
+        "expect",
+    }
+)
 
 # Headers some frameworks honour to re-route or re-method a request behind a proxy
 # (Symfony/IIS X-Original-URL, X-Rewrite-URL, Traefik X-Forwarded-Uri, method overrides), and
 # `Proxy`, which CGI-style backends expose as HTTP_PROXY and so re-route their own outgoing
 # requests through the client's host (httpoxy, CVE-2016-5385).
-_STEERING = frozenset({
-    "x-original-url", "x-rewrite-url", "x-forwarded-uri", "x-forwarded-path",
-    "x-http-method-override", "x-http-method", "x-method-override", "x-original-method",
-    "proxy",
-})
+_STEERING = frozenset(
+    {
+        "x-original-url",
+        "x-rewrite-url",
+        "x-forwarded-uri",
+        "x-forwarded-path",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+        "x-original-method",
+        "proxy",
+    }
+)
 
 # Response headers the gateway owns: its own banner, and nothing that changes framing.
 _RESPONSE_DROPPED = HOP_BY_HOP | {"server", "content-length", "date"}
@@ -137,8 +164,12 @@ _FORWARD, _DROP, _COOKIE, _WEBSOCKET, _LENGTH, _CONNECTION, _SET_COOKIE = range(
 def _request_rule(name: str) -> tuple[str, int]:
     lower = name.lower()
     folded = _folded(lower)
-    if (lower in HOP_BY_HOP or folded in _REPLACED or folded in _STEERING
-            or folded.startswith(IDENTITY_PREFIX)):
+    if (
+        lower in HOP_BY_HOP
+        or folded in _REPLACED
+        or folded in _STEERING
+        or folded.startswith(IDENTITY_PREFIX)
+    ):
         return lower, _DROP
     if lower == "cookie":
         return lower, _COOKIE
@@ -221,8 +252,11 @@ def downstream_response_headers(
         elif rule == _SET_COOKIE and not _sets_cookie(value, cookie_name):
             out.append((name, value))
     if named_in_connection - HOP_BY_HOP:
-        out = [(name, value) for name, value in out
-               if _response_rule(name)[0] not in named_in_connection]
+        out = [
+            (name, value)
+            for name, value in out
+            if _response_rule(name)[0] not in named_in_connection
+        ]
     return out, length
 
 

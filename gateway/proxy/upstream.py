@@ -57,7 +57,8 @@ class Upstream:
         upload is not mistaken for a slow backend.
         """
         chunked = body is not None and not any(
-            name.lower() == "content-length" for name, _ in headers)
+            name.lower() == "content-length" for name, _ in headers
+        )
         head = request_head(method, target, headers, chunked)
         attempts = 1 if body is not None else 2
         for attempt in range(attempts):
@@ -112,7 +113,9 @@ class Upstream:
         try:
             async with asyncio.timeout(min(CONNECT_TIMEOUT, route.timeout)):
                 _, protocol = await loop.create_connection(
-                    lambda: BackendConnection(loop, coalescer), backend.host, backend.port,
+                    lambda: BackendConnection(loop, coalescer),
+                    backend.host,
+                    backend.port,
                     ssl=backend.scheme == "https" or None,
                     server_hostname=backend.host if backend.scheme == "https" else None,
                 )
@@ -147,8 +150,12 @@ class Upstream:
         try:
             async with asyncio.timeout(route.timeout):
                 return await self._ws_session.ws_connect(
-                    url, headers=headers, protocols=protocols, autoclose=False,
-                    autoping=True, max_msg_size=16 * 1024 * 1024,
+                    url,
+                    headers=headers,
+                    protocols=protocols,
+                    autoclose=False,
+                    autoping=True,
+                    max_msg_size=16 * 1024 * 1024,
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout(route.name) from exc
@@ -162,16 +169,23 @@ def request_head(method: str, target: str, headers: list[tuple[str, str]], chunk
     if head is None:
         # aiohttp's parser refuses CR and LF in what clients send; this keeps anything the
         # gateway adds from ever splitting a header either.
-        head = _joined(method, target, [
-            (name, value) for name, value in headers
-            if not any(c in name or c in value for c in "\r\n")
-        ], chunked)
+        head = _joined(
+            method,
+            target,
+            [
+                (name, value)
+                for name, value in headers
+                if not any(c in name or c in value for c in "\r\n")
+            ],
+            chunked,
+        )
     assert head is not None, "the request line itself holds a line break"
     return head
 
 
-def _joined(method: str, target: str, headers: list[tuple[str, str]], chunked: bool
-            ) -> bytes | None:
+def _joined(
+    method: str, target: str, headers: list[tuple[str, str]], chunked: bool
+) -> bytes | None:
     lines = [f"{method} {target} HTTP/1.1", *[f"{name}: {value}" for name, value in headers]]
     if chunked:
         lines.append("Transfer-Encoding: chunked")

@@ -45,11 +45,12 @@ async def bridge(
         raise BadRequest("This is not a valid WebSocket handshake.")
     # Connect to the backend first: if it is down the client gets a plain 502, not a socket
     # that opens and dies.
-    ws_url = "ws" + url[len("http"):]
+    ws_url = "ws" + url[len("http") :]
     backend = await upstream.websocket(route, ws_url, headers, _protocols(request))
     client = web.WebSocketResponse(
         protocols=(backend.protocol,) if backend.protocol else (),
-        autoclose=False, max_msg_size=16 * 1024 * 1024,
+        autoclose=False,
+        max_msg_size=16 * 1024 * 1024,
     )
     await before_start(client)
     await client.prepare(request)

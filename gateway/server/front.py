@@ -29,9 +29,11 @@ UNMATCHED = "_unmatched"
 
 
 class Front:
-    def __init__(self, app: web.Application,
-                 application_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
-                 ) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        application_handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+    ) -> None:
         settings = app[appkeys.SETTINGS]
         self._proxy = app[appkeys.PROXY]
         self._application = application_handler
@@ -50,8 +52,9 @@ class Front:
         if is_reserved(target.path):
             return await self._application(base_request)
         try:
-            response = await guarded(request, exchange, self._proxy.handle(request, exchange),
-                                     unrouted=UNMATCHED)
+            response = await guarded(
+                request, exchange, self._proxy.handle(request, exchange), unrouted=UNMATCHED
+            )
         except web.HTTPException as exc:  # aiohttp's own refusals (a broken WebSocket handshake)
             headers.stamp_response(exc.headers, exchange.request_id, self._https)
             raise

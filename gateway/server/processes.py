@@ -38,8 +38,13 @@ def _event_loop_policy() -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
-    settings = load_settings(host=args.host, port=args.port, admin_port=args.admin_port,
-                             workers=args.workers, data_dir=args.data_dir)
+    settings = load_settings(
+        host=args.host,
+        port=args.port,
+        admin_port=args.admin_port,
+        workers=args.workers,
+        data_dir=args.data_dir,
+    )
     logs.configure(settings.log_level)
     try:
         table = load_routes(args.routes)
@@ -55,12 +60,17 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def serve(
-    settings: Settings, route_map: RouteMap, database_url: str, *, reuse_port: bool,
+    settings: Settings,
+    route_map: RouteMap,
+    database_url: str,
+    *,
+    reuse_port: bool,
     admin: bool = True,
 ) -> None:
     _event_loop_policy()
-    app = create_app(settings, route_map, database_url=database_url,
-                     cookie_keys=bootstrap.cookie_keys(settings))
+    app = create_app(
+        settings, route_map, database_url=database_url, cookie_keys=bootstrap.cookie_keys(settings)
+    )
     if admin and settings.admin_port:
         app.cleanup_ctx.append(_admin_site(settings, app))
     asyncio.run(_serve_until_signalled(app, settings, reuse_port))
@@ -70,15 +80,24 @@ async def _serve_until_signalled(
     app: web.Application, settings: Settings, reuse_port: bool
 ) -> None:
     runner = GatewayRunner(
-        app, access_log_class=logs.AccessLogger, access_log=logging.getLogger("gateway.access"),
+        app,
+        access_log_class=logs.AccessLogger,
+        access_log=logging.getLogger("gateway.access"),
         shutdown_timeout=settings.shutdown_grace,
     )
     await runner.setup()
     try:
         await web.TCPSite(runner, settings.host, settings.port, reuse_port=reuse_port).start()
         _freeze_startup_objects()
-        log.info("gateway listening", extra={"url": settings.public_url, "host": settings.host,
-                                             "port": settings.port, "pid": os.getpid()})
+        log.info(
+            "gateway listening",
+            extra={
+                "url": settings.public_url,
+                "host": settings.host,
+                "port": settings.port,
+                "pid": os.getpid(),
+            },
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
@@ -128,8 +147,13 @@ def supervise(settings: Settings, routes_path: Path, database_url: str) -> int:
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
                 table = load_routes(routes_path)
-                serve(settings, RouteMap(table, routes_path), database_url, reuse_port=True,
-                      admin=index == 0)
+                serve(
+                    settings,
+                    RouteMap(table, routes_path),
+                    database_url,
+                    reuse_port=True,
+                    admin=index == 0,
+                )
             finally:
                 os._exit(0)
         children[pid] = index
@@ -158,8 +182,10 @@ def supervise(settings: Settings, routes_path: Path, database_url: str) -> int:
         index = children.pop(pid)
         _forget_worker_metrics(pid)
         if not stopping:
-            log.error("worker died; starting a new one",
-                      extra={"pid": pid, "status": status, "worker": index})
+            log.error(
+                "worker died; starting a new one",
+                extra={"pid": pid, "status": status, "worker": index},
+            )
             time.sleep(0.5)  # do not spin if a worker dies at once on every start
             if not stopping:  # a SIGTERM may have come during the pause
                 spawn(index)

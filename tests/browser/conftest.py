@@ -57,8 +57,14 @@ AXE_SCRIPT = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 DEFAULT_CHROMIUM = "/usr/bin/chromium"
 # Headless, and quiet: no first-run UI, no calls home, nothing but the pages under test.
 CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 VIEWPORT = {"width": 1000, "height": 800}
 # Playwright's own limit per action or expectation; generous, because a loaded CI machine
@@ -95,8 +101,9 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-async def _serve(app: web.Application, sock: socket.socket,
-                 runner_class: type[web.AppRunner] = web.AppRunner) -> web.AppRunner:
+async def _serve(
+    app: web.Application, sock: socket.socket, runner_class: type[web.AppRunner] = web.AppRunner
+) -> web.AppRunner:
     runner = runner_class(app, access_log=None)
     await runner.setup()
     await web.SockSite(runner, sock).start()
@@ -116,22 +123,33 @@ class Library:
         return self.app[SERVICES]
 
     async def add_patron(
-        self, *, username: str | None = None, password: str | None = PASSWORD,
-        pass_number: str | None = None, email: str | None = None,
+        self,
+        *,
+        username: str | None = None,
+        password: str | None = PASSWORD,
+        pass_number: str | None = None,
+        email: str | None = None,
     ) -> Account:
         """A patron with a password (or, with password=None, one still to be activated)."""
         number = pass_number or str(next(_numbers))
         password_hash = await self.services.hasher.hash(password) if password else None
         return await self.services.accounts.add(
-            pass_number=number, email=email or f"patron{number}@example.org",
-            username=username, password_hash=password_hash)
+            pass_number=number,
+            email=email or f"patron{number}@example.org",
+            username=username,
+            password_hash=password_hash,
+        )
 
     async def invite(self, pass_number: str, email: str, lang: str) -> str:
         """Invite a new member as the CLI does, and return the link their mail carries."""
         services = self.services
-        invitations = Invitations(accounts=services.accounts, links=services.links,
-                                  composer=services.composer, public_url=services.public_url,
-                                  ttl=services.activation_ttl)
+        invitations = Invitations(
+            accounts=services.accounts,
+            links=services.links,
+            composer=services.composer,
+            public_url=services.public_url,
+            ttl=services.activation_ttl,
+        )
         await invitations.send(pass_number, email, lang)
         return await self.mailed_link(email, "activate", lang)
 
@@ -142,7 +160,7 @@ class Library:
     def path(self, url: str) -> str:
         """`url` on this gateway, without its origin (fails if it points anywhere else)."""
         assert url.startswith(self.url + "/"), f"{url} is not on the gateway {self.url}"
-        return url[len(self.url):]
+        return url[len(self.url) :]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -155,21 +173,26 @@ async def library(
     with MailCatcher(out=io.StringIO()) as catcher:
         try:
             ports: dict[str, int] = {}
-            for name, app in (("catalogue", catalogue_app()),
-                              ("reservations", reservations_app()),
-                              ("digital", digital_app(book_size=64 * 1024))):
+            for name, app in (
+                ("catalogue", catalogue_app()),
+                ("reservations", reservations_app()),
+                ("digital", digital_app(book_size=64 * 1024)),
+            ):
                 sock = _listening_socket()
                 ports[name] = sock.getsockname()[1]
                 runners.append(await _serve(app, sock))
             sock = _listening_socket()
             port = sock.getsockname()[1]
-            settings = Settings.from_env({}, host="127.0.0.1", port=port,
-                                         data_dir=tmp_path_factory.mktemp("gateway"))
+            settings = Settings.from_env(
+                {}, host="127.0.0.1", port=port, data_dir=tmp_path_factory.mktemp("gateway")
+            )
             gateway = create_app(
-                settings, RouteMap(parse_routes(ROUTES.format(**ports), "routes.yaml")),
+                settings,
+                RouteMap(parse_routes(ROUTES.format(**ports), "routes.yaml")),
                 database_url=database_url,
                 cookie_keys=MultiFernet([Fernet(Fernet.generate_key())]),
-                hasher=hasher, mail_transport=SmtpTransport(catcher.url),
+                hasher=hasher,
+                mail_transport=SmtpTransport(catcher.url),
             )
             # Served as `library-gateway run` serves it (its front door and held writes).
             runners.insert(0, await _serve(gateway, sock, GatewayRunner))
@@ -184,8 +207,7 @@ async def library(
 async def browser() -> AsyncIterator[Browser]:
     executable = chromium_executable()
     async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(executable_path=executable,
-                                                   args=CHROMIUM_ARGS)
+        browser = await playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         yield browser
         await browser.close()
 
@@ -201,8 +223,7 @@ async def new_context(browser: Browser, library: Library) -> AsyncIterator[NewCo
 
     async def open_context(lang: str = "en", **options: Any) -> BrowserContext:
         options.setdefault("viewport", VIEWPORT)
-        context = await browser.new_context(base_url=library.url, locale=LOCALES[lang],
-                                            **options)
+        context = await browser.new_context(base_url=library.url, locale=LOCALES[lang], **options)
         context.set_default_timeout(PLAYWRIGHT_TIMEOUT_MS)
         opened.append(context)
         return context
@@ -237,18 +258,32 @@ def axe_script() -> str:
     if not AXE_SCRIPT.is_file():
         npm = shutil.which("npm")
         if npm is None:
-            pytest.fail("The accessibility tests need npm (Node.js) to install axe-core "
-                        "(Debian/Ubuntu: `sudo apt-get install npm`).", pytrace=False)
+            pytest.fail(
+                "The accessibility tests need npm (Node.js) to install axe-core "
+                "(Debian/Ubuntu: `sudo apt-get install npm`).",
+                pytrace=False,
+            )
         AXE_DIR.mkdir(parents=True, exist_ok=True)
         # Several test runs may start at once; one installs, the others wait for it.
         with open(AXE_DIR / ".lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not AXE_SCRIPT.is_file():
                 done = subprocess.run(
-                    [npm, "install", "--no-save", "--no-audit", "--no-fund",
-                     "--prefix", str(AXE_DIR), "axe-core@4"],
-                    capture_output=True, text=True, timeout=300, check=False)
+                    [
+                        npm,
+                        "install",
+                        "--no-save",
+                        "--no-audit",
+                        "--no-fund",
+                        "--prefix",
+                        str(AXE_DIR),
+                        "axe-core@4",
+                    ],
+                    capture_output=True,
+                    text=True,
+                    timeout=300,
+                    check=False,
+                )
                 if done.returncode != 0:
-                    pytest.fail(f"npm could not install axe-core:\n{done.stderr}",
-                                pytrace=False)
+                    pytest.fail(f"npm could not install axe-core:\n{done.stderr}", pytrace=False)
     return AXE_SCRIPT.read_text(encoding="utf-8")

@@ -31,11 +31,13 @@ async def blocking_violations(page: Page, axe_script: str) -> list[str]:
     if not await page.evaluate("() => typeof window.axe !== 'undefined'"):
         await page.add_script_tag(content=axe_script)
     results: dict[str, Any] = await page.evaluate(
-        "() => axe.run(document, {resultTypes: ['violations']})")
+        "() => axe.run(document, {resultTypes: ['violations']})"
+    )
     return [
         f"{rule['impact']} {rule['id']}: {rule['help']} at "
         + ", ".join(" ".join(node["target"]) for node in rule["nodes"])
-        for rule in results["violations"] if rule["impact"] in BLOCKING
+        for rule in results["violations"]
+        if rule["impact"] in BLOCKING
     ]
 
 
@@ -51,11 +53,23 @@ async def submit(page: Page, button: Locator) -> int:
 
 # Every state of every /auth/* page a patron can meet, with the HTTP status it comes with.
 PAGES = {
-    "login": 200, "login-failed": 401, "account": 200, "account-username-refused": 422,
-    "account-password-refused": 403, "logout": 200, "forgot-password": 200,
-    "forgot-password-refused": 422, "forgot-password-sent": 200, "forgot-username": 200,
-    "forgot-username-sent": 200, "reset-password": 200, "reset-password-refused": 422,
-    "activate": 200, "activate-refused": 422, "dead-link": 410, "form-expired": 403,
+    "login": 200,
+    "login-failed": 401,
+    "account": 200,
+    "account-username-refused": 422,
+    "account-password-refused": 403,
+    "logout": 200,
+    "forgot-password": 200,
+    "forgot-password-refused": 422,
+    "forgot-password-sent": 200,
+    "forgot-username": 200,
+    "forgot-username-sent": 200,
+    "reset-password": 200,
+    "reset-password-refused": 422,
+    "activate": 200,
+    "activate-refused": 422,
+    "dead-link": 410,
+    "form-expired": 403,
 }
 
 
@@ -95,13 +109,19 @@ async def test_every_auth_page_has_no_serious_accessibility_problem(
     username_form = page.get_by_role("form", name=t["account.change_username"])
     await username_form.get_by_label(t["account.new_username"]).fill("two words")
     await username_form.get_by_label(t["account.current_password"]).fill(PASSWORD)
-    await check("account-username-refused", t["account.title"], await submit(
-        page, username_form.get_by_role("button", name=t["account.save_username"])))
+    await check(
+        "account-username-refused",
+        t["account.title"],
+        await submit(page, username_form.get_by_role("button", name=t["account.save_username"])),
+    )
     password_form = page.get_by_role("form", name=t["account.change_password"])
     await password_form.get_by_label(t["account.current_password"]).fill("not the password")
     await password_form.get_by_label(t["account.new_password"]).fill("a fine new password")
-    await check("account-password-refused", t["account.title"], await submit(
-        page, password_form.get_by_role("button", name=t["account.save_password"])))
+    await check(
+        "account-password-refused",
+        t["account.title"],
+        await submit(page, password_form.get_by_role("button", name=t["account.save_password"])),
+    )
 
     await check("logout", t["logout.title"], await visit(page, "/auth/logout"))
 
@@ -111,36 +131,52 @@ async def test_every_auth_page_has_no_serious_accessibility_problem(
     await page.get_by_label(t["forgot.identifier"]).fill(patron.username)
     await check("forgot-password-sent", t["forgot.title"], await submit(page, send_link))
 
-    await check("forgot-username", t["forgot_username.title"],
-                await visit(page, "/auth/forgot-username"))
+    await check(
+        "forgot-username", t["forgot_username.title"], await visit(page, "/auth/forgot-username")
+    )
     await page.get_by_label(t["forgot_username.email"]).fill("nobody@example.org")
-    await check("forgot-username-sent", t["forgot_username.title"], await submit(
-        page, page.get_by_role("button", name=t["forgot_username.submit"])))
+    await check(
+        "forgot-username-sent",
+        t["forgot_username.title"],
+        await submit(page, page.get_by_role("button", name=t["forgot_username.submit"])),
+    )
 
     token = await links.issue(patron.id, "reset", 600)
-    await check("reset-password", t["reset.title"],
-                await visit(page, f"/auth/reset-password?token={token}"))
+    await check(
+        "reset-password", t["reset.title"], await visit(page, f"/auth/reset-password?token={token}")
+    )
     await page.get_by_label(t["account.new_password"]).fill("short")
-    await check("reset-password-refused", t["reset.title"], await submit(
-        page, page.get_by_role("button", name=t["reset.submit"])))
+    await check(
+        "reset-password-refused",
+        t["reset.title"],
+        await submit(page, page.get_by_role("button", name=t["reset.submit"])),
+    )
 
     token = await links.issue(member.id, "activate", 600)
-    await check("activate", t["activate.title"],
-                await visit(page, f"/auth/activate?token={token}"))
+    await check("activate", t["activate.title"], await visit(page, f"/auth/activate?token={token}"))
     await page.get_by_label(t["activate.username"]).fill("two words")
     await page.get_by_label(t["activate.password"]).fill("a fine new password")
-    await check("activate-refused", t["activate.title"], await submit(
-        page, page.get_by_role("button", name=t["activate.submit"])))
+    await check(
+        "activate-refused",
+        t["activate.title"],
+        await submit(page, page.get_by_role("button", name=t["activate.submit"])),
+    )
 
-    await check("dead-link", t["activate.invalid.title"],
-                await visit(page, "/auth/activate?token=used-up-or-never-issued"))
+    await check(
+        "dead-link",
+        t["activate.invalid.title"],
+        await visit(page, "/auth/activate?token=used-up-or-never-issued"),
+    )
 
     # A form whose session has gone (the browser was closed and reopened in between).
     await visit(page, "/auth/forgot-username")
     await page.context.clear_cookies()
     await page.get_by_label(t["forgot_username.email"]).fill("nobody@example.org")
-    await check("form-expired", t["csrf.title"], await submit(
-        page, page.get_by_role("button", name=t["forgot_username.submit"])))
+    await check(
+        "form-expired",
+        t["csrf.title"],
+        await submit(page, page.get_by_role("button", name=t["forgot_username.submit"])),
+    )
 
     assert sorted(found) == sorted(PAGES)
     assert found == {name: [] for name in PAGES}
@@ -177,8 +213,14 @@ async def test_a_keyboard_alone_logs_in_with_the_focus_always_in_sight(
         stops.append(await focus(page))
     await shoot(page, "focus-on-last-link")
     assert [stop["name"] for stop in stops] == [
-        "Skip to the content", "Nederlands", "username", "password", "Log in",
-        "Forgot your password?", "Forgot your username?"]
+        "Skip to the content",
+        "Nederlands",
+        "username",
+        "password",
+        "Log in",
+        "Forgot your password?",
+        "Forgot your username?",
+    ]
     for stop in stops:
         assert stop == {"name": stop["name"], **FOCUS_RING, "on-screen": "true"}
 
@@ -210,7 +252,8 @@ async def test_the_house_style_survives_the_pages_content_security_policy(
     header = page.get_by_role("banner")
     await expect(header).to_have_css("background-color", HOUSE_COLOUR)
     await expect(page.get_by_role("button", name="Inloggen")).to_have_css(
-        "background-color", HOUSE_COLOUR)
+        "background-color", HOUSE_COLOUR
+    )
     await expect(page.get_by_role("main")).to_have_css("background-color", "rgb(255, 255, 255)")
 
 
@@ -226,7 +269,8 @@ async def test_a_refused_form_comes_back_with_the_focus_on_what_to_fix(
     await expect(page).to_have_title("Error: Log in · The Library")
     await expect(page.get_by_label("Username or pass number")).to_be_focused()
     await expect(page.get_by_label("Username or pass number")).to_have_accessible_description(
-        "That username or password is not right. Please try again.")
+        "That username or password is not right. Please try again."
+    )
 
     await page.get_by_label("Password", exact=True).fill(PASSWORD)
     await page.keyboard.press("Enter")
@@ -238,8 +282,9 @@ async def test_a_refused_form_comes_back_with_the_focus_on_what_to_fix(
     await expect(page).to_have_title("Error: Your login details · The Library")
     refused = page.get_by_role("form", name="Change your password").get_by_label("New password")
     await expect(refused).to_be_focused()
-    await expect(refused).to_have_accessible_description(re.compile(
-        "The password is too short: use at least 8 characters."))
+    await expect(refused).to_have_accessible_description(
+        re.compile("The password is too short: use at least 8 characters.")
+    )
 
 
 @pytest.mark.parametrize("lang", ["nl", "en"])
@@ -249,7 +294,8 @@ async def test_pages_fit_a_phone_screen_without_sideways_scrolling(
     # WCAG reflow: at 320 CSS pixels (a phone, or a desktop zoomed to 400%) nothing may need
     # a horizontal scrollbar, not even the longest e-mail address on the account page.
     patron = await library.add_patron(
-        email="a.very.long.address.for.a.patron.of.the.library@reading-rooms.example.org")
+        email="a.very.long.address.for.a.patron.of.the.library@reading-rooms.example.org"
+    )
     page = await (await new_context(lang, viewport={"width": 320, "height": 640})).new_page()
     for path in ("/auth/login?next=/auth/account", "/auth/forgot-password"):
         await page.goto(path)

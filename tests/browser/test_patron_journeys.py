@@ -43,8 +43,9 @@ async def test_one_login_brings_the_patron_back_and_opens_every_service(
     library: Library, new_context: NewContext, shoot: Shoot
 ) -> None:
     # The demo's patron, so the README's pictures show what the demo shows.
-    patron = await library.add_patron(username=DEMO_USERNAME, pass_number=DEMO_PASS_NUMBER,
-                                      email=DEMO_EMAIL)
+    patron = await library.add_patron(
+        username=DEMO_USERNAME, pass_number=DEMO_PASS_NUMBER, email=DEMO_EMAIL
+    )
     page = await (await browser_without_js(new_context)).new_page()
 
     await page.goto("/reservations/")
@@ -124,11 +125,13 @@ async def test_a_forgotten_password_is_replaced_through_the_mailed_link(
     # The way back to the reservations survived the detour through the mail.
     await expect(page).to_have_url(f"{library.url}/auth/login?notice=reset&next=/reservations/")
     await expect(page.get_by_role("status")).to_have_text(
-        "Your password has been changed. You can log in with it now.")
+        "Your password has been changed. You can log in with it now."
+    )
     await shoot(page, "password-changed")
     await log_in(page, patron.username, PASSWORD)
     await expect(page.get_by_role("alert")).to_have_text(
-        "That username or password is not right. Please try again.")
+        "That username or password is not right. Please try again."
+    )
     await log_in(page, patron.username, NEW_PASSWORD)
     await expect(page).to_have_url(f"{library.url}/reservations/")
     await expect(page.get_by_role("heading", name="My reservations")).to_be_visible()
@@ -136,7 +139,8 @@ async def test_a_forgotten_password_is_replaced_through_the_mailed_link(
     # The link worked once.
     await page.goto(library.path(link))
     await expect(page.get_by_role("heading", level=1)).to_have_text(
-        "This link does not work any more")
+        "This link does not work any more"
+    )
 
 
 async def test_a_new_username_is_the_one_to_log_in_with(
@@ -188,7 +192,8 @@ async def test_a_new_member_activates_with_a_username_of_their_own(
     await page.get_by_role("button", name="Activate my account").click()
 
     await expect(page.get_by_role("status")).to_have_text(
-        "Your account is ready. You can log in now.")
+        "Your account is ready. You can log in now."
+    )
     await shoot(page, "activated")
     await page.goto("/auth/account")
     await log_in(page, chosen, NEW_PASSWORD)

@@ -55,16 +55,27 @@ async def lift_blocks(pool: asyncpg.Pool) -> None:
 
 
 async def attempt(
-    client: TestClient, name: str, password: str, *, headers: LooseHeaders | None = None,
+    client: TestClient,
+    name: str,
+    password: str,
+    *,
+    headers: LooseHeaders | None = None,
 ) -> tuple[int, str | None]:
     """One login from a fresh browser: (status, Retry-After). The same extra headers go with
     the form's GET and its POST, as a client that forges them would send them."""
     client.session.cookie_jar.clear()
     page = await client.get("/auth/login", headers=headers)
     assert page.status == 200
-    resp = await client.post("/auth/login", allow_redirects=False, headers=headers, data={
-        "csrf_token": csrf_in(await page.text()), "username": name, "password": password,
-    })
+    resp = await client.post(
+        "/auth/login",
+        allow_redirects=False,
+        headers=headers,
+        data={
+            "csrf_token": csrf_in(await page.text()),
+            "username": name,
+            "password": password,
+        },
+    )
     return resp.status, resp.headers.get("Retry-After")
 
 

@@ -32,30 +32,48 @@ async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
 
 # Every POST under /auth/, with the fields a forged cross-site form would carry.
 FORMS = [
-    pytest.param("/auth/login", {"username": "victim", "password": PASSWORD},
-                 id="login-CSRF-ASVS-4.2.2"),
+    pytest.param(
+        "/auth/login", {"username": "victim", "password": PASSWORD}, id="login-CSRF-ASVS-4.2.2"
+    ),
     pytest.param("/auth/logout", {}, id="logout-ASVS-4.2.2"),
-    pytest.param("/auth/account/username", {"new_username": "attacker", "password": PASSWORD},
-                 id="rename-ASVS-4.2.2"),
-    pytest.param("/auth/account/password",
-                 {"current_password": PASSWORD, "new_password": "attacker chosen secret"},
-                 id="password-change-ASVS-4.2.2"),
-    pytest.param("/auth/forgot-password", {"identifier": "victim"},
-                 id="forgot-password-ASVS-4.2.2"),
-    pytest.param("/auth/forgot-username", {"email": "victim@example.org"},
-                 id="forgot-username-ASVS-4.2.2"),
-    pytest.param("/auth/reset-password", {"token": "x", "new_password": "attacker chosen secret"},
-                 id="reset-ASVS-4.2.2"),
-    pytest.param("/auth/activate", {"token": "x", "username": "", "password": "attacker secret"},
-                 id="activate-ASVS-4.2.2"),
+    pytest.param(
+        "/auth/account/username",
+        {"new_username": "attacker", "password": PASSWORD},
+        id="rename-ASVS-4.2.2",
+    ),
+    pytest.param(
+        "/auth/account/password",
+        {"current_password": PASSWORD, "new_password": "attacker chosen secret"},
+        id="password-change-ASVS-4.2.2",
+    ),
+    pytest.param(
+        "/auth/forgot-password", {"identifier": "victim"}, id="forgot-password-ASVS-4.2.2"
+    ),
+    pytest.param(
+        "/auth/forgot-username", {"email": "victim@example.org"}, id="forgot-username-ASVS-4.2.2"
+    ),
+    pytest.param(
+        "/auth/reset-password",
+        {"token": "x", "new_password": "attacker chosen secret"},
+        id="reset-ASVS-4.2.2",
+    ),
+    pytest.param(
+        "/auth/activate",
+        {"token": "x", "username": "", "password": "attacker secret"},
+        id="activate-ASVS-4.2.2",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("path", "fields"), FORMS)
 @pytest.mark.parametrize("token", ["missing", "another-sessions", "in-query", "in-header"])
 async def test_a_post_without_this_sessions_token_in_its_body_is_refused(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher,
-    path: str, fields: dict[str, str], token: str,
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    path: str,
+    fields: dict[str, str],
+    token: str,
 ) -> None:
     """A forged cross-site POST rides on the victim's cookie but cannot know the token bound
     to the victim's session; a token anywhere but in the form body does not count either
@@ -83,15 +101,18 @@ async def test_a_post_without_this_sessions_token_in_its_body_is_refused(
 
 # --- Framing and page headers ---------------------------------------------------------------
 
-async def blocked_login(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
-                        ) -> ClientResponse:
+
+async def blocked_login(
+    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> ClientResponse:
     patron = await add_patron(pool, hasher)
     for n in range(5):
         await attempt(gw, patron.username, f"guess {n}")
     gw.session.cookie_jar.clear()
     token = await form_token(gw)
-    resp = await post_form(gw, "/auth/login", {
-        "csrf_token": token, "username": patron.username, "password": PASSWORD})
+    resp = await post_form(
+        gw, "/auth/login", {"csrf_token": token, "username": patron.username, "password": PASSWORD}
+    )
     assert resp.status == 429
     return resp
 
@@ -144,10 +165,14 @@ def assert_page_headers(resp: ClientResponse) -> None:
 
 # --- Headers on every answer ------------------------------------------------------------------
 
-@pytest.mark.parametrize(("public_url", "hsts"), [
-    pytest.param("https://login.library.example", True, id="https-ASVS-14.4.5"),
-    pytest.param("http://127.0.0.1:8080", False, id="http-no-HSTS-ASVS-14.4.5"),
-])
+
+@pytest.mark.parametrize(
+    ("public_url", "hsts"),
+    [
+        pytest.param("https://login.library.example", True, id="https-ASVS-14.4.5"),
+        pytest.param("http://127.0.0.1:8080", False, id="http-no-HSTS-ASVS-14.4.5"),
+    ],
+)
 async def test_hsts_is_sent_exactly_when_the_public_url_is_https(
     make_gateway: Gateway, recorder: RecordingBackend, public_url: str, hsts: bool
 ) -> None:
@@ -216,10 +241,13 @@ async def test_every_kind_of_answer_is_nosniff_and_names_no_version(
 async def until_close_backend() -> asyncio.Server:
     """A backend whose answer has no length: the gateway must stream it (it cannot know the
     body is whole until the backend closes)."""
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
-                     b"Connection: close\r\n\r\nstreamed until close")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+            b"Connection: close\r\n\r\nstreamed until close"
+        )
         await writer.drain()
         writer.close()
 
@@ -241,16 +269,21 @@ async def test_a_websocket_handshake_carries_the_gateways_headers(
     gw = await make_gateway(routes_for(server.port))
     assert gw.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
-    writer.write(b"GET /open/live HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
-                 b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-                 b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                 b"X-Request-Id: ws-handshake-1\r\n\r\n")
+    writer.write(
+        b"GET /open/live HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"X-Request-Id: ws-handshake-1\r\n\r\n"
+    )
     head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
     writer.close()
     await writer.wait_closed()
     assert head.startswith("HTTP/1.1 101 ")
-    lines = {line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip()
-             for line in head.split("\r\n")[1:] if ":" in line}
+    lines = {
+        line.split(":", 1)[0].lower(): line.split(":", 1)[1].strip()
+        for line in head.split("\r\n")[1:]
+        if ":" in line
+    }
     assert lines["x-request-id"] == "ws-handshake-1"
     assert lines["server"] == "library-gateway"
     assert lines["x-content-type-options"] == "nosniff"
@@ -264,9 +297,12 @@ async def test_a_broken_websocket_handshake_is_refused_with_the_gateways_headers
     backend is not even asked (found by review)."""
     gw = await make_gateway(routes_for(recorder.port))
     assert gw.port is not None
-    answer = await exchange(gw.port, b"GET /open/live HTTP/1.1\r\nHost: localhost\r\n"
-                                     b"Upgrade: websocket\r\nConnection: Upgrade, close\r\n"
-                                     b"X-Request-Id: ws-broken-1\r\n\r\n")
+    answer = await exchange(
+        gw.port,
+        b"GET /open/live HTTP/1.1\r\nHost: localhost\r\n"
+        b"Upgrade: websocket\r\nConnection: Upgrade, close\r\n"
+        b"X-Request-Id: ws-broken-1\r\n\r\n",
+    )
     status_line, *lines = head_of(answer).split("\r\n")
     assert status_line.startswith("HTTP/1.1 400 ")
     assert "Server: library-gateway" in lines
@@ -280,6 +316,7 @@ async def test_a_backends_own_server_banner_is_replaced(
     make_gateway: Gateway, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> None:
     """Backends behind the gateway do not announce their software either (ASVS 14.3.3)."""
+
     async def handler(request: web.Request) -> web.Response:
         return web.Response(text="ok", headers={"Server": "Apache/2.4.1 (Unix) PHP/5.3.3"})
 
@@ -298,8 +335,9 @@ async def test_a_request_the_parser_refuses_gets_an_answer_without_version_or_ec
     """ASVS 14.3.3 and 7.4.1 for the one kind of answer aiohttp writes before the gateway
     runs (gateway.server.GatewayRunner tames it)."""
     assert gw.port is not None
-    answer = await exchange(gw.port, b"GET /open/x HTTP/1.1\r\nHost: x\r\n"
-                                     b"X-Secret: session=abc\x00def\r\n\r\n")
+    answer = await exchange(
+        gw.port, b"GET /open/x HTTP/1.1\r\nHost: x\r\nX-Secret: session=abc\x00def\r\n\r\n"
+    )
     head = head_of(answer)
     assert head.startswith("HTTP/1.1 400") or head.startswith("HTTP/1.0 400")
     assert "aiohttp" not in head and "Python" not in head

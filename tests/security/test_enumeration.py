@@ -41,10 +41,12 @@ async def hasher() -> AsyncIterator[PasswordHasher]:
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, recorder: RecordingBackend,
-             mail_catcher: MailCatcher) -> TestClient:
-    return await make_gateway(routes_for(recorder.port),
-                              mail_transport=SmtpTransport(mail_catcher.url))
+async def gw(
+    make_gateway: Gateway, recorder: RecordingBackend, mail_catcher: MailCatcher
+) -> TestClient:
+    return await make_gateway(
+        routes_for(recorder.port), mail_transport=SmtpTransport(mail_catcher.url)
+    )
 
 
 async def comparable(resp: ClientResponse, *echoed: str) -> tuple[int, str, frozenset[str], bool]:
@@ -65,8 +67,9 @@ async def kinds_of_account(pool: asyncpg.Pool, hasher: PasswordHasher) -> dict[s
     disabled = await add_patron(pool, hasher)
     await pool.execute("UPDATE accounts SET disabled = true WHERE id = $1::uuid", disabled.id)
     number = unique_pass_number()
-    invited: Account = await Accounts(pool).add(pass_number=number,
-                                               email=f"invited{number}@example.org")
+    invited: Account = await Accounts(pool).add(
+        pass_number=number, email=f"invited{number}@example.org"
+    )
     return {
         "unknown": f"nobody{unique_pass_number()}",
         "active-wrong-password": active.username,
@@ -79,8 +82,11 @@ async def kinds_of_account(pool: asyncpg.Pool, hasher: PasswordHasher) -> dict[s
 async def failed_login(gw: TestClient, name: str) -> tuple[int, str, frozenset[str], bool]:
     gw.session.cookie_jar.clear()
     token = await form_token(gw, "/auth/login?lang=en")
-    resp = await post_form(gw, "/auth/login", {
-        "csrf_token": token, "username": name, "password": PASSWORD + " but wrong"})
+    resp = await post_form(
+        gw,
+        "/auth/login",
+        {"csrf_token": token, "username": name, "password": PASSWORD + " but wrong"},
+    )
     return await comparable(resp, name)
 
 
@@ -98,10 +104,16 @@ async def test_every_kind_of_failed_login_gets_the_same_answer(
         assert answer == baseline, kind
 
 
-@pytest.mark.parametrize("kind", [
-    "unknown", "active-wrong-password", "active-by-pass-number", "disabled",
-    "invited-without-password",
-])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "unknown",
+        "active-wrong-password",
+        "active-by-pass-number",
+        "disabled",
+        "invited-without-password",
+    ],
+)
 async def test_every_kind_of_failed_login_spends_the_same_hashing_work(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, kind: str
 ) -> None:
@@ -112,14 +124,16 @@ async def test_every_kind_of_failed_login_spends_the_same_hashing_work(
     gw.session.cookie_jar.clear()
     token = await form_token(gw)
     async with hasher_held(hasher):
-        resp = await post_form(gw, "/auth/login", {
-            "csrf_token": token, "username": name, "password": "wrong password"})
+        resp = await post_form(
+            gw, "/auth/login", {"csrf_token": token, "username": name, "password": "wrong password"}
+        )
     assert resp.status == 503
     assert resp.headers["Retry-After"].isdigit()
 
 
-async def forgot(gw: TestClient, path: str, field: str, value: str
-                 ) -> tuple[int, str, frozenset[str], bool]:
+async def forgot(
+    gw: TestClient, path: str, field: str, value: str
+) -> tuple[int, str, frozenset[str], bool]:
     gw.session.cookie_jar.clear()
     token = await form_token(gw, f"{path}?lang=en")
     resp = await post_form(gw, path, {"csrf_token": token, field: value})
@@ -133,10 +147,15 @@ async def test_forgot_password_answers_alike_for_every_identifier(
     2.5.6: a secure recovery path; Authelia returns the same for unknown users)."""
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
-    probes = [patron.username, patron.pass_number, patron.email, patron.email.upper(),
-              f"nobody{unique_pass_number()}", f"nobody{unique_pass_number()}@example.org"]
-    answers = [await forgot(gw, "/auth/forgot-password", "identifier", probe)
-               for probe in probes]
+    probes = [
+        patron.username,
+        patron.pass_number,
+        patron.email,
+        patron.email.upper(),
+        f"nobody{unique_pass_number()}",
+        f"nobody{unique_pass_number()}@example.org",
+    ]
+    answers = [await forgot(gw, "/auth/forgot-password", "identifier", probe) for probe in probes]
     assert answers[0][0] == 200
     assert all(answer == answers[0] for answer in answers)
 
@@ -147,8 +166,10 @@ async def test_forgot_username_answers_alike_for_known_and_unknown_addresses(
     """The same for the forgotten-username form, which takes only an e-mail address."""
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
-    answers = [await forgot(gw, "/auth/forgot-username", "email", probe) for probe in
-               (patron.email, f"nobody{unique_pass_number()}@example.org")]
+    answers = [
+        await forgot(gw, "/auth/forgot-username", "email", probe)
+        for probe in (patron.email, f"nobody{unique_pass_number()}@example.org")
+    ]
     assert answers[0][0] == 200
     assert answers[0] == answers[1]
 
@@ -159,10 +180,13 @@ async def test_a_required_route_refuses_before_the_backend_can_tell_what_exists(
     """Anonymous probing of a protected service learns nothing about its paths: the gateway
     answers every one of them the same way, without asking the backend (ASVS 1.4.1, 4.1.1)."""
     answers = []
-    for path in ("/reservations/mine", "/reservations/admin", "/reservations/no-such-page",
-                 "/reservations/mine?id=1"):
-        resp = await gw.get(path, headers={"Accept": "application/json"},
-                            allow_redirects=False)
+    for path in (
+        "/reservations/mine",
+        "/reservations/admin",
+        "/reservations/no-such-page",
+        "/reservations/mine?id=1",
+    ):
+        resp = await gw.get(path, headers={"Accept": "application/json"}, allow_redirects=False)
         body = await resp.json()
         answers.append((resp.status, body["error"]))
     assert answers == [(401, "authentication_required")] * 4

@@ -33,8 +33,7 @@ async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
 async def behind_proxy(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
     """A gateway that believes X-Forwarded-For from loopback and 10/8, as behind a load
     balancer: the test client plays the load balancer."""
-    return await make_gateway(routes_for(recorder.port),
-                              env={"GATEWAY_TRUSTED_PROXIES": TRUSTED})
+    return await make_gateway(routes_for(recorder.port), env={"GATEWAY_TRUSTED_PROXIES": TRUSTED})
 
 
 def only(recorder: RecordingBackend) -> Received:
@@ -47,10 +46,14 @@ def only(recorder: RecordingBackend) -> Received:
 STEERING = [
     pytest.param("X-Original-URL", "/reservations/mine", id="X-Original-URL-CVE-2018-14773"),
     pytest.param("X-Rewrite-URL", "/reservations/mine", id="X-Rewrite-URL-CVE-2018-14773"),
-    pytest.param("X-Forwarded-Uri", "/reservations/mine",
-                 id="X-Forwarded-Uri-oauth2-proxy-CVE-2026-40575"),
-    pytest.param("X-Forwarded-Path", "/reservations/mine",
-                 id="X-Forwarded-Path-oauth2-proxy-GHSA-7x63-xv5r-3p2x"),
+    pytest.param(
+        "X-Forwarded-Uri", "/reservations/mine", id="X-Forwarded-Uri-oauth2-proxy-CVE-2026-40575"
+    ),
+    pytest.param(
+        "X-Forwarded-Path",
+        "/reservations/mine",
+        id="X-Forwarded-Path-oauth2-proxy-GHSA-7x63-xv5r-3p2x",
+    ),
     pytest.param("X-HTTP-Method-Override", "DELETE", id="X-HTTP-Method-Override-ASVS-13.2.1"),
     pytest.param("X-HTTP-Method", "DELETE", id="X-HTTP-Method-ASVS-13.2.1"),
     pytest.param("X-Method-Override", "DELETE", id="X-Method-Override-ASVS-13.2.1"),
@@ -66,27 +69,34 @@ async def test_a_steering_header_never_reaches_the_backend_nor_changes_path_or_m
     """A backend framework that honours one of these would serve another path or method
     than the one the gateway's access decision was made for. The underscore spelling is
     sent too: PHP and other CGI/WSGI backends read X_Original_URL as HTTP_X_ORIGINAL_URL."""
-    resp = await gw.post("/open/form", data=b"x=1", headers={
-        name: value, name.lower().replace("-", "_"): value})
+    resp = await gw.post(
+        "/open/form", data=b"x=1", headers={name: value, name.lower().replace("-", "_"): value}
+    )
     assert resp.status == 200
     seen = only(recorder)
     assert (seen.method, seen.target) == ("POST", "/open/form")
     assert spelled_as(seen, name) == []
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("X-Original-URL", id="CVE-2018-14773"),
-    pytest.param("X-Rewrite-URL", id="CVE-2018-14773-rewrite"),
-    pytest.param("X-Forwarded-Uri", id="oauth2-proxy-CVE-2026-40575"),
-    pytest.param("X-Forwarded-Path", id="oauth2-proxy-GHSA-7x63-xv5r-3p2x"),
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("X-Original-URL", id="CVE-2018-14773"),
+        pytest.param("X-Rewrite-URL", id="CVE-2018-14773-rewrite"),
+        pytest.param("X-Forwarded-Uri", id="oauth2-proxy-CVE-2026-40575"),
+        pytest.param("X-Forwarded-Path", id="oauth2-proxy-GHSA-7x63-xv5r-3p2x"),
+    ],
+)
 async def test_a_steering_header_naming_a_public_path_does_not_open_a_required_one(
     gw: TestClient, recorder: RecordingBackend, name: str
 ) -> None:
     """The access decision is made on the request line alone: pointing a header at the
     public opening-hours page does not let an anonymous client into /reservations/mine."""
-    resp = await gw.get("/reservations/mine", allow_redirects=False, headers={
-        name: "/reservations/opening-hours", "Accept": "application/json"})
+    resp = await gw.get(
+        "/reservations/mine",
+        allow_redirects=False,
+        headers={name: "/reservations/opening-hours", "Accept": "application/json"},
+    )
     assert resp.status == 401
     assert recorder.requests == []
 
@@ -98,20 +108,30 @@ FORGED = [
     pytest.param({"X-Forwarded-For": "6.6.6.6, 7.7.7.7"}, id="XFF-chain-Caddy-issue-4503"),
     pytest.param({"X-Forwarded-For": "2001:db8::6"}, id="XFF-IPv6-ASVS-14.5.4"),
     pytest.param({"X-Forwarded-For": "127.0.0.1, <script>"}, id="XFF-garbage-ASVS-5.1.3"),
-    pytest.param({"Forwarded": "for=6.6.6.6;proto=https;host=evil.example"},
-                 id="Forwarded-RFC7239-Traefik-CVE-2024-45410"),
+    pytest.param(
+        {"Forwarded": "for=6.6.6.6;proto=https;host=evil.example"},
+        id="Forwarded-RFC7239-Traefik-CVE-2024-45410",
+    ),
     pytest.param({"X-Real-IP": "6.6.6.6"}, id="X-Real-IP-Traefik-CVE-2024-45410"),
-    pytest.param({"X_Forwarded_For": "6.6.6.6", "X_Real_IP": "6.6.6.6",
-                  "X_Forwarded_Host": "evil.example", "X.Forwarded.Proto": "https"},
-                 id="underscore-spellings-WSGI-environ-ASVS-14.5.4"),
+    pytest.param(
+        {
+            "X_Forwarded_For": "6.6.6.6",
+            "X_Real_IP": "6.6.6.6",
+            "X_Forwarded_Host": "evil.example",
+            "X.Forwarded.Proto": "https",
+        },
+        id="underscore-spellings-WSGI-environ-ASVS-14.5.4",
+    ),
 ]
 
 
 def spelled_as(seen: Received, name: str) -> list[str]:
     """Every value the backend got under `name` in any spelling a WSGI or CGI server would
     fold into the same environ key ('-', '_' and '.' alike, any case)."""
+
     def fold(key: str) -> str:
         return key.lower().replace("_", "-").replace(".", "-")
+
     return [value for key, value in seen.headers if fold(key) == fold(name)]
 
 
@@ -139,8 +159,9 @@ async def test_a_rotating_forged_address_never_resets_or_splits_the_throttle(
     patron = await add_patron(pool, hasher)
     statuses = []
     for n in range(6):
-        status, _ = await attempt(gw, patron.username, f"guess {n}",
-                                  headers={"X-Forwarded-For": f"198.51.100.{n}"})
+        status, _ = await attempt(
+            gw, patron.username, f"guess {n}", headers={"X-Forwarded-For": f"198.51.100.{n}"}
+        )
         statuses.append(status)
     assert statuses == [401] * 5 + [429]
     counters = await ledger(pool)
@@ -151,26 +172,50 @@ async def test_a_rotating_forged_address_never_resets_or_splits_the_throttle(
 # --- Behind configured trusted proxies ------------------------------------------------------
 
 CHAINS = [
-    pytest.param(["203.0.113.7"], "addr:203.0.113.7", "203.0.113.7, 127.0.0.1",
-                 id="one-hop-Caddy-PR-4507"),
-    pytest.param(["6.6.6.6, 203.0.113.7"], "addr:203.0.113.7",
-                 "6.6.6.6, 203.0.113.7, 127.0.0.1", id="spoofed-left-entry-ignored-Caddy-PR-4507"),
-    pytest.param(["6.6.6.6, 203.0.113.7, 10.1.2.3"], "addr:203.0.113.7",
-                 "6.6.6.6, 203.0.113.7, 10.1.2.3, 127.0.0.1",
-                 id="inner-trusted-hop-skipped-ASVS-14.5.4"),
-    pytest.param(["6.6.6.6, not-an-address, 203.0.113.7"], "addr:203.0.113.7",
-                 "203.0.113.7, 127.0.0.1", id="garbage-cuts-the-chain-ASVS-5.1.3"),
-    pytest.param(["6.6.6.6", "203.0.113.7"], "addr:203.0.113.7",
-                 "6.6.6.6, 203.0.113.7, 127.0.0.1", id="two-header-lines-ASVS-14.5.4"),
-    pytest.param(["2001:db8:0:1::6"], "addr:2001:db8:0:1::/64", "2001:db8:0:1::6, 127.0.0.1",
-                 id="IPv6-counted-per-64-ASVS-2.2.1"),
+    pytest.param(
+        ["203.0.113.7"], "addr:203.0.113.7", "203.0.113.7, 127.0.0.1", id="one-hop-Caddy-PR-4507"
+    ),
+    pytest.param(
+        ["6.6.6.6, 203.0.113.7"],
+        "addr:203.0.113.7",
+        "6.6.6.6, 203.0.113.7, 127.0.0.1",
+        id="spoofed-left-entry-ignored-Caddy-PR-4507",
+    ),
+    pytest.param(
+        ["6.6.6.6, 203.0.113.7, 10.1.2.3"],
+        "addr:203.0.113.7",
+        "6.6.6.6, 203.0.113.7, 10.1.2.3, 127.0.0.1",
+        id="inner-trusted-hop-skipped-ASVS-14.5.4",
+    ),
+    pytest.param(
+        ["6.6.6.6, not-an-address, 203.0.113.7"],
+        "addr:203.0.113.7",
+        "203.0.113.7, 127.0.0.1",
+        id="garbage-cuts-the-chain-ASVS-5.1.3",
+    ),
+    pytest.param(
+        ["6.6.6.6", "203.0.113.7"],
+        "addr:203.0.113.7",
+        "6.6.6.6, 203.0.113.7, 127.0.0.1",
+        id="two-header-lines-ASVS-14.5.4",
+    ),
+    pytest.param(
+        ["2001:db8:0:1::6"],
+        "addr:2001:db8:0:1::/64",
+        "2001:db8:0:1::6, 127.0.0.1",
+        id="IPv6-counted-per-64-ASVS-2.2.1",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("sent", "counted_as", "forwarded"), CHAINS)
 async def test_behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_client(
-    behind_proxy: TestClient, recorder: RecordingBackend, pool: asyncpg.Pool,
-    sent: list[str], counted_as: str, forwarded: str,
+    behind_proxy: TestClient,
+    recorder: RecordingBackend,
+    pool: asyncpg.Pool,
+    sent: list[str],
+    counted_as: str,
+    forwarded: str,
 ) -> None:
     """Only the entries the trusted proxies appended can be believed; everything left of the
     first untrusted one from the right was written by the client (right-to-left parsing, as
@@ -179,8 +224,9 @@ async def test_behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_clien
     resp = await behind_proxy.get("/open/x", headers=headers)
     assert resp.status == 200
     assert only(recorder).all("X-Forwarded-For") == [forwarded]
-    status, _ = await attempt(behind_proxy, f"nobody{unique_pass_number()}", "wrong password",
-                              headers=headers)
+    status, _ = await attempt(
+        behind_proxy, f"nobody{unique_pass_number()}", "wrong password", headers=headers
+    )
     assert status == 401
     assert [key for key in await ledger(pool) if key.startswith("addr:")] == [counted_as]
 
@@ -192,8 +238,11 @@ async def test_behind_trusted_proxies_spraying_with_forged_entries_still_counts_
     load balancer's own entry is what counts, so the per-address limit still holds."""
     for n in range(3):
         status, _ = await attempt(
-            behind_proxy, f"sprayed{unique_pass_number()}", "Summer2024!",
-            headers={"X-Forwarded-For": f"198.51.100.{n}, 203.0.113.7"})
+            behind_proxy,
+            f"sprayed{unique_pass_number()}",
+            "Summer2024!",
+            headers={"X-Forwarded-For": f"198.51.100.{n}, 203.0.113.7"},
+        )
         assert status == 401
     counters = await ledger(pool)
     assert counters["addr:203.0.113.7"] == 3
@@ -201,6 +250,7 @@ async def test_behind_trusted_proxies_spraying_with_forged_entries_still_counts_
 
 
 # --- Connection tricks ----------------------------------------------------------------------
+
 
 async def test_naming_gateway_headers_in_connection_does_not_strip_them(
     gw: TestClient, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher
@@ -212,12 +262,23 @@ async def test_naming_gateway_headers_in_connection_does_not_strip_them(
     patron = await add_patron(pool, hasher, username=f"conn{unique_pass_number()}")
     assert (await login(gw, patron.username)).status == 303
     recorder.requests.clear()
-    gateway_headers = ["X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto",
-                       "X-Request-Id", "X-Library-User-Id", "X-Library-Username",
-                       "X-Library-Pass-Number", "X-Library-Identity"]
-    resp = await gw.get("/reservations/mine", headers={
-        "Connection": "keep-alive, " + ", ".join(gateway_headers),
-        "Accept": "application/json"})
+    gateway_headers = [
+        "X-Forwarded-For",
+        "X-Forwarded-Host",
+        "X-Forwarded-Proto",
+        "X-Request-Id",
+        "X-Library-User-Id",
+        "X-Library-Username",
+        "X-Library-Pass-Number",
+        "X-Library-Identity",
+    ]
+    resp = await gw.get(
+        "/reservations/mine",
+        headers={
+            "Connection": "keep-alive, " + ", ".join(gateway_headers),
+            "Accept": "application/json",
+        },
+    )
     assert resp.status == 200
     seen = only(recorder)
     for name in gateway_headers:

@@ -83,8 +83,13 @@ async def test_username_pass_number_and_their_spellings_share_one_counter(
     guesses an attacker gets. Username, pass number, upper case and full width all name
     the same account here, so they draw on one budget."""
     patron = await add_patron(pool, hasher, username=f"Reader.{unique_pass_number()}")
-    spellings = [patron.username, patron.pass_number, patron.username.upper(),
-                 full_width(patron.pass_number), full_width(patron.username.lower())]
+    spellings = [
+        patron.username,
+        patron.pass_number,
+        patron.username.upper(),
+        full_width(patron.pass_number),
+        full_width(patron.username.lower()),
+    ]
     assert await statuses_for(gw, spellings, "not the password") == [401] * 5
     assert await statuses_for(gw, [patron.pass_number, patron.username], PASSWORD) == [429, 429]
     counters = await ledger(pool)
@@ -147,8 +152,9 @@ async def test_the_longest_block_is_fifteen_minutes(
     """Doubling without a ceiling would let an attacker lock a patron out for days."""
     patron = await add_patron(pool, hasher)
     assert (await attempt(gw, patron.username, "guess"))[0] == 401
-    await pool.execute("UPDATE login_throttle SET failures = 1000 WHERE key = $1",
-                       f"account:{patron.id}")
+    await pool.execute(
+        "UPDATE login_throttle SET failures = 1000 WHERE key = $1", f"account:{patron.id}"
+    )
     assert (await attempt(gw, patron.username, "guess"))[0] == 401
     status, retry_after = await attempt(gw, patron.username, PASSWORD)
     assert status == 429 and retry_after is not None

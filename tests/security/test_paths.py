@@ -29,8 +29,9 @@ async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
 async def request(gw: TestClient, target: str) -> int:
     """The status for a GET of `target` exactly as written (Accept: JSON, no redirects)."""
     assert gw.port is not None
-    raw = (f"GET {target} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n"
-           "Connection: close\r\n\r\n").encode()
+    raw = (
+        f"GET {target} HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\nConnection: close\r\n\r\n"
+    ).encode()
     [status] = statuses(await exchange(gw.port, raw))
     return status
 
@@ -48,10 +49,12 @@ CLIMBS = [
     pytest.param("/reservations/opening-hours\\..\\mine", id="backslashes-ASVS-12.3.1"),
     pytest.param("/reservations/opening-hours/%5c..%5cmine", id="encoded-backslashes-ASVS-12.3.1"),
     pytest.param("/reservations/opening-hours/%c0%ae%c0%ae/mine", id="overlong-utf8-ASVS-13.1.1"),
-    pytest.param("/reservations/opening-hours/%ef%bc%8e%ef%bc%8e/mine",
-                 id="fullwidth-dots-NFKC-ASVS-13.1.1"),
-    pytest.param("/reservations/opening-hours/\uff0e\uff0e/mine",
-                 id="raw-fullwidth-dots-ASVS-13.1.1"),
+    pytest.param(
+        "/reservations/opening-hours/%ef%bc%8e%ef%bc%8e/mine", id="fullwidth-dots-NFKC-ASVS-13.1.1"
+    ),
+    pytest.param(
+        "/reservations/opening-hours/\uff0e\uff0e/mine", id="raw-fullwidth-dots-ASVS-13.1.1"
+    ),
     pytest.param("/reservations/opening-hours/.. /mine", id="trailing-space-dots-ASVS-12.3.1"),
     pytest.param("/open/../reservations/mine", id="public-route-into-required-CVE-2021-39206"),
     pytest.param("/open/%2e%2e/reservations/mine", id="public-route-encoded-CVE-2021-39206"),
@@ -76,19 +79,40 @@ SPELLINGS = [
     pytest.param("/reservations//mine", 401, None, id="inner-double-slash-ASVS-13.1.1"),
     pytest.param("/res%65rvations/mine", 401, None, id="encoded-letter-in-prefix-ASVS-13.1.1"),
     pytest.param("/reservations", 401, None, id="bare-prefix-ASVS-4.1.1"),
-    pytest.param("/reservations/opening-hours-and-more", 401, None,
-                 id="public-path-is-whole-segments-ASVS-4.1.1"),
-    pytest.param("/reservations;jsessionid=1/mine", 401, None,
-                 id="path-param-on-prefix-CVE-2023-33189"),
+    pytest.param(
+        "/reservations/opening-hours-and-more",
+        401,
+        None,
+        id="public-path-is-whole-segments-ASVS-4.1.1",
+    ),
+    pytest.param(
+        "/reservations;jsessionid=1/mine", 401, None, id="path-param-on-prefix-CVE-2023-33189"
+    ),
     pytest.param("/RESERVATIONS/mine", 404, None, id="case-variant-prefix-ASVS-4.1.1"),
-    pytest.param("/reservations/mine?/reservations/opening-hours", 401, None,
-                 id="query-names-public-path-oauth2-proxy-GHSA-7rh7-c77v-6434"),
-    pytest.param("/reservations/%6fpening%2dhours", 200, "/reservations/opening-hours",
-                 id="public-path-spelled-oddly-reaches-backend-canonical-ASVS-13.1.1"),
-    pytest.param("/open/caf%c3%a9/%7euser/a%20b", 200, "/open/caf%C3%A9/~user/a%20b",
-                 id="one-spelling-for-router-and-backend-ASVS-13.1.1"),
-    pytest.param("/open/x?/../reservations/mine", 200, "/open/x?/../reservations/mine",
-                 id="query-passed-verbatim-never-routed-oauth2-proxy-GHSA-7rh7-c77v-6434"),
+    pytest.param(
+        "/reservations/mine?/reservations/opening-hours",
+        401,
+        None,
+        id="query-names-public-path-oauth2-proxy-GHSA-7rh7-c77v-6434",
+    ),
+    pytest.param(
+        "/reservations/%6fpening%2dhours",
+        200,
+        "/reservations/opening-hours",
+        id="public-path-spelled-oddly-reaches-backend-canonical-ASVS-13.1.1",
+    ),
+    pytest.param(
+        "/open/caf%c3%a9/%7euser/a%20b",
+        200,
+        "/open/caf%C3%A9/~user/a%20b",
+        id="one-spelling-for-router-and-backend-ASVS-13.1.1",
+    ),
+    pytest.param(
+        "/open/x?/../reservations/mine",
+        200,
+        "/open/x?/../reservations/mine",
+        id="query-passed-verbatim-never-routed-oauth2-proxy-GHSA-7rh7-c77v-6434",
+    ),
 ]
 
 
@@ -103,11 +127,14 @@ async def test_every_spelling_is_matched_as_the_backend_will_read_it(
     assert [r.target for r in recorder.requests] == ([forwarded] if forwarded else [])
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param("/metrics", id="metrics-ASVS-14.3.2"),
-    pytest.param("/_gateway/anything", id="gateway-namespace-ASVS-14.3.2"),
-    pytest.param("/readyz/../metrics", id="dot-segment-to-admin-ASVS-14.3.2"),
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/metrics", id="metrics-ASVS-14.3.2"),
+        pytest.param("/_gateway/anything", id="gateway-namespace-ASVS-14.3.2"),
+        pytest.param("/readyz/../metrics", id="dot-segment-to-admin-ASVS-14.3.2"),
+    ],
+)
 async def test_the_gateways_own_namespaces_are_never_proxied(
     gw: TestClient, recorder: RecordingBackend, target: str
 ) -> None:
@@ -126,19 +153,22 @@ routes:
 """
 
 
-@pytest.mark.parametrize(("target", "status"), [
-    pytest.param("/auth/login", 200, id="page"),
-    pytest.param("/%61uth/login", 200, id="encoded-letter-still-the-page"),
-    pytest.param("/auth/%6Cogin", 200, id="encoded-page-name-still-the-page"),
-    pytest.param("//auth/login", 404, id="empty-segment"),
-    pytest.param("/auth", 404, id="bare-prefix"),
-    pytest.param("/auth/no-such-page", 404, id="unknown-page"),
-    pytest.param("/.well-known/jwks.json", 200, id="keys"),
-    pytest.param("/healthz", 200, id="health"),
-    pytest.param("/%6Detrics", 404, id="encoded-metrics"),
-    pytest.param("/_gateway/x", 404, id="gateway-namespace"),
-    pytest.param("/auth/login/%2e%2e/x", 400, id="climb-out-of-a-page"),
-])
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        pytest.param("/auth/login", 200, id="page"),
+        pytest.param("/%61uth/login", 200, id="encoded-letter-still-the-page"),
+        pytest.param("/auth/%6Cogin", 200, id="encoded-page-name-still-the-page"),
+        pytest.param("//auth/login", 404, id="empty-segment"),
+        pytest.param("/auth", 404, id="bare-prefix"),
+        pytest.param("/auth/no-such-page", 404, id="unknown-page"),
+        pytest.param("/.well-known/jwks.json", 200, id="keys"),
+        pytest.param("/healthz", 200, id="health"),
+        pytest.param("/%6Detrics", 404, id="encoded-metrics"),
+        pytest.param("/_gateway/x", 404, id="gateway-namespace"),
+        pytest.param("/auth/login/%2e%2e/x", 400, id="climb-out-of-a-page"),
+    ],
+)
 async def test_a_site_wide_route_never_gets_the_gateways_own_paths(
     make_gateway: Gateway, recorder: RecordingBackend, target: str, status: int
 ) -> None:
@@ -169,10 +199,13 @@ STATIC_TRAVERSALS = [
 ]
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param(target, id=f"aiohttp-CVE-2024-23334-{n}")
-    for n, target in enumerate(STATIC_TRAVERSALS)
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(target, id=f"aiohttp-CVE-2024-23334-{n}")
+        for n, target in enumerate(STATIC_TRAVERSALS)
+    ],
+)
 async def test_the_static_route_serves_nothing_outside_its_folder(
     gw: TestClient, recorder: RecordingBackend, target: str
 ) -> None:

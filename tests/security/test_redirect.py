@@ -39,10 +39,14 @@ ADVISORY_SHAPES = [
     pytest.param("/%0d/evil.example", id="encoded-CR-oauth2-proxy-CVE-2020-11053"),
     pytest.param("/\t/evil.example", id="raw-tab-oauth2-proxy-CVE-2020-4037"),
     pytest.param("/%5c%5cevil.example", id="encoded-backslashes-oauth2-proxy-CVE-2020-4037"),
-    pytest.param("http://login.library.example.evil.example/",
-                 id="lookalike-suffix-oauth2-proxy-CVE-2021-21291"),
-    pytest.param("http://evil.example\\.login.library.example/",
-                 id="backslash-host-oauth2-proxy-CVE-2021-21291"),
+    pytest.param(
+        "http://login.library.example.evil.example/",
+        id="lookalike-suffix-oauth2-proxy-CVE-2021-21291",
+    ),
+    pytest.param(
+        "http://evil.example\\.login.library.example/",
+        id="backslash-host-oauth2-proxy-CVE-2021-21291",
+    ),
     pytest.param(f"{PUBLIC_URL}/catalogue/", id="absolute-own-host-Pomerium-CVE-2021-29651"),
     pytest.param("javascript:alert(document.domain)", id="javascript-scheme-ASVS-5.1.5"),
 ]
@@ -50,8 +54,11 @@ ADVISORY_SHAPES = [
 
 @pytest.mark.parametrize("target", ADVISORY_SHAPES)
 async def test_no_advisory_shape_leads_the_patron_off_the_library_site(
-    make_gateway: Gateway, recorder: RecordingBackend, pool: asyncpg.Pool,
-    hasher: PasswordHasher, target: str,
+    make_gateway: Gateway,
+    recorder: RecordingBackend,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    target: str,
 ) -> None:
     """After logging in, the patron lands on a local path or on "/", never on a host the
     attacker chose (ASVS 5.1.5). An absolute URL is refused even for the gateway's own host:
@@ -66,13 +73,19 @@ async def test_no_advisory_shape_leads_the_patron_off_the_library_site(
     assert resp.headers["Location"] == "/"
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param("/reservations/mine?next=//evil.example", id="query-holds-a-url-ASVS-5.1.5"),
-    pytest.param("/reservations/@evil.example", id="at-sign-segment-ASVS-5.1.5"),
-    pytest.param("/reservations/a%2520b?q=%C3%A9", id="encoded-bytes-kept-ASVS-5.1.5"),
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/reservations/mine?next=//evil.example", id="query-holds-a-url-ASVS-5.1.5"),
+        pytest.param("/reservations/@evil.example", id="at-sign-segment-ASVS-5.1.5"),
+        pytest.param("/reservations/a%2520b?q=%C3%A9", id="encoded-bytes-kept-ASVS-5.1.5"),
+    ],
+)
 async def test_the_way_back_after_login_is_exactly_the_page_that_asked(
-    gw: TestClient, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher,
+    gw: TestClient,
+    recorder: RecordingBackend,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
     target: str,
 ) -> None:
     """The 302 to the login carries the original target as one encoded parameter, and the
@@ -106,10 +119,13 @@ async def test_a_next_holding_a_header_break_adds_no_header(
     assert not [c for c in resp.headers.getall("Set-Cookie", []) if "planted" in c]
 
 
-@pytest.mark.parametrize("lang", [
-    pytest.param("en\r\nSet-Cookie: planted=1", id="CRLF-ASVS-5.3.1"),
-    pytest.param("en; Domain=evil.example", id="cookie-attribute-ASVS-5.3.1"),
-])
+@pytest.mark.parametrize(
+    "lang",
+    [
+        pytest.param("en\r\nSet-Cookie: planted=1", id="CRLF-ASVS-5.3.1"),
+        pytest.param("en; Domain=evil.example", id="cookie-attribute-ASVS-5.3.1"),
+    ],
+)
 async def test_the_language_switch_cannot_write_arbitrary_cookies(
     gw: TestClient, lang: str
 ) -> None:
@@ -128,8 +144,9 @@ async def test_logout_ignores_any_next_it_is_given(
     patron = await add_patron(pool, hasher)
     assert (await login(gw, patron.username)).status == 303
     token = await form_token(gw, "/auth/logout?next=//evil.example")
-    resp = await post_form(gw, "/auth/logout?next=//evil.example",
-                           {"csrf_token": token, "next": "//evil.example"})
+    resp = await post_form(
+        gw, "/auth/logout?next=//evil.example", {"csrf_token": token, "next": "//evil.example"}
+    )
     assert resp.status == 303
     assert resp.headers["Location"] == "/auth/login"
 
@@ -140,8 +157,11 @@ async def test_a_path_that_looks_like_a_host_is_not_redirected_anywhere(
     """`//evil.example/` as a request target is a path on this host: it matches no route and
     is answered 404, never turned into a redirect (ASVS 5.1.5)."""
     assert gw.port is not None
-    answer = await exchange(gw.port, b"GET //evil.example/ HTTP/1.1\r\nHost: x\r\n"
-                                     b"Accept: text/html\r\nConnection: close\r\n\r\n")
+    answer = await exchange(
+        gw.port,
+        b"GET //evil.example/ HTTP/1.1\r\nHost: x\r\n"
+        b"Accept: text/html\r\nConnection: close\r\n\r\n",
+    )
     head = head_of(answer)
     assert head.startswith("HTTP/1.1 404")
     assert "location:" not in head.lower()

@@ -36,15 +36,22 @@ PUBLIC_URL = "http://login.library.example"
 
 @pytest.fixture
 async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher) -> TestClient:
-    return await make_gateway(routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": PUBLIC_URL},
-                              mail_transport=SmtpTransport(mail_catcher.url))
+    return await make_gateway(
+        routes_for(backend.port),
+        env={"GATEWAY_PUBLIC_URL": PUBLIC_URL},
+        mail_transport=SmtpTransport(mail_catcher.url),
+    )
 
 
 async def ask_reset(gw: TestClient, identifier: str, **headers: str) -> ClientResponse:
     gw.session.cookie_jar.clear()
     token = await form_token(gw, "/auth/forgot-password")
-    return await post_form(gw, "/auth/forgot-password",
-                           {"csrf_token": token, "identifier": identifier}, headers=headers)
+    return await post_form(
+        gw,
+        "/auth/forgot-password",
+        {"csrf_token": token, "identifier": identifier},
+        headers=headers,
+    )
 
 
 async def reset_token(gw: TestClient, catcher: MailCatcher, patron: Account) -> str:
@@ -54,11 +61,15 @@ async def reset_token(gw: TestClient, catcher: MailCatcher, patron: Account) -> 
     return token_of(link_in(await mail_for(catcher, patron.email, "reset")))
 
 
-async def set_new_password(gw: TestClient, token: str, password: str,
-                           **extra: str) -> ClientResponse:
+async def set_new_password(
+    gw: TestClient, token: str, password: str, **extra: str
+) -> ClientResponse:
     csrf = await form_token(gw, "/auth/forgot-password")
-    return await post_form(gw, "/auth/reset-password", {
-        "csrf_token": csrf, "token": token, "new_password": password, **extra})
+    return await post_form(
+        gw,
+        "/auth/reset-password",
+        {"csrf_token": csrf, "token": token, "new_password": password, **extra},
+    )
 
 
 async def stored_hash(pool: asyncpg.Pool, account: Account) -> str | None:
@@ -89,24 +100,36 @@ async def test_a_patron_blocked_by_a_guesser_can_still_reset_the_password(
     assert (await attempt(gw, patron.username, PASSWORD))[0] == 401
 
 
-@pytest.mark.parametrize("hostile", [
-    pytest.param({"X-Forwarded-Host": "evil.example"}, id="X-Forwarded-Host-CVE-2017-8295"),
-    pytest.param({"Forwarded": "host=evil.example;proto=https"}, id="Forwarded-CVE-2017-8295"),
-    pytest.param({"X-Forwarded-Host": "login.library.example.evil.example",
-                  "X-Forwarded-Proto": "https"},
-                 id="lookalike-host-oauth2-proxy-CVE-2021-21291"),
-])
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        pytest.param({"X-Forwarded-Host": "evil.example"}, id="X-Forwarded-Host-CVE-2017-8295"),
+        pytest.param({"Forwarded": "host=evil.example;proto=https"}, id="Forwarded-CVE-2017-8295"),
+        pytest.param(
+            {
+                "X-Forwarded-Host": "login.library.example.evil.example",
+                "X-Forwarded-Proto": "https",
+            },
+            id="lookalike-host-oauth2-proxy-CVE-2021-21291",
+        ),
+    ],
+)
 async def test_the_reset_link_ignores_forwarding_headers_even_from_a_trusted_proxy(
-    make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher,
-    pool: asyncpg.Pool, hasher: PasswordHasher, hostile: dict[str, str],
+    make_gateway: Gateway,
+    backend: TestServer,
+    mail_catcher: MailCatcher,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    hostile: dict[str, str],
 ) -> None:
     """Password-reset poisoning (CVE-2017-8295): a trusted proxy is believed about the
     client's address, never about the host the links point to; that comes only from
     GATEWAY_PUBLIC_URL."""
-    gw = await make_gateway(routes_for(backend.port),
-                            env={"GATEWAY_PUBLIC_URL": PUBLIC_URL,
-                                 "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"},
-                            mail_transport=SmtpTransport(mail_catcher.url))
+    gw = await make_gateway(
+        routes_for(backend.port),
+        env={"GATEWAY_PUBLIC_URL": PUBLIC_URL, "GATEWAY_TRUSTED_PROXIES": "127.0.0.1/32"},
+        mail_transport=SmtpTransport(mail_catcher.url),
+    )
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
     assert (await ask_reset(gw, patron.username, **hostile)).status == 200
@@ -124,8 +147,14 @@ async def test_asking_under_every_spelling_of_one_account_still_sends_at_most_th
     (ASVS 11.1.4: anti-automation against excessive calls)."""
     patron = await add_patron(pool, hasher)
     assert patron.email is not None
-    spellings = [patron.username, patron.pass_number, patron.email, patron.username.upper(),
-                 patron.email.upper(), f" {patron.pass_number} "]
+    spellings = [
+        patron.username,
+        patron.pass_number,
+        patron.email,
+        patron.username.upper(),
+        patron.email.upper(),
+        f" {patron.pass_number} ",
+    ]
     for identifier in spellings:
         assert (await ask_reset(gw, identifier)).status == 200
         await settle(gw)
@@ -143,21 +172,33 @@ async def test_extra_fields_cannot_point_a_reset_at_another_account(
     other = await add_patron(pool, hasher)
     others_hash = await stored_hash(pool, other)
     token = await reset_token(gw, mail_catcher, owner)
-    resp = await set_new_password(gw, token, NEW_PASSWORD, account_id=other.id,
-                                  username=other.username, pass_number=other.pass_number)
+    resp = await set_new_password(
+        gw,
+        token,
+        NEW_PASSWORD,
+        account_id=other.id,
+        username=other.username,
+        pass_number=other.pass_number,
+    )
     assert resp.status == 303
     assert await stored_hash(pool, other) == others_hash
     assert (await attempt(gw, owner.username, NEW_PASSWORD))[0] == 303
     assert (await attempt(gw, other.username, NEW_PASSWORD))[0] == 401
 
 
-@pytest.mark.parametrize("weak", [
-    pytest.param("password123", id="breached-list-ASVS-2.1.7"),
-    pytest.param("short", id="too-short-ASVS-1.2.4"),
-    pytest.param("x" * 257, id="too-long-ASVS-1.2.4"),
-])
+@pytest.mark.parametrize(
+    "weak",
+    [
+        pytest.param("password123", id="breached-list-ASVS-2.1.7"),
+        pytest.param("short", id="too-short-ASVS-1.2.4"),
+        pytest.param("x" * 257, id="too-long-ASVS-1.2.4"),
+    ],
+)
 async def test_a_reset_cannot_set_a_password_the_policy_refuses(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher,
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
     weak: str,
 ) -> None:
     """The recovery path applies the same password rules as every other (ASVS 1.2.4: no

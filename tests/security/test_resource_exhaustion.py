@@ -53,6 +53,7 @@ async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
 
 # --- Connections ----------------------------------------------------------------------------
 
+
 async def test_slowloris_connections_are_closed_and_others_are_served_meanwhile(
     make_gateway: Gateway, recorder: RecordingBackend
 ) -> None:
@@ -73,8 +74,9 @@ async def test_slowloris_connections_are_closed_and_others_are_served_meanwhile(
         resp = await gw.get("/open/normal")
         assert resp.status == 200
         async with asyncio.timeout(GIVE_UP):
-            leftovers = await asyncio.gather(*(reader.read() for reader, _ in held),
-                                             silent_reader.read())
+            leftovers = await asyncio.gather(
+                *(reader.read() for reader, _ in held), silent_reader.read()
+            )
         # Closed by the gateway, without an answer: nothing of theirs was ever a request.
         assert set(leftovers) == {b""}
         assert [r.target for r in recorder.requests] == ["/open/normal"]
@@ -93,9 +95,11 @@ async def test_a_login_form_that_stops_arriving_is_given_up_with_408(
     assert gw.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
-        writer.write(b"POST /auth/login HTTP/1.1\r\nHost: x\r\n"
-                     b"Content-Type: application/x-www-form-urlencoded\r\n"
-                     b"Content-Length: 100\r\n\r\nusername=drip")
+        writer.write(
+            b"POST /auth/login HTTP/1.1\r\nHost: x\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 100\r\n\r\nusername=drip"
+        )
         await writer.drain()
         async with asyncio.timeout(GIVE_UP):
             head = await reader.readuntil(b"\r\n\r\n")
@@ -104,15 +108,25 @@ async def test_a_login_form_that_stops_arriving_is_given_up_with_408(
     assert head.startswith(b"HTTP/1.1 408 ")
 
 
-@pytest.mark.parametrize("attack", [
-    pytest.param(b"GET /open/x HTTP/1.1\r\nHost: x\r\n"
-                 + b"".join(b"X-H%d: v\r\n" % n for n in range(150)) + b"\r\n",
-                 id="150-headers-ASVS-11.1.4"),
-    pytest.param(b"GET /open/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
-                 id="9000-byte-request-line-ASVS-11.1.4"),
-    pytest.param(b"GET /open/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n",
-                 id="9000-byte-header-ASVS-11.1.4"),
-])
+@pytest.mark.parametrize(
+    "attack",
+    [
+        pytest.param(
+            b"GET /open/x HTTP/1.1\r\nHost: x\r\n"
+            + b"".join(b"X-H%d: v\r\n" % n for n in range(150))
+            + b"\r\n",
+            id="150-headers-ASVS-11.1.4",
+        ),
+        pytest.param(
+            b"GET /open/" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n",
+            id="9000-byte-request-line-ASVS-11.1.4",
+        ),
+        pytest.param(
+            b"GET /open/x HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 9000 + b"\r\n\r\n",
+            id="9000-byte-header-ASVS-11.1.4",
+        ),
+    ],
+)
 async def test_oversized_heads_are_refused_by_the_parser_before_any_work(
     gw: TestClient, recorder: RecordingBackend, attack: bytes
 ) -> None:
@@ -125,6 +139,7 @@ async def test_oversized_heads_are_refused_by_the_parser_before_any_work(
 
 # --- Request bodies -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", ["/auth/login", "/auth/forgot-password"])
 async def test_a_huge_form_is_refused_by_its_content_length_before_a_byte_is_read(
     gw: TestClient, path: str
@@ -134,9 +149,11 @@ async def test_a_huge_form_is_refused_by_its_content_length_before_a_byte_is_rea
     assert gw.port is not None
     reader, writer = await asyncio.open_connection("127.0.0.1", gw.port)
     try:
-        writer.write(f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
-                     "Content-Type: application/x-www-form-urlencoded\r\n"
-                     f"Content-Length: {1024 * 1024}\r\n\r\n".encode())
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            "Content-Type: application/x-www-form-urlencoded\r\n"
+            f"Content-Length: {1024 * 1024}\r\n\r\n".encode()
+        )
         await writer.drain()
         # The head of the answer is awaited, not the end of the connection: aiohttp lingers
         # a while to drain an unread body before it closes.
@@ -160,12 +177,14 @@ async def test_a_huge_form_without_a_length_is_cut_off_while_it_streams(
         for _ in range(64):
             yield b"a" * 16 * 1024
 
-    resp = await gw.post(path, data=body(),
-                         headers={"Content-Type": "application/x-www-form-urlencoded"})
+    resp = await gw.post(
+        path, data=body(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert resp.status == 413
 
 
 # --- Password hashing -----------------------------------------------------------------------
+
 
 async def test_a_saturated_hasher_answers_logins_503_at_once_and_proxies_on(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, recorder: RecordingBackend
@@ -181,8 +200,11 @@ async def test_a_saturated_hasher_answers_logins_503_at_once_and_proxies_on(
     gw.session.cookie_jar.clear()
     token = await form_token(gw)
     async with hasher_held(hasher):
-        busy = await post_form(gw, "/auth/login", {
-            "csrf_token": token, "username": patron.username, "password": PASSWORD})
+        busy = await post_form(
+            gw,
+            "/auth/login",
+            {"csrf_token": token, "username": patron.username, "password": PASSWORD},
+        )
         assert busy.status == 503
         assert busy.headers["Retry-After"].isdigit()
         assert (await gw.get("/auth/login")).status == 200
@@ -207,8 +229,11 @@ async def test_an_over_long_password_fails_like_any_other_without_hashing(
     async with hasher_held(hasher):
         answers = []
         for password in ("wrong but normal", "x" * 2000, "wrong but normal"):
-            resp = await post_form(gw, "/auth/login", {
-                "csrf_token": token, "username": patron.username, "password": password})
+            resp = await post_form(
+                gw,
+                "/auth/login",
+                {"csrf_token": token, "username": patron.username, "password": password},
+            )
             answers.append(resp.status)
     assert answers == [503, 401, 503]
 
@@ -225,12 +250,16 @@ async def test_a_blocked_attempt_spends_no_hashing_work(
     gw.session.cookie_jar.clear()
     token = await form_token(gw)
     async with hasher_held(hasher):
-        resp = await post_form(gw, "/auth/login", {
-            "csrf_token": token, "username": patron.username, "password": PASSWORD})
+        resp = await post_form(
+            gw,
+            "/auth/login",
+            {"csrf_token": token, "username": patron.username, "password": PASSWORD},
+        )
     assert resp.status == 429
 
 
 # --- Stopping -------------------------------------------------------------------------------
+
 
 class _Recorded:
     """A mail transport that only keeps what it is given."""
@@ -300,8 +329,14 @@ async def test_the_mail_worker_stops_even_if_delivery_loses_the_cancellation(
     more mail (ASVS 1.11.3)."""
     transport = _LosesCancellation()
     worker = _ObservedWorker(pool, transport)
-    await Outbox(pool).send(Mail(recipient="patron@example.org", subject="Set a new password",
-                                 text="a link", html="<p>a link</p>"))
+    await Outbox(pool).send(
+        Mail(
+            recipient="patron@example.org",
+            subject="Set a new password",
+            text="a link",
+            html="<p>a link</p>",
+        )
+    )
     task = asyncio.create_task(worker.run(poll=3600.0))
     await transport.delivering.wait()
     task.cancel()

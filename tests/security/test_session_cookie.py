@@ -51,8 +51,7 @@ async def holder(gw: TestClient, recorder: RecordingBackend, cookie: str) -> str
     return account
 
 
-async def session_of(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
-                     ) -> tuple[str, str]:
+async def session_of(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher) -> tuple[str, str]:
     """A new patron logged in: (account id, the session cookie's value)."""
     patron = await add_patron(pool, hasher)
     gw.session.cookie_jar.clear()
@@ -63,7 +62,10 @@ async def session_of(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
 
 
 async def test_a_genuine_session_padded_past_4_kib_is_anonymous(
-    gw: TestClient, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher,
+    gw: TestClient,
+    recorder: RecordingBackend,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
     cookie_keys: MultiFernet,
 ) -> None:
     """The size limit is checked before anything else, so even a correctly encrypted cookie
@@ -88,8 +90,13 @@ async def test_a_cookie_header_longer_than_the_parser_allows_is_refused_before_a
     """aiohttp's 8190-byte field limit answers 400 before routing, session decoding or the
     backend (ASVS 11.1.4)."""
     assert gw.port is not None
-    attack = (b"GET /open/x HTTP/1.1\r\nHost: x\r\nCookie: " + COOKIE.encode() + b"="
-              + b"A" * 9000 + b"\r\nConnection: close\r\n\r\n")
+    attack = (
+        b"GET /open/x HTTP/1.1\r\nHost: x\r\nCookie: "
+        + COOKIE.encode()
+        + b"="
+        + b"A" * 9000
+        + b"\r\nConnection: close\r\n\r\n"
+    )
     assert statuses(await exchange(gw.port, attack)) == [400]
     assert recorder.requests == []
 
@@ -104,9 +111,13 @@ async def test_of_two_session_cookies_one_wins_and_neither_reaches_the_backend(
     second, second_cookie = await session_of(gw, pool, hasher)
     gw.session.cookie_jar.clear()
     recorder.requests.clear()
-    resp = await gw.get("/reservations/mine", headers={
-        "Accept": "application/json",
-        "Cookie": f"{COOKIE}={first_cookie}; theme=dark; {COOKIE}={second_cookie}"})
+    resp = await gw.get(
+        "/reservations/mine",
+        headers={
+            "Accept": "application/json",
+            "Cookie": f"{COOKIE}={first_cookie}; theme=dark; {COOKIE}={second_cookie}",
+        },
+    )
     assert resp.status == 200
     [seen] = recorder.requests
     assert seen.all("X-Library-User-Id") in ([first], [second])
@@ -120,11 +131,14 @@ async def test_a_session_id_outside_the_cookie_is_ignored(
     and Referer headers (ASVS 3.1.1), nor from a header a script could set."""
     _, cookie = await session_of(gw, pool, hasher)
     gw.session.cookie_jar.clear()
-    for path, headers in ((f"/reservations/mine?{COOKIE}={cookie}", {}),
-                          ("/reservations/mine", {"Authorization": f"Bearer {cookie}"}),
-                          ("/reservations/mine", {"X-Session": cookie})):
-        resp = await gw.get(path, headers={"Accept": "application/json", **headers},
-                            allow_redirects=False)
+    for path, headers in (
+        (f"/reservations/mine?{COOKIE}={cookie}", {}),
+        ("/reservations/mine", {"Authorization": f"Bearer {cookie}"}),
+        ("/reservations/mine", {"X-Session": cookie}),
+    ):
+        resp = await gw.get(
+            path, headers={"Accept": "application/json", **headers}, allow_redirects=False
+        )
         assert resp.status == 401
     assert recorder.requests == []
 
@@ -143,19 +157,27 @@ async def test_the_login_redirect_never_carries_the_session(
     assert cookie not in resp.headers["Location"]
 
 
-@pytest.mark.parametrize("set_cookie", [
-    pytest.param("library_session=planted; Path=/", id="plain-ASVS-3.4.5"),
-    pytest.param("library_session=; Max-Age=0; Path=/", id="forced-logout-ASVS-3.3.1"),
-    pytest.param("  Library_Session=planted", id="case-and-space-ASVS-3.4.5"),
-    pytest.param("library_session=planted; Domain=127.0.0.1; Path=/auth",
-                 id="narrower-path-ASVS-3.4.5"),
-])
+@pytest.mark.parametrize(
+    "set_cookie",
+    [
+        pytest.param("library_session=planted; Path=/", id="plain-ASVS-3.4.5"),
+        pytest.param("library_session=; Max-Age=0; Path=/", id="forced-logout-ASVS-3.3.1"),
+        pytest.param("  Library_Session=planted", id="case-and-space-ASVS-3.4.5"),
+        pytest.param(
+            "library_session=planted; Domain=127.0.0.1; Path=/auth", id="narrower-path-ASVS-3.4.5"
+        ),
+    ],
+)
 async def test_a_backend_can_neither_plant_nor_clear_the_gateway_cookie(
-    make_gateway: Gateway, aiohttp_server: Callable[..., Awaitable[TestServer]],
-    pool: asyncpg.Pool, hasher: PasswordHasher, set_cookie: str,
+    make_gateway: Gateway,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    set_cookie: str,
 ) -> None:
     """A compromised backend that could set the session cookie could fix a patron's session
     to one it controls or log everybody out (session fixation through a relying party)."""
+
     async def handler(request: web.Request) -> web.Response:
         resp = web.Response(text="ok")
         resp.headers.add("Set-Cookie", set_cookie)
@@ -177,13 +199,16 @@ async def test_a_backend_can_neither_plant_nor_clear_the_gateway_cookie(
 
 
 async def test_a_backend_that_echoes_requests_never_sees_the_session(
-    make_gateway: Gateway, aiohttp_server: Callable[..., Awaitable[TestServer]],
-    pool: asyncpg.Pool, hasher: PasswordHasher,
+    make_gateway: Gateway,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
 ) -> None:
     """Cross-site tracing defeats HttpOnly when TRACE (or any echo) reflects the Cookie
     header (ASVS 3.4.2, 14.5.1); over a WebSocket the same cookie would ride along on the
     upgrade. Backends get the patron's identity from the gateway, never its credential
     (ASVS 1.2.2: least privilege between components)."""
+
     async def echo(request: web.Request) -> web.StreamResponse:
         if request.headers.get("Upgrade", "").lower() == "websocket":
             ws = web.WebSocketResponse()

@@ -57,73 +57,128 @@ def assert_nothing_forwarded(recorder: RecordingBackend) -> None:
 # --- Shapes that must be refused outright ---------------------------------------------------
 
 REFUSED = [
-    pytest.param(post(b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n",
-                      b"0\r\n\r\n" + SMUGGLED),
-                 id="CL.TE-RFC9112-6.3-aiohttp-CVE-2023-47641"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\nContent-Length: 80\r\n",
-                      b"0\r\n\r\n" + SMUGGLED),
-                 id="TE.CL-RFC9112-6.3-ASVS-13.1.1"),
-    pytest.param(post(b"Content-Length: 0\r\nContent-Length: 45\r\n", SMUGGLED),
-                 id="two-different-CL-ASVS-13.1.1"),
-    pytest.param(post(b"Content-Length: 45\r\nContent-Length: 45\r\n", SMUGGLED),
-                 id="two-equal-CL-ASVS-13.1.1"),
+    pytest.param(
+        post(b"Content-Length: 4\r\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="CL.TE-RFC9112-6.3-aiohttp-CVE-2023-47641",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\nContent-Length: 80\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="TE.CL-RFC9112-6.3-ASVS-13.1.1",
+    ),
+    pytest.param(
+        post(b"Content-Length: 0\r\nContent-Length: 45\r\n", SMUGGLED),
+        id="two-different-CL-ASVS-13.1.1",
+    ),
+    pytest.param(
+        post(b"Content-Length: 45\r\nContent-Length: 45\r\n", SMUGGLED),
+        id="two-equal-CL-ASVS-13.1.1",
+    ),
     pytest.param(post(b"Content-Length: 45, 45\r\n", SMUGGLED), id="CL-list-ASVS-13.1.1"),
     pytest.param(post(b"Content-Length: +45\r\n", SMUGGLED), id="CL-signed-ASVS-13.1.1"),
-    pytest.param(post(b"Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n" + SMUGGLED),
-                 id="TE-xchunked-aiohttp-CVE-2023-47641"),
-    pytest.param(post(b"Transfer-Encoding : chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
-                 id="TE-space-before-colon-aiohttp-CVE-2024-23829"),
-    pytest.param(post(b"Transfer-Encoding?: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"),
-                 id="TE-name-not-a-token-aiohttp-CVE-2024-23829"),
-    pytest.param(post(b"Transfer-Encoding: \x0bchunked\r\n", b"0\r\n\r\n" + SMUGGLED),
-                 id="TE-vertical-tab-aiohttp-CVE-2024-23829"),
-    pytest.param(post(b"Transfer-Encoding: chunked, identity\r\n", b"0\r\n\r\n" + SMUGGLED),
-                 id="TE-chunked-not-last-RFC9112-6.3-ASVS-13.1.1"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n",
-                      b"0\r\n\r\n" + SMUGGLED),
-                 id="TE-twice-ASVS-13.1.1"),
-    pytest.param(post(b"Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
-                 id="TE-obs-fold-CVE-2022-32215"),
-    pytest.param(post(b"X-Padding: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
-                      b"0\r\n\r\n"),
-                 id="obs-fold-hides-TE-CVE-2022-32213"),
-    pytest.param(post(b"X-Abc: \rxTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
-                 id="bare-CR-in-value-aiohttp-CVE-2023-37276"),
-    pytest.param(post(b"X-Abc: a\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
-                 id="bare-LF-ends-field-CVE-2022-35256"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n", b"-1\r\nA\r\n0\r\n\r\n"),
-                 id="chunk-size-negative-ASVS-13.1.1"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n", b"0x2d\r\n" + SMUGGLED + b"\r\n"),
-                 id="chunk-size-0x-prefix-ASVS-13.1.1"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n", b"2 d\r\n" + SMUGGLED + b"\r\n"),
-                 id="chunk-size-with-space-ASVS-13.1.1"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n",
-                      b"10000000000000002d\r\n" + SMUGGLED + b"\r\n0\r\n\r\n"),
-                 id="chunk-size-overflow-ASVS-5.4.3"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n",
-                      b"5;a\nb\r\nhello\r\n0\r\n\r\n" + SMUGGLED),
-                 id="LF-in-chunk-extension-aiohttp-CVE-2024-52304"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n", b"5\nhello\r\n0\r\n\r\n" + SMUGGLED),
-                 id="bare-LF-after-chunk-size-CVE-2025-22871"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n", b"3\r\nhello\r\n0\r\n\r\n"),
-                 id="chunk-longer-than-its-size-ASVS-13.1.1"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n",
-                      b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n" + SMUGGLED),
-                 id="TE-in-trailer-aiohttp-CVE-2025-53643"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n",
-                      b"5\r\nhello\r\n0\r\nContent-Length: 45\r\n\r\n" + SMUGGLED),
-                 id="CL-in-trailer-aiohttp-CVE-2025-53643"),
-    pytest.param(post(b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED,
-                      version=b"HTTP/1.0"),
-                 id="TE-on-HTTP/1.0-RFC9112-6.1-ASVS-13.1.1"),
-    pytest.param(b"GET /open/a HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
-                 id="NUL-in-header-value-ASVS-5.1.3"),
-    pytest.param(b"G\x01ET /open/a HTTP/1.1\r\nHost: x\r\n\r\n",
-                 id="control-char-in-method-aiohttp-CVE-2023-49082"),
-    pytest.param(b"GET /open/a HTTP/1.\xf0\x9d\x9f\x99\r\nHost: x\r\n\r\n",
-                 id="unicode-digit-in-version-aiohttp-CVE-2024-23829"),
-    pytest.param(b"GET /open/a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
-                 id="two-Host-headers-ASVS-13.1.1"),
+    pytest.param(
+        post(b"Transfer-Encoding: xchunked\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="TE-xchunked-aiohttp-CVE-2023-47641",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding : chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="TE-space-before-colon-aiohttp-CVE-2024-23829",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding?: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"),
+        id="TE-name-not-a-token-aiohttp-CVE-2024-23829",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: \x0bchunked\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="TE-vertical-tab-aiohttp-CVE-2024-23829",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked, identity\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="TE-chunked-not-last-RFC9112-6.3-ASVS-13.1.1",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\nTransfer-Encoding: x\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="TE-twice-ASVS-13.1.1",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding:\r\n chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="TE-obs-fold-CVE-2022-32215",
+    ),
+    pytest.param(
+        post(b"X-Padding: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n"),
+        id="obs-fold-hides-TE-CVE-2022-32213",
+    ),
+    pytest.param(
+        post(b"X-Abc: \rxTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="bare-CR-in-value-aiohttp-CVE-2023-37276",
+    ),
+    pytest.param(
+        post(b"X-Abc: a\nTransfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED),
+        id="bare-LF-ends-field-CVE-2022-35256",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\n", b"-1\r\nA\r\n0\r\n\r\n"),
+        id="chunk-size-negative-ASVS-13.1.1",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\n", b"0x2d\r\n" + SMUGGLED + b"\r\n"),
+        id="chunk-size-0x-prefix-ASVS-13.1.1",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\n", b"2 d\r\n" + SMUGGLED + b"\r\n"),
+        id="chunk-size-with-space-ASVS-13.1.1",
+    ),
+    pytest.param(
+        post(
+            b"Transfer-Encoding: chunked\r\n",
+            b"10000000000000002d\r\n" + SMUGGLED + b"\r\n0\r\n\r\n",
+        ),
+        id="chunk-size-overflow-ASVS-5.4.3",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\n", b"5;a\nb\r\nhello\r\n0\r\n\r\n" + SMUGGLED),
+        id="LF-in-chunk-extension-aiohttp-CVE-2024-52304",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\n", b"5\nhello\r\n0\r\n\r\n" + SMUGGLED),
+        id="bare-LF-after-chunk-size-CVE-2025-22871",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\n", b"3\r\nhello\r\n0\r\n\r\n"),
+        id="chunk-longer-than-its-size-ASVS-13.1.1",
+    ),
+    pytest.param(
+        post(
+            b"Transfer-Encoding: chunked\r\n",
+            b"5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n" + SMUGGLED,
+        ),
+        id="TE-in-trailer-aiohttp-CVE-2025-53643",
+    ),
+    pytest.param(
+        post(
+            b"Transfer-Encoding: chunked\r\n",
+            b"5\r\nhello\r\n0\r\nContent-Length: 45\r\n\r\n" + SMUGGLED,
+        ),
+        id="CL-in-trailer-aiohttp-CVE-2025-53643",
+    ),
+    pytest.param(
+        post(b"Transfer-Encoding: chunked\r\n", b"0\r\n\r\n" + SMUGGLED, version=b"HTTP/1.0"),
+        id="TE-on-HTTP/1.0-RFC9112-6.1-ASVS-13.1.1",
+    ),
+    pytest.param(
+        b"GET /open/a HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n\r\n",
+        id="NUL-in-header-value-ASVS-5.1.3",
+    ),
+    pytest.param(
+        b"G\x01ET /open/a HTTP/1.1\r\nHost: x\r\n\r\n",
+        id="control-char-in-method-aiohttp-CVE-2023-49082",
+    ),
+    pytest.param(
+        b"GET /open/a HTTP/1.\xf0\x9d\x9f\x99\r\nHost: x\r\n\r\n",
+        id="unicode-digit-in-version-aiohttp-CVE-2024-23829",
+    ),
+    pytest.param(
+        b"GET /open/a HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", id="two-Host-headers-ASVS-13.1.1"
+    ),
 ]
 
 
@@ -141,14 +196,22 @@ async def test_an_ambiguous_request_is_refused_and_nothing_reaches_the_backend(
 # --- Shapes the gateway may accept, but only to forward in its own framing -------------------
 
 REFRAMED = [
-    pytest.param(b"Transfer-Encoding: identity, chunked\r\n", b"identity-chunked",
-                 id="TE-identity-then-chunked-RFC9112-6.1-ASVS-13.1.1"),
-    pytest.param(b"Transfer-Encoding: gzip, chunked\r\n", b"gzip-chunked",
-                 id="TE-coding-list-RFC9112-6.1-ASVS-13.1.1"),
-    pytest.param(b"Transfer-Encoding:\tchunked\r\n", b"tab-ows",
-                 id="TE-tab-as-OWS-RFC9110-5.6.3-ASVS-13.1.1"),
-    pytest.param(b"Transfer-Encoding: CHUNKED\r\n", b"upper-case",
-                 id="TE-upper-case-RFC9112-7-ASVS-13.1.1"),
+    pytest.param(
+        b"Transfer-Encoding: identity, chunked\r\n",
+        b"identity-chunked",
+        id="TE-identity-then-chunked-RFC9112-6.1-ASVS-13.1.1",
+    ),
+    pytest.param(
+        b"Transfer-Encoding: gzip, chunked\r\n",
+        b"gzip-chunked",
+        id="TE-coding-list-RFC9112-6.1-ASVS-13.1.1",
+    ),
+    pytest.param(
+        b"Transfer-Encoding:\tchunked\r\n", b"tab-ows", id="TE-tab-as-OWS-RFC9110-5.6.3-ASVS-13.1.1"
+    ),
+    pytest.param(
+        b"Transfer-Encoding: CHUNKED\r\n", b"upper-case", id="TE-upper-case-RFC9112-7-ASVS-13.1.1"
+    ),
 ]
 
 
@@ -176,7 +239,9 @@ async def test_a_request_inside_a_body_stays_body_data(
     attack = post(b"Content-Length: %d\r\n" % len(SMUGGLED), SMUGGLED)
     assert await send(gw, attack) == [200, 200]
     assert [(r.method, r.target) for r in recorder.requests] == [
-        ("POST", "/open/upload"), ("GET", "/open/sentinel")]
+        ("POST", "/open/upload"),
+        ("GET", "/open/sentinel"),
+    ]
     assert recorder.requests[0].body == SMUGGLED
     assert recorder.requests[0].all("Content-Length") == [str(len(SMUGGLED))]
     assert recorder.faults == []
@@ -188,8 +253,9 @@ async def test_a_get_with_a_body_cannot_smuggle_its_body_as_a_request(
     """A GET with Content-Length is where lenient front ends stop reading (the "0.CL"
     desync); the gateway forwards the body with the GET, so the backend reads it the same
     way (ASVS 13.1.1)."""
-    attack = (b"GET /open/page HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
-              % len(SMUGGLED)) + SMUGGLED
+    attack = (
+        b"GET /open/page HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(SMUGGLED)
+    ) + SMUGGLED
     assert await send(gw, attack) == [200, 200]
     assert [r.target for r in recorder.requests] == ["/open/page", "/open/sentinel"]
     assert recorder.requests[0].body == SMUGGLED
@@ -202,10 +268,15 @@ async def test_trailer_fields_are_never_forwarded(
     """A trailer section can carry what the header section may not (an identity, a forged
     client address) past a proxy that only filters headers (aiohttp CVE-2025-53643,
     GHSA-9548-qrrj-x5pj)."""
-    body = (b"5\r\nhello\r\n0\r\nX-Library-User-Id: 00000000-0000-0000-0000-000000000001\r\n"
-            b"X-Forwarded-For: 6.6.6.6\r\n\r\n")
-    attack = post(b"Transfer-Encoding: chunked\r\nTrailer: X-Library-User-Id, X-Forwarded-For\r\n"
-                  b"TE: trailers\r\n", body)
+    body = (
+        b"5\r\nhello\r\n0\r\nX-Library-User-Id: 00000000-0000-0000-0000-000000000001\r\n"
+        b"X-Forwarded-For: 6.6.6.6\r\n\r\n"
+    )
+    attack = post(
+        b"Transfer-Encoding: chunked\r\nTrailer: X-Library-User-Id, X-Forwarded-For\r\n"
+        b"TE: trailers\r\n",
+        body,
+    )
     assert await send(gw, attack) == [200, 200]
     upload = recorder.requests[0]
     assert upload.body == b"hello"
@@ -216,11 +287,14 @@ async def test_trailer_fields_are_never_forwarded(
     assert recorder.faults == []
 
 
-@pytest.mark.parametrize("target", [
-    pytest.param(b"http://evil.example/open/a", id="absolute-form-to-foreign-host-ASVS-12.6.1"),
-    pytest.param(b"http://x/reservations/mine", id="absolute-form-own-route-ASVS-13.1.1"),
-    pytest.param(b"*", id="asterisk-form-ASVS-14.5.1"),
-])
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param(b"http://evil.example/open/a", id="absolute-form-to-foreign-host-ASVS-12.6.1"),
+        pytest.param(b"http://x/reservations/mine", id="absolute-form-own-route-ASVS-13.1.1"),
+        pytest.param(b"*", id="asterisk-form-ASVS-14.5.1"),
+    ],
+)
 async def test_a_target_that_is_not_a_path_is_refused_without_reaching_any_backend(
     gw: TestClient, recorder: RecordingBackend, target: bytes
 ) -> None:
@@ -240,15 +314,24 @@ async def test_connect_opens_no_tunnel(gw: TestClient, recorder: RecordingBacken
     assert [r.target for r in recorder.requests] == ["/open/sentinel"]
 
 
-@pytest.mark.parametrize("answer", [
-    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\npoison!",
-                 id="response-CL.TE-ASVS-13.1.1"),
-    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok",
-                 id="response-two-CL-ASVS-13.1.1"),
-    pytest.param(b"HTTP/1.1 200 OK\r\nX-A: a\r\n Content-Length: 1\r\nContent-Length: 2\r\n\r\n"
-                 b"ok", id="response-obs-fold-CVE-2022-32213"),
-])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"0\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\npoison!",
+            id="response-CL.TE-ASVS-13.1.1",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 30\r\n\r\nok",
+            id="response-two-CL-ASVS-13.1.1",
+        ),
+        pytest.param(
+            b"HTTP/1.1 200 OK\r\nX-A: a\r\n Content-Length: 1\r\nContent-Length: 2\r\n\r\nok",
+            id="response-obs-fold-CVE-2022-32213",
+        ),
+    ],
+)
 async def test_a_backend_answer_with_ambiguous_framing_never_reaches_the_client(
     make_gateway: Gateway, answer: bytes
 ) -> None:
@@ -268,7 +351,8 @@ async def test_a_backend_body_that_breaks_its_framing_is_cut_off_not_completed(
     raw = await through_gateway(
         make_gateway,
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"
-        b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\npoison!")
+        b"HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\npoison!",
+    )
     assert statuses(raw) == [200]
     assert b"poison" not in raw
     # The body, not the whole answer: a request id ending in 0 would end the head in "0\r\n\r\n".
@@ -278,6 +362,7 @@ async def test_a_backend_body_that_breaks_its_framing_is_cut_off_not_completed(
 
 async def through_gateway(make_gateway: Gateway, answer: bytes) -> bytes:
     """What a client gets for one request whose backend answers exactly `answer`."""
+
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(answer)
@@ -288,8 +373,11 @@ async def through_gateway(make_gateway: Gateway, answer: bytes) -> bytes:
     try:
         gw = await make_gateway(routes_for(server.sockets[0].getsockname()[1]))
         assert gw.port is not None
-        return await exchange(gw.port, b"GET /open/x HTTP/1.1\r\nHost: x\r\nConnection: close"
-                                       b"\r\nAccept: application/json\r\n\r\n")
+        return await exchange(
+            gw.port,
+            b"GET /open/x HTTP/1.1\r\nHost: x\r\nConnection: close"
+            b"\r\nAccept: application/json\r\n\r\n",
+        )
     finally:
         server.close()
         await server.wait_closed()
@@ -306,16 +394,27 @@ def malformed(kind: str, token: str, name: str) -> tuple[bytes, str]:
     right = f"csrf_token={token}&username={name}&password={quote(PASSWORD)}"
     bodies = {
         "duplicate-username": (right + "&username=someone-else", FORM),
-        "duplicate-password": (f"csrf_token={token}&username={name}&password=wrong&"
-                               f"password={quote(PASSWORD)}", FORM),
+        "duplicate-password": (
+            f"csrf_token={token}&username={name}&password=wrong&password={quote(PASSWORD)}",
+            FORM,
+        ),
         "duplicate-csrf-token": (right + f"&csrf_token={token}", FORM),
-        "json": (json.dumps({"csrf_token": token, "username": name, "password": PASSWORD}),
-                 "application/json"),
-        "multipart": ("".join(f'--b\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
-                              f"{value}\r\n" for key, value in
-                              (("csrf_token", token), ("username", name),
-                               ("password", PASSWORD))) + "--b--\r\n",
-                      "multipart/form-data; boundary=b"),
+        "json": (
+            json.dumps({"csrf_token": token, "username": name, "password": PASSWORD}),
+            "application/json",
+        ),
+        "multipart": (
+            "".join(
+                f'--b\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n{value}\r\n'
+                for key, value in (
+                    ("csrf_token", token),
+                    ("username", name),
+                    ("password", PASSWORD),
+                )
+            )
+            + "--b--\r\n",
+            "multipart/form-data; boundary=b",
+        ),
         "text-plain": (right, "text/plain"),
         "octet-stream": (right, "application/octet-stream"),
         "invalid-utf8-escaped": (right + "&next=%ff%fe", FORM),
@@ -326,18 +425,21 @@ def malformed(kind: str, token: str, name: str) -> tuple[bytes, str]:
     return body.encode(), content_type
 
 
-@pytest.mark.parametrize("kind", [
-    pytest.param("duplicate-username", id="duplicate-username-ASVS-5.1.1"),
-    pytest.param("duplicate-password", id="duplicate-password-ASVS-5.1.1"),
-    pytest.param("duplicate-csrf-token", id="duplicate-csrf-token-ASVS-5.1.1"),
-    pytest.param("json", id="json-ASVS-13.1.5"),
-    pytest.param("multipart", id="multipart-ASVS-13.1.5"),
-    pytest.param("text-plain", id="text-plain-ASVS-13.1.5"),
-    pytest.param("octet-stream", id="octet-stream-ASVS-13.1.5"),
-    pytest.param("invalid-utf8-escaped", id="invalid-utf8-ASVS-5.1.4"),
-    pytest.param("nul-in-value", id="NUL-in-value-ASVS-5.1.4"),
-    pytest.param("sixty-fields", id="too-many-fields-ASVS-11.1.4"),
-])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        pytest.param("duplicate-username", id="duplicate-username-ASVS-5.1.1"),
+        pytest.param("duplicate-password", id="duplicate-password-ASVS-5.1.1"),
+        pytest.param("duplicate-csrf-token", id="duplicate-csrf-token-ASVS-5.1.1"),
+        pytest.param("json", id="json-ASVS-13.1.5"),
+        pytest.param("multipart", id="multipart-ASVS-13.1.5"),
+        pytest.param("text-plain", id="text-plain-ASVS-13.1.5"),
+        pytest.param("octet-stream", id="octet-stream-ASVS-13.1.5"),
+        pytest.param("invalid-utf8-escaped", id="invalid-utf8-ASVS-5.1.4"),
+        pytest.param("nul-in-value", id="NUL-in-value-ASVS-5.1.4"),
+        pytest.param("sixty-fields", id="too-many-fields-ASVS-11.1.4"),
+    ],
+)
 async def test_a_malformed_login_form_is_400_never_an_error_and_never_a_login(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, kind: str
 ) -> None:
@@ -347,8 +449,9 @@ async def test_a_malformed_login_form_is_400_never_an_error_and_never_a_login(
     patron = await add_patron(pool, hasher)
     token = await form_token(gw)
     body, content_type = malformed(kind, token, patron.username)
-    resp = await gw.post("/auth/login", data=body, allow_redirects=False,
-                         headers={"Content-Type": content_type})
+    resp = await gw.post(
+        "/auth/login", data=body, allow_redirects=False, headers={"Content-Type": content_type}
+    )
     assert resp.status == 400
     still = await gw.get("/reservations/mine", headers={"Accept": "application/json"})
     assert still.status == 401
@@ -361,8 +464,9 @@ async def test_raw_bytes_that_are_not_utf8_are_refused(
     patron = await add_patron(pool, hasher)
     token = await form_token(gw)
     body = f"csrf_token={token}&username={patron.username}&password=".encode() + b"\xff\xfe"
-    resp = await gw.post("/auth/login", data=body, allow_redirects=False,
-                         headers={"Content-Type": FORM})
+    resp = await gw.post(
+        "/auth/login", data=body, allow_redirects=False, headers={"Content-Type": FORM}
+    )
     assert resp.status == 400
 
 
@@ -374,8 +478,9 @@ async def test_a_semicolon_does_not_split_form_fields(
     patron = await add_patron(pool, hasher)
     token = await form_token(gw)
     body = f"csrf_token={token}&username={patron.username};password={quote(PASSWORD)}"
-    resp = await gw.post("/auth/login", data=body.encode(), allow_redirects=False,
-                         headers={"Content-Type": FORM})
+    resp = await gw.post(
+        "/auth/login", data=body.encode(), allow_redirects=False, headers={"Content-Type": FORM}
+    )
     assert resp.status == 401
     still = await gw.get("/reservations/mine", headers={"Accept": "application/json"})
     assert still.status == 401

@@ -39,10 +39,12 @@ async def post_account(gw: TestClient, path: str, fields: dict[str, str]) -> Cli
     return await post_form(gw, path, {"csrf_token": token, **fields})
 
 
-async def rename(gw: TestClient, new: str, password: str = PASSWORD,
-                 **extra: str) -> ClientResponse:
-    return await post_account(gw, "/auth/account/username",
-                              {"new_username": new, "password": password, **extra})
+async def rename(
+    gw: TestClient, new: str, password: str = PASSWORD, **extra: str
+) -> ClientResponse:
+    return await post_account(
+        gw, "/auth/account/username", {"new_username": new, "password": password, **extra}
+    )
 
 
 async def username_of(pool: asyncpg.Pool, patron: Account) -> str:
@@ -60,17 +62,29 @@ async def backend_sees(gw: TestClient, recorder: RecordingBackend) -> Received:
 
 
 FORMS = [
-    pytest.param("/auth/account/username", "password", {"new_username": "renamed{n}"},
-                 id="username-form-ASVS-3.7.1"),
-    pytest.param("/auth/account/password", "current_password",
-                 {"new_password": "a lantern in the stacks"}, id="password-form-ASVS-2.1.6"),
+    pytest.param(
+        "/auth/account/username",
+        "password",
+        {"new_username": "renamed{n}"},
+        id="username-form-ASVS-3.7.1",
+    ),
+    pytest.param(
+        "/auth/account/password",
+        "current_password",
+        {"new_password": "a lantern in the stacks"},
+        id="password-form-ASVS-2.1.6",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("path", "field", "fields"), FORMS)
 async def test_the_current_password_cannot_be_guessed_here_instead_of_at_the_login(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher,
-    path: str, field: str, fields: dict[str, str],
+    gw: TestClient,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    path: str,
+    field: str,
+    fields: dict[str, str],
 ) -> None:
     """Somebody at an unlocked, logged-in computer gets no more guesses at the password on
     the account page than at the login form: the same counter, the same block (ASVS 2.2.1)."""
@@ -90,10 +104,13 @@ async def test_the_current_password_cannot_be_guessed_here_instead_of_at_the_log
     assert (await attempt(gw, patron.username, PASSWORD))[0] == 429
 
 
-@pytest.mark.parametrize("password", [
-    pytest.param("", id="empty-ASVS-3.7.1"),
-    pytest.param("x" * 2000, id="oversized-ASVS-3.7.1"),
-])
+@pytest.mark.parametrize(
+    "password",
+    [
+        pytest.param("", id="empty-ASVS-3.7.1"),
+        pytest.param("x" * 2000, id="oversized-ASVS-3.7.1"),
+    ],
+)
 async def test_a_rename_without_the_right_password_changes_nothing(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, password: str
 ) -> None:
@@ -136,26 +153,43 @@ async def test_extra_fields_in_the_rename_form_change_nothing_else(
     patron = await signed_in(gw, pool, hasher)
     other = await add_patron(pool, hasher)
     wanted = f"chosen{unique_pass_number()}"
-    resp = await rename(gw, wanted, id=other.id, user_id=other.id, account_id=other.id,
-                        pass_number="1", email="attacker@example.org", disabled="false")
+    resp = await rename(
+        gw,
+        wanted,
+        id=other.id,
+        user_id=other.id,
+        account_id=other.id,
+        pass_number="1",
+        email="attacker@example.org",
+        disabled="false",
+    )
     assert resp.status == 303
     mine = await Accounts(pool).by_id(patron.id)
     theirs = await Accounts(pool).by_id(other.id)
     assert mine is not None and theirs is not None
     assert (mine.username, mine.pass_number, mine.email) == (
-        wanted, patron.pass_number, patron.email)
+        wanted,
+        patron.pass_number,
+        patron.email,
+    )
     assert (theirs.username, theirs.pass_number, theirs.email) == (
-        other.username, other.pass_number, other.email)
+        other.username,
+        other.pass_number,
+        other.email,
+    )
 
 
-@pytest.mark.parametrize("name", [
-    pytest.param("evil\r\nX-Library-User-Id: 1", id="CRLF-header-injection-ASVS-5.3.1"),
-    pytest.param("evil\nname", id="LF-ASVS-5.3.1"),
-    pytest.param("evil\u2028name", id="line-separator-ASVS-5.3.1"),
-    pytest.param("admin\u202egnp.exe", id="bidi-override-ASVS-5.1.3"),
-    pytest.param("ad\u200bmin", id="zero-width-space-ASVS-5.1.3"),
-    pytest.param("evil\x00name", id="NUL-ASVS-5.1.3"),
-], )
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("evil\r\nX-Library-User-Id: 1", id="CRLF-header-injection-ASVS-5.3.1"),
+        pytest.param("evil\nname", id="LF-ASVS-5.3.1"),
+        pytest.param("evil\u2028name", id="line-separator-ASVS-5.3.1"),
+        pytest.param("admin\u202egnp.exe", id="bidi-override-ASVS-5.1.3"),
+        pytest.param("ad\u200bmin", id="zero-width-space-ASVS-5.1.3"),
+        pytest.param("evil\x00name", id="NUL-ASVS-5.1.3"),
+    ],
+)
 async def test_a_name_that_could_inject_or_deceive_is_refused(
     gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, name: str
 ) -> None:
@@ -177,8 +211,9 @@ async def test_a_non_ascii_name_reaches_the_backend_percent_encoded(
     assert (await rename(gw, wanted)).status == 303
     [header] = (await backend_sees(gw, recorder)).all("X-Library-Username")
     assert header.isascii()
-    assert header == wanted.replace("\u00f6", "%C3%B6").replace("\u6771\u4eac",
-                                                               "%E6%9D%B1%E4%BA%AC")
+    assert header == wanted.replace("\u00f6", "%C3%B6").replace(
+        "\u6771\u4eac", "%E6%9D%B1%E4%BA%AC"
+    )
 
 
 async def test_markup_in_a_username_is_escaped_on_the_account_page(

@@ -74,8 +74,10 @@ class RecordingBackend:
                     return
                 self.requests.append(request)
                 body = json.dumps({"n": len(self.requests) - 1}).encode()
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                             b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+                )
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError):
             return
@@ -179,7 +181,7 @@ def statuses(answer: bytes) -> list[int]:
             raise AssertionError(f"not an HTTP response: {head[:80]!r}")
         found.append(int(match.group(1)))
         length = re.search(rb"\r\ncontent-length: *(\d+)", head, re.IGNORECASE)
-        rest = rest[int(length.group(1)):] if length else b""
+        rest = rest[int(length.group(1)) :] if length else b""
     return found
 
 
