@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
-from auth.credentials.passwords import identify, wrap_legacy
+from auth.credentials.passwords import identify, is_weak, wrap_legacy
 from auth.credentials.usernames import UsernameRejected, canonical, check_username
 
 __all__ = [
@@ -38,10 +38,6 @@ MAX_EMAIL = 254
 MAX_HASH = 512
 # A real row is a few hundred characters; a longer line is refused without reading it whole.
 MAX_LINE = 16 * 1024
-
-# The formats wrapped in argon2id before they are stored (names as `identify` gives them);
-# argon2 and bcrypt are strong enough to keep as they come until the next login rehashes them.
-WRAPPED = frozenset({"md5-crypt", "django-pbkdf2-sha256", "ldap-ssha", "django-sha1"})
 
 _ARGON2 = re.compile(
     r"\$argon2(?:id|i|d)\$(?:v=\d+\$)?m=(?P<m>\d{1,10}),t=(?P<t>\d{1,10}),p=(?P<p>\d{1,3})"
@@ -91,7 +87,9 @@ class Candidate:
 
     @property
     def needs_wrapping(self) -> bool:
-        return self.scheme in WRAPPED
+        """Whether the hash is weak and must be wrapped in argon2id before it is stored
+        (``passwords.is_weak``: every legacy format but argon2 and bcrypt of cost 10 up)."""
+        return self.password_hash is not None and is_weak(self.password_hash)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,11 +160,11 @@ def check_password_hash(value: str) -> str:
                 f"password_hash: {scheme} cost {name}={int(text)} is above"
                 f" {_MAX_COST[name]}, too slow to check at every login"
             )
-    if scheme in WRAPPED:
-        try:
-            wrap_legacy(value, **_PARSE_ONLY)
-        except (ValueError, TypeError):
-            raise ValueError(f"password_hash is a garbled {scheme} hash") from None
+    try:
+        # A weak hash is wrapped before it is stored: prove now that it can be.
+        wrap_legacy(value, **_PARSE_ONLY)
+    except (ValueError, TypeError):
+        raise ValueError(f"password_hash is a garbled {scheme} hash") from None
     return scheme
 
 

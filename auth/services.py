@@ -8,19 +8,22 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import jinja2
 from aiohttp import web
 
+from auth import urls
 from auth.credentials.password_policy import PasswordPolicy
 from auth.credentials.passwords import PasswordHasher
 from auth.credentials.throttle import Throttle
+from auth.credentials.usernames import check_username
 from auth.mail import Composer, Outbox
 from auth.pages.theme import Theme
 from auth.sessions.authenticator import Authenticator
 from auth.sessions.lifetimes import Lifetimes
 from auth.sessions.registry import SessionRegistry
 from auth.signing import KeyStore
-from auth.store.accounts import Accounts
+from auth.store.accounts import Account, Accounts
 from auth.store.links import Links
 
 
@@ -47,6 +50,38 @@ class AuthServices:
     # cannot tell whether an account matched. Kept here so shutdown can wait for it.
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
+    def username_for(self, account: Account, wanted: str) -> str:
+        """`wanted` as `account`'s username under the rules (``UsernameRejected`` if not):
+        the same for a member choosing one at activation and a patron changing theirs."""
+        return check_username(
+            wanted,
+            own_pass_number=account.pass_number,
+            pass_number_pattern=self.pass_number_pattern,
+        )
+
+    async def replace_password(
+        self,
+        conn: asyncpg.Connection,
+        account: Account,
+        new_hash: str,
+        *,
+        lang: str,
+        reset: bool,
+        keep_sid: str | None = None,
+    ) -> None:
+        """Store a patron's new password inside the caller's transaction: every session of
+        theirs ends (but `keep_sid`, the caller's own), and the notice to the stored address
+        is queued with the change, so neither happens without the other."""
+        await self.accounts.set_password_hash(account.id, new_hash, conn=conn)
+        await self.registry.revoke_account(account.id, keep_sid=keep_sid, conn=conn)
+        if account.email:
+            await Outbox.put(
+                conn,
+                self.composer.compose(
+                    "password_changed", lang, account.email, username=account.username, reset=reset
+                ),
+            )
+
     def after_response(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
         self.background.add(task)
@@ -57,13 +92,16 @@ SERVICES = web.AppKey[AuthServices]("auth.services")
 
 
 def template_environment() -> jinja2.Environment:
-    return jinja2.Environment(
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("auth", "templates"),
         # HTML is escaped; mail text templates (.txt) are plain text and must not be.
         autoescape=jinja2.select_autoescape(["html"], default_for_string=True, default=False),
         undefined=jinja2.StrictUndefined,
         auto_reload=False,
     )
+    # Forms and links name the pages as auth.urls does (`{{ urls.LOGIN }}`).
+    environment.globals["urls"] = urls
+    return environment
 
 
 TEMPLATES = web.AppKey[jinja2.Environment]("auth.templates")

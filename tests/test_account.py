@@ -3,41 +3,42 @@ each change does to logins, sessions and identity headers, and every way a chang
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import asyncpg
 import markupsafe
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient
 from yarl import URL
 
 from auth.credentials.passwords import PasswordHasher
 from auth.pages import i18n
 from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
-from tests.conftest import mail_for, outbox_for, plain_text
 from tests.helpers import (
     PASSWORD,
+    Gateway,
+    account_on,
     add_patron,
+    can_log_in,
     fetch,
     form_token,
     identity_seen,
     jar_cookie,
     login,
+    mail_for,
+    outbox_for,
     page_text,
+    plain_text,
     post_form,
     unique_pass_number,
 )
 
-Gateway = Callable[..., Awaitable[TestClient]]
 NEW_PASSWORD = "a lantern in the stacks"
 # No Accept-Language and no lang cookie: pages and mails are in the default language.
 T = i18n.translator(i18n.DEFAULT)
 
 
 @pytest.fixture
-def gw(mailing_gw: TestClient) -> TestClient:
+def gw(mailing_gw: Gateway) -> Gateway:
     return mailing_gw
 
 
@@ -49,7 +50,7 @@ def full_width(text: str) -> str:
 
 
 async def signed_in(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, **patron: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, **patron: str
 ) -> Account:
     """A new patron, logged in through the real form in `gw`'s cookie jar."""
     account = await add_patron(pool, hasher, **patron)
@@ -57,48 +58,31 @@ async def signed_in(
     return account
 
 
-async def post_account(gw: TestClient, path: str, fields: dict[str, str]) -> ClientResponse:
+async def post_account(gw: Gateway, path: str, fields: dict[str, str]) -> ClientResponse:
     """Post one of the account page's forms with the CSRF token the page gave out."""
     token = await form_token(gw, "/auth/account")
     return await post_form(gw, path, {"csrf_token": token, **fields})
 
 
-async def change_username(gw: TestClient, new_username: str, password: str) -> ClientResponse:
+async def change_username(gw: Gateway, new_username: str, password: str) -> ClientResponse:
     return await post_account(
         gw, "/auth/account/username", {"new_username": new_username, "password": password}
     )
 
 
-async def change_password(gw: TestClient, current: str, new: str) -> ClientResponse:
+async def change_password(gw: Gateway, current: str, new: str) -> ClientResponse:
     return await post_account(
         gw, "/auth/account/password", {"current_password": current, "new_password": new}
     )
 
 
-async def backend_sees(gw: TestClient) -> dict[str, str]:
+async def backend_sees(gw: Gateway) -> dict[str, str]:
     """The identity headers a required route's backend gets for the jar's session."""
     resp = await gw.get(
         "/reservations/mine", headers={"Accept": "application/json"}, allow_redirects=False
     )
     assert resp.status == 200
     return identity_seen(await resp.json())
-
-
-async def user_on(gw: TestClient, cookie: str | None) -> str | None:
-    """The account id a required route's backend sees for exactly this cookie; None on 401."""
-    resp = await fetch(gw, "/reservations/mine", cookie)
-    if resp.status == 401:
-        return None
-    assert resp.status == 200
-    return identity_seen(await resp.json())["x-library-user-id"]
-
-
-async def can_log_in(gw: TestClient, name: str, password: str = PASSWORD) -> bool:
-    """Whether a fresh browser can log in with this name and password (the jar is emptied)."""
-    gw.session.cookie_jar.clear()
-    resp = await login(gw, name, password)
-    assert resp.status in (303, 401)
-    return resp.status == 303
 
 
 async def stored(pool: asyncpg.Pool, account: Account) -> Account:
@@ -111,7 +95,7 @@ async def stored(pool: asyncpg.Pool, account: Account) -> Account:
 
 
 async def test_username_change_renames_the_login_but_keeps_the_account_and_tells_the_patron(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against a rename that loses the pass-number login, leaves the old name working,
     changes the stable user id, lingers in the identity headers, or goes unnoticed by the
@@ -142,7 +126,7 @@ async def test_username_change_renames_the_login_but_keeps_the_account_and_tells
 
 
 async def test_username_change_with_a_wrong_current_password_changes_nothing(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against somebody at an unattended, logged-in browser renaming the account."""
     patron = await signed_in(gw, pool, hasher)
@@ -160,7 +144,7 @@ async def test_username_change_with_a_wrong_current_password_changes_nothing(
 
 @pytest.mark.parametrize("spelling", ["exact", "other_case", "full_width", "pass_number"])
 async def test_a_taken_username_in_any_spelling_is_refused_with_409(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, spelling: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, spelling: str
 ) -> None:
     """Defends against two accounts answering to one name, or a username that captures the
     logins meant for another patron's pass number."""
@@ -199,7 +183,7 @@ async def test_a_taken_username_in_any_spelling_is_refused_with_409(
     ],
 )
 async def test_a_username_against_the_rules_is_refused_with_422_and_the_reason(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, case: str, error: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, case: str, error: str
 ) -> None:
     """Defends against invisible look-alike names and names that could be read as somebody
     else's pass number at the login form."""
@@ -220,7 +204,7 @@ async def test_a_username_against_the_rules_is_refused_with_422_and_the_reason(
 
 @pytest.mark.parametrize("typed", ["ascii", "full_width"])
 async def test_going_back_to_ones_own_pass_number_as_username_is_allowed(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, typed: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, typed: str
 ) -> None:
     """Defends against the pass-number rule locking patrons out of the default username."""
     patron = await signed_in(gw, pool, hasher)
@@ -237,7 +221,7 @@ async def test_going_back_to_ones_own_pass_number_as_username_is_allowed(
 
 
 async def test_the_account_page_and_its_forms_send_anonymous_visitors_to_the_login(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against changes by somebody without a session, or with a logged-out one."""
     patron = await signed_in(gw, pool, hasher)
@@ -272,7 +256,7 @@ async def test_the_account_page_and_its_forms_send_anonymous_visitors_to_the_log
 @pytest.mark.parametrize("path", ["/auth/account/username", "/auth/account/password"])
 @pytest.mark.parametrize("token", ["missing", "empty", "another_sessions"])
 async def test_account_changes_without_the_sessions_csrf_token_are_refused(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, path: str, token: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, path: str, token: str
 ) -> None:
     """Defends against a foreign site submitting the account forms in a patron's browser."""
     fields = {
@@ -298,7 +282,7 @@ async def test_account_changes_without_the_sessions_csrf_token_are_refused(
 
 
 async def test_password_change_with_a_wrong_current_password_changes_nothing(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against somebody at an unattended, logged-in browser taking the account over."""
     patron = await signed_in(gw, pool, hasher)
@@ -323,7 +307,7 @@ async def test_password_change_with_a_wrong_current_password_changes_nothing(
     ],
 )
 async def test_a_new_password_against_the_policy_is_refused_with_422_and_the_reason(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, case: str, error: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, case: str, error: str
 ) -> None:
     """Defends against guessable passwords: short, common, or the patron's own login names."""
     patron = await signed_in(gw, pool, hasher, username=f"Lange.Lezer.{unique_pass_number()}")
@@ -342,7 +326,7 @@ async def test_a_new_password_against_the_policy_is_refused_with_422_and_the_rea
 
 
 async def test_a_password_of_exactly_256_characters_is_accepted(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against an off-by-one that refuses the longest password the rules allow."""
     patron = await signed_in(gw, pool, hasher)
@@ -352,7 +336,7 @@ async def test_a_password_of_exactly_256_characters_is_accepted(
 
 
 async def test_password_change_ends_every_other_session_keeps_this_one_and_tells_the_patron(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against a thief's session outliving the password change meant to lock them
     out, and against a change the patron never hears about."""
@@ -370,8 +354,8 @@ async def test_password_change_ends_every_other_session_keeps_this_one_and_tells
     page = await (await gw.get("/auth/account")).text()
     assert reason("account.saved.password") in page
     here = jar_cookie(gw)
-    assert await user_on(gw, here) == patron.id
-    assert await user_on(gw, elsewhere) is None
+    assert await account_on(gw, here) == patron.id
+    assert await account_on(gw, elsewhere) is None
 
     mail = await mail_for(mail_catcher, patron.email, "password_changed")
     assert patron.username in plain_text(mail)

@@ -7,13 +7,11 @@ import asyncio
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient
 from cryptography.fernet import MultiFernet
 from yarl import URL
 
@@ -22,25 +20,30 @@ from auth.pages.activation import Invitations
 from auth.services import SERVICES
 from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
-from tests.conftest import followed, link_in, mail_for, outbox_for, settle, token_of
 from tests.helpers import (
     PASSWORD,
+    Gateway,
     add_patron,
+    can_log_in,
     csrf_in,
+    followed,
     jar_cookie,
-    login,
+    link_in,
+    mail_for,
     open_cookie,
+    outbox_for,
     page_text,
     post_form,
+    settle,
+    token_of,
     unique_pass_number,
 )
 
-Gateway = Callable[..., Awaitable[TestClient]]
 PUBLIC_URL = "https://login.library.example"
 
 
 @pytest.fixture
-def gw(mailing_gw: TestClient) -> TestClient:
+def gw(mailing_gw: Gateway) -> Gateway:
     return mailing_gw
 
 
@@ -79,7 +82,7 @@ def invite_args(pass_number: str, email: str, tmp_path: Path) -> tuple[str, ...]
     )
 
 
-async def invite(gw: TestClient, catcher: MailCatcher) -> tuple[str, str]:
+async def invite(gw: Gateway, catcher: MailCatcher) -> tuple[str, str]:
     """Invite a new member through the gateway's own services: (pass number, mailed link)."""
     number = unique_pass_number()
     email = f"nieuw{number}@example.org"
@@ -95,7 +98,7 @@ async def invite(gw: TestClient, catcher: MailCatcher) -> tuple[str, str]:
     return number, link_in(await mail_for(catcher, email, "activate"))
 
 
-async def activate(gw: TestClient, link: str, username: str, password: str) -> ClientResponse:
+async def activate(gw: Gateway, link: str, username: str, password: str) -> ClientResponse:
     """Open the link, then send its form."""
     page = await gw.get(followed(link))
     assert page.status == 200
@@ -116,13 +119,6 @@ def proposed_username(page: str) -> str | None:
     return found.group(1) if found else None
 
 
-async def can_log_in(gw: TestClient, name: str, password: str = PASSWORD) -> bool:
-    gw.session.cookie_jar.clear()
-    resp = await login(gw, name, password)
-    assert resp.status in (303, 401)
-    return resp.status == 303
-
-
 async def account(pool: asyncpg.Pool, pass_number: str) -> Account:
     found = await Accounts(pool).by_login_name(pass_number)
     assert found is not None and found.pass_number == pass_number
@@ -134,7 +130,7 @@ async def account(pool: asyncpg.Pool, pass_number: str) -> Account:
 
 @pytest.mark.slow
 async def test_an_invitation_from_the_command_line_lets_the_member_choose_name_and_password(
-    gw: TestClient,
+    gw: Gateway,
     database_url: str,
     mail_catcher: MailCatcher,
     tmp_path: Path,
@@ -210,7 +206,7 @@ async def test_inviting_an_active_pass_number_fails_and_changes_nothing(
 
 
 async def test_activating_with_an_empty_username_keeps_the_pass_number(
-    gw: TestClient, pool: asyncpg.Pool, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, mail_catcher: MailCatcher
 ) -> None:
     """Defends against a member who takes the proposal ending up with no working username."""
     number, link = await invite(gw, mail_catcher)
@@ -232,7 +228,7 @@ async def test_activating_with_an_empty_username_keeps_the_pass_number(
     ],
 )
 async def test_a_refused_activation_shows_the_reason_and_leaves_the_link_working(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     mail_catcher: MailCatcher,
@@ -262,7 +258,7 @@ async def test_a_refused_activation_shows_the_reason_and_leaves_the_link_working
 
 
 async def test_an_activation_link_works_once(
-    gw: TestClient, pool: asyncpg.Pool, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, mail_catcher: MailCatcher
 ) -> None:
     """Defends against somebody who finds the link later taking over the activated account."""
     number, link = await invite(gw, mail_catcher)

@@ -2,32 +2,28 @@
 
 from __future__ import annotations
 
-import os
+import asyncio
 import re
 import subprocess
-import sys
 from pathlib import Path
 
+import asyncpg
 import pytest
+from aiohttp.test_utils import TestServer
 
+from auth.credentials.passwords import PasswordHasher
+from auth.store.accounts import Accounts
 from gateway.config.settings import SETTINGS
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def cli(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None, cwd: Path | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "gateway", *args],
-        input=stdin,
-        text=True,
-        capture_output=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-        cwd=cwd,
-        check=False,
-    )
+from tests.helpers import (
+    ROOT,
+    MakeGateway,
+    add_patron,
+    cli,
+    identity_seen,
+    login,
+    routes_for,
+    unique_pass_number,
+)
 
 
 def test_console_script_and_module_are_the_same_program() -> None:
@@ -63,73 +59,104 @@ def test_bad_settings_are_refused_with_the_variable_named() -> None:
         env={"GATEWAY_THEME_COLOUR": "red;}body{"},
         stdin="whatever-long-enough\n",
     )
-    assert result.returncode != 0
-    assert "GATEWAY_THEME_COLOUR" in result.stderr
+    assert result.returncode == 1
+    assert "GATEWAY_THEME_COLOUR='red;}body{': must be a hex colour" in result.stderr
+
+
+CLI_PASSWORD = "a quiet reading room"
+
+
+async def add_account(
+    database_url: str, cwd: Path, *args: str, password: str = CLI_PASSWORD
+) -> subprocess.CompletedProcess[str]:
+    """`library-gateway accounts add ARGS… --password-stdin` against the test's database."""
+    return await asyncio.to_thread(
+        cli,
+        "accounts",
+        "add",
+        *args,
+        "--password-stdin",
+        stdin=password + "\n",
+        env={"GATEWAY_DATABASE_URL": database_url},
+        cwd=cwd,
+    )
 
 
 @pytest.mark.slow
-def test_accounts_add_then_login_name_works_and_rules_are_enforced(
-    tmp_path: Path, database_url: str
+async def test_an_account_added_on_the_command_line_logs_in_by_username_and_by_pass_number(
+    tmp_path: Path, database_url: str, make_gateway: MakeGateway, backend: TestServer
 ) -> None:
-    env = {"GATEWAY_DATABASE_URL": database_url}
-    ok = cli(
-        "accounts",
-        "add",
+    number = unique_pass_number()
+    username = f"jan.{number}"
+    added = await add_account(
+        database_url,
+        tmp_path,
         "--pass-number",
-        "55501",
+        number,
         "--email",
-        "jan@example.org",
+        f"jan{number}@example.org",
         "--username",
-        "jan.cli",
-        "--password-stdin",
-        stdin="a quiet reading room\n",
-        env=env,
-        cwd=tmp_path,
+        username,
     )
-    assert ok.returncode == 0, ok.stderr
-    assert "jan.cli" in ok.stdout
-    again = cli(
-        "accounts",
-        "add",
-        "--pass-number",
-        "55501",
-        "--email",
-        "x@example.org",
-        "--password-stdin",
-        stdin="a quiet reading room\n",
-        env=env,
-        cwd=tmp_path,
-    )
-    assert again.returncode == 1
-    assert "exists already" in again.stderr
-    weak = cli(
-        "accounts",
-        "add",
-        "--pass-number",
-        "55502",
-        "--email",
-        "x@example.org",
-        "--password-stdin",
-        stdin="password\n",
-        env=env,
-        cwd=tmp_path,
-    )
-    assert weak.returncode == 1
-    stolen = cli(
-        "accounts",
-        "add",
-        "--pass-number",
-        "55503",
-        "--email",
-        "x@example.org",
-        "--username",
-        "55501",
-        "--password-stdin",
-        stdin="a quiet reading room\n",
-        env=env,
-        cwd=tmp_path,
-    )
-    assert stolen.returncode == 1
+    assert added.returncode == 0, added.stderr
+    assert f"created: username {username}, pass number {number}" in added.stdout
+
+    gw = await make_gateway(routes_for(backend.port))
+    for name in (username, number):
+        assert (await login(gw, name, CLI_PASSWORD)).status == 303, name
+        resp = await gw.get("/reservations/mine", headers={"Accept": "application/json"})
+        assert resp.status == 200
+        seen = identity_seen(await resp.json())
+        assert (seen["x-library-username"], seen["x-library-pass-number"]) == (username, number)
+        gw.session.cookie_jar.clear()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "case",
+    [
+        "pass-number-taken",
+        "username-taken",
+        "common-password",
+        "username-is-a-pass-number-not-its-own",
+    ],
+)
+async def test_accounts_add_refuses_what_breaks_a_rule_and_says_which(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, hasher: PasswordHasher, case: str
+) -> None:
+    existing = await add_patron(pool, hasher)
+    number = unique_pass_number()
+    email = f"new{number}@example.org"
+    args, password, reason = {
+        "pass-number-taken": (
+            ["--pass-number", existing.pass_number],
+            CLI_PASSWORD,
+            f"an account with pass number {existing.pass_number} exists already",
+        ),
+        "username-taken": (
+            ["--pass-number", number, "--username", existing.username],
+            CLI_PASSWORD,
+            f"the username {existing.username!r} is taken",
+        ),
+        "common-password": (
+            ["--pass-number", number],
+            "password",
+            "This password is on the list of commonly used passwords; choose another.",
+        ),
+        "username-is-a-pass-number-not-its-own": (
+            ["--pass-number", number, "--username", existing.pass_number],
+            CLI_PASSWORD,
+            "A username that looks like a pass number must be your own pass number.",
+        ),
+    }[case]
+
+    refused = await add_account(database_url, tmp_path, *args, "--email", email, password=password)
+    assert refused.returncode == 1
+    assert f"library-gateway: {reason}\n" in refused.stderr
+    assert refused.stdout == ""
+    # Nothing was written: no new account, and the existing one is as it was.
+    assert await pool.fetchval("SELECT count(*) FROM accounts WHERE email = $1", email) == 0
+    assert await Accounts(pool).by_id(existing.id) == existing
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 import uvloop
 
-from gateway.server.coalesce import HOLD_LIMIT, Coalescer, HeldTransport
+from gateway.proxy.coalesce import HOLD_LIMIT, Coalescer, HeldTransport
 
 
 class Link:

@@ -1,5 +1,7 @@
-"""The code stays as strict as the day it started: ruff and mypy --strict, run by the suite so
-the README's one test command checks them too."""
+"""The code stays as strict as the day it started: ruff (lint and format) over the whole
+repository and mypy --strict over the packages, the tests and the benchmark, run by the suite
+so the README's one test command checks them too. ruff is pinned in pyproject.toml, so a new
+release cannot turn the suite red on its own."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-pytestmark = pytest.mark.slow
+# mypy over a cold cache on a loaded machine is the slowest step; its own limit is the same.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -25,19 +28,15 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff() -> None:
-    result = run("ruff", "check", "gateway", "auth", "tests", "bench")
+    result = run("ruff", "check", ".")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ruff_format() -> None:
+    result = run("ruff", "format", "--check", ".")
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_mypy_strict() -> None:
     result = run("mypy")
     assert result.returncode == 0, result.stdout + result.stderr
-
-
-def test_auth_never_imports_gateway() -> None:
-    offenders = [
-        str(path.relative_to(ROOT))
-        for path in (ROOT / "auth").rglob("*.py")
-        if "import gateway" in (text := path.read_text(encoding="utf-8")) or "from gateway" in text
-    ]
-    assert offenders == []

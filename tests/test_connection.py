@@ -4,15 +4,16 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
 from gateway.proxy.connection import (
     HIGH_WATER,
     LOW_WATER,
-    Answer,
     BackendConnection,
     ConnectionClosed,
+    ResponseHead,
 )
 from gateway.proxy.upstream import request_head
 
@@ -50,10 +51,10 @@ async def connected() -> tuple[BackendConnection, RecordingTransport]:
     return connection, transport
 
 
-async def answered(connection: BackendConnection, wire: bytes, method: str = "GET") -> Answer:
+async def answered(connection: BackendConnection, wire: bytes, method: str = "GET") -> ResponseHead:
     """Ask over `connection`, and let the backend send `wire` back in one read."""
     connection.start(f"{method} / HTTP/1.1\r\nHost: b\r\n\r\n".encode(), method)
-    pending = connection.answer(30)
+    pending = connection.response_head(30)
     connection.data_received(wire)
     return await pending
 
@@ -63,7 +64,7 @@ async def test_a_slow_reader_pauses_the_backend_socket_and_draining_resumes_it()
     body for a client that is not reading; the backend socket is paused instead."""
     connection, transport = await connected()
     connection.start(b"GET /big HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-    pending = connection.answer(30)
+    pending = connection.response_head(30)
     size = 4 * HIGH_WATER
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
     answer = await pending
@@ -86,7 +87,7 @@ async def test_a_slow_reader_pauses_the_backend_socket_and_draining_resumes_it()
 async def test_a_head_answer_ends_at_its_headers() -> None:
     connection, _ = await connected()
     connection.start(b"HEAD / HTTP/1.1\r\nHost: b\r\n\r\n", "HEAD")
-    pending = connection.answer(30)
+    pending = connection.response_head(30)
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
     assert (await pending).status == 200
     assert connection.complete and connection.reusable
@@ -144,14 +145,14 @@ async def test_an_answer_late_for_a_short_deadline_fails_after_a_longer_one_was_
     timeout is held to it, even though the connection last served the long one."""
     connection, transport = await connected()
     connection.start(b"GET /slow-route HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-    pending = connection.answer(3600)
+    pending = connection.response_head(3600)
     connection.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
     assert (await pending).status == 204
 
     connection.start(b"GET /quick-route HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
     with pytest.raises(TimeoutError):
         async with asyncio.timeout(10):  # a safety net only: the checks below tell them apart
-            await connection.answer(0.05)
+            await connection.response_head(0.05)
     assert transport.closed and not connection.reusable
 
 
@@ -161,7 +162,7 @@ async def test_each_request_on_a_connection_gets_its_own_full_deadline() -> None
     connection, transport = await connected()
     for number in (1, 2):
         connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-        pending = connection.answer(0.05)
+        pending = connection.response_head(0.05)
         if number == 1:
             connection.data_received(b"HTTP/1.1 204 No Content\r\n\r\n")
             assert (await pending).status == 204
@@ -174,7 +175,7 @@ async def test_each_request_on_a_connection_gets_its_own_full_deadline() -> None
 async def test_an_interim_answer_is_skipped() -> None:
     connection, _ = await connected()
     connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-    pending = connection.answer(30)
+    pending = connection.response_head(30)
     connection.data_received(
         b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -188,7 +189,7 @@ async def test_an_interim_answer_is_skipped() -> None:
 async def test_a_body_without_length_ends_when_the_backend_closes_and_is_not_reused() -> None:
     connection, _ = await connected()
     connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-    pending = connection.answer(30)
+    pending = connection.response_head(30)
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nsome")
     await pending
     assert connection.whole_body() is None  # not complete until the backend closes
@@ -200,7 +201,7 @@ async def test_a_body_without_length_ends_when_the_backend_closes_and_is_not_reu
 async def test_a_backend_that_dies_mid_body_is_an_error_not_a_short_answer() -> None:
     connection, _ = await connected()
     connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-    pending = connection.answer(30)
+    pending = connection.response_head(30)
     connection.data_received(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")
     await pending
     connection.connection_lost(None)
@@ -212,7 +213,7 @@ async def test_a_backend_that_dies_mid_body_is_an_error_not_a_short_answer() -> 
 async def test_garbage_from_the_backend_fails_the_request() -> None:
     connection, transport = await connected()
     connection.start(b"GET / HTTP/1.1\r\nHost: b\r\n\r\n", "GET")
-    pending = connection.answer(30)
+    pending = connection.response_head(30)
     connection.data_received(b"SMTP ready\r\n\r\n")
     with pytest.raises(ConnectionClosed):
         await pending
@@ -222,7 +223,7 @@ async def test_garbage_from_the_backend_fails_the_request() -> None:
 async def test_a_chunked_upload_is_framed_on_the_wire() -> None:
     connection, transport = await connected()
 
-    async def body():  # type: ignore[no-untyped-def]
+    async def body() -> AsyncIterator[bytes]:
         yield b"abc"
         yield b""
         yield b"defgh"

@@ -36,7 +36,8 @@ from auth.sessions.cookies import CookieKeyError, parse_keys
 from gateway.app import create_app
 from gateway.cli.main import build_parser
 from gateway.config.reload import RouteMap
-from gateway.config.routes import RouteTable, load_routes, parse_routes
+from gateway.config.routes import RouteTable
+from gateway.config.routes_file import load_routes, parse_routes
 from gateway.config.settings import SETTINGS, Settings
 from gateway.demo import serve_backends
 from gateway.ops import health

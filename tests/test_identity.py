@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import jwt
 import pytest
-from aiohttp.test_utils import TestClient
 from cryptography.fernet import MultiFernet
 
 from auth.credentials.passwords import PasswordHasher
@@ -20,6 +18,7 @@ from auth.signing import TOKEN_TTL
 from auth.store.accounts import Account
 from gateway import appkeys as app_keys
 from tests.helpers import (
+    Gateway,
     add_patron,
     fetch,
     identity_seen,
@@ -30,7 +29,6 @@ from tests.helpers import (
     unique_pass_number,
 )
 
-Gateway = Callable[..., Awaitable[TestClient]]
 SPOOFED = {
     "X-Library-User-Id": "00000000-0000-0000-0000-000000000001",
     "X-Library-Username": "librarian",
@@ -41,7 +39,7 @@ SPOOFED = {
 
 
 @pytest.fixture
-async def patron(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher) -> tuple[Account, str]:
+async def patron(gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher) -> tuple[Account, str]:
     """A patron logged in on `gw`: the account and its session cookie."""
     account = await add_patron(pool, hasher)
     assert (await login(gw, account.username)).status == 303
@@ -51,20 +49,20 @@ async def patron(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher) -> 
 
 
 async def backend_sees(
-    client: TestClient, path: str, cookie: str | None, headers: dict[str, str] | None = None
+    client: Gateway, path: str, cookie: str | None, headers: dict[str, str] | None = None
 ) -> dict[str, str]:
     resp = await fetch(client, path, cookie, headers=headers)
     assert resp.status == 200
     return identity_seen(await resp.json())
 
 
-async def published_keys(client: TestClient) -> jwt.PyJWKSet:
+async def published_keys(client: Gateway) -> jwt.PyJWKSet:
     resp = await client.get("/.well-known/jwks.json")
     assert resp.status == 200
     return jwt.PyJWKSet.from_dict(await resp.json())
 
 
-async def verify(client: TestClient, token: str, audience: str) -> dict[str, Any]:
+async def verify(client: Gateway, token: str, audience: str) -> dict[str, Any]:
     """Verify a token the way a backend team would: key by kid from the JWKS."""
     key = (await published_keys(client))[jwt.get_unverified_header(token)["kid"]]
     issuer = client.app[app_keys.SETTINGS].public_url
@@ -86,7 +84,7 @@ async def verify(client: TestClient, token: str, audience: str) -> dict[str, Any
     "path", ["/reservations/mine", "/catalogue/search?q=x", "/reservations/opening-hours"]
 )
 async def test_a_logged_in_patron_is_named_to_the_backend(
-    gw: TestClient, patron: tuple[Account, str], path: str
+    gw: Gateway, patron: tuple[Account, str], path: str
 ) -> None:
     account, cookie = patron
     seen = await backend_sees(gw, path, cookie)
@@ -103,7 +101,7 @@ async def test_a_logged_in_patron_is_named_to_the_backend(
 
 
 async def test_spoofed_identity_headers_are_replaced_by_the_real_ones(
-    gw: TestClient, patron: tuple[Account, str]
+    gw: Gateway, patron: tuple[Account, str]
 ) -> None:
     """Defends against a patron claiming to be somebody else next to a valid session."""
     account, cookie = patron
@@ -120,13 +118,13 @@ async def test_spoofed_identity_headers_are_replaced_by_the_real_ones(
     "path", ["/catalogue/search", "/reservations/opening-hours", "/open/hours"]
 )
 async def test_spoofed_identity_headers_without_a_session_are_dropped(
-    gw: TestClient, path: str
+    gw: Gateway, path: str
 ) -> None:
     assert await backend_sees(gw, path, None, headers=SPOOFED) == {}
 
 
 async def test_the_session_cookie_never_reaches_the_backend(
-    gw: TestClient, patron: tuple[Account, str]
+    gw: Gateway, patron: tuple[Account, str]
 ) -> None:
     """Defends against a backend (or its logs) collecting replayable session cookies."""
     _, cookie = patron
@@ -145,7 +143,7 @@ async def test_the_session_cookie_never_reaches_the_backend(
 
 
 async def test_a_non_ascii_username_arrives_percent_encoded(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Header values are bytes without a charset; the backend gets one unambiguous form."""
     account = await add_patron(pool, hasher, username=f"J\u00f6ns{unique_pass_number()}")
@@ -158,7 +156,7 @@ async def test_a_non_ascii_username_arrives_percent_encoded(
 
 
 async def test_the_identity_token_verifies_against_the_published_keys(
-    gw: TestClient, patron: tuple[Account, str]
+    gw: Gateway, patron: tuple[Account, str]
 ) -> None:
     account, cookie = patron
     token = (await backend_sees(gw, "/reservations/mine", cookie))["x-library-identity"]
@@ -175,7 +173,7 @@ async def test_the_identity_token_verifies_against_the_published_keys(
 
 
 async def test_a_token_for_one_route_is_refused_by_another(
-    gw: TestClient, patron: tuple[Account, str]
+    gw: Gateway, patron: tuple[Account, str]
 ) -> None:
     """Defends against replaying a token a backend received at a different backend."""
     _, cookie = patron
@@ -193,7 +191,7 @@ def _with_claims(token: str, **changes: Any) -> str:
 
 
 async def test_an_altered_token_fails_its_signature(
-    gw: TestClient, patron: tuple[Account, str]
+    gw: Gateway, patron: tuple[Account, str]
 ) -> None:
     """Defends against a client editing the claims of a token it got hold of."""
     _, cookie = patron
@@ -203,7 +201,7 @@ async def test_an_altered_token_fails_its_signature(
         await verify(gw, forged, "reservations")
 
 
-async def test_the_jwks_publishes_public_keys_only(gw: TestClient) -> None:
+async def test_the_jwks_publishes_public_keys_only(gw: Gateway) -> None:
     resp = await gw.get("/.well-known/jwks.json")
     body = await resp.json()
     assert body["keys"]
@@ -214,7 +212,7 @@ async def test_the_jwks_publishes_public_keys_only(gw: TestClient) -> None:
 
 
 async def test_tokens_are_reused_per_session_and_route_until_near_expiry(
-    gw: TestClient, patron: tuple[Account, str], cookie_keys: MultiFernet
+    gw: Gateway, patron: tuple[Account, str], cookie_keys: MultiFernet
 ) -> None:
     account, cookie = patron
     first = (await backend_sees(gw, "/reservations/mine", cookie))["x-library-identity"]
@@ -244,7 +242,7 @@ async def test_tokens_are_reused_per_session_and_route_until_near_expiry(
 
 
 async def test_after_a_key_rotation_new_tokens_use_the_new_key_and_old_ones_still_verify(
-    gw: TestClient, patron: tuple[Account, str]
+    gw: Gateway, patron: tuple[Account, str]
 ) -> None:
     """Backends caching the JWKS keep verifying tokens signed just before a rotation."""
     _, cookie = patron

@@ -26,8 +26,8 @@ HEADER = "pass_number,email,password_hash,username\n"
 SECRET = "leesplank \u00e9\u00e9n"
 
 
-def _bcrypt(prefix: bytes) -> str:
-    return bcrypt.hashpw(SECRET.encode(), bcrypt.gensalt(rounds=4, prefix=prefix)).decode()
+def _bcrypt(prefix: bytes, cost: int = 4) -> str:
+    return bcrypt.hashpw(SECRET.encode(), bcrypt.gensalt(rounds=cost, prefix=prefix)).decode()
 
 
 def _argon2(kind: argon2.Type) -> str:
@@ -38,9 +38,12 @@ def _argon2(kind: argon2.Type) -> str:
 
 # Each supported format: a real hash of SECRET, its scheme, and whether it is wrapped.
 FORMATS: dict[str, tuple[Callable[[], str], str, bool]] = {
-    "bcrypt-2a": (lambda: _bcrypt(b"2a"), "bcrypt", False),
-    "bcrypt-2b": (lambda: _bcrypt(b"2b"), "bcrypt", False),
-    "bcrypt-2y": (lambda: "$2y$" + _bcrypt(b"2b")[4:], "bcrypt", False),
+    # bcrypt below OWASP's minimum cost of 10 is wrapped like the other weak formats.
+    "bcrypt-2a": (lambda: _bcrypt(b"2a"), "bcrypt", True),
+    "bcrypt-2b": (lambda: _bcrypt(b"2b"), "bcrypt", True),
+    "bcrypt-2y": (lambda: "$2y$" + _bcrypt(b"2b")[4:], "bcrypt", True),
+    "bcrypt-2a-cost-9": (lambda: _bcrypt(b"2a", 9), "bcrypt", True),
+    "bcrypt-2b-cost-10": (lambda: _bcrypt(b"2b", 10), "bcrypt", False),
     "argon2id": (lambda: _argon2(argon2.Type.ID), "argon2id", False),
     "argon2i": (lambda: _argon2(argon2.Type.I), "argon2i", False),
     "md5-crypt": (lambda: md5_crypt.hash(SECRET), "md5-crypt", True),
@@ -85,9 +88,10 @@ def _cut(value: str) -> str:
     return value[:-3]
 
 
-BAD_HASHES = {
+BAD_HASHES: dict[str, Callable[[], str]] = {
     "bcrypt cut short": lambda: _cut(_bcrypt(b"2b")),
     "bcrypt at cost 31": lambda: "$2b$31$" + _bcrypt(b"2b")[7:],
+    "bcrypt at cost 3, below any bcrypt": lambda: "$2b$03$" + _bcrypt(b"2b")[7:],
     "argon2 without its hash": lambda: _argon2(argon2.Type.ID).rsplit("$", 1)[0],
     "argon2 wanting 4 GiB a login": lambda: re.sub(r"m=\d+", "m=4194304", _argon2(argon2.Type.ID)),
     "md5-crypt without checksum": lambda: "$1$saltsalt",

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 from passlib.hash import md5_crypt
 
 from auth.credentials.passwords import PasswordHasher, wrap_legacy
@@ -19,11 +18,13 @@ from auth.store.accounts import Accounts, UsernameTaken
 from tests.helpers import (
     COOKIE,
     PASSWORD,
+    Gateway,
     account_on,
     add_patron,
     form_token,
     jar_cookie,
     login,
+    page_text,
     post_form,
     set_cookies,
     unique_pass_number,
@@ -37,7 +38,7 @@ FAILED = html.escape(i18n.translator("en")["login.failed"])
 
 
 async def test_login_by_username_sends_to_next_with_a_fresh_cookie_against_fixation(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     patron = await add_patron(pool, hasher)
     token = await form_token(gw)
@@ -82,7 +83,7 @@ def _full_width(text: str) -> str:
     ],
 )
 async def test_login_accepts_every_spelling_of_the_same_name(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, spelling: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, spelling: str
 ) -> None:
     patron = await add_patron(pool, hasher, username=f"Reader.{unique_pass_number()}")
     name = {
@@ -99,7 +100,7 @@ async def test_login_accepts_every_spelling_of_the_same_name(
 
 
 async def test_pass_number_keeps_working_after_a_username_is_chosen_and_is_not_shadowed(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     owner = await add_patron(pool, hasher, username=f"owner{unique_pass_number()}")
     other = await add_patron(
@@ -119,7 +120,7 @@ async def test_pass_number_keeps_working_after_a_username_is_chosen_and_is_not_s
 
 
 async def test_login_replaces_a_weak_legacy_hash_with_argon2id(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     legacy = wrap_legacy(md5_crypt.hash("imported from the old system"))
     patron = await add_patron(pool, hasher, password_hash=legacy)
@@ -144,7 +145,7 @@ def _comparable(page: str, name: str) -> str:
     return page.replace(f'value="{html.escape(name)}"', 'value="NAME"')
 
 
-async def _failed_attempt(client: TestClient, name: str, password: str) -> tuple[int, str]:
+async def _failed_attempt(client: Gateway, name: str, password: str) -> tuple[int, str]:
     client.session.cookie_jar.clear()
     token = await form_token(client, "/auth/login?lang=en")
     resp = await post_form(
@@ -164,7 +165,7 @@ async def _failed_attempt(client: TestClient, name: str, password: str) -> tuple
 
 
 async def test_unknown_name_wrong_password_and_disabled_account_fail_identically(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against account enumeration through the login's answer."""
     patron = await add_patron(pool, hasher)
@@ -189,7 +190,7 @@ async def test_unknown_name_wrong_password_and_disabled_account_fail_identically
     ],
 )
 async def test_empty_or_oversized_fields_fail_like_any_other_login(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, name: str, password: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, name: str, password: str
 ) -> None:
     """Defends against a crash (500) or a different answer on odd input."""
     patron = await add_patron(pool, hasher)
@@ -240,7 +241,7 @@ def test_the_login_redirect_cases_come_from_the_corpus() -> None:
 
 @pytest.mark.parametrize("attack", REDIRECT_ATTACKS, ids=ascii)
 async def test_login_never_redirects_off_site(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, attack: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, attack: str
 ) -> None:
     """Defends against the login page as an open redirect (CWE-601)."""
     patron = await add_patron(pool, hasher)
@@ -250,7 +251,7 @@ async def test_login_never_redirects_off_site(
 
 
 async def test_a_local_next_is_kept_with_its_query(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     patron = await add_patron(pool, hasher)
     resp = await login(gw, patron.username, next="/reservations/mine?sort=date&page=2")
@@ -258,7 +259,7 @@ async def test_a_local_next_is_kept_with_its_query(
     assert resp.headers["Location"] == "/reservations/mine?sort=date&page=2"
 
 
-async def test_the_form_carries_only_a_safe_next(gw: TestClient) -> None:
+async def test_the_form_carries_only_a_safe_next(gw: Gateway) -> None:
     page = await (await gw.get("/auth/login", params={"next": "//evil.com"})).text()
     assert 'name="next" value="/"' in page
     assert "evil.com" not in page
@@ -268,7 +269,7 @@ async def test_the_form_carries_only_a_safe_next(gw: TestClient) -> None:
 
 
 async def test_login_without_a_csrf_token_is_refused(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     patron = await add_patron(pool, hasher)
     await form_token(gw)
@@ -278,7 +279,7 @@ async def test_login_without_a_csrf_token_is_refused(
 
 
 async def test_login_with_another_sessions_csrf_token_is_refused(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against login CSRF: the attacker's own token does not fit the victim's
     session."""
@@ -301,7 +302,7 @@ async def test_login_with_another_sessions_csrf_token_is_refused(
 
 
 async def test_login_with_a_token_but_no_session_cookie_is_refused(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     patron = await add_patron(pool, hasher)
     token = await form_token(gw)
@@ -320,7 +321,7 @@ async def test_login_with_a_token_but_no_session_cookie_is_refused(
 
 
 async def test_logout_without_a_csrf_token_is_refused_and_the_session_lives(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against a cross-site forced logout."""
     patron = await add_patron(pool, hasher)
@@ -331,8 +332,23 @@ async def test_logout_without_a_csrf_token_is_refused_and_the_session_lives(
     assert await account_on(gw, cookie) == patron.id
 
 
+async def test_a_bare_post_to_logout_is_refused_with_the_csrf_page_and_the_session_lives(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """A cross-site forced logout needs no form at all: a POST with no body and no
+    Content-Type (what `curl -X POST` or `navigator.sendBeacon` send) carries no token, so
+    it gets the same 403 as any form without one, not a 400 (found by review)."""
+    patron = await add_patron(pool, hasher)
+    await login(gw, patron.username)
+    cookie = jar_cookie(gw)
+    resp = await gw.post("/auth/logout", allow_redirects=False)
+    assert resp.status == 403
+    assert page_text("csrf.title") in await resp.text()
+    assert await account_on(gw, cookie) == patron.id
+
+
 async def test_get_on_logout_only_asks_and_changes_nothing(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     patron = await add_patron(pool, hasher)
     await login(gw, patron.username)
@@ -345,7 +361,7 @@ async def test_get_on_logout_only_asks_and_changes_nothing(
 
 
 async def test_logout_with_its_token_ends_the_session_and_clears_the_cookie(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     patron = await add_patron(pool, hasher)
     await login(gw, patron.username)
@@ -362,7 +378,7 @@ async def test_logout_with_its_token_ends_the_session_and_clears_the_cookie(
 
 
 async def test_auth_pages_are_never_cached_framed_or_leak_a_referrer(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against clickjacking the login, cached login pages and tokens in Referer."""
     patron = await add_patron(pool, hasher)

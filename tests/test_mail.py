@@ -8,7 +8,6 @@ import asyncio
 import email
 import io
 import socket
-from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from importlib import resources
@@ -17,32 +16,31 @@ from pathlib import Path
 import asyncpg
 import markupsafe
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from auth.credentials.passwords import PasswordHasher
 from auth.mail import Composer, Mail, Outbox, OutboxWorker, SmtpTransport
 from auth.pages import i18n
 from auth.services import template_environment
 from gateway.demo.mailcatcher import MailCatcher
-from tests.conftest import (
+from tests.helpers import (
+    PASSWORD,
+    Gateway,
+    MakeGateway,
+    add_patron,
+    form_token,
     link_in,
+    login,
     mail_for,
     mail_subject,
     outbox_for,
     plain_text,
+    post_form,
     routes_for,
     settle,
-)
-from tests.helpers import (
-    PASSWORD,
-    add_patron,
-    form_token,
-    login,
-    post_form,
     unique_pass_number,
 )
 
-Gateway = Callable[..., Awaitable[TestClient]]
 SENDER = "no-reply@login.library.example"
 LINK = "https://login.library.example/auth/reset-password?token=Zm9vYmFy-_0123456789abcdef"
 EVIL = "<script>alert(1)</script>"
@@ -81,7 +79,7 @@ def closed_port() -> int:
     return port
 
 
-async def ask_reset(gw: TestClient, identifier: str, **headers: str) -> int:
+async def ask_reset(gw: Gateway, identifier: str, **headers: str) -> int:
     csrf = await form_token(gw, "/auth/forgot-password")
     resp = await post_form(
         gw, "/auth/forgot-password", {"csrf_token": csrf, "identifier": identifier}, headers=headers
@@ -127,7 +125,7 @@ def test_every_template_composes_a_subject_a_text_and_an_html_that_agree(
 
 
 async def test_a_mail_queued_during_an_smtp_outage_is_delivered_once_smtp_is_back(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+    make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against losing a reset link, or failing the patron's request, while the mail
     server is down; and against a sent mail's link lingering in the database."""
@@ -159,7 +157,7 @@ async def test_a_mail_queued_during_an_smtp_outage_is_delivered_once_smtp_is_bac
 
 
 async def test_a_change_is_answered_normally_while_smtp_is_down(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+    make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against an SMTP outage turning a patron's password change into an error."""
     gw = await make_gateway(
@@ -186,7 +184,7 @@ async def test_a_change_is_answered_normally_while_smtp_is_down(
 
 
 async def test_the_mail_speaks_the_language_of_the_page_it_was_asked_from(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     backend: TestServer,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
@@ -255,7 +253,7 @@ async def test_a_mail_that_cannot_be_built_does_not_hold_up_the_others(
 
 
 async def test_without_smtp_each_mail_is_written_to_the_data_dirs_outbox_folder(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     backend: TestServer,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,

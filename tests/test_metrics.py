@@ -3,27 +3,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient
 
 from gateway.ops import metrics
 from gateway.ops.admin import create_admin_app
+from tests.helpers import Gateway
 
+Admin = TestClient[web.Request, web.Application]
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 @pytest.fixture
-async def admin(gw: TestClient, aiohttp_client: Callable[..., Any]) -> TestClient:
-    client: TestClient = await aiohttp_client(create_admin_app(gw.app))
-    return client
+async def admin(gw: Gateway, aiohttp_client: AiohttpClient) -> Admin:
+    return await aiohttp_client(create_admin_app(gw.app))
 
 
-async def scrape(admin: TestClient) -> Samples:
+async def scrape(admin: Admin) -> Samples:
     resp = await admin.get("/metrics")
     assert resp.status == 200
     return {
@@ -37,9 +37,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
-async def test_a_scrape_counts_every_request_answered_before_it(
-    gw: TestClient, admin: TestClient
-) -> None:
+async def test_a_scrape_counts_every_request_answered_before_it(gw: Gateway, admin: Admin) -> None:
     before = await scrape(admin)
     for _ in range(7):
         resp = await gw.get("/catalogue/shelf")
@@ -86,7 +84,7 @@ UNUSUAL_METHODS = [
 ]
 
 
-async def test_unusual_methods_share_one_series(gw: TestClient, admin: TestClient) -> None:
+async def test_unusual_methods_share_one_series(gw: Gateway, admin: Admin) -> None:
     """Label values stay bounded: however many methods a client tries, they make one series
     (and no new memory in the gateway)."""
     before = await scrape(admin)

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import re
 from collections.abc import Callable, Iterator
+from typing import TypedDict
 
 import argon2
 import bcrypt
@@ -14,17 +15,27 @@ import pytest
 from passlib.hash import django_pbkdf2_sha256, django_salted_sha1, ldap_salted_sha1, md5_crypt
 
 from auth.credentials.passwords import (
+    BCRYPT_MIN_COST,
     HasherBusy,
     PasswordHasher,
     Verification,
     identify,
+    is_weak,
     wrap_legacy,
 )
 
 PASSWORD = "correct horse B\u00e4tterie \u2713"
 WRONG = "correct horse B\u00e4tterie \u2717"
+
+
+class Costs(TypedDict):
+    time_cost: int
+    memory_cost: int
+    parallelism: int
+
+
 # Low costs keep the suite quick; the behaviour does not depend on them.
-FAST = {"time_cost": 1, "memory_cost": 8192, "parallelism": 1}
+FAST = Costs(time_cost=1, memory_cost=8192, parallelism=1)
 
 
 @pytest.fixture
@@ -34,17 +45,17 @@ def hasher() -> Iterator[PasswordHasher]:
     hasher.close()
 
 
-def _bcrypt(prefix: bytes) -> Callable[[str], str]:
+def _bcrypt(prefix: bytes, cost: int = 4) -> Callable[[str], str]:
     def make(password: str) -> str:
-        salt = bcrypt.gensalt(rounds=4, prefix=prefix)
+        salt = bcrypt.gensalt(rounds=cost, prefix=prefix)
         return bcrypt.hashpw(password.encode("utf-8"), salt).decode("ascii")
 
     return make
 
 
-def _bcrypt_2y(password: str) -> str:
+def _bcrypt_2y(cost: int) -> Callable[[str], str]:
     # PHP's $2y$ is the $2b$ algorithm under another name; no Python library writes it.
-    return "$2y$" + _bcrypt(b"2b")(password)[4:]
+    return lambda password: "$2y$" + _bcrypt(b"2b", cost)(password)[4:]
 
 
 def _argon2i(password: str) -> str:
@@ -71,12 +82,17 @@ def _django_pbkdf2_by_hand(password: str) -> str:
 
 
 STRONG = {
-    "bcrypt-2a": (_bcrypt(b"2a"), "bcrypt"),
-    "bcrypt-2b": (_bcrypt(b"2b"), "bcrypt"),
-    "bcrypt-2y": (_bcrypt_2y, "bcrypt"),
+    "bcrypt-2a-cost-10": (_bcrypt(b"2a", BCRYPT_MIN_COST), "bcrypt"),
+    "bcrypt-2b-cost-10": (_bcrypt(b"2b", BCRYPT_MIN_COST), "bcrypt"),
+    "bcrypt-2y-cost-10": (_bcrypt_2y(BCRYPT_MIN_COST), "bcrypt"),
     "argon2i": (_argon2i, "argon2i"),
 }
+# bcrypt below OWASP's minimum cost of 10 is cracked fast enough to count as weak.
 WEAK = {
+    "bcrypt-2a-cost-4": (_bcrypt(b"2a"), "bcrypt"),
+    "bcrypt-2b-cost-4": (_bcrypt(b"2b"), "bcrypt"),
+    "bcrypt-2y-cost-4": (_bcrypt_2y(4), "bcrypt"),
+    "bcrypt-2a-cost-9": (_bcrypt(b"2a", BCRYPT_MIN_COST - 1), "bcrypt"),
     "md5-crypt": (md5_crypt.hash, "md5-crypt"),
     "django-pbkdf2": (django_pbkdf2_sha256.using(rounds=1000).hash, "django-pbkdf2-sha256"),
     "django-pbkdf2-by-hand": (_django_pbkdf2_by_hand, "django-pbkdf2-sha256"),
@@ -151,6 +167,8 @@ def _digests(legacy: str) -> list[str]:
     """The secret part of a legacy hash, as text, hex and base64."""
     if legacy.startswith("{SSHA}"):
         raw = base64.b64decode(legacy[len("{SSHA}") :])[:20]
+    elif legacy.startswith("$2"):
+        return [legacy[-31:]]  # bcrypt's checksum, after its 22-character salt
     else:
         tail = legacy.rsplit("$", 1)[1]
         if re.fullmatch(r"[0-9a-f]{40}", tail):
@@ -175,6 +193,32 @@ async def test_weak_formats_verify_even_when_stored_unwrapped(
     assert result.ok
     await _assert_is_current_argon2id(hasher, result.new_hash)
     assert not (await hasher.verify(legacy, WRONG)).ok
+
+
+@pytest.mark.parametrize(
+    ("cost", "weak"),
+    [("04", True), ("09", True), ("10", False), ("12", False), ("31", False)],
+)
+def test_bcrypt_is_weak_exactly_below_owasps_minimum_cost(cost: str, weak: bool) -> None:
+    """The decision reads the cost field alone (no hashing), so one hash serves every cost."""
+    legacy = f"$2b${cost}$" + _bcrypt(b"2b")(PASSWORD)[7:]
+    assert is_weak(legacy) is weak
+    assert (wrap_legacy(legacy) == legacy) is not weak
+
+
+async def test_a_wrapped_bcrypt_hash_reads_the_password_as_bcrypt_did(
+    hasher: PasswordHasher,
+) -> None:
+    """Only the first 72 bytes, as the old system did: the patron's whole password fits."""
+    long_password = "\u00e9" * 40  # 80 bytes in UTF-8
+    legacy = bcrypt.hashpw(long_password.encode()[:72], bcrypt.gensalt(rounds=4)).decode()
+    stored = wrap_legacy(legacy)
+    assert stored.startswith("$wrapped$bcrypt$")
+    result = await hasher.verify(stored, long_password)
+    assert result.ok
+    assert result.new_hash is not None and identify(result.new_hash) == "argon2id"
+    assert (await hasher.verify(result.new_hash, long_password)).ok
+    assert not (await hasher.verify(stored, "\u00e9" * 35)).ok
 
 
 def test_wrapping_is_idempotent() -> None:
@@ -240,7 +284,18 @@ async def test_garbage_in_the_database_is_a_failed_login(
     assert await hasher.verify(stored, PASSWORD) == Verification(ok=False, new_hash=None)
 
 
-@pytest.mark.parametrize("value", ["", "plaintext", "$5$saltsalt$abc", "{SHA}abc", "$1$salt$!!"])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "plaintext",
+        "$5$saltsalt$abc",
+        "{SHA}abc",
+        "$1$salt$!!",
+        "$2b$04$short",
+        "$2b$03$" + "a" * 53,  # below any cost bcrypt computes
+    ],
+)
 def test_unsupported_import_is_refused(value: str) -> None:
     with pytest.raises(ValueError):
         wrap_legacy(value)
@@ -278,7 +333,7 @@ async def test_full_queue_answers_busy_at_once() -> None:
         assert isinstance(results[2], HasherBusy)
         # Slots are given back: once the queue drained, the hasher answers again.
         again = await asyncio.gather(hasher.verify(None, "d"), hasher.verify(None, "e"))
-        assert again == [Verification(False, None), Verification(False, None)]
+        assert list(again) == [Verification(False, None), Verification(False, None)]
     finally:
         hasher.close()
 

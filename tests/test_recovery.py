@@ -6,14 +6,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from cryptography.fernet import MultiFernet
 from yarl import URL
 
@@ -23,41 +22,40 @@ from auth.pages.activation import Invitations
 from auth.services import SERVICES
 from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
-from tests.conftest import (
-    followed,
-    link_in,
-    mail_for,
-    mail_subject,
-    outbox_for,
-    plain_text,
-    routes_for,
-    settle,
-    token_of,
-)
 from tests.helpers import (
     PASSWORD,
+    Gateway,
+    MakeGateway,
+    account_on,
     add_patron,
+    can_log_in,
+    cli,
     csrf_in,
-    fetch,
+    followed,
     form_token,
-    identity_seen,
     jar_cookie,
+    link_in,
     login,
+    mail_for,
+    mail_subject,
     open_cookie,
+    outbox_for,
     page_text,
+    plain_text,
     post_form,
+    routes_for,
     set_cookies,
+    settle,
+    token_of,
     unique_pass_number,
 )
-from tests.test_cli import cli
 
-Gateway = Callable[..., Awaitable[TestClient]]
 PUBLIC_URL = "https://login.library.example"
 NEW_PASSWORD = "a lantern in the stacks"
 
 
 @pytest.fixture
-def gw(mailing_gw: TestClient) -> TestClient:
+def gw(mailing_gw: Gateway) -> Gateway:
     return mailing_gw
 
 
@@ -70,19 +68,19 @@ def without_tokens(page: str) -> str:
     return re.sub(r'nonce="[^"]*"', 'nonce=""', page)
 
 
-async def ask_reset(gw: TestClient, identifier: str) -> ClientResponse:
+async def ask_reset(gw: Gateway, identifier: str) -> ClientResponse:
     token = await form_token(gw, "/auth/forgot-password")
     return await post_form(
         gw, "/auth/forgot-password", {"csrf_token": token, "identifier": identifier}
     )
 
 
-async def ask_username(gw: TestClient, email: str) -> ClientResponse:
+async def ask_username(gw: Gateway, email: str) -> ClientResponse:
     token = await form_token(gw, "/auth/forgot-username")
     return await post_form(gw, "/auth/forgot-username", {"csrf_token": token, "email": email})
 
 
-async def reset_link(gw: TestClient, catcher: MailCatcher, patron: Account) -> str:
+async def reset_link(gw: Gateway, catcher: MailCatcher, patron: Account) -> str:
     """Ask for a reset in a fresh browser and return the link from the mail that arrives."""
     assert patron.email is not None
     gw.session.cookie_jar.clear()
@@ -91,27 +89,12 @@ async def reset_link(gw: TestClient, catcher: MailCatcher, patron: Account) -> s
     return link_in(await mail_for(catcher, patron.email, "reset"))
 
 
-async def post_reset(gw: TestClient, token: str, password: str) -> ClientResponse:
+async def post_reset(gw: Gateway, token: str, password: str) -> ClientResponse:
     """Post the reset form with the jar's session (and its CSRF token)."""
     csrf = await form_token(gw, "/auth/forgot-password")
     return await post_form(
         gw, "/auth/reset-password", {"csrf_token": csrf, "token": token, "new_password": password}
     )
-
-
-async def can_log_in(gw: TestClient, name: str, password: str) -> bool:
-    gw.session.cookie_jar.clear()
-    resp = await login(gw, name, password)
-    assert resp.status in (303, 401)
-    return resp.status == 303
-
-
-async def user_on(gw: TestClient, cookie: str | None) -> str | None:
-    resp = await fetch(gw, "/reservations/mine", cookie)
-    if resp.status == 401:
-        return None
-    assert resp.status == 200
-    return identity_seen(await resp.json())["x-library-user-id"]
 
 
 async def token_row(pool: asyncpg.Pool, token: str) -> asyncpg.Record:
@@ -137,7 +120,7 @@ def is_dead_link(page: str) -> bool:
 
 
 async def test_forgot_password_answers_alike_whether_or_not_an_account_matched(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against using the form to find out which usernames, pass numbers and e-mail
     addresses have an account."""
@@ -163,7 +146,7 @@ async def test_forgot_password_answers_alike_whether_or_not_an_account_matched(
 
 
 async def test_the_reset_link_is_built_from_the_public_url_never_from_the_request(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     backend: TestServer,
     mail_catcher: MailCatcher,
     pool: asyncpg.Pool,
@@ -210,7 +193,7 @@ async def test_the_reset_link_is_built_from_the_public_url_never_from_the_reques
 
 
 async def test_opening_the_link_only_shows_the_form_however_often(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against mail scanners and link previews, which open links, using the token up
     or changing anything."""
@@ -231,7 +214,7 @@ async def test_opening_the_link_only_shows_the_form_however_often(
 
 
 async def test_reset_sets_the_password_ends_every_session_and_does_not_log_in(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     mail_catcher: MailCatcher,
@@ -243,7 +226,7 @@ async def test_reset_sets_the_password_ends_every_session_and_does_not_log_in(
     assert patron.email is not None
     assert (await login(gw, patron.username)).status == 303
     old_session = jar_cookie(gw)
-    assert await user_on(gw, old_session) == patron.id
+    assert await account_on(gw, old_session) == patron.id
     link = await reset_link(gw, mail_catcher, patron)
 
     page = await gw.get(followed(link))
@@ -265,7 +248,7 @@ async def test_reset_sets_the_password_ends_every_session_and_does_not_log_in(
         "/reservations/mine", headers={"Accept": "application/json"}, allow_redirects=False
     )
     assert anonymous.status == 401
-    assert await user_on(gw, old_session) is None
+    assert await account_on(gw, old_session) is None
 
     await settle(gw)
     notice = await mail_for(mail_catcher, patron.email, "password_changed")
@@ -277,11 +260,11 @@ async def test_reset_sets_the_password_ends_every_session_and_does_not_log_in(
 
 def href_of(page: str, path: str) -> str:
     [href] = re.findall(rf'href="({re.escape(path)}[^"]*)"', page)
-    return href.replace("&amp;", "&")
+    return str(href).replace("&amp;", "&")
 
 
 async def test_a_patron_who_resets_the_password_on_the_way_lands_where_they_were_going(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     mail_catcher: MailCatcher,
@@ -338,7 +321,7 @@ async def test_a_patron_who_resets_the_password_on_the_way_lands_where_they_were
     ],
 )
 async def test_a_hostile_next_is_dropped_on_every_recovery_hop(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     mail_catcher: MailCatcher,
@@ -386,7 +369,7 @@ async def test_a_hostile_next_is_dropped_on_every_recovery_hop(
     ],
 )
 async def test_a_refused_new_password_shows_the_reason_and_leaves_the_link_working(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     mail_catcher: MailCatcher,
@@ -411,7 +394,7 @@ async def test_a_refused_new_password_shows_the_reason_and_leaves_the_link_worki
 
 
 async def test_a_reset_link_dies_when_the_account_is_disabled_and_stays_dead_after(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     mail_catcher: MailCatcher,
@@ -437,7 +420,7 @@ async def test_a_reset_link_dies_when_the_account_is_disabled_and_stays_dead_aft
 
 
 async def test_a_used_link_is_gone(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against replaying a reset link found later in a mailbox or browser history."""
     patron = await add_patron(pool, hasher)
@@ -453,7 +436,7 @@ async def test_a_used_link_is_gone(
 
 
 async def test_an_expired_link_is_gone(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against a link that works forever."""
     patron = await add_patron(pool, hasher)
@@ -469,7 +452,7 @@ async def test_an_expired_link_is_gone(
 
 
 async def test_two_simultaneous_uses_of_one_link_set_one_password(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against a race that lets a second party use a link its owner is using."""
     patron = await add_patron(pool, hasher)
@@ -500,7 +483,7 @@ async def test_two_simultaneous_uses_of_one_link_set_one_password(
 
 
 async def test_reset_and_activation_links_do_not_open_each_others_door(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against a token made for one purpose being spent on another."""
     patron = await add_patron(pool, hasher)
@@ -559,7 +542,7 @@ async def test_reset_and_activation_links_do_not_open_each_others_door(
     ],
 )
 async def test_malformed_tokens_get_the_dead_link_page_not_an_error(
-    gw: TestClient, token: str
+    gw: Gateway, token: str
 ) -> None:
     """Defends against crafted tokens crashing the page or reaching the database unchecked."""
     for path in ("/auth/reset-password", "/auth/activate"):
@@ -581,7 +564,7 @@ async def test_malformed_tokens_get_the_dead_link_page_not_an_error(
 
 
 async def test_the_database_keeps_only_a_hash_of_the_token(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against a copy of the database (a backup, a read-only leak) holding working
     reset links."""
@@ -600,7 +583,7 @@ async def test_the_database_keeps_only_a_hash_of_the_token(
 
 
 async def test_a_flood_of_requests_gets_the_same_answer_but_no_more_than_three_mails(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against bombing a patron's inbox through the form, without locking them out."""
     patron = await add_patron(pool, hasher)
@@ -624,7 +607,7 @@ async def test_a_flood_of_requests_gets_the_same_answer_but_no_more_than_three_m
 
 
 async def test_simultaneous_requests_cannot_slip_past_the_mail_limit(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against bombing an inbox by sending the requests in parallel rather than one
     after another, so that each counts the links before any of the others has made one."""
@@ -650,7 +633,7 @@ async def test_simultaneous_requests_cannot_slip_past_the_mail_limit(
     ],
 )
 async def test_the_forgot_forms_refuse_a_post_without_the_csrf_token(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, path: str, field: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, path: str, field: str
 ) -> None:
     """Defends against a foreign site making a patron's browser send mail on its behalf."""
     patron = await add_patron(pool, hasher)
@@ -666,7 +649,7 @@ async def test_the_forgot_forms_refuse_a_post_without_the_csrf_token(
 
 
 async def test_forgot_username_answers_alike_and_mails_every_name_on_the_address(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Defends against probing for addresses, and against a family sharing one address
     hearing of only one of its accounts."""

@@ -13,31 +13,27 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
+from pytest_aiohttp import AiohttpServer
 
 from gateway import appkeys
-from gateway.config.routes import RoutesInvalid, RouteTable
-from tests.conftest import routes_for
+from gateway.config.routes import RouteTable
+from gateway.config.routes_file import RoutesInvalid
+from tests.helpers import Gateway, MakeGateway, routes_for
 
 # A safety net so that a watcher which never fires fails the test instead of hanging the
 # suite; it measures nothing, and a working gateway answers long before it.
 NEVER = 60.0
 
-Client = TestClient[web.Request, web.Application]
-Gateway = Callable[..., Any]
-Server = Callable[..., Any]
-
 
 class Reloads:
     """Follows one gateway's route map: an event for a new map, one for a refused file."""
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Gateway) -> None:
         self.changed = asyncio.Event()
         self.failed = asyncio.Event()
         self.refused: list[RoutesInvalid] = []
@@ -79,7 +75,7 @@ def send_sighup() -> None:
     os.kill(os.getpid(), signal.SIGHUP)
 
 
-async def named_backend(aiohttp_server: Server, name: str) -> TestServer:
+async def named_backend(aiohttp_server: AiohttpServer, name: str) -> TestServer:
     """A backend that says who it is, so a test sees where the gateway sent a request."""
 
     async def answer(request: web.Request) -> web.Response:
@@ -91,7 +87,7 @@ async def named_backend(aiohttp_server: Server, name: str) -> TestServer:
     return server
 
 
-async def served_by(client: Client, path: str) -> str:
+async def served_by(client: Gateway, path: str) -> str:
     resp = await client.get(path)
     assert resp.status == 200
     backend: str = (await resp.json())["backend"]
@@ -99,12 +95,12 @@ async def served_by(client: Client, path: str) -> str:
 
 
 @pytest.fixture
-async def first(aiohttp_server: Server) -> TestServer:
+async def first(aiohttp_server: AiohttpServer) -> TestServer:
     return await named_backend(aiohttp_server, "first")
 
 
 @pytest.fixture
-async def second(aiohttp_server: Server) -> TestServer:
+async def second(aiohttp_server: AiohttpServer) -> TestServer:
     return await named_backend(aiohttp_server, "second")
 
 
@@ -113,10 +109,10 @@ def route_file(tmp_path: Path) -> Path:
     return tmp_path / "routes.yaml"
 
 
-async def start(make_gateway: Gateway, route_file: Path, text: str) -> Client:
+async def start(make_gateway: MakeGateway, route_file: Path, text: str) -> Gateway:
     """A gateway whose map in force came from `route_file`, holding `text`."""
     write_routes(route_file, text)
-    client: Client = await make_gateway(text, route_file=route_file)
+    client: Gateway = await make_gateway(text, route_file=route_file)
     return client
 
 
@@ -129,7 +125,7 @@ DIGITAL = """\
 
 
 async def test_an_edited_file_is_picked_up_without_a_restart(
-    make_gateway: Gateway, route_file: Path, first: TestServer, second: TestServer
+    make_gateway: MakeGateway, route_file: Path, first: TestServer, second: TestServer
 ) -> None:
     gw = await start(make_gateway, route_file, routes_to(first))
     reloads = Reloads(gw)
@@ -144,7 +140,7 @@ async def test_an_edited_file_is_picked_up_without_a_restart(
 
 
 async def test_sighup_reloads_the_file(
-    make_gateway: Gateway, route_file: Path, first: TestServer, second: TestServer
+    make_gateway: MakeGateway, route_file: Path, first: TestServer, second: TestServer
 ) -> None:
     # The file already differs from the map in force when the gateway starts. The watcher
     # acts only on changes it sees, so it stays quiet: only the signal can load this file.
@@ -160,7 +156,7 @@ async def test_sighup_reloads_the_file(
 
 
 async def test_sighup_with_a_broken_file_keeps_the_last_good_map(
-    make_gateway: Gateway, route_file: Path, first: TestServer
+    make_gateway: MakeGateway, route_file: Path, first: TestServer
 ) -> None:
     write_routes(route_file, "routes: [")
     gw = await make_gateway(routes_to(first), route_file=route_file)
@@ -191,7 +187,7 @@ BROKEN = [
 
 @pytest.mark.parametrize(("extra", "line", "reason"), BROKEN)
 async def test_a_broken_file_is_logged_with_line_and_reason_and_the_old_map_stays(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     route_file: Path,
     first: TestServer,
     second: TestServer,
@@ -219,7 +215,7 @@ async def test_a_broken_file_is_logged_with_line_and_reason_and_the_old_map_stay
 
 
 async def test_a_fixed_file_takes_effect_after_a_refused_one(
-    make_gateway: Gateway, route_file: Path, first: TestServer, second: TestServer
+    make_gateway: MakeGateway, route_file: Path, first: TestServer, second: TestServer
 ) -> None:
     gw = await start(make_gateway, route_file, routes_to(first))
     reloads = Reloads(gw)
@@ -234,9 +230,9 @@ async def test_a_fixed_file_takes_effect_after_a_refused_one(
 
 
 async def test_a_request_in_flight_finishes_on_its_backend_while_new_ones_follow_the_reload(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     route_file: Path,
-    aiohttp_server: Server,
+    aiohttp_server: AiohttpServer,
     second: TestServer,
 ) -> None:
     arrived = asyncio.Event()
@@ -267,7 +263,7 @@ async def test_a_request_in_flight_finishes_on_its_backend_while_new_ones_follow
 
 
 async def test_a_route_removed_from_the_file_answers_404(
-    make_gateway: Gateway, route_file: Path, first: TestServer
+    make_gateway: MakeGateway, route_file: Path, first: TestServer
 ) -> None:
     text = routes_to(first)
     gw = await start(make_gateway, route_file, text)

@@ -11,19 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.config.routes import (
-    RESERVED_PREFIXES,
-    Auth,
-    Backend,
-    Problem,
-    Route,
-    RoutesInvalid,
-    RouteTable,
-    format_problems,
-    load_routes,
-    parse_backend_url,
-    parse_routes,
-)
+from gateway.config.routes import RESERVED_PREFIXES, Auth, Backend, Route, RouteTable
+from gateway.config.routes_file import RoutesInvalid, load_routes, parse_backend_url, parse_routes
+from gateway.config.yamlfile import Problem, format_problems
 from gateway.proxy.paths import normalise
 
 CONTRACT_EXAMPLE = """\

@@ -16,7 +16,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from auth.store.schema import migration_files
 from gateway import database
-from tests.helpers import COOKIE, csrf_in, identity_seen
+from tests.helpers import COOKIE, csrf_in, free_port, identity_seen
 
 pytestmark = pytest.mark.slow
 
@@ -45,12 +44,6 @@ PASSWORD = "a quiet reading room at dusk"
 # what is waited for normally arrives in a few milliseconds.
 DEADLINE = 10.0
 STARTUP = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def base_env(database_url: str, cookie_keys: str) -> dict[str, str]:

@@ -6,24 +6,26 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from cryptography.fernet import Fernet, MultiFernet
 
 from auth.credentials.passwords import PasswordHasher
 from auth.services import SERVICES
 from auth.sessions.registry import UNKNOWN, SessionRegistry
-from tests.conftest import routes_for
 from tests.helpers import (
     PASSWORD,
+    Gateway,
+    MakeGateway,
     account_on,
     add_patron,
     clears_cookie,
+    cli,
     csrf_in,
     fetch,
     form_token,
@@ -32,18 +34,15 @@ from tests.helpers import (
     login,
     open_cookie,
     post_form,
+    routes_for,
     seal_cookie,
     set_cookies,
 )
-from tests.test_cli import cli
 
-Gateway = Callable[..., Awaitable[TestClient]]
 HOST_COOKIE = "__Host-library_session"
 
 
-async def sign_in(
-    client: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
-) -> tuple[str, str]:
+async def sign_in(client: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher) -> tuple[str, str]:
     """A new patron logged in through `client`: (account id, session cookie)."""
     patron = await add_patron(pool, hasher)
     assert (await login(client, patron.username)).status == 303
@@ -56,7 +55,7 @@ async def sign_in(
 
 
 async def test_cookie_is_httponly_lax_site_wide_and_ends_with_the_browser(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against script access, cross-site sending and a cookie outliving the browser."""
     patron = await add_patron(pool, hasher)
@@ -85,7 +84,7 @@ async def test_cookie_is_httponly_lax_site_wide_and_ends_with_the_browser(
 
 
 async def test_https_public_url_makes_the_cookie_secure_and_host_prefixed(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+    make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against the cookie travelling over plain HTTP or being planted by a
     sibling subdomain."""
@@ -130,7 +129,7 @@ def _bad_cookie(kind: str, real: str, keys: MultiFernet) -> str:
     session = data["session"]
     now = int(time.time())
     foreign = MultiFernet([Fernet(Fernet.generate_key())])
-    forged = {
+    forged: dict[str, Callable[[], str]] = {
         "tampered": lambda: _flip(real, len(real) // 2),
         # In the MAC, but clear of the last base64 group (whose spare bits decode alike).
         "tampered_mac": lambda: _flip(real, len(real) - 20),
@@ -179,7 +178,7 @@ BAD_COOKIES = [
 
 @pytest.mark.parametrize("kind", BAD_COOKIES)
 async def test_a_bad_cookie_is_anonymous_and_cleared_never_an_error(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     cookie_keys: MultiFernet,
@@ -205,7 +204,7 @@ async def test_a_bad_cookie_is_anonymous_and_cleared_never_an_error(
 
 
 async def test_cookie_keys_rotate_without_logging_anybody_out(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+    make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     old, new = Fernet(Fernet.generate_key()), Fernet(Fernet.generate_key())
     before = await make_gateway(routes_for(backend.port), keys=MultiFernet([old]))
@@ -218,7 +217,7 @@ async def test_cookie_keys_rotate_without_logging_anybody_out(
 
 
 async def test_a_refreshed_cookie_is_re_encrypted_with_the_newest_key(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+    make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """The cookies an active patron carries move to the new key before the old one goes."""
     old, new = Fernet(Fernet.generate_key()), Fernet(Fernet.generate_key())
@@ -260,7 +259,7 @@ def _shifted(keys: MultiFernet, cookie: str, **session: Any) -> str:
     ],
 )
 async def test_an_expired_or_impossible_session_time_is_anonymous(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     backend: TestServer,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
@@ -294,7 +293,7 @@ async def test_an_expired_or_impossible_session_time_is_anonymous(
 
 
 async def test_just_inside_both_lifetimes_the_session_holds(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     backend: TestServer,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
@@ -312,7 +311,7 @@ async def test_just_inside_both_lifetimes_the_session_holds(
 
 
 async def test_activity_is_recorded_in_a_rewritten_cookie(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, cookie_keys: MultiFernet
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, cookie_keys: MultiFernet
 ) -> None:
     """A patron who keeps using the site is not logged out by the idle timeout."""
     account, cookie = await sign_in(gw, pool, hasher)
@@ -331,7 +330,7 @@ async def test_activity_is_recorded_in_a_rewritten_cookie(
 
 
 async def test_a_client_that_keeps_sending_the_old_cookie_gets_the_same_whole_refresh(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, cookie_keys: MultiFernet
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, cookie_keys: MultiFernet
 ) -> None:
     """A script that does not store cookies sends the stale one again and again: each answer
     carries the same refreshed cookie (remembered, not re-encrypted), with every attribute."""
@@ -353,7 +352,7 @@ async def test_a_client_that_keeps_sending_the_old_cookie_gets_the_same_whole_re
 
 
 async def test_a_recently_seen_cookie_is_not_rewritten_on_every_request(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     _, cookie = await sign_in(gw, pool, hasher)
     for path in ("/reservations/mine", "/catalogue/search", "/open/hours"):
@@ -365,7 +364,7 @@ async def test_a_recently_seen_cookie_is_not_rewritten_on_every_request(
 # --- Revocation ---------------------------------------------------------------------------------
 
 
-async def logout(client: TestClient, cookie: str) -> None:
+async def logout(client: Gateway, cookie: str) -> None:
     client.session.cookie_jar.clear()
     client.session.cookie_jar.update_cookies({"library_session": cookie})
     token = await form_token(client, "/auth/logout")
@@ -373,7 +372,7 @@ async def logout(client: TestClient, cookie: str) -> None:
 
 
 async def test_a_copied_cookie_dies_with_the_logout(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against a stolen cookie outliving the patron's logout."""
     account, cookie = await sign_in(gw, pool, hasher)
@@ -384,7 +383,7 @@ async def test_a_copied_cookie_dies_with_the_logout(
 
 
 async def test_a_logout_on_one_instance_ends_the_session_on_another(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+    make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Defends against a revoked session living on in another instance's cache."""
     first = await make_gateway(routes_for(backend.port))
@@ -399,7 +398,7 @@ async def test_a_logout_on_one_instance_ends_the_session_on_another(
 
 
 async def test_disabling_an_account_ends_its_sessions_on_every_instance_at_once(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     backend: TestServer,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
@@ -469,7 +468,7 @@ async def test_a_revocation_heard_during_a_lookup_keeps_its_answer_out_of_the_ca
     that answer is still on its way. The answer must not be cached for the next 30 s."""
     patron = await add_patron(pool, hasher)
     held = HeldPool(pool)
-    registry = SessionRegistry(held)  # type: ignore[arg-type]
+    registry = SessionRegistry(held)
     sid = await SessionRegistry(pool).create(patron.id, 3600)
     reading = asyncio.ensure_future(registry.lookup(sid))
     await held.answered.wait()  # the database said "valid"
@@ -483,7 +482,7 @@ async def test_a_revocation_heard_during_a_lookup_keeps_its_answer_out_of_the_ca
 
 
 async def test_logging_in_twice_makes_two_independent_sessions(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Logging out on one device does not end the patron's session on another."""
     patron = await add_patron(pool, hasher)

@@ -22,9 +22,9 @@ def check(name: str, *, own: str = OWN, pattern: re.Pattern[str] = DIGITS) -> st
     return check_username(name, own_pass_number=own, pass_number_pattern=pattern)
 
 
-def rejected(name: str, **kwargs: str) -> str:
+def rejected(name: str, *, own: str = OWN, pattern: re.Pattern[str] = DIGITS) -> str:
     with pytest.raises(UsernameRejected) as caught:
-        check(name, **kwargs)
+        check(name, own=own, pattern=pattern)
     assert caught.value.message  # a sentence for the patron, not just a code
     assert str(caught.value) == caught.value.message
     return caught.value.code

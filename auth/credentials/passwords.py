@@ -2,10 +2,11 @@
 
 New passwords are hashed with argon2id. Accounts imported from older library systems arrive
 with bcrypt, md5-crypt, Django PBKDF2, LDAP ``{SSHA}`` or Django's salted SHA-1 hashes. The
-weak ones are *wrapped* at import: argon2id is computed over the legacy hash string, and only
-the salt and rounds needed to recompute that string are kept beside it, so a stolen database
-holds no fast-to-crack digest. At the patron's next successful login every legacy or wrapped
-hash is replaced by a plain argon2id hash (``Verification.new_hash``).
+weak ones (all of these but bcrypt of cost ``BCRYPT_MIN_COST`` or more) are *wrapped* at
+import: argon2id is computed over the legacy hash string, and only the salt and rounds (or
+cost) needed to recompute that string are kept beside it, so a stolen database holds no
+fast-to-crack digest. At the patron's next successful login every legacy or wrapped hash is
+replaced by a plain argon2id hash (``Verification.new_hash``).
 
 argon2 is deliberately slow and memory-hungry, so all hashing runs in a small thread pool.
 The pool's queue is bounded: when too many verifications wait, ``HasherBusy`` lets the caller
@@ -18,6 +19,7 @@ Stored formats::
     $2a$… / $2b$… / $2y$…                         bcrypt, verified, then rehashed
     $wrapped$<scheme>$<params>$argon2id$v=19$…    a weak legacy hash inside argon2id
     $1$… / pbkdf2_sha256$… / {SSHA}… / sha1$…     weak legacy hashes, if ever stored unwrapped
+    $2b$04$… (cost below 10)                      likewise
 """
 
 from __future__ import annotations
@@ -26,19 +28,28 @@ import asyncio
 import base64
 import contextlib
 import os
+import re
 import secrets
 import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import argon2
 import bcrypt
 from passlib.hash import django_pbkdf2_sha256, django_salted_sha1, ldap_salted_sha1, md5_crypt
 
-__all__ = ["HasherBusy", "PasswordHasher", "Verification", "identify", "wrap_legacy"]
+__all__ = [
+    "BCRYPT_MIN_COST",
+    "HasherBusy",
+    "PasswordHasher",
+    "Verification",
+    "identify",
+    "is_weak",
+    "wrap_legacy",
+]
 
 # OWASP's recommended argon2id setting (Password Storage Cheat Sheet): 19 MiB, 2 passes,
 # one lane. Raising them later is safe: every login re-hashes with the new parameters.
@@ -51,6 +62,12 @@ _ARGON2_PREFIXES = {"$argon2id$": "argon2id", "$argon2i$": "argon2i", "$argon2d$
 _BCRYPT_PREFIXES = ("$2a$", "$2b$", "$2y$")
 # bcrypt only ever looked at the first 72 bytes; systems that used it silently truncated.
 _BCRYPT_MAX_BYTES = 72
+# OWASP's minimum bcrypt work factor (Password Storage Cheat Sheet); below it a bcrypt hash is
+# cheap enough to crack that it is wrapped like the other weak formats.
+BCRYPT_MIN_COST = 10
+# bcrypt's own range of costs; outside it no bcrypt library computes the hash.
+_BCRYPT_COSTS = range(4, 32)
+_BCRYPT = re.compile(r"\$(2[aby])\$(\d\d)\$([./A-Za-z0-9]{22})[./A-Za-z0-9]{31}")
 
 _T = TypeVar("_T")
 
@@ -72,16 +89,44 @@ class HasherBusy(Exception):
     """More password checks are waiting than the hasher queues; answer 503 at once."""
 
 
+class _LegacyScheme(Protocol):
+    """A legacy format: how to recognise and check it, and, when it is weak, how to wrap it."""
+
+    def identify(self, stored: str) -> bool: ...
+
+    def verify(self, password: str, stored: str) -> bool: ...
+
+    def weak(self, stored: str) -> bool:
+        """Whether a hash of this format is wrapped at import (ValueError if garbled)."""
+        ...
+
+    def params(self, legacy_hash: str) -> tuple[str, str]:
+        """The canonical legacy string and the parameters needed to recompute it."""
+        ...
+
+    def recompute(self, params: str, password: str) -> str:
+        """The legacy hash string that ``password`` would have had with these parameters."""
+        ...
+
+
 @dataclass(frozen=True)
-class _WeakScheme:
-    """A legacy format we can recompute from the password and its salt (and rounds)."""
+class _PasslibScheme:
+    """A weak format passlib reads and recomputes from the password and its salt (and rounds)."""
 
     handler: Any  # a passlib hash class; passlib ships no type information
     salt_is_bytes: bool = False
     has_rounds: bool = False
 
+    def identify(self, stored: str) -> bool:
+        return bool(self.handler.identify(stored))
+
+    def verify(self, password: str, stored: str) -> bool:
+        return bool(self.handler.verify(password, stored))
+
+    def weak(self, stored: str) -> bool:
+        return True
+
     def params(self, legacy_hash: str) -> tuple[str, str]:
-        """The canonical legacy string and the parameters needed to recompute it."""
         parsed = self.handler.from_string(legacy_hash)
         salt = parsed.salt if self.salt_is_bytes else parsed.salt.encode("utf-8")
         params = base64.urlsafe_b64encode(salt).decode("ascii").rstrip("=")
@@ -90,7 +135,6 @@ class _WeakScheme:
         return parsed.to_string(), params
 
     def recompute(self, params: str, password: str) -> str:
-        """The legacy hash string that ``password`` would have had with these parameters."""
         rounds_text, _, salt_text = params.rpartition(".")
         raw_salt = base64.urlsafe_b64decode(salt_text + "=" * (-len(salt_text) % 4))
         salt = raw_salt if self.salt_is_bytes else raw_salt.decode("utf-8")
@@ -101,11 +145,48 @@ class _WeakScheme:
         return str(handler.hash(password))
 
 
-_WEAK_SCHEMES = {
-    "md5-crypt": _WeakScheme(md5_crypt),
-    "django-pbkdf2-sha256": _WeakScheme(django_pbkdf2_sha256, has_rounds=True),
-    "ldap-ssha": _WeakScheme(ldap_salted_sha1, salt_is_bytes=True),
-    "django-sha1": _WeakScheme(django_salted_sha1),
+class _BcryptScheme:
+    """bcrypt: kept as it came from cost ``BCRYPT_MIN_COST`` up, wrapped below it. The
+    parameters of a wrapped one are its variant, cost and salt (``2b.04.<22 characters>``);
+    the 31-character checksum, which is what a cracker needs, is not kept."""
+
+    def identify(self, stored: str) -> bool:
+        return stored.startswith(_BCRYPT_PREFIXES)
+
+    def verify(self, password: str, stored: str) -> bool:
+        return bcrypt.checkpw(_bcrypt_secret(password), stored.encode("ascii"))
+
+    def weak(self, stored: str) -> bool:
+        return self._parts(stored)[1] < BCRYPT_MIN_COST
+
+    def params(self, legacy_hash: str) -> tuple[str, str]:
+        variant, cost, salt = self._parts(legacy_hash)
+        return legacy_hash, f"{variant}.{cost:02d}.{salt}"
+
+    def recompute(self, params: str, password: str) -> str:
+        variant, cost, salt = params.split(".", 2)
+        setting = f"${variant}${cost}${salt}".encode("ascii")
+        return bcrypt.hashpw(_bcrypt_secret(password), setting).decode("ascii")
+
+    @staticmethod
+    def _parts(legacy_hash: str) -> tuple[str, int, str]:
+        match = _BCRYPT.fullmatch(legacy_hash)
+        if match is None or int(match[2]) not in _BCRYPT_COSTS:
+            raise ValueError("not a bcrypt hash")
+        return match[1], int(match[2]), match[3]
+
+
+def _bcrypt_secret(password: str) -> bytes:
+    return password.encode("utf-8")[:_BCRYPT_MAX_BYTES]
+
+
+# Every legacy format by the name `identify` gives it (bcrypt first: its prefixes are exact).
+_LEGACY: dict[str, _LegacyScheme] = {
+    "bcrypt": _BcryptScheme(),
+    "md5-crypt": _PasslibScheme(md5_crypt),
+    "django-pbkdf2-sha256": _PasslibScheme(django_pbkdf2_sha256, has_rounds=True),
+    "ldap-ssha": _PasslibScheme(ldap_salted_sha1, salt_is_bytes=True),
+    "django-sha1": _PasslibScheme(django_salted_sha1),
 }
 
 
@@ -114,15 +195,30 @@ def identify(stored: str) -> str | None:
     for prefix, name in _ARGON2_PREFIXES.items():
         if stored.startswith(prefix):
             return name
-    if stored.startswith(_BCRYPT_PREFIXES):
-        return "bcrypt"
     if stored.startswith(_WRAPPED_PREFIX):
         inner = stored[len(_WRAPPED_PREFIX) :].split("$", 1)[0]
-        return f"wrapped-{inner}" if inner in _WEAK_SCHEMES else None
-    for name, scheme in _WEAK_SCHEMES.items():
-        if scheme.handler.identify(stored):
+        return f"wrapped-{inner}" if inner in _LEGACY else None
+    for name, scheme in _LEGACY.items():
+        if scheme.identify(stored):
             return name
     return None
+
+
+def is_weak(legacy_hash: str) -> bool:
+    """Whether an imported hash is stored wrapped in argon2id: every legacy format but argon2
+    and bcrypt of cost ``BCRYPT_MIN_COST`` or more. Raises ``ValueError`` for a format we do
+    not support or a bcrypt hash that does not parse."""
+    return _weak_scheme(legacy_hash) is not None
+
+
+def _weak_scheme(legacy_hash: str) -> tuple[str, _LegacyScheme] | None:
+    scheme = identify(legacy_hash)
+    if scheme is None:
+        raise ValueError("unsupported password hash format")
+    legacy = _LEGACY.get(scheme)
+    if legacy is None or not legacy.weak(legacy_hash):
+        return None
+    return scheme, legacy
 
 
 def wrap_legacy(
@@ -134,16 +230,16 @@ def wrap_legacy(
 ) -> str:
     """A storable form of an imported hash; weak formats come back wrapped in argon2id.
 
-    argon2 (any variant), bcrypt and already wrapped values are returned unchanged. Raises
-    ``ValueError`` for a format we do not support or a value that does not parse. The argon2
-    costs are those of the gateway unless given (the importer checks a file at the least cost).
+    argon2 (any variant), bcrypt of cost ``BCRYPT_MIN_COST`` or more and already wrapped
+    values are returned unchanged (see ``is_weak``). Raises ``ValueError`` for a format we do
+    not support or a value that does not parse. The argon2 costs are those of the gateway
+    unless given (the importer checks a file at the least cost).
     """
-    scheme = identify(legacy_hash)
-    if scheme is None:
-        raise ValueError("unsupported password hash format")
-    if scheme not in _WEAK_SCHEMES:
+    weak = _weak_scheme(legacy_hash)
+    if weak is None:
         return legacy_hash
-    canonical, params = _WEAK_SCHEMES[scheme].params(legacy_hash)
+    scheme, legacy = weak
+    canonical, params = legacy.params(legacy_hash)
     wrapped = _argon2(time_cost, memory_cost, parallelism).hash(canonical)
     return f"{_WRAPPED_PREFIX}{scheme}${params}${wrapped.removeprefix('$')}"
 
@@ -250,14 +346,11 @@ class PasswordHasher:
     def _check(self, scheme: str, stored: str, password: str) -> bool:
         if scheme in _ARGON2_PREFIXES.values():
             return self._argon2_matches(stored, password)
-        if scheme == "bcrypt":
-            secret = password.encode("utf-8")[:_BCRYPT_MAX_BYTES]
-            return bcrypt.checkpw(secret, stored.encode("ascii"))
         if scheme.startswith("wrapped-"):
             inner, params, wrapped = stored[len(_WRAPPED_PREFIX) :].split("$", 2)
-            legacy = _WEAK_SCHEMES[inner].recompute(params, password)
+            legacy = _LEGACY[inner].recompute(params, password)
             return self._argon2_matches("$" + wrapped, legacy)
-        return bool(_WEAK_SCHEMES[scheme].handler.verify(password, stored))
+        return _LEGACY[scheme].verify(password, stored)
 
     def _argon2_matches(self, stored: str, secret: str) -> bool:
         try:

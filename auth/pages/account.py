@@ -9,19 +9,20 @@ change also ends every other session of the patron.
 from __future__ import annotations
 
 import math
+from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp_session import get_session
 
+from auth import urls
 from auth.credentials import throttle
 from auth.credentials.password_policy import PasswordRejected
 from auth.credentials.passwords import HasherBusy
-from auth.credentials.usernames import UsernameRejected, check_username
+from auth.credentials.usernames import UsernameRejected
 from auth.identity import Identity
-from auth.mail import Outbox
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
-from auth.pages.render import language, message, render
+from auth.pages.render import language, render
 from auth.services import SERVICES
 from auth.store.accounts import Account, UsernameTaken
 
@@ -31,7 +32,7 @@ async def _current(request: web.Request) -> tuple[Identity, Account]:
     identity = await services.authenticator.identify(request)
     account = await services.accounts.by_id(identity.user_id) if identity else None
     if identity is None or account is None:
-        raise web.HTTPFound("/auth/login?next=%2Fauth%2Faccount")
+        raise web.HTTPFound(f"{urls.LOGIN}?next={quote(urls.ACCOUNT, safe='')}")
     return identity, account
 
 
@@ -61,8 +62,6 @@ async def change_username(request: web.Request) -> web.StreamResponse:
     _, account = await _current(request)
     services = request.app[SERVICES]
     form = await read_checked_form(request, ("new_username", "password"))
-    if form is None:
-        return await message(request, 403, "csrf.title", "csrf.text")
     t = translator(language(request))
     wanted = form["new_username"].strip()
 
@@ -74,11 +73,7 @@ async def change_username(request: web.Request) -> web.StreamResponse:
     if not await _password_ok(request, account, form["password"]):
         return await refuse(403, "password", "error.wrong_password")
     try:
-        username = check_username(
-            wanted,
-            own_pass_number=account.pass_number,
-            pass_number_pattern=services.pass_number_pattern,
-        )
+        username = services.username_for(account, wanted)
     except UsernameRejected as exc:
         return await refuse(422, "new_username", f"error.username.{exc.code}")
     try:
@@ -97,15 +92,13 @@ async def change_username(request: web.Request) -> web.StreamResponse:
             )
         )
     (await get_session(request))["notice"] = "account.saved.username"
-    raise web.HTTPSeeOther("/auth/account")
+    raise web.HTTPSeeOther(urls.ACCOUNT)
 
 
 async def change_password(request: web.Request) -> web.StreamResponse:
     _, account = await _current(request)
     services = request.app[SERVICES]
     form = await read_checked_form(request, ("current_password", "new_password"))
-    if form is None:
-        return await message(request, 403, "csrf.title", "csrf.text")
     t = translator(language(request))
 
     async def refuse(status: int, field: str, key: str) -> web.Response:
@@ -123,23 +116,16 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
     sid = session.get("sid")
     async with services.accounts.transaction() as conn:
-        await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
-        await services.registry.revoke_account(
-            account.id, keep_sid=sid if isinstance(sid, str) else None, conn=conn
+        await services.replace_password(
+            conn,
+            account,
+            new_hash,
+            lang=language(request),
+            reset=False,
+            keep_sid=sid if isinstance(sid, str) else None,
         )
-        if account.email:
-            await Outbox.put(
-                conn,
-                services.composer.compose(
-                    "password_changed",
-                    language(request),
-                    account.email,
-                    username=account.username,
-                    reset=False,
-                ),
-            )
     session["notice"] = "account.saved.password"
-    raise web.HTTPSeeOther("/auth/account")
+    raise web.HTTPSeeOther(urls.ACCOUNT)
 
 
 async def _password_ok(request: web.Request, account: Account, password: str) -> bool:
@@ -166,6 +152,6 @@ async def _password_ok(request: web.Request, account: Account, password: str) ->
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/auth/account", account_page)
-    app.router.add_post("/auth/account/username", change_username)
-    app.router.add_post("/auth/account/password", change_password)
+    app.router.add_get(urls.ACCOUNT, account_page)
+    app.router.add_post(urls.ACCOUNT_USERNAME, change_username)
+    app.router.add_post(urls.ACCOUNT_PASSWORD, change_password)

@@ -12,8 +12,9 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from auth import urls
 from auth.credentials.password_policy import PasswordRejected
-from auth.credentials.usernames import UsernameRejected, check_username
+from auth.credentials.usernames import UsernameRejected
 from auth.mail import Composer, Outbox
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
@@ -52,7 +53,7 @@ class Invitations:
             if account.email != email:
                 await self.accounts.set_email(account.id, email, conn=conn)
             token = await self.links.issue(account.id, "activate", self.ttl, conn=conn)
-            link = f"{self.public_url}/auth/activate?token={quote(token)}"
+            link = f"{self.public_url}{urls.ACTIVATE}?token={quote(token)}"
             await Outbox.put(
                 conn,
                 self.composer.compose(
@@ -75,15 +76,13 @@ async def _live(request: web.Request, token: str) -> Account | None:
 
 
 async def _dead(request: web.Request) -> web.Response:
-    t = translator(language(request))
-    return await render(
+    return await message(
         request,
-        "message.html",
-        status=410,
-        title=t["activate.invalid.title"],
-        text=t["activate.invalid.text"],
-        link="/auth/login",
-        link_text=t["back_to_login"],
+        410,
+        "activate.invalid.title",
+        "activate.invalid.text",
+        link=urls.LOGIN,
+        link_key="back_to_login",
     )
 
 
@@ -98,8 +97,6 @@ async def activate_form(request: web.Request) -> web.Response:
 async def activate(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     form = await read_checked_form(request, ("token", "username", "password"))
-    if form is None:
-        return await message(request, 403, "csrf.title", "csrf.text")
     token = form["token"]
     account = await _live(request, token)
     if account is None:
@@ -118,11 +115,7 @@ async def activate(request: web.Request) -> web.StreamResponse:
         )
 
     try:
-        username = check_username(
-            wanted,
-            own_pass_number=account.pass_number,
-            pass_number_pattern=services.pass_number_pattern,
-        )
+        username = services.username_for(account, wanted)
     except UsernameRejected as exc:
         return await refuse(422, "username", f"error.username.{exc.code}")
     try:
@@ -139,9 +132,9 @@ async def activate(request: web.Request) -> web.StreamResponse:
             await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
     except UsernameTaken:
         return await refuse(409, "username", "error.username_taken")
-    raise web.HTTPSeeOther("/auth/login?notice=activated")
+    raise web.HTTPSeeOther(f"{urls.LOGIN}?notice=activated")
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/auth/activate", activate_form)
-    app.router.add_post("/auth/activate", activate)
+    app.router.add_get(urls.ACTIVATE, activate_form)
+    app.router.add_post(urls.ACTIVATE, activate)

@@ -2,7 +2,11 @@
 
 Only `application/x-www-form-urlencoded`, at most `MAX_FORM_BYTES` (refused by Content-Length
 before reading, and again while reading), each field at most once, valid UTF-8. Anything else
-is a clean 400 or 413, never a half-parsed login.
+is a clean 400 or 413, never a half-parsed login. A POST with no body at all is the empty
+form (a logout's form has no field but its token), so it is refused for that missing token.
+
+Every form's CSRF token is checked here, and a missing or wrong one is refused here, with the
+same 403 page for every form: the handlers never see a form that failed the check.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from auth.pages import csrf
+from auth.pages.render import refusal
 
 MAX_FORM_BYTES = 16 * 1024
 FORM_READ_TIMEOUT = 10.0
@@ -35,20 +40,23 @@ class FormError(Exception):
         return web.HTTPBadRequest(text=self.reason)
 
 
-async def read_checked_form(request: web.Request, fields: tuple[str, ...]) -> dict[str, str] | None:
-    """Read the form and check its CSRF token against the session; None when it is wrong."""
+async def read_checked_form(request: web.Request, fields: tuple[str, ...]) -> dict[str, str]:
+    """Read the form and check its CSRF token against the session; a form that cannot be
+    read is refused with 400, 408 or 413, one without this session's token with 403."""
     session = await get_session(request)
     try:
         form = await read_form(request, (csrf.FIELD, *fields))
     except FormError as exc:
         raise exc.as_http() from None
     if not csrf.valid(session, form[csrf.FIELD]):
-        return None
+        raise await refusal(request, web.HTTPForbidden, "csrf.title", "csrf.text")
     return form
 
 
 async def read_form(request: web.Request, fields: tuple[str, ...]) -> dict[str, str]:
     """Return the named fields (missing ones as ''); unknown fields are ignored."""
+    if not request.body_exists:
+        return dict.fromkeys(fields, "")
     content_type = request.headers.get("Content-Type", "")
     if content_type.split(";", 1)[0].strip().lower() != "application/x-www-form-urlencoded":
         raise FormError(400, "This form must be sent as a web form.")

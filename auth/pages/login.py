@@ -14,13 +14,14 @@ import time
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
+from auth import urls
 from auth.credentials import throttle
 from auth.credentials.passwords import HasherBusy
 from auth.credentials.usernames import canonical
 from auth.pages import csrf
 from auth.pages.forms import read_checked_form
 from auth.pages.redirects import safe_next
-from auth.pages.render import message, render
+from auth.pages.render import render
 from auth.services import SERVICES
 from auth.sessions.authenticator import IDENTITY
 from auth.telemetry import LOGINS
@@ -45,8 +46,6 @@ async def login_form(request: web.Request) -> web.Response:
 async def login(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     form = await read_checked_form(request, ("username", "password", "next"))
-    if form is None:
-        return await message(request, 403, "csrf.title", "csrf.text")
     next_path = safe_next(form["next"])
     name, password = form["username"].strip(), form["password"]
 
@@ -109,14 +108,13 @@ async def logout_form(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     session = await get_session(request)
-    if await read_checked_form(request, ()) is None:
-        return await message(request, 403, "csrf.title", "csrf.text")
+    await read_checked_form(request, ())
     sid = session.get("sid")
     if isinstance(sid, str):
         await services.registry.revoke(sid)
     request[IDENTITY] = None
     session.invalidate()
-    raise web.HTTPSeeOther(location="/auth/login")
+    raise web.HTTPSeeOther(location=urls.LOGIN)
 
 
 async def jwks(request: web.Request) -> web.Response:
@@ -128,8 +126,8 @@ async def jwks(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/auth/login", login_form)
-    app.router.add_post("/auth/login", login)
-    app.router.add_get("/auth/logout", logout_form)
-    app.router.add_post("/auth/logout", logout)
-    app.router.add_get("/.well-known/jwks.json", jwks)
+    app.router.add_get(urls.LOGIN, login_form)
+    app.router.add_post(urls.LOGIN, login)
+    app.router.add_get(urls.LOGOUT, logout_form)
+    app.router.add_post(urls.LOGOUT, logout)
+    app.router.add_get(urls.JWKS, jwks)

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 from aiohttp import web
 
+from auth import urls
 from auth.credentials import throttle
 from auth.credentials.password_policy import PasswordRejected
 from auth.mail import Outbox
@@ -56,8 +57,6 @@ async def _same_answer_always(
     """The shape of both "forgot" forms: check the form, queue the lookup and the mail as
     work after the answer, and answer "sent" whatever the lookup will find."""
     form = await read_checked_form(request, (field, "next"))
-    if form is None:
-        return await message(request, 403, "csrf.title", "csrf.text")
     value = form[field].strip()
     destination = _destination(form["next"])
     if not plausible(value) or len(value) > 320:
@@ -97,7 +96,7 @@ async def _send_reset(services: AuthServices, identifier: str, lang: str, destin
                         extra={"user_id": account.id},
                     )
                     continue
-                link = f"{services.public_url}/auth/reset-password?token={quote(token)}"
+                link = f"{services.public_url}{urls.RESET_PASSWORD}?token={quote(token)}"
                 if destination:
                     link += f"&next={quote(destination, safe='')}"
                 await Outbox.put(
@@ -139,23 +138,19 @@ async def reset_form(request: web.Request) -> web.Response:
 
 
 async def _link_dead(request: web.Request) -> web.Response:
-    t = translator(language(request))
-    return await render(
+    return await message(
         request,
-        "message.html",
-        status=410,
-        title=t["reset.invalid.title"],
-        text=t["reset.invalid.text"],
-        link="/auth/forgot-password",
-        link_text=t["forgot.title"],
+        410,
+        "reset.invalid.title",
+        "reset.invalid.text",
+        link=urls.FORGOT_PASSWORD,
+        link_key="forgot.title",
     )
 
 
 async def reset(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     form = await read_checked_form(request, ("token", "new_password", "next"))
-    if form is None:
-        return await message(request, 403, "csrf.title", "csrf.text")
     token = form["token"]
     destination = _destination(form["next"])
     account_id = await services.links.peek(token, "reset")
@@ -184,24 +179,12 @@ async def reset(request: web.Request) -> web.StreamResponse:
         spent_for = await services.links.spend(conn, token, "reset")
         if spent_for != account.id:
             return await _link_dead(request)
-        await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
-        await services.registry.revoke_account(account.id, conn=conn)
+        await services.replace_password(conn, account, new_hash, lang=language(request), reset=True)
         # Whoever guessed at the old password is locked out by the new one; the patron,
         # who just proved they read the account's mail, need not wait out the block.
         await services.throttle.succeeded(throttle.account_key(account.id, ""), conn=conn)
-        if account.email:
-            await Outbox.put(
-                conn,
-                services.composer.compose(
-                    "password_changed",
-                    language(request),
-                    account.email,
-                    username=account.username,
-                    reset=True,
-                ),
-            )
     onward = f"&next={quote(destination, safe='')}" if destination else ""
-    raise web.HTTPSeeOther(f"/auth/login?notice=reset{onward}")
+    raise web.HTTPSeeOther(f"{urls.LOGIN}?notice=reset{onward}")
 
 
 async def forgot_username_form(request: web.Request) -> web.Response:
@@ -234,9 +217,9 @@ async def _send_usernames(services: AuthServices, email: str, lang: str, _next: 
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_get("/auth/forgot-password", forgot_password_form)
-    app.router.add_post("/auth/forgot-password", forgot_password)
-    app.router.add_get("/auth/reset-password", reset_form)
-    app.router.add_post("/auth/reset-password", reset)
-    app.router.add_get("/auth/forgot-username", forgot_username_form)
-    app.router.add_post("/auth/forgot-username", forgot_username)
+    app.router.add_get(urls.FORGOT_PASSWORD, forgot_password_form)
+    app.router.add_post(urls.FORGOT_PASSWORD, forgot_password)
+    app.router.add_get(urls.RESET_PASSWORD, reset_form)
+    app.router.add_post(urls.RESET_PASSWORD, reset)
+    app.router.add_get(urls.FORGOT_USERNAME, forgot_username_form)
+    app.router.add_post(urls.FORGOT_USERNAME, forgot_username)

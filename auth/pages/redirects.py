@@ -17,6 +17,8 @@ from __future__ import annotations
 import unicodedata
 from urllib.parse import unquote
 
+from auth import urls
+
 __all__ = ["MAX_NEXT_LENGTH", "safe_next"]
 
 #: Longer values are refused outright; no page of ours needs more, and it bounds the work.
@@ -27,7 +29,7 @@ _MAX_DECODE_ROUNDS = 4
 
 # Pages that would send the patron straight back into the login (or out of it): a redirect
 # loop at best, a forced logout at worst.
-_LOOP_PATHS = ("/auth/login", "/auth/logout")
+_LOOP_PATHS = (urls.LOGIN, urls.LOGOUT)
 
 # Characters that look like a slash or backslash without being one. Some of them become a
 # real slash under NFKC (caught there too); the others are listed because a human, or a

@@ -7,7 +7,7 @@ under a CSP that allows no script and only the page's own nonce-tagged style.
 from __future__ import annotations
 
 import secrets
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from aiohttp import web
@@ -33,6 +33,57 @@ def language(request: web.Request) -> str:
 async def render(
     request: web.Request, template: str, *, status: int = 200, **context: Any
 ) -> web.Response:
+    return await _fill(web.Response(status=status), request, template, context)
+
+
+async def message(
+    request: web.Request,
+    status: int,
+    title_key: str,
+    text_key: str,
+    *,
+    link: str | None = None,
+    link_key: str | None = None,
+) -> web.Response:
+    """A page that only says something: a title, a text and, if given, one link onward
+    (`link_key` names its text)."""
+    return await _fill(
+        web.Response(status=status),
+        request,
+        "message.html",
+        _message_context(request, title_key, text_key, link, link_key),
+    )
+
+
+async def refusal(
+    request: web.Request, refuse: type[web.HTTPException], title_key: str, text_key: str
+) -> web.HTTPException:
+    """The message page as an exception to raise, for a refusal made deep below a handler
+    (a form's CSRF check) that the handler need not pass on."""
+    return await _fill(
+        refuse(), request, "message.html", _message_context(request, title_key, text_key)
+    )
+
+
+def _message_context(
+    request: web.Request,
+    title_key: str,
+    text_key: str,
+    link: str | None = None,
+    link_key: str | None = None,
+) -> dict[str, Any]:
+    t = i18n.translator(language(request))
+    context: dict[str, Any] = {"title": t[title_key], "text": t[text_key]}
+    if link is not None and link_key is not None:
+        context.update(link=link, link_text=t[link_key])
+    return context
+
+
+_R = TypeVar("_R", bound=web.Response)
+
+
+async def _fill(response: _R, request: web.Request, template: str, context: dict[str, Any]) -> _R:
+    """Render `template` into `response` (a page or an exception to raise)."""
     services = request.app[SERVICES]
     session = await get_session(request)
     nonce = secrets.token_urlsafe(16)
@@ -47,7 +98,8 @@ async def render(
         f"?next={quote(destination, safe='')}" if destination not in ("", "/") else ""
     )
     context.setdefault("errors", {})
-    html = (
+    response.content_type = "text/html"
+    response.text = (
         request.app[TEMPLATES]
         .get_template(template)
         .render(
@@ -59,19 +111,11 @@ async def render(
             **context,
         )
     )
-    response = web.Response(status=status, text=html, content_type="text/html")
     if request.query.get("lang") in i18n.LANGUAGES:
         response.set_cookie(
             i18n.LANG_COOKIE, lang, path="/", httponly=True, samesite="Lax", max_age=365 * 86400
         )
     return response
-
-
-async def message(request: web.Request, status: int, title_key: str, text_key: str) -> web.Response:
-    t = i18n.translator(language(request))
-    return await render(
-        request, "message.html", status=status, title=t[title_key], text=t[text_key]
-    )
 
 
 def page_headers(request: web.Request, response: web.StreamResponse) -> None:

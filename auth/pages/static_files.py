@@ -12,6 +12,8 @@ from importlib import resources
 
 from aiohttp import web
 
+from auth import urls
+
 
 def add_routes(app: web.Application) -> None:
     files: dict[str, tuple[bytes, str]] = {}
@@ -28,4 +30,4 @@ def add_routes(app: web.Application) -> None:
         charset = "utf-8" if content_type.startswith("text/") else None
         return web.Response(body=body, content_type=content_type, charset=charset)
 
-    app.router.add_get("/auth/static/{name}", static_file)
+    app.router.add_get(urls.STATIC + "/{name}", static_file)

@@ -11,10 +11,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.config import settings as settings_module
 from gateway.config.settings import SETTINGS, Settings, SettingsError
+
+if TYPE_CHECKING:
+    from gateway.config.routes import RouteTable
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -23,7 +26,7 @@ def _data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=Path("var"),
+        default=Settings.data_dir,
         help="where the embedded database, keys and outbox live (default ./var)",
     )
 
@@ -40,17 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the gateway")
     run.add_argument("--routes", type=Path, required=True, help="the routes.yaml file")
-    run.add_argument("--host", default="127.0.0.1")
-    run.add_argument("--port", type=int, default=8080)
+    run.add_argument("--host", default=Settings.host)
+    run.add_argument("--port", type=int, default=Settings.port)
     run.add_argument(
-        "--admin-port", type=int, default=9090, help="metrics and health on 127.0.0.1 (0: off)"
+        "--admin-port",
+        type=int,
+        default=Settings.admin_port,
+        help="port of the admin listener: metrics and health, on GATEWAY_ADMIN_HOST (0: off)",
     )
-    run.add_argument("--workers", type=int, default=1, help="processes sharing the port")
+    run.add_argument(
+        "--workers", type=int, default=Settings.workers, help="processes sharing the port"
+    )
     _data_dir(run)
     run.set_defaults(func=run_entry)
 
     demo = commands.add_parser("demo", help="the gateway with demo services and a demo patron")
-    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--port", type=int, default=Settings.port)
     _data_dir(demo)
     demo.set_defaults(func=_lazy("gateway.demo.runner", "demo_command"))
 
@@ -168,14 +176,21 @@ def run_entry(args: argparse.Namespace) -> int:
     return _lazy("gateway.server.processes", "run_command")(args)
 
 
-def routes_check(args: argparse.Namespace) -> int:
-    from gateway.config.routes import RoutesInvalid, load_routes
+def load_routes_or_report(path: Path) -> RouteTable | None:
+    """The routes in `path`; None once every problem with the file is on stderr."""
+    from gateway.config.routes_file import RoutesInvalid, load_routes
 
     try:
-        table = load_routes(args.file)
+        return load_routes(path)
     except RoutesInvalid as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
+        return None
+
+
+def routes_check(args: argparse.Namespace) -> int:
+    table = load_routes_or_report(args.file)
+    if table is None:
         return 1
     print(f"{args.file}: {len(table.routes)} routes OK")
     for route in sorted(table.routes, key=lambda item: item.prefix):

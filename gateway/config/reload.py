@@ -18,7 +18,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.config.routes import RoutesInvalid, RouteTable, load_routes
+from gateway.config.routes import RouteTable
+from gateway.config.routes_file import RoutesInvalid, load_routes
 
 log = logging.getLogger("gateway.routes")
 

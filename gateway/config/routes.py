@@ -2,8 +2,7 @@
 
 Everything here is immutable and free of I/O, so a `RouteTable` can be swapped whole while
 requests hold on to the one they started with. Reading and validating routes.yaml lives in
-`gateway.routes_file`; its entry points are re-exported here because callers think of "the
-routes" as one thing.
+`gateway.config.routes_file`, which builds these types.
 
 Matching walks the path's ancestors from longest to shortest through a dict keyed by prefix,
 so a lookup costs O(path depth) whatever the number of routes or their order in the file.
@@ -12,31 +11,10 @@ so a lookup costs O(path depth) whatever the number of routes or their order in 
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from auth import urls
-
-if TYPE_CHECKING:
-    from gateway.config.routes_file import load_routes, parse_backend_url, parse_routes
-
-__all__ = [
-    "DEFAULT_PORTS",
-    "DEFAULT_TIMEOUT",
-    "RESERVED_PREFIXES",
-    "Auth",
-    "Backend",
-    "Problem",
-    "Route",
-    "RouteTable",
-    "RoutesInvalid",
-    "format_problems",
-    "is_reserved",
-    "load_routes",
-    "parse_backend_url",
-    "parse_routes",
-]
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -112,31 +90,6 @@ class Route:
         return self.backend.base_path + path
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong with a routes file; `line` is 1-based, 0 when the file itself failed."""
-
-    file: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.reason}"
-
-
-def format_problems(problems: Iterable[Problem]) -> str:
-    """One problem a line, in file order, as `routes check` prints them."""
-    return "\n".join(str(p) for p in sorted(problems, key=lambda p: (p.file, p.line)))
-
-
-class RoutesInvalid(Exception):
-    """The routes file was refused; `problems` holds every reason found, not just the first."""
-
-    def __init__(self, problems: Iterable[Problem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__(format_problems(self.problems))
-
-
 @dataclass(frozen=True, slots=True)
 class RouteTable:
     """The routes of one file, immutable, with the per-request lookup.
@@ -160,7 +113,7 @@ class RouteTable:
     def match(self, path: str) -> Route | None:
         """The route with the longest prefix that covers `path` on whole segments.
 
-        `path` must come from `gateway.paths.normalise`. Path parameters (`;v=1`) are
+        `path` must come from `gateway.proxy.paths.normalise`. Path parameters (`;v=1`) are
         ignored for matching, the way servlet containers read them: `/catalogue;x/y` is
         served by whoever owns `/catalogue`, so it must get that route's access rules.
         """
@@ -174,17 +127,3 @@ class RouteTable:
                 return route
             candidate = candidate[: candidate.rfind("/")]
         return by_prefix.get("/")
-
-
-# The reader imports the types above, so it cannot be imported at the top of this module; a
-# plain import at the bottom would still break whenever `gateway.routes_file` is the first of
-# the two to be imported. Looking the names up on first use works in either order.
-_FROM_FILE = frozenset({"load_routes", "parse_backend_url", "parse_routes"})
-
-
-def __getattr__(name: str) -> object:
-    if name in _FROM_FILE:
-        from gateway.config import routes_file
-
-        return getattr(routes_file, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

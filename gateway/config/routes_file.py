@@ -1,15 +1,12 @@
 """Reading routes.yaml: a file's text turned into a `RouteTable`, or every reason why not.
 
 Every mistake in the file is reported at once with its file, line and a reason that says how
-to fix it, because an operator who fixes one error only to be shown the next one learns to
-distrust the tool. The file is read as a YAML node tree (`yaml.compose`) rather than as plain
-Python data so that each value keeps its line, and so that what PyYAML would quietly accept
-(a key given twice, aliases, tags) can be refused.
+to fix it; `gateway.config.yamlfile` reads the YAML that strictly, this module adds what a
+route must be: its keys, names, paths, backend URL, timeout and size.
 """
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import ipaddress
 import os
@@ -18,8 +15,7 @@ from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node, ScalarNode
 
 from gateway.config.routes import (
     DEFAULT_PORTS,
@@ -27,19 +23,32 @@ from gateway.config.routes import (
     RESERVED_PREFIXES,
     Auth,
     Backend,
-    Problem,
     Route,
-    RoutesInvalid,
     RouteTable,
+)
+from gateway.config.yamlfile import (
+    FLOAT,
+    INT,
+    STR,
+    FileInvalid,
+    Reader,
+    kind_of,
+    line_of,
+    read_text,
+    show,
 )
 from gateway.proxy.paths import BadPath, normalise
 
 MAX_TIMEOUT = 3600.0
 
 
+class RoutesInvalid(FileInvalid):
+    """The routes file was refused; `problems` holds every reason found, not just the first."""
+
+
 def parse_routes(text: str, filename: str = "routes.yaml") -> RouteTable:
     """Build the route table from the text of a routes file; raises RoutesInvalid."""
-    reader = _Reader(filename)
+    reader = _RoutesReader(filename)
     routes = reader.read(text)
     if reader.problems:
         raise RoutesInvalid(reader.problems)
@@ -50,19 +59,7 @@ def parse_routes(text: str, filename: str = "routes.yaml") -> RouteTable:
 def load_routes(path: os.PathLike[str] | str) -> RouteTable:
     """Read and parse a routes file; an unreadable file is a RoutesInvalid like any other."""
     filename = os.fspath(path)
-    try:
-        with open(filename, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        reason = exc.strerror or exc.__class__.__name__
-        raise RoutesInvalid([Problem(filename, 0, f"cannot read the file: {reason}")]) from None
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        problem = Problem(filename, line, "the file is not valid UTF-8")
-        raise RoutesInvalid([problem]) from None
-    return parse_routes(text, filename)
+    return parse_routes(read_text(filename, RoutesInvalid), filename)
 
 
 _BAD_PORT = "has a malformed port (a number from 1 to 65535)"
@@ -120,49 +117,7 @@ _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?")
 _SIZE = re.compile(r"([0-9]+) ?(KiB|MiB|GiB|KB|MB|GB)")
 _UNITS = {"KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "KB": 10**3, "MB": 10**6, "GB": 10**9}
 
-_TAG = "tag:yaml.org,2002:"
-_STR, _INT, _FLOAT, _SEQ, _MAP, _MERGE = (
-    _TAG + t for t in ("str", "int", "float", "seq", "map", "merge")
-)
-_ALIAS = "!gateway/alias"
-_KINDS = {
-    _STR: "a string",
-    _INT: "a number",
-    _FLOAT: "a number",
-    _TAG + "bool": "true/false",
-    _TAG + "null": "empty (null)",
-    _SEQ: "a list",
-    _MAP: "a mapping",
-}
-
 _T = TypeVar("_T")
-
-
-class _Loader(yaml.SafeLoader):
-    """Composes aliases as opaque placeholder nodes, so they are refused where they appear
-    (with their own line) and a nest of aliases can never be expanded."""
-
-    def compose_node(self, parent: Node | None, index: int) -> Node | None:
-        if self.check_event(yaml.AliasEvent):
-            event = self.get_event()  # type: ignore[no-untyped-call]  # untyped in the stubs
-            return ScalarNode(_ALIAS, event.anchor, event.start_mark, event.end_mark)
-        return super().compose_node(parent, index)
-
-
-def _line(node: Node) -> int:
-    return int(node.start_mark.line) + 1
-
-
-def _show(value: str) -> str:
-    return value if len(value) <= 60 else value[:57] + "..."
-
-
-def _kind(node: Node) -> str:
-    if node.tag == _ALIAS:
-        return f"an alias (*{node.value}); aliases are not supported, write the value out"
-    if node.tag in _KINDS:
-        return _KINDS[node.tag]
-    return "a value tagged " + str(node.tag).replace(_TAG, "!!")
 
 
 def _path_problem(value: str) -> str | None:
@@ -195,88 +150,36 @@ def _inside(path: str, prefix: str) -> bool:
     return prefix == "/" or path == prefix or path.startswith(prefix + "/")
 
 
-class _Reader:
-    """Walks the node tree of one file, collecting every problem on the way."""
+class _RoutesReader(Reader):
+    """The rules of routes.yaml; remembers each route's name and prefix to refuse a second."""
 
     def __init__(self, filename: str) -> None:
-        self.filename = filename
-        self.problems: list[Problem] = []
+        super().__init__(filename)
         self._names: dict[str, int] = {}
         self._prefixes: dict[str, tuple[str, int]] = {}
 
-    def problem(self, where: Node | int, reason: str) -> None:
-        line = where if isinstance(where, int) else _line(where)
-        self.problems.append(Problem(self.filename, line, reason))
-
     def read(self, text: str) -> list[Route]:
-        root = self._compose(text)
+        root = self.compose(text, "'routes:' with a list of routes")
         if root is None:
             return []
-        top = self._mapping(root, ("routes",), "the top level")
+        top = self.mapping(root, ("routes",), "the top level")
         if top is None:
             return []
         if "routes" not in top:
             self.problem(root, "missing 'routes' (a list of routes; 'routes: []' for none)")
             return []
-        items = top["routes"][1]
-        if not isinstance(items, SequenceNode) or items.tag != _SEQ:
-            self.problem(items, f"'routes' must be a list of routes, not {_kind(items)}")
+        items = self.sequence(top["routes"][1], "routes", "routes")
+        if items is None:
             return []
-        routes = [self._route(item) for item in items.value]
+        routes = [self._route(item) for item in items]
         return [route for route in routes if route is not None]
 
-    def _compose(self, text: str) -> Node | None:
-        try:
-            root = yaml.compose(text, Loader=_Loader)
-        except yaml.MarkedYAMLError as exc:
-            mark = exc.problem_mark or exc.context_mark
-            line = int(mark.line) + 1 if mark is not None else 1
-            what = ", ".join(part for part in (exc.context, exc.problem) if part)
-            self.problem(line, f"not valid YAML: {what}")
-            return None
-        except yaml.reader.ReaderError as exc:
-            line = text[: exc.position].count("\n") + 1
-            self.problem(line, "not valid YAML: a control character is not allowed here")
-            return None
-        except RecursionError:
-            self.problem(1, "not valid YAML: nested too deeply")
-            return None
-        if root is None:
-            self.problem(1, "the file is empty; expected 'routes:' with a list of routes")
-        return root
-
-    def _mapping(
-        self, node: Node, allowed: tuple[str, ...], what: str
-    ) -> dict[str, tuple[Node, Node]] | None:
-        if not isinstance(node, MappingNode) or node.tag != _MAP:
-            self.problem(node, f"{what} must be a mapping, not {_kind(node)}")
-            return None
-        found: dict[str, tuple[Node, Node]] = {}
-        for key, value in node.value:
-            if key.tag == _MERGE:
-                self.problem(key, "merge keys ('<<') are not supported; write the keys out")
-                continue
-            if not isinstance(key, ScalarNode) or key.tag != _STR:
-                self.problem(key, f"a key must be a plain word, not {_kind(key)}")
-                continue
-            name = key.value
-            if name in found:
-                first = _line(found[name][0])
-                self.problem(key, f"duplicate key '{_show(name)}' (first on line {first})")
-                continue
-            found[name] = (key, value)
-            if name not in allowed:
-                self.problem(key, _unknown_key(name, allowed))
-        return found
-
     def _route(self, node: Node) -> Route | None:
-        fields = self._mapping(node, _ROUTE_KEYS, "each route")
+        fields = self.mapping(node, _ROUTE_KEYS, "each route")
         if fields is None:
             return None
         before = len(self.problems)
-        missing = [repr(key) for key in _REQUIRED_KEYS if key not in fields]
-        if missing:
-            self.problem(node, f"route is missing {', '.join(missing)}")
+        self.require(node, fields, _REQUIRED_KEYS, "route")
 
         def value(key: str, parse: Callable[[Node], _T | None]) -> _T | None:
             return parse(fields[key][1]) if key in fields else None
@@ -302,28 +205,22 @@ class _Reader:
             public,
             DEFAULT_TIMEOUT if timeout is None else timeout,
             max_body,
-            _line(node),
+            line_of(node),
         )
 
-    def _string(self, node: Node, what: str) -> str | None:
-        if isinstance(node, ScalarNode) and node.tag == _STR:
-            return str(node.value)
-        self.problem(node, f"'{what}' must be a string, not {_kind(node)}")
-        return None
-
     def _name(self, node: Node) -> str | None:
-        name = self._string(node, "name")
+        name = self.string(node, "name")
         if name is not None and not _NAME.fullmatch(name):
             self.problem(
                 node,
-                f"route name '{_show(name)}' must be 1-63 lowercase letters, "
+                f"route name '{show(name)}' must be 1-63 lowercase letters, "
                 "digits, '-' or '_', starting with a letter or digit",
             )
             return None
         return name
 
     def _path(self, node: Node, what: str) -> str | None:
-        value = self._string(node, what)
+        value = self.string(node, what)
         if value is None:
             return None
         reason = _path_problem(value)
@@ -333,41 +230,41 @@ class _Reader:
             except BadPath as exc:
                 reason = f"is refused: {exc}"
         if reason is not None:
-            self.problem(node, f"{what} '{_show(value)}' {reason}")
+            self.problem(node, f"{what} '{show(value)}' {reason}")
             return None
         reserved = _reserved(canonical)
         if reserved is not None:
             self.problem(
                 node,
-                f"{what} '{_show(value)}' lies under {reserved}, which the "
+                f"{what} '{show(value)}' lies under {reserved}, which the "
                 "gateway serves itself; choose another path",
             )
             return None
         return canonical
 
     def _backend(self, node: Node) -> Backend | None:
-        url = self._string(node, "backend")
+        url = self.string(node, "backend")
         if url is None:
             return None
         try:
             return parse_backend_url(url)
         except ValueError as exc:
-            self.problem(node, f"backend '{_show(url)}' {exc}")
+            self.problem(node, f"backend '{show(url)}' {exc}")
             return None
 
     def _auth(self, node: Node) -> Auth | None:
-        if isinstance(node, ScalarNode) and node.tag == _STR:
+        if isinstance(node, ScalarNode) and node.tag == STR:
             if node.value in _AUTH_VALUES:
                 return Auth(node.value)
-            given = f"'{_show(node.value)}'"
+            given = f"'{show(node.value)}'"
         else:
-            given = _kind(node)
+            given = kind_of(node)
         self.problem(node, f"auth must be one of {', '.join(_AUTH_VALUES)}, not {given}")
         return None
 
     def _timeout(self, node: Node) -> float | None:
-        if node.tag not in (_INT, _FLOAT):
-            self.problem(node, f"timeout must be a number of seconds, not {_kind(node)}")
+        if node.tag not in (INT, FLOAT):
+            self.problem(node, f"timeout must be a number of seconds, not {kind_of(node)}")
             return None
         # Only plain decimals: YAML 1.1 also reads 0x1e, 1:30 and .inf as numbers.
         timeout = float(node.value) if _NUMBER.fullmatch(node.value) else 0.0
@@ -378,9 +275,9 @@ class _Reader:
 
     def _max_body(self, node: Node) -> int | None:
         size = None
-        if node.tag == _INT and node.value.isdigit():
+        if node.tag == INT and node.value.isdigit():
             size = int(node.value)
-        elif node.tag == _STR and (found := _SIZE.fullmatch(node.value)):
+        elif node.tag == STR and (found := _SIZE.fullmatch(node.value)):
             size = int(found[1]) * _UNITS[found[2]]
         if not size:
             self.problem(
@@ -392,17 +289,17 @@ class _Reader:
         return size
 
     def _public(self, node: Node, prefix: str | None, auth: Auth | None) -> tuple[str, ...] | None:
-        if not isinstance(node, SequenceNode) or node.tag != _SEQ:
-            self.problem(node, f"'public' must be a list of paths, not {_kind(node)}")
+        items = self.sequence(node, "public", "paths")
+        if items is None:
             return None
-        if node.value and auth is not None and auth is not Auth.REQUIRED:
+        if items and auth is not None and auth is not Auth.REQUIRED:
             self.problem(
                 node,
                 "public sub-paths only make sense on auth: required "
                 f"(this route is auth: {auth.value})",
             )
         paths: dict[str, int] = {}
-        for item in node.value:
+        for item in items:
             path = self._path(item, "public path")
             if path is None:
                 continue
@@ -416,25 +313,19 @@ class _Reader:
                     f"public path '{path}' must lie inside the route's prefix "
                     f"'{prefix}' (for the whole prefix, use auth: public)",
                 )
-            paths.setdefault(path, _line(item))
+            paths.setdefault(path, line_of(item))
         return tuple(paths)
 
     def _claim_name(self, name: str, node: Node) -> None:
         if name in self._names:
             self.problem(node, f"duplicate route name '{name}' (first on line {self._names[name]})")
-        self._names.setdefault(name, _line(node))
+        self._names.setdefault(name, line_of(node))
 
     def _claim_prefix(self, prefix: str, name: str | None, node: Node) -> None:
         if prefix in self._prefixes:
-            owner, line = self._prefixes[prefix]
+            owner, first = self._prefixes[prefix]
             self.problem(
                 node,
-                f"duplicate prefix '{prefix}' (already used by route '{owner}' on line {line})",
+                f"duplicate prefix '{prefix}' (already used by route '{owner}' on line {first})",
             )
-        self._prefixes.setdefault(prefix, (name or "?", _line(node)))
-
-
-def _unknown_key(key: str, allowed: tuple[str, ...]) -> str:
-    close = difflib.get_close_matches(key, allowed, n=1)
-    hint = f"did you mean '{close[0]}'? " if close else ""
-    return f"unknown key '{_show(key)}' ({hint}allowed: {', '.join(allowed)})"
+        self._prefixes.setdefault(prefix, (name or "?", line_of(node)))

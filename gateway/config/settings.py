@@ -1,8 +1,9 @@
 """Every setting of the gateway, declared once.
 
-The table below is the single source for the environment variables, their defaults and their
-help text: the CLI builds its `--help` from it, `library-gateway settings` prints it, and the
-README's settings table is checked against it in the tests.
+Each environment setting is one field of `Settings`, declared with its variable, its default
+(as the variable would spell it), its help text and how its value is read. `SETTINGS` lists
+them in that order: the CLI builds its `--help` from it, `library-gateway settings` prints it,
+and the README's and docs/operations.md's settings tables are checked against it in the tests.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import ipaddress
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +50,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Setting:
+    """An environment setting as `SETTINGS` lists it; `attr` is its field of `Settings`."""
+
     attr: str
     env: str
     default: str
@@ -113,217 +116,198 @@ def _positive_int(value: str) -> int:
     return number
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting(
-        "database_url",
+# `_setting` returns a `dataclasses.field`, safe as a default; ruff cannot see through it.
+# ruff: noqa: RUF009
+
+
+def _setting(
+    env: str,
+    default: str,
+    help: str,
+    parse: Callable[[str], Any] = str,
+    *,
+    secret: bool = False,
+) -> Any:
+    """A field of `Settings` read from the variable `env`, with its help text; its default
+    is `default` read the way the variable's value would be, once, here."""
+    return field(
+        default=parse(default),
+        metadata={"env": env, "default": default, "help": help, "parse": parse, "secret": secret},
+    )
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The gateway's configuration after parsing; build it with `Settings.from_env`.
+
+    `Settings()` equals `Settings.from_env({})`, and keyword arguments override single
+    values, as in tests."""
+
+    database_url: Secret = _setting(
         "GATEWAY_DATABASE_URL",
         "",
         "postgresql://… of the account database; unset: an embedded PostgreSQL under the data dir",
         _secret,
         secret=True,
-    ),
-    Setting(
-        "public_url",
+    )
+    public_url: str = _setting(
         "GATEWAY_PUBLIC_URL",
         "",
         "the URL patrons see, used for every link and redirect; unset: http://HOST:PORT",
         _public_url,
-    ),
-    Setting(
-        "cookie_keys",
+    )
+    cookie_keys: Secret = _setting(
         "GATEWAY_COOKIE_KEYS",
         "",
         "comma-separated Fernet keys; the first encrypts, all decrypt; unset: a key kept in "
         "the data dir",
         _secret,
         secret=True,
-    ),
-    Setting(
-        "smtp_url",
+    )
+    smtp_url: Secret = _setting(
         "GATEWAY_SMTP_URL",
         "",
         "smtp://host:port or smtps://user:pass@host:port; unset: mail goes to DATA_DIR/outbox/",
         _secret,
         secret=True,
-    ),
-    Setting("mail_from", "GATEWAY_MAIL_FROM", "", "sender address; unset: no-reply@ + public host"),
-    Setting(
-        "pass_number_pattern",
+    )
+    mail_from: str = _setting(
+        "GATEWAY_MAIL_FROM",
+        "",
+        "sender address; unset: no-reply@ + public host",
+    )
+    pass_number_pattern: re.Pattern[str] = _setting(
         "GATEWAY_PASS_NUMBER_PATTERN",
         "^[0-9]+$",
         "a username matching this (after NFKC) must be the account's own pass number",
         _pattern,
-    ),
-    Setting(
-        "trusted_proxies",
+    )
+    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
         "GATEWAY_TRUSTED_PROXIES",
         "",
         "comma-separated addresses or CIDR ranges of proxies whose X-Forwarded-For is read",
         _networks,
-    ),
-    Setting(
-        "session_idle_timeout",
+    )
+    session_idle_timeout: float = _setting(
         "GATEWAY_SESSION_IDLE_TIMEOUT",
         "1800",
         "seconds without a request after which a session ends",
         _seconds,
-    ),
-    Setting(
-        "session_lifetime",
+    )
+    session_lifetime: float = _setting(
         "GATEWAY_SESSION_LIFETIME",
         "43200",
         "seconds after login after which a session ends, active or not",
         _seconds,
-    ),
-    Setting(
-        "reset_token_ttl",
+    )
+    reset_token_ttl: float = _setting(
         "GATEWAY_RESET_TOKEN_TTL",
         "1800",
         "seconds a password-reset link stays valid",
         _seconds,
-    ),
-    Setting(
-        "activation_token_ttl",
+    )
+    activation_token_ttl: float = _setting(
         "GATEWAY_ACTIVATION_TOKEN_TTL",
         "604800",
         "seconds an activation link for a new member stays valid",
         _seconds,
-    ),
-    Setting(
-        "personal_data_url",
+    )
+    personal_data_url: str = _setting(
         "GATEWAY_PERSONAL_DATA_URL",
         "",
         "where patrons edit their e-mail address and other personal data (linked from the "
         "account page)",
-    ),
-    Setting(
-        "theme_name",
+    )
+    theme_name: str = _setting(
         "GATEWAY_THEME_NAME",
         "",
         "the library's name on the login pages; unset: De Bibliotheek / The Library",
-    ),
-    Setting(
-        "theme_colour",
+    )
+    theme_colour: str = _setting(
         "GATEWAY_THEME_COLOUR",
         "#1f4e79",
         "the house colour of the login pages (hex)",
         _colour,
-    ),
-    Setting(
-        "theme_text_colour",
+    )
+    theme_text_colour: str = _setting(
         "GATEWAY_THEME_TEXT_COLOUR",
         "#ffffff",
         "text colour on the house colour (hex)",
         _colour,
-    ),
-    Setting(
-        "theme_logo_url",
+    )
+    theme_logo_url: str = _setting(
         "GATEWAY_THEME_LOGO_URL",
         "",
         "logo on the login pages: an https:// URL or a path on this host",
         _logo,
-    ),
-    Setting(
-        "idle_timeout",
+    )
+    idle_timeout: float = _setting(
         "GATEWAY_IDLE_TIMEOUT",
         "15",
         "seconds a client connection may sit idle, or take to send a request's headers, "
         "before it is closed (slowloris defence)",
         _seconds,
-    ),
-    Setting(
-        "shutdown_grace",
+    )
+    shutdown_grace: float = _setting(
         "GATEWAY_SHUTDOWN_GRACE",
         "20",
         "seconds in-flight requests get to finish after SIGTERM",
         _seconds,
-    ),
-    Setting(
-        "argon2_workers",
+    )
+    argon2_workers: int = _setting(
         "GATEWAY_ARGON2_WORKERS",
         "2",
         "threads that hash passwords; logins beyond the queue get a fast 503",
         _positive_int,
-    ),
-    Setting(
-        "argon2_memory_kib",
+    )
+    argon2_memory_kib: int = _setting(
         "GATEWAY_ARGON2_MEMORY_KIB",
         "19456",
         "argon2id memory per hash in KiB (OWASP: 19456); raising it re-hashes at login",
         _positive_int,
-    ),
-    Setting(
-        "argon2_time_cost",
+    )
+    argon2_time_cost: int = _setting(
         "GATEWAY_ARGON2_TIME_COST",
         "2",
         "argon2id passes (OWASP: 2); raising it re-hashes at login",
         _positive_int,
-    ),
-    Setting(
-        "admin_host",
+    )
+    admin_host: str = _setting(
         "GATEWAY_ADMIN_HOST",
         "127.0.0.1",
         "address of the admin listener (metrics, probes); loopback unless a scraper "
         "elsewhere must reach it, e.g. 0.0.0.0 in a pod",
-    ),
-    Setting("log_level", "GATEWAY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR"),
-)
-
-_BY_ATTR = {setting.attr: setting for setting in SETTINGS}
-_NO_SECRET = Secret("")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """The gateway's configuration after parsing; build it with `Settings.from_env`."""
-
-    database_url: Secret = _NO_SECRET
-    public_url: str = ""
-    cookie_keys: Secret = _NO_SECRET
-    smtp_url: Secret = _NO_SECRET
-    mail_from: str = ""
-    pass_number_pattern: re.Pattern[str] = re.compile("^[0-9]+$")
-    trusted_proxies: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
-    session_idle_timeout: float = 1800.0
-    session_lifetime: float = 43200.0
-    reset_token_ttl: float = 1800.0
-    activation_token_ttl: float = 604800.0
-    personal_data_url: str = ""
-    theme_name: str = ""
-    theme_colour: str = "#1f4e79"
-    theme_text_colour: str = "#ffffff"
-    theme_logo_url: str = ""
-    idle_timeout: float = 15.0
-    shutdown_grace: float = 20.0
-    argon2_workers: int = 2
-    argon2_memory_kib: int = 19456
-    argon2_time_cost: int = 2
-    admin_host: str = "127.0.0.1"
-    log_level: str = "INFO"
+    )
+    log_level: str = _setting("GATEWAY_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR")
     # Command-line only (not environment): where the process listens and keeps its data.
     host: str = "127.0.0.1"
     port: int = 8080
     admin_port: int = 9090
     workers: int = 1
-    data_dir: Path = field(default_factory=lambda: Path("var"))
+    data_dir: Path = Path("var")
+
+    def __post_init__(self) -> None:
+        if not self.public_url:
+            host = self.host if ":" not in self.host else f"[{self.host}]"
+            object.__setattr__(self, "public_url", f"http://{host}:{self.port}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """The settings `env` (default: the process's environment) gives; an override that
+        is not None (a command-line option) wins over both the variable and the default."""
         env = os.environ if env is None else env
         values: dict[str, Any] = {}
         for setting in SETTINGS:
-            raw = env.get(setting.env, setting.default).strip()
+            if setting.env not in env:
+                continue
+            raw = env[setting.env].strip()
             try:
                 values[setting.attr] = setting.parse(raw)
             except (ValueError, re.error) as exc:
                 shown = "(hidden)" if setting.secret else repr(raw)
                 raise SettingsError(f"{setting.env}={shown}: {exc}") from None
         values.update({key: value for key, value in overrides.items() if value is not None})
-        settings = cls(**values)
-        if not settings.public_url:
-            host = settings.host if ":" not in settings.host else f"[{settings.host}]"
-            object.__setattr__(settings, "public_url", f"http://{host}:{settings.port}")
-        return settings
+        return cls(**values)
 
     @property
     def https(self) -> bool:
@@ -344,5 +328,6 @@ class Settings:
         return f"no-reply@{urlsplit(self.public_url).hostname}"
 
 
-def describe(attr: str) -> Setting:
-    return _BY_ATTR[attr]
+SETTINGS: tuple[Setting, ...] = tuple(
+    Setting(attr=item.name, **item.metadata) for item in fields(Settings) if item.metadata
+)

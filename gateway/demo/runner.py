@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.cli import bootstrap
 from gateway.cli.main import load_settings
 from gateway.config.reload import RouteMap
-from gateway.config.routes import parse_routes
+from gateway.config.routes_file import parse_routes
 from gateway.demo.backends import catalogue_app, digital_app, reservations_app
 from gateway.demo.mailcatcher import MailCatcher
 from gateway.ops import logs

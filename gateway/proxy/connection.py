@@ -19,7 +19,7 @@ from typing import cast
 
 import httptools
 
-from gateway.server.coalesce import Coalescer
+from gateway.proxy.coalesce import Coalescer
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -37,7 +37,7 @@ _REASONS = {status.value: status.phrase for status in HTTPStatus}
 _FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 
-class Answer:
+class ResponseHead:
     """A backend's response: status and headers at once, the body as it arrives."""
 
     __slots__ = ("headers", "reason", "status")
@@ -58,13 +58,13 @@ class BackendConnection(asyncio.Protocol):
         # A new one is made only after an answer to HEAD, whose Content-Length it would wait on.
         self._parser: httptools.HttpResponseParser | None = None
         self._expecting = False
-        self._head: asyncio.Future[Answer] | None = None
+        self._head: asyncio.Future[ResponseHead] | None = None
         # The answer's deadline is watched by one timer per connection, not one per request:
         # it fires at `_watch_at` and, if a later request is waiting by then, is set again for
-        # that one's `_answer_by`. Answers come in milliseconds, deadlines are seconds away.
+        # that one's `_head_due`. Answers come in milliseconds, deadlines are seconds away.
         self._watch: asyncio.TimerHandle | None = None
         self._watch_at = 0.0
-        self._answer_by = math.inf  # no deadline until `answer`: an upload takes its time
+        self._head_due = math.inf  # no deadline until `response_head`: an upload takes its time
         self._header_items: list[tuple[str, str]] = []
         self._header_name = b""
         self._chunks: deque[bytes] = deque()
@@ -148,7 +148,7 @@ class BackendConnection(asyncio.Protocol):
         if self._head is not None and not self._head.done():
             headers, self._header_items = self._header_items, []
             self._until_close = not self._framed and not self._no_body and status not in (204, 304)
-            self._head.set_result(Answer(status, headers))
+            self._head.set_result(ResponseHead(status, headers))
             if self._no_body or status in (204, 304):
                 self._finish()
 
@@ -176,7 +176,7 @@ class BackendConnection(asyncio.Protocol):
         if self._parser is None:
             self._parser = httptools.HttpResponseParser(self)
         self._expecting = True
-        self._answer_by = math.inf
+        self._head_due = math.inf
         self._head = self._loop.create_future()
         self._header_items = []
         self._chunks.clear()
@@ -200,15 +200,15 @@ class BackendConnection(asyncio.Protocol):
         if chunked:
             self.transport.write(b"0\r\n\r\n")
 
-    def answer(self, timeout: float) -> asyncio.Future[Answer]:
+    def response_head(self, timeout: float) -> asyncio.Future[ResponseHead]:
         """The answer's head; the future fails with TimeoutError (and the connection is
         dropped) when the head has not arrived within `timeout` seconds."""
         head = self._head
         assert head is not None
         if not head.done():
-            self._answer_by = self._loop.time() + timeout
-            if self._watch is None or self._answer_by < self._watch_at:
-                self._watch_until(self._answer_by)
+            self._head_due = self._loop.time() + timeout
+            if self._watch is None or self._head_due < self._watch_at:
+                self._watch_until(self._head_due)
         return head
 
     async def _drain(self) -> None:
@@ -300,10 +300,10 @@ class BackendConnection(asyncio.Protocol):
     def _watched(self) -> None:
         self._watch = None
         head = self._head
-        if head is None or head.done() or self.closed or self._answer_by == math.inf:
+        if head is None or head.done() or self.closed or self._head_due == math.inf:
             return  # no answer awaited against a deadline now; `answer` sets the watch again
-        if self._loop.time() < self._answer_by:
-            self._watch_until(self._answer_by)  # a later request is waiting
+        if self._loop.time() < self._head_due:
+            self._watch_until(self._head_due)  # a later request is waiting
             return
         head.set_exception(TimeoutError())
         self.closed = True

@@ -19,9 +19,9 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from gateway.config.routes import Backend, Route
-from gateway.errors import PayloadTooLarge, UpstreamTimeout, UpstreamUnavailable
-from gateway.proxy.connection import Answer, BackendConnection, ConnectionClosed
-from gateway.server.coalesce import Coalescer
+from gateway.errors import PayloadTooLarge, UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from gateway.proxy.coalesce import Coalescer
+from gateway.proxy.connection import BackendConnection, ConnectionClosed, ResponseHead
 
 CONNECT_TIMEOUT = 10.0
 IDLE_LIMIT = 30.0
@@ -49,7 +49,7 @@ class Upstream:
         target: str,
         headers: list[tuple[str, str]],
         body: web.Request | None,
-    ) -> tuple[Answer, BackendConnection]:
+    ) -> tuple[ResponseHead, BackendConnection]:
         """Send the request; return the answer's head and the connection to read its body
         from. The caller must hand the connection back with `release` when done.
 
@@ -70,25 +70,20 @@ class Upstream:
                 connection.start(head, method)
                 if body is not None:
                     await connection.send_body(_limited(body, route.max_body), chunked)
-                answer = await connection.answer(route.timeout)
-            except ConnectionClosed as exc:
+                response_head = await connection.response_head(route.timeout)
+            except BaseException as exc:
                 connection.close()
-                if reused and exc.sent_nothing and attempt + 1 < attempts:
+                if not isinstance(exc, OSError):
+                    raise  # not the connection failing: an upload over the limit, a cancellation
+                if (
+                    isinstance(exc, ConnectionClosed)
+                    and exc.sent_nothing
+                    and reused
+                    and attempt + 1 < attempts
+                ):
                     continue
-                raise UpstreamUnavailable(route.name) from exc
-            except TimeoutError as exc:
-                connection.close()
-                raise UpstreamTimeout(route.name) from exc
-            except PayloadTooLarge:
-                connection.close()
-                raise
-            except OSError as exc:
-                connection.close()
-                raise UpstreamUnavailable(route.name) from exc
-            except BaseException:
-                connection.close()
-                raise
-            return answer, connection
+                raise _upstream_error(route, exc) from exc
+            return response_head, connection
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _idle_connection(self, backend: Backend) -> BackendConnection | None:
@@ -119,10 +114,8 @@ class Upstream:
                     ssl=backend.scheme == "https" or None,
                     server_hostname=backend.host if backend.scheme == "https" else None,
                 )
-        except TimeoutError as exc:
-            raise UpstreamTimeout(route.name) from exc
         except OSError as exc:
-            raise UpstreamUnavailable(route.name) from exc
+            raise _upstream_error(route, exc) from exc
         return protocol
 
     def release(self, route: Route, connection: BackendConnection) -> None:
@@ -157,10 +150,16 @@ class Upstream:
                     autoping=True,
                     max_msg_size=16 * 1024 * 1024,
                 )
-        except TimeoutError as exc:
-            raise UpstreamTimeout(route.name) from exc
         except (aiohttp.ClientError, OSError) as exc:
-            raise UpstreamUnavailable(route.name) from exc
+            raise _upstream_error(route, exc) from exc
+
+
+def _upstream_error(route: Route, exc: Exception) -> UpstreamError:
+    """What a failed exchange with the route's backend is for the client: a timeout (504),
+    or else a backend refused, reset or unreachable (502)."""
+    if isinstance(exc, TimeoutError):
+        return UpstreamTimeout(route.name)
+    return UpstreamUnavailable(route.name)
 
 
 def request_head(method: str, target: str, headers: list[tuple[str, str]], chunked: bool) -> bytes:

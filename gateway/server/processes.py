@@ -18,9 +18,9 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.cli import bootstrap
-from gateway.cli.main import load_settings
+from gateway.cli.main import load_routes_or_report, load_settings
 from gateway.config.reload import RouteMap
-from gateway.config.routes import RoutesInvalid, load_routes
+from gateway.config.routes_file import load_routes
 from gateway.config.settings import Settings
 from gateway.ops import logs
 from gateway.ops.admin import create_admin_app
@@ -46,11 +46,8 @@ def run_command(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
     )
     logs.configure(settings.log_level)
-    try:
-        table = load_routes(args.routes)
-    except RoutesInvalid as exc:
-        for problem in exc.problems:
-            print(problem, file=sys.stderr)
+    table = load_routes_or_report(args.routes)
+    if table is None:
         return 1
     database_url = bootstrap.database_url(settings)
     if settings.workers <= 1:

@@ -2,30 +2,40 @@
 
 When aiohttp's parser refuses a request (smuggling shapes, oversized headers, garbage), the
 answer is written by aiohttp before any of the gateway runs, and by default it names the
-Python and aiohttp versions and echoes part of the offending bytes. `GatewayRunner` makes the
-server use a request handler whose error answers carry the gateway's banner and no echo.
-The same handler holds each connection's small writes to the end of the loop's pass (see
-gateway.coalesce), so the answers of all the requests handled in a pass leave together, and
-every request goes first to `gateway.front.Front`, which serves the proxied ones itself.
+Python and aiohttp versions and echoes part of the offending bytes. `GatewayRunner` serves
+the application through a `GatewayServer`, whose request handler answers those errors with
+the gateway's banner and no echo. The same handler holds each connection's small writes to
+the end of the loop's pass (see gateway.proxy.coalesce), so the answers of all the requests
+handled in a pass leave together, and every request goes first to `gateway.server.front.Front`,
+which serves the proxied ones itself.
+
+aiohttp offers no public way to choose the request handler's class or to see a connection's
+transport first, so this module leans on a few of its private parts; the supported aiohttp
+releases are pinned in pyproject.toml and tests/test_server_runner.py checks each part, so an
+upgrade that changes one fails there, by name.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import cast
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
-from aiohttp.web_request import BaseRequest
 
+from gateway.proxy.coalesce import Coalescer
 from gateway.proxy.headers import BANNER
-from gateway.server.coalesce import Coalescer
 from gateway.server.front import Front
 
 
-class _QuietRequestHandler(RequestHandler):
-    def __init__(self, manager: _Server, **kwargs: object) -> None:
-        super().__init__(manager, **kwargs)  # type: ignore[arg-type]
+class GatewayRequestHandler(web.RequestHandler):
+    """aiohttp's per-connection protocol, writing through the coalescer and answering its
+    own errors quietly."""
+
+    __slots__ = ("_coalescer",)
+
+    def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
         self._coalescer = manager.coalescer
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -33,7 +43,7 @@ class _QuietRequestHandler(RequestHandler):
 
     def handle_error(
         self,
-        request: BaseRequest,
+        request: web.BaseRequest,
         status: int = 500,
         exc: BaseException | None = None,
         message: str | None = None,
@@ -44,17 +54,35 @@ class _QuietRequestHandler(RequestHandler):
         return response
 
 
-class _Server(web.Server):
-    coalescer: Coalescer
+class GatewayServer(web.Server):
+    """aiohttp's low-level server with the gateway's request handler for each connection."""
 
-    def __call__(self) -> RequestHandler:
-        return _QuietRequestHandler(self, loop=self._loop, **self._kwargs)
+    def __init__(
+        self,
+        handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
+        *,
+        coalescer: Coalescer,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self.coalescer = coalescer
+
+    def __call__(self) -> GatewayRequestHandler:
+        # What web.Server.__call__ does, with our class.
+        return GatewayRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
 class GatewayRunner(web.AppRunner):
+    """An `AppRunner` whose server is a `GatewayServer` with `Front` as its handler."""
+
     async def _make_server(self) -> web.Server:
-        server = await super()._make_server()  # the application has started here
-        server.__class__ = _Server  # same state, our handler factory
-        cast(_Server, server).coalescer = Coalescer(asyncio.get_running_loop())
-        server.request_handler = Front(self.app, server.request_handler)
-        return server
+        # aiohttp's server for the application, which has started by now, made again as
+        # ours with the same handler, request factory and arguments.
+        server = await super()._make_server()
+        return GatewayServer(
+            Front(self.app, server.request_handler),
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            coalescer=Coalescer(asyncio.get_running_loop()),
+            **server._kwargs,
+        )

@@ -9,12 +9,25 @@ journey that passes this way passes in any browser that can post a form.
 from __future__ import annotations
 
 import re
+import time
+from pathlib import Path
 
 import pytest
-from playwright.async_api import BrowserContext, Page, expect
+from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from gateway.demo.runner import DEMO_EMAIL, DEMO_PASS_NUMBER, DEMO_USERNAME
-from tests.browser.conftest import PASSWORD, Library, NewContext, Shoot
+from tests.browser.conftest import (
+    CHROMIUM_ARGS,
+    LOCALES,
+    PASSWORD,
+    PLAYWRIGHT_TIMEOUT_MS,
+    VIEWPORT,
+    Library,
+    NewContext,
+    Shoot,
+    chromium_executable,
+)
+from tests.helpers import COOKIE
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -34,7 +47,7 @@ async def log_in(page: Page, name: str, password: str) -> None:
     await page.get_by_role("button", name="Log in").click()
 
 
-def gateway_told(page: Page, header: str) -> object:
+def gateway_told(page: Page, header: str) -> Locator:
     """The row of a demo service's "what the gateway told this service" table."""
     return page.get_by_role("row", name=re.compile(f"^{re.escape(header)}\\b"))
 
@@ -80,24 +93,62 @@ async def test_one_login_brings_the_patron_back_and_opens_every_service(
 
 
 async def test_closing_the_browser_ends_the_login(
-    library: Library, new_context: NewContext, shoot: Shoot
+    library: Library, browser: Browser, tmp_path: Path, shoot: Shoot
 ) -> None:
+    """One browser profile, as a patron's own browser keeps it on disk: log in, close the
+    browser (its process ends), start it again on the same profile. The login cookie, kept
+    for the browser session only, is gone, and the patron is asked to log in again; a cookie
+    meant to outlast the browser, set beside it, is still there, so it was the same profile
+    and not just a fresh one."""
     patron = await library.add_patron()
-    first = await browser_without_js(new_context)
-    page = await first.new_page()
-    await page.goto("/reservations/")
-    await log_in(page, patron.username, PASSWORD)
-    await expect(page.get_by_role("heading", name="My reservations")).to_be_visible()
-    # What makes closing the browser end it: the cookie is kept for this browser session only.
-    [cookie] = [c for c in await first.cookies() if c["name"] == "library_session"]
-    assert cookie["expires"] == -1
-    await first.close()
+    profile = tmp_path / "profile"
 
-    page = await (await browser_without_js(new_context)).new_page()
-    await page.goto("/reservations/")
-    await expect(page).to_have_url(f"{library.url}/auth/login?next=%2Freservations%2F")
-    await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
-    await shoot(page, "login-again")
+    async def start_the_browser() -> BrowserContext:
+        context = await browser.browser_type.launch_persistent_context(
+            profile,
+            executable_path=chromium_executable(),
+            args=CHROMIUM_ARGS,
+            base_url=library.url,
+            locale=LOCALES["en"],
+            viewport=VIEWPORT,
+            java_script_enabled=False,
+        )
+        context.set_default_timeout(PLAYWRIGHT_TIMEOUT_MS)
+        return context
+
+    first = await start_the_browser()
+    try:
+        page = await first.new_page()
+        await page.goto("/reservations/")
+        await log_in(page, patron.username, PASSWORD)
+        await expect(page.get_by_role("heading", name="My reservations")).to_be_visible()
+        [cookie] = [c for c in await first.cookies() if c["name"] == COOKIE]
+        assert cookie["expires"] == -1  # no Expires, no Max-Age: a browser-session cookie
+        await first.add_cookies(
+            [
+                {
+                    "name": "outlasts_the_browser",
+                    "value": "yes",
+                    "url": library.url,
+                    "expires": time.time() + 24 * 3600,
+                }
+            ]
+        )
+    finally:
+        await first.close()
+
+    again = await start_the_browser()
+    try:
+        kept = {c["name"] for c in await again.cookies()}
+        assert "outlasts_the_browser" in kept
+        assert COOKIE not in kept
+        page = await again.new_page()
+        await page.goto("/reservations/")
+        await expect(page).to_have_url(f"{library.url}/auth/login?next=%2Freservations%2F")
+        await expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+        await shoot(page, "login-again")
+    finally:
+        await again.close()
 
 
 async def test_a_forgotten_password_is_replaced_through_the_mailed_link(

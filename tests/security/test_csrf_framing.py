@@ -11,20 +11,27 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 import pytest
 from aiohttp import ClientResponse, web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from auth.credentials.passwords import PasswordHasher
-from tests.conftest import routes_for
-from tests.helpers import PASSWORD, add_patron, form_token, login, post_form
-from tests.security.conftest import attempt
+from tests.helpers import (
+    PASSWORD,
+    Gateway,
+    MakeGateway,
+    add_patron,
+    attempt,
+    form_token,
+    login,
+    page_text,
+    post_form,
+    routes_for,
+)
 from tests.security.wire import RecordingBackend, exchange, head_of
-
-Gateway = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+async def gw(make_gateway: MakeGateway, recorder: RecordingBackend) -> Gateway:
     return await make_gateway(routes_for(recorder.port))
 
 
@@ -66,9 +73,11 @@ FORMS = [
 
 
 @pytest.mark.parametrize(("path", "fields"), FORMS)
-@pytest.mark.parametrize("token", ["missing", "another-sessions", "in-query", "in-header"])
+@pytest.mark.parametrize(
+    "token", ["missing", "no-body", "another-sessions", "in-query", "in-header"]
+)
 async def test_a_post_without_this_sessions_token_in_its_body_is_refused(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     path: str,
@@ -91,8 +100,14 @@ async def test_a_post_without_this_sessions_token_in_its_body_is_refused(
         kwargs["params"] = {"csrf_token": real}
     elif token == "in-header":
         kwargs["headers"] = {"X-CSRF-Token": real, "X-CSRFToken": real}
-    resp = await post_form(gw, path, body, **kwargs)
+    if token == "no-body":
+        # No form at all, no Content-Type: what a bare cross-site POST sends (a logout
+        # needs nothing more); refused as a missing token, not as a malformed form.
+        resp = await gw.post(path, allow_redirects=False)
+    else:
+        resp = await post_form(gw, path, body, **kwargs)
     assert resp.status == 403
+    assert page_text("csrf.title") in await resp.text()  # one refusal, the same for every form
     # Nothing happened: the session is the patron's still, under the same name.
     still = await gw.get("/auth/account")
     assert still.status == 200
@@ -102,9 +117,7 @@ async def test_a_post_without_this_sessions_token_in_its_body_is_refused(
 # --- Framing and page headers ---------------------------------------------------------------
 
 
-async def blocked_login(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
-) -> ClientResponse:
+async def blocked_login(gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher) -> ClientResponse:
     patron = await add_patron(pool, hasher)
     for n in range(5):
         await attempt(gw, patron.username, f"guess {n}")
@@ -132,7 +145,7 @@ AUTH_PAGES = [
 
 @pytest.mark.parametrize(("path", "status"), AUTH_PAGES)
 async def test_no_auth_page_can_be_framed_cached_or_run_script(
-    gw: TestClient, path: str, status: int
+    gw: Gateway, path: str, status: int
 ) -> None:
     """Clickjacking the login or account page (ASVS 14.4.7), script injection (ASVS 14.4.3)
     and credentials kept in a shared computer's cache (ASVS 8.2.1), on every kind of
@@ -143,7 +156,7 @@ async def test_no_auth_page_can_be_framed_cached_or_run_script(
 
 
 async def test_the_throttled_login_page_carries_the_same_headers(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """The 429 answer is a page too, and as frameable as any (ASVS 14.4.7)."""
     assert_page_headers(await blocked_login(gw, pool, hasher))
@@ -174,7 +187,7 @@ def assert_page_headers(resp: ClientResponse) -> None:
     ],
 )
 async def test_hsts_is_sent_exactly_when_the_public_url_is_https(
-    make_gateway: Gateway, recorder: RecordingBackend, public_url: str, hsts: bool
+    make_gateway: MakeGateway, recorder: RecordingBackend, public_url: str, hsts: bool
 ) -> None:
     """HSTS over plain HTTP is ignored by browsers and, behind a TLS-terminating proxy that
     is misconfigured, pins a host that cannot do TLS; with an https public URL every answer,
@@ -188,7 +201,7 @@ async def test_hsts_is_sent_exactly_when_the_public_url_is_https(
 
 
 async def test_every_kind_of_answer_is_nosniff_and_names_no_version(
-    make_gateway: Gateway, recorder: RecordingBackend
+    make_gateway: MakeGateway, recorder: RecordingBackend
 ) -> None:
     """MIME sniffing of an error page into HTML (ASVS 14.4.4) and version banners that tell
     an attacker which CVEs to try (ASVS 14.3.3), on proxied answers, errors and the
@@ -255,7 +268,7 @@ async def until_close_backend() -> asyncio.Server:
 
 
 async def test_a_websocket_handshake_carries_the_gateways_headers(
-    make_gateway: Gateway, aiohttp_server: Callable[..., Awaitable[TestServer]]
+    make_gateway: MakeGateway, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> None:
     async def accept(request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -290,7 +303,7 @@ async def test_a_websocket_handshake_carries_the_gateways_headers(
 
 
 async def test_a_broken_websocket_handshake_is_refused_with_the_gateways_headers(
-    make_gateway: Gateway, recorder: RecordingBackend
+    make_gateway: MakeGateway, recorder: RecordingBackend
 ) -> None:
     """Upgrade and Connection say WebSocket, the rest of the handshake is missing: a 400
     from the gateway, never aiohttp's own answer naming its and Python's versions, and the
@@ -313,7 +326,7 @@ async def test_a_broken_websocket_handshake_is_refused_with_the_gateways_headers
 
 
 async def test_a_backends_own_server_banner_is_replaced(
-    make_gateway: Gateway, aiohttp_server: Callable[..., Awaitable[TestServer]]
+    make_gateway: MakeGateway, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> None:
     """Backends behind the gateway do not announce their software either (ASVS 14.3.3)."""
 
@@ -330,7 +343,7 @@ async def test_a_backends_own_server_banner_is_replaced(
 
 
 async def test_a_request_the_parser_refuses_gets_an_answer_without_version_or_echo(
-    gw: TestClient,
+    gw: Gateway,
 ) -> None:
     """ASVS 14.3.3 and 7.4.1 for the one kind of answer aiohttp writes before the gateway
     runs (gateway.server.GatewayRunner tames it)."""

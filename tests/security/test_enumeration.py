@@ -3,47 +3,94 @@ same whether or not the name, pass number or address belongs to somebody.
 
 "The same" is checked on what a scripted attacker compares: status, body (with the
 per-request CSRF token and style nonce blanked out), the set of response headers, whether a
-cookie is set, and whether the request spent password-hashing work.
+cookie is set, and the password-hashing work the request cost (which its time would show).
 """
 
 from __future__ import annotations
 
 import html
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from typing import Any, Literal
 
+import argon2
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient
 
 from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport
 from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
-from tests.conftest import FAST_ARGON2, routes_for
-from tests.helpers import PASSWORD, add_patron, form_token, post_form, unique_pass_number
-from tests.security.conftest import hasher_held
+from tests.helpers import (
+    FAST_ARGON2,
+    PASSWORD,
+    Gateway,
+    MakeGateway,
+    add_patron,
+    form_token,
+    post_form,
+    routes_for,
+    unique_pass_number,
+)
 from tests.security.wire import RecordingBackend
-
-Gateway = Callable[..., Awaitable[TestClient]]
 
 # Headers that differ between any two answers, whoever asked.
 _VOLATILE = {"date", "x-request-id", "content-length", "set-cookie"}
 
 
+class CountingArgon2(argon2.PasswordHasher):
+    """argon2-cffi's hasher, keeping the cost of every hash it verifies a password against."""
+
+    def __init__(self, **costs: Any) -> None:
+        super().__init__(**costs)
+        self.verified: list[tuple[argon2.Type, int, int, int]] = []
+
+    def verify(self, hash: str | bytes, password: str | bytes) -> Literal[True]:
+        found = argon2.extract_parameters(hash if isinstance(hash, str) else hash.decode())
+        self.verified.append((found.type, found.time_cost, found.memory_cost, found.parallelism))
+        return super().verify(hash, password)
+
+
+class CountingHasher(PasswordHasher):
+    """The gateway's hasher, whose argon2 work is counted: its argon2 engine is swapped for
+    one that counts, with the same costs."""
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        engine = self._argon2
+        assert isinstance(engine, argon2.PasswordHasher), "the hasher's argon2 engine moved"
+        self.argon2 = CountingArgon2(
+            time_cost=engine.time_cost,
+            memory_cost=engine.memory_cost,
+            parallelism=engine.parallelism,
+            type=engine.type,
+        )
+        self._argon2 = self.argon2
+
+
+# One verification at the cost every password of this test's accounts was hashed with.
+ONE_CHECK_AT_THE_ACCOUNTS_COST = [
+    (
+        argon2.Type.ID,
+        FAST_ARGON2["time_cost"],
+        FAST_ARGON2["memory_cost"],
+        FAST_ARGON2["parallelism"],
+    )
+]
+
+
 @pytest.fixture
-async def hasher() -> AsyncIterator[PasswordHasher]:
-    """One hashing slot and no queue, so a test can hold it and see who needs it."""
-    one_slot = PasswordHasher(max_workers=1, max_queue=0, **FAST_ARGON2)
-    yield one_slot
-    one_slot.close()
+async def hasher() -> AsyncIterator[CountingHasher]:
+    counting = CountingHasher(max_workers=2, **FAST_ARGON2)
+    yield counting
+    counting.close()
 
 
 @pytest.fixture
 async def gw(
-    make_gateway: Gateway, recorder: RecordingBackend, mail_catcher: MailCatcher
-) -> TestClient:
+    make_gateway: MakeGateway, recorder: RecordingBackend, mail_catcher: MailCatcher
+) -> Gateway:
     return await make_gateway(
         routes_for(recorder.port), mail_transport=SmtpTransport(mail_catcher.url)
     )
@@ -79,7 +126,7 @@ async def kinds_of_account(pool: asyncpg.Pool, hasher: PasswordHasher) -> dict[s
     }
 
 
-async def failed_login(gw: TestClient, name: str) -> tuple[int, str, frozenset[str], bool]:
+async def failed_login(gw: Gateway, name: str) -> tuple[int, str, frozenset[str], bool]:
     gw.session.cookie_jar.clear()
     token = await form_token(gw, "/auth/login?lang=en")
     resp = await post_form(
@@ -91,7 +138,7 @@ async def failed_login(gw: TestClient, name: str) -> tuple[int, str, frozenset[s
 
 
 async def test_every_kind_of_failed_login_gets_the_same_answer(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Account enumeration through the login form: unknown name, wrong password, disabled
     account and an invited member without a password are indistinguishable (Authelia issue
@@ -115,24 +162,24 @@ async def test_every_kind_of_failed_login_gets_the_same_answer(
     ],
 )
 async def test_every_kind_of_failed_login_spends_the_same_hashing_work(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, kind: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: CountingHasher, kind: str
 ) -> None:
     """Timing enumeration (Authelia issue 949, fixed by hashing a dummy for unknown users):
-    with the only hashing slot held, every kind of attempt is turned away busy (503), which
-    shows each one needed the hasher, unknown names included."""
+    every kind of failed login costs exactly one argon2 verification, at the cost a real
+    account's password check has, unknown names and accounts without a password included."""
     name = (await kinds_of_account(pool, hasher))[kind]
     gw.session.cookie_jar.clear()
     token = await form_token(gw)
-    async with hasher_held(hasher):
-        resp = await post_form(
-            gw, "/auth/login", {"csrf_token": token, "username": name, "password": "wrong password"}
-        )
-    assert resp.status == 503
-    assert resp.headers["Retry-After"].isdigit()
+    hasher.argon2.verified.clear()
+    resp = await post_form(
+        gw, "/auth/login", {"csrf_token": token, "username": name, "password": "wrong password"}
+    )
+    assert resp.status == 401
+    assert hasher.argon2.verified == ONE_CHECK_AT_THE_ACCOUNTS_COST
 
 
 async def forgot(
-    gw: TestClient, path: str, field: str, value: str
+    gw: Gateway, path: str, field: str, value: str
 ) -> tuple[int, str, frozenset[str], bool]:
     gw.session.cookie_jar.clear()
     token = await form_token(gw, f"{path}?lang=en")
@@ -141,7 +188,7 @@ async def forgot(
 
 
 async def test_forgot_password_answers_alike_for_every_identifier(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """The reset form must not confirm that a name, pass number or address exists (ASVS
     2.5.6: a secure recovery path; Authelia returns the same for unknown users)."""
@@ -161,7 +208,7 @@ async def test_forgot_password_answers_alike_for_every_identifier(
 
 
 async def test_forgot_username_answers_alike_for_known_and_unknown_addresses(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """The same for the forgotten-username form, which takes only an e-mail address."""
     patron = await add_patron(pool, hasher)
@@ -175,7 +222,7 @@ async def test_forgot_username_answers_alike_for_known_and_unknown_addresses(
 
 
 async def test_a_required_route_refuses_before_the_backend_can_tell_what_exists(
-    gw: TestClient, recorder: RecordingBackend
+    gw: Gateway, recorder: RecordingBackend
 ) -> None:
     """Anonymous probing of a protected service learns nothing about its paths: the gateway
     answers every one of them the same way, without asking the backend (ASVS 1.4.1, 4.1.1)."""

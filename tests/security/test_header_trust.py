@@ -8,29 +8,32 @@ is checked on the bytes a backend team would see.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from auth.credentials.passwords import PasswordHasher
-from tests.conftest import routes_for
-from tests.helpers import add_patron, login, unique_pass_number
-from tests.security.conftest import attempt, ledger
+from tests.helpers import (
+    Gateway,
+    MakeGateway,
+    add_patron,
+    attempt,
+    ledger,
+    login,
+    routes_for,
+    unique_pass_number,
+)
 from tests.security.wire import Received, RecordingBackend
 
-Gateway = Callable[..., Awaitable[TestClient]]
 TRUSTED = "127.0.0.1/32, 10.0.0.0/8"
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+async def gw(make_gateway: MakeGateway, recorder: RecordingBackend) -> Gateway:
     return await make_gateway(routes_for(recorder.port))
 
 
 @pytest.fixture
-async def behind_proxy(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+async def behind_proxy(make_gateway: MakeGateway, recorder: RecordingBackend) -> Gateway:
     """A gateway that believes X-Forwarded-For from loopback and 10/8, as behind a load
     balancer: the test client plays the load balancer."""
     return await make_gateway(routes_for(recorder.port), env={"GATEWAY_TRUSTED_PROXIES": TRUSTED})
@@ -64,7 +67,7 @@ STEERING = [
 
 @pytest.mark.parametrize(("name", "value"), STEERING)
 async def test_a_steering_header_never_reaches_the_backend_nor_changes_path_or_method(
-    gw: TestClient, recorder: RecordingBackend, name: str, value: str
+    gw: Gateway, recorder: RecordingBackend, name: str, value: str
 ) -> None:
     """A backend framework that honours one of these would serve another path or method
     than the one the gateway's access decision was made for. The underscore spelling is
@@ -88,7 +91,7 @@ async def test_a_steering_header_never_reaches_the_backend_nor_changes_path_or_m
     ],
 )
 async def test_a_steering_header_naming_a_public_path_does_not_open_a_required_one(
-    gw: TestClient, recorder: RecordingBackend, name: str
+    gw: Gateway, recorder: RecordingBackend, name: str
 ) -> None:
     """The access decision is made on the request line alone: pointing a header at the
     public opening-hours page does not let an anonymous client into /reservations/mine."""
@@ -137,7 +140,7 @@ def spelled_as(seen: Received, name: str) -> list[str]:
 
 @pytest.mark.parametrize("forged", FORGED)
 async def test_a_forged_client_address_from_an_untrusted_peer_is_replaced_by_the_peer(
-    gw: TestClient, recorder: RecordingBackend, forged: dict[str, str]
+    gw: Gateway, recorder: RecordingBackend, forged: dict[str, str]
 ) -> None:
     """Backends log, rate-limit and geo-block on X-Forwarded-For; without configured trusted
     proxies it is the socket peer and nothing else."""
@@ -151,7 +154,7 @@ async def test_a_forged_client_address_from_an_untrusted_peer_is_replaced_by_the
 
 
 async def test_a_rotating_forged_address_never_resets_or_splits_the_throttle(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """A fresh X-Forwarded-For per attempt is the standard way past per-address limits
     (Caddy issue 4503); the gateway counts the socket peer, and the account's counter trips
@@ -210,7 +213,7 @@ CHAINS = [
 
 @pytest.mark.parametrize(("sent", "counted_as", "forwarded"), CHAINS)
 async def test_behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_client(
-    behind_proxy: TestClient,
+    behind_proxy: Gateway,
     recorder: RecordingBackend,
     pool: asyncpg.Pool,
     sent: list[str],
@@ -232,7 +235,7 @@ async def test_behind_trusted_proxies_the_rightmost_untrusted_entry_is_the_clien
 
 
 async def test_behind_trusted_proxies_spraying_with_forged_entries_still_counts_one_address(
-    behind_proxy: TestClient, pool: asyncpg.Pool
+    behind_proxy: Gateway, pool: asyncpg.Pool
 ) -> None:
     """An attacker behind the load balancer prepends a new address to every attempt; the
     load balancer's own entry is what counts, so the per-address limit still holds."""
@@ -253,7 +256,7 @@ async def test_behind_trusted_proxies_spraying_with_forged_entries_still_counts_
 
 
 async def test_naming_gateway_headers_in_connection_does_not_strip_them(
-    gw: TestClient, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Traefik CVE-2024-45410 (GHSA-62c8-mh53-4cqv) and CVE-2021-32813: a client lists the
     proxy's own headers as hop-by-hop, and the proxy removes them after adding them. The

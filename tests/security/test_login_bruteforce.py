@@ -5,28 +5,33 @@ regulation). Blocks are run out by moving `blocked_until` into the past, never b
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from auth.credentials.passwords import PasswordHasher
-from tests.conftest import routes_for
-from tests.helpers import PASSWORD, add_patron, unique_pass_number
-from tests.security.conftest import attempt, ledger, lift_blocks
+from tests.helpers import (
+    PASSWORD,
+    Gateway,
+    MakeGateway,
+    add_patron,
+    attempt,
+    ledger,
+    lift_blocks,
+    routes_for,
+    unique_pass_number,
+)
 
-Gateway = Callable[..., Awaitable[TestClient]]
 FREE_FAILURES = 5
 ADDRESS_FREE_FAILURES = 30
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, backend: TestServer) -> TestClient:
+async def gw(make_gateway: MakeGateway, backend: TestServer) -> Gateway:
     return await make_gateway(routes_for(backend.port))
 
 
-async def statuses_for(gw: TestClient, names: list[str], password: str) -> list[int]:
+async def statuses_for(gw: Gateway, names: list[str], password: str) -> list[int]:
     return [(await attempt(gw, name, password))[0] for name in names]
 
 
@@ -35,7 +40,7 @@ def full_width(text: str) -> str:
 
 
 async def test_the_sixth_failure_is_answered_429_with_retry_after(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Online guessing of one account (ASVS 2.2.1: at most 100 failures an hour; here five
     free, then a 30 s block)."""
@@ -49,7 +54,7 @@ async def test_the_sixth_failure_is_answered_429_with_retry_after(
 
 
 async def test_during_a_block_even_the_right_password_is_refused(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """A block that lets the right password through would tell the attacker when a guess was
     right (Authelia regulation: a banned user is denied "regardless")."""
@@ -64,7 +69,7 @@ async def test_during_a_block_even_the_right_password_is_refused(
 
 
 async def test_an_unknown_name_is_blocked_exactly_like_a_real_one(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """If only real accounts were ever blocked, the sixth answer would enumerate them
     (Authelia issue 949; ASVS 2.2.1)."""
@@ -77,7 +82,7 @@ async def test_an_unknown_name_is_blocked_exactly_like_a_real_one(
 
 
 async def test_username_pass_number_and_their_spellings_share_one_counter(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Authelia GHSA-m5mf-3963-4x26: counting each login identifier separately doubles the
     guesses an attacker gets. Username, pass number, upper case and full width all name
@@ -98,7 +103,7 @@ async def test_username_pass_number_and_their_spellings_share_one_counter(
 
 
 async def test_spraying_many_names_from_one_address_trips_the_address_limit(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Password spraying: one common password against many accounts stays under every
     per-account limit, so the address is counted too (ASVS 2.2.1, ASVS 8.1.4)."""
@@ -115,7 +120,7 @@ async def test_spraying_many_names_from_one_address_trips_the_address_limit(
 
 
 async def test_a_success_clears_the_accounts_counter(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """A patron who mistypes a few times and then gets in starts again from zero; the
     attacker's earlier failures do not carry over into a block (Authelia regulation)."""
@@ -128,7 +133,7 @@ async def test_a_success_clears_the_accounts_counter(
 
 
 async def test_a_block_runs_out_and_the_next_one_is_twice_as_long(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """The block is temporary (no permanent lockout an attacker could inflict, ASVS 2.2.1)
     and doubles for an attacker who keeps going."""
@@ -147,7 +152,7 @@ async def test_a_block_runs_out_and_the_next_one_is_twice_as_long(
 
 
 async def test_the_longest_block_is_fifteen_minutes(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Doubling without a ceiling would let an attacker lock a patron out for days."""
     patron = await add_patron(pool, hasher)
@@ -162,7 +167,7 @@ async def test_the_longest_block_is_fifteen_minutes(
 
 
 async def test_a_block_is_shared_by_every_gateway_instance(
-    make_gateway: Gateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
+    make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Spreading guesses over the instances behind a load balancer gains nothing: the
     counters live in PostgreSQL (ASVS 1.11.2, no unsynchronised state)."""

@@ -9,24 +9,20 @@ The unit tests of the normaliser itself are in tests/test_paths.py.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from importlib import resources
 
 import pytest
-from aiohttp.test_utils import TestClient
 
-from tests.conftest import routes_for
+from tests.helpers import Gateway, MakeGateway, routes_for
 from tests.security.wire import RecordingBackend, exchange, statuses
-
-Gateway = Callable[..., Awaitable[TestClient]]
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+async def gw(make_gateway: MakeGateway, recorder: RecordingBackend) -> Gateway:
     return await make_gateway(routes_for(recorder.port))
 
 
-async def request(gw: TestClient, target: str) -> int:
+async def request(gw: Gateway, target: str) -> int:
     """The status for a GET of `target` exactly as written (Accept: JSON, no redirects)."""
     assert gw.port is not None
     raw = (
@@ -65,7 +61,7 @@ CLIMBS = [
 
 @pytest.mark.parametrize("target", CLIMBS)
 async def test_climbing_out_of_a_public_path_is_refused_before_any_backend(
-    gw: TestClient, recorder: RecordingBackend, target: str
+    gw: Gateway, recorder: RecordingBackend, target: str
 ) -> None:
     """Refused with 400 rather than resolved, so no backend ever sees a spelling the access
     decision did not."""
@@ -118,7 +114,7 @@ SPELLINGS = [
 
 @pytest.mark.parametrize(("target", "status", "forwarded"), SPELLINGS)
 async def test_every_spelling_is_matched_as_the_backend_will_read_it(
-    gw: TestClient, recorder: RecordingBackend, target: str, status: int, forwarded: str | None
+    gw: Gateway, recorder: RecordingBackend, target: str, status: int, forwarded: str | None
 ) -> None:
     """Odd spellings of a protected path still meet the login requirement (or match no route
     at all); a public path reaches its backend in the one canonical spelling it was matched
@@ -136,7 +132,7 @@ async def test_every_spelling_is_matched_as_the_backend_will_read_it(
     ],
 )
 async def test_the_gateways_own_namespaces_are_never_proxied(
-    gw: TestClient, recorder: RecordingBackend, target: str
+    gw: Gateway, recorder: RecordingBackend, target: str
 ) -> None:
     """Paths the gateway keeps for itself are never handed to a backend, whatever the routes
     say, and never reach the admin endpoints from the public port."""
@@ -170,7 +166,7 @@ routes:
     ],
 )
 async def test_a_site_wide_route_never_gets_the_gateways_own_paths(
-    make_gateway: Gateway, recorder: RecordingBackend, target: str, status: int
+    make_gateway: MakeGateway, recorder: RecordingBackend, target: str, status: int
 ) -> None:
     """With a route that claims every path, each spelling of the gateway's own paths is
     still the gateway's: its page in any spelling that names one, a 404 or 400 otherwise,
@@ -207,7 +203,7 @@ STATIC_TRAVERSALS = [
     ],
 )
 async def test_the_static_route_serves_nothing_outside_its_folder(
-    gw: TestClient, recorder: RecordingBackend, target: str
+    gw: Gateway, recorder: RecordingBackend, target: str
 ) -> None:
     """aiohttp CVE-2024-23334 (GHSA-5h86-8mv2-jq9f): a static route that resolves `..` lets
     a client read any file the process can. The gateway's /auth/static must answer 400 or
@@ -222,7 +218,7 @@ async def test_the_static_route_serves_nothing_outside_its_folder(
 
 
 async def test_the_static_folder_lists_nothing_and_serves_its_own_file(
-    gw: TestClient,
+    gw: Gateway,
 ) -> None:
     """No directory listing (ASVS 4.3.2); the one stylesheet is served, so the refusals above
     are not just a broken route."""

@@ -8,25 +8,21 @@ pure check in tests/test_redirects.py and through the login in tests/test_login.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import asyncpg
 import markupsafe
 import pytest
-from aiohttp.test_utils import TestClient
 
 from auth.credentials.passwords import PasswordHasher
-from tests.conftest import routes_for
-from tests.helpers import add_patron, form_token, login, post_form
+from tests.helpers import Gateway, MakeGateway, add_patron, form_token, login, post_form, routes_for
 from tests.security.wire import RecordingBackend, exchange, head_of
 
-Gateway = Callable[..., Awaitable[TestClient]]
 PUBLIC_URL = "http://login.library.example"
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+async def gw(make_gateway: MakeGateway, recorder: RecordingBackend) -> Gateway:
     return await make_gateway(routes_for(recorder.port))
 
 
@@ -54,7 +50,7 @@ ADVISORY_SHAPES = [
 
 @pytest.mark.parametrize("target", ADVISORY_SHAPES)
 async def test_no_advisory_shape_leads_the_patron_off_the_library_site(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     recorder: RecordingBackend,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
@@ -82,7 +78,7 @@ async def test_no_advisory_shape_leads_the_patron_off_the_library_site(
     ],
 )
 async def test_the_way_back_after_login_is_exactly_the_page_that_asked(
-    gw: TestClient,
+    gw: Gateway,
     recorder: RecordingBackend,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
@@ -100,7 +96,7 @@ async def test_the_way_back_after_login_is_exactly_the_page_that_asked(
     assert done.headers["Location"] == target
 
 
-async def test_a_next_holding_markup_is_escaped_in_the_login_form(gw: TestClient) -> None:
+async def test_a_next_holding_markup_is_escaped_in_the_login_form(gw: Gateway) -> None:
     """Reflected XSS through the one parameter the login page echoes (ASVS 5.3.3)."""
     target = '/catalogue?q="><script>alert(1)</script>'
     page = await (await gw.get("/auth/login", params={"next": target})).text()
@@ -109,7 +105,7 @@ async def test_a_next_holding_markup_is_escaped_in_the_login_form(gw: TestClient
 
 
 async def test_a_next_holding_a_header_break_adds_no_header(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Response splitting through the redirect (ASVS 5.3.1): the value is refused whole."""
     patron = await add_patron(pool, hasher)
@@ -126,9 +122,7 @@ async def test_a_next_holding_a_header_break_adds_no_header(
         pytest.param("en; Domain=evil.example", id="cookie-attribute-ASVS-5.3.1"),
     ],
 )
-async def test_the_language_switch_cannot_write_arbitrary_cookies(
-    gw: TestClient, lang: str
-) -> None:
+async def test_the_language_switch_cannot_write_arbitrary_cookies(gw: Gateway, lang: str) -> None:
     """The one parameter that sets a cookie takes only the languages the gateway knows."""
     resp = await gw.get("/auth/login", params={"lang": lang})
     assert resp.status == 200
@@ -137,7 +131,7 @@ async def test_the_language_switch_cannot_write_arbitrary_cookies(
 
 
 async def test_logout_ignores_any_next_it_is_given(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """A logout link is an easy thing to get a patron to click; its destination is fixed
     (ASVS 5.1.5)."""
@@ -152,7 +146,7 @@ async def test_logout_ignores_any_next_it_is_given(
 
 
 async def test_a_path_that_looks_like_a_host_is_not_redirected_anywhere(
-    gw: TestClient, recorder: RecordingBackend
+    gw: Gateway, recorder: RecordingBackend
 ) -> None:
     """`//evil.example/` as a request target is a path on this host: it matches no route and
     is answered 404, never turned into a redirect (ASVS 5.1.5)."""

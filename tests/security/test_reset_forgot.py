@@ -5,37 +5,39 @@ mail cannon or a way to set somebody else's password.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import asyncpg
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 
 from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport
 from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
-from tests.conftest import (
+from tests.helpers import (
+    PASSWORD,
+    Gateway,
+    MakeGateway,
+    add_patron,
+    attempt,
     followed,
+    form_token,
     link_in,
     mail_for,
     mail_subject,
     outbox_for,
+    post_form,
     routes_for,
     settle,
     token_of,
 )
-from tests.helpers import PASSWORD, add_patron, form_token, post_form
-from tests.security.conftest import attempt
 
-Gateway = Callable[..., Awaitable[TestClient]]
 NEW_PASSWORD = "a lantern in the stacks"
 PUBLIC_URL = "http://login.library.example"
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatcher) -> TestClient:
+async def gw(make_gateway: MakeGateway, backend: TestServer, mail_catcher: MailCatcher) -> Gateway:
     return await make_gateway(
         routes_for(backend.port),
         env={"GATEWAY_PUBLIC_URL": PUBLIC_URL},
@@ -43,7 +45,7 @@ async def gw(make_gateway: Gateway, backend: TestServer, mail_catcher: MailCatch
     )
 
 
-async def ask_reset(gw: TestClient, identifier: str, **headers: str) -> ClientResponse:
+async def ask_reset(gw: Gateway, identifier: str, **headers: str) -> ClientResponse:
     gw.session.cookie_jar.clear()
     token = await form_token(gw, "/auth/forgot-password")
     return await post_form(
@@ -54,16 +56,14 @@ async def ask_reset(gw: TestClient, identifier: str, **headers: str) -> ClientRe
     )
 
 
-async def reset_token(gw: TestClient, catcher: MailCatcher, patron: Account) -> str:
+async def reset_token(gw: Gateway, catcher: MailCatcher, patron: Account) -> str:
     assert patron.email is not None
     assert (await ask_reset(gw, patron.username)).status == 200
     await settle(gw)
     return token_of(link_in(await mail_for(catcher, patron.email, "reset")))
 
 
-async def set_new_password(
-    gw: TestClient, token: str, password: str, **extra: str
-) -> ClientResponse:
+async def set_new_password(gw: Gateway, token: str, password: str, **extra: str) -> ClientResponse:
     csrf = await form_token(gw, "/auth/forgot-password")
     return await post_form(
         gw,
@@ -79,7 +79,7 @@ async def stored_hash(pool: asyncpg.Pool, account: Account) -> str | None:
 
 
 async def test_a_patron_blocked_by_a_guesser_can_still_reset_the_password(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """An attacker who keeps an account blocked must not also cut off its recovery (ASVS
     2.2.1: controls effective against account lockout attacks; the throttle never applies
@@ -115,7 +115,7 @@ async def test_a_patron_blocked_by_a_guesser_can_still_reset_the_password(
     ],
 )
 async def test_the_reset_link_ignores_forwarding_headers_even_from_a_trusted_proxy(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     backend: TestServer,
     mail_catcher: MailCatcher,
     pool: asyncpg.Pool,
@@ -140,7 +140,7 @@ async def test_the_reset_link_ignores_forwarding_headers_even_from_a_trusted_pro
 
 
 async def test_asking_under_every_spelling_of_one_account_still_sends_at_most_three_mails(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Mail bombing through the forgot form by rotating the identifier: username, pass
     number, e-mail address and their case variants all count against the one account
@@ -164,7 +164,7 @@ async def test_asking_under_every_spelling_of_one_account_still_sends_at_most_th
 
 
 async def test_extra_fields_cannot_point_a_reset_at_another_account(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """Mass assignment (ASVS 5.1.2) and IDOR (ASVS 4.2.1): the token alone decides whose
     password is set; account ids or names added to the form are ignored."""
@@ -195,7 +195,7 @@ async def test_extra_fields_cannot_point_a_reset_at_another_account(
     ],
 )
 async def test_a_reset_cannot_set_a_password_the_policy_refuses(
-    gw: TestClient,
+    gw: Gateway,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
     mail_catcher: MailCatcher,
@@ -212,7 +212,7 @@ async def test_a_reset_cannot_set_a_password_the_policy_refuses(
 
 
 async def test_the_page_holding_a_reset_token_is_never_cached_nor_referred(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
     """The token sits in the URL of the reset page: it must not leak through the Referer of
     anything the page links to (ASVS 14.4.6) nor stay in a shared computer's cache

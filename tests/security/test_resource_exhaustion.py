@@ -10,31 +10,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from email.message import EmailMessage
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from auth.credentials.passwords import PasswordHasher
 from auth.mail import Mail, Outbox, OutboxWorker, Transport
 from auth.pages import forms
-from tests.conftest import FAST_ARGON2, routes_for
 from tests.helpers import (
+    FAST_ARGON2,
     PASSWORD,
+    Gateway,
+    MakeGateway,
     add_patron,
+    answer_before_the_end,
+    as_chunk,
+    attempt,
     csrf_in,
     fetch,
     form_token,
+    hasher_held,
     jar_cookie,
     login,
     post_form,
+    routes_for,
 )
-from tests.security.conftest import attempt, hasher_held
 from tests.security.wire import GIVE_UP, RecordingBackend, exchange, statuses
 
-Gateway = Callable[..., Awaitable[TestClient]]
 HALF_OPEN = 200
 
 
@@ -47,7 +51,7 @@ async def hasher() -> AsyncIterator[PasswordHasher]:
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+async def gw(make_gateway: MakeGateway, recorder: RecordingBackend) -> Gateway:
     return await make_gateway(routes_for(recorder.port))
 
 
@@ -55,7 +59,7 @@ async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
 
 
 async def test_slowloris_connections_are_closed_and_others_are_served_meanwhile(
-    make_gateway: Gateway, recorder: RecordingBackend
+    make_gateway: MakeGateway, recorder: RecordingBackend
 ) -> None:
     """Slowloris (CVE-2007-6750): many connections, each with a request whose headers never
     end. aiohttp's keep-alive timer runs from the moment a connection opens until its
@@ -86,7 +90,7 @@ async def test_slowloris_connections_are_closed_and_others_are_served_meanwhile(
 
 
 async def test_a_login_form_that_stops_arriving_is_given_up_with_408(
-    gw: TestClient, monkeypatch: pytest.MonkeyPatch
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A slow POST ("R-U-Dead-Yet", the body-side slowloris) holds a handler, not just a
     socket; the form reader gives up on it (ASVS 11.1.4). The limit is shortened for the
@@ -128,7 +132,7 @@ async def test_a_login_form_that_stops_arriving_is_given_up_with_408(
     ],
 )
 async def test_oversized_heads_are_refused_by_the_parser_before_any_work(
-    gw: TestClient, recorder: RecordingBackend, attack: bytes
+    gw: Gateway, recorder: RecordingBackend, attack: bytes
 ) -> None:
     """Memory and CPU for a request head are bounded before routing, sessions or backends
     are involved (aiohttp's max_line_size, max_field_size and max_headers)."""
@@ -142,7 +146,7 @@ async def test_oversized_heads_are_refused_by_the_parser_before_any_work(
 
 @pytest.mark.parametrize("path", ["/auth/login", "/auth/forgot-password"])
 async def test_a_huge_form_is_refused_by_its_content_length_before_a_byte_is_read(
-    gw: TestClient, path: str
+    gw: Gateway, path: str
 ) -> None:
     """A one-megabyte form is refused on its announced length alone: the answer arrives
     though the body is never sent (ASVS 12.1.1, 11.1.4)."""
@@ -166,28 +170,27 @@ async def test_a_huge_form_is_refused_by_its_content_length_before_a_byte_is_rea
 
 @pytest.mark.parametrize("path", ["/auth/login", "/auth/forgot-password"])
 async def test_a_huge_form_without_a_length_is_cut_off_while_it_streams(
-    gw: TestClient, path: str
+    gw: Gateway, path: str
 ) -> None:
-    """Chunked, the same megabyte has no length to refuse up front; reading stops at the
-    limit instead of buffering it all (ASVS 12.1.1)."""
-    token = await form_token(gw)
-
-    async def body() -> AsyncIterator[bytes]:
-        yield f"csrf_token={token}&username=".encode()
-        for _ in range(64):
-            yield b"a" * 16 * 1024
-
-    resp = await gw.post(
-        path, data=body(), headers={"Content-Type": "application/x-www-form-urlencoded"}
+    """Chunked, a huge form has no length to refuse up front; reading stops at the limit
+    instead of buffering it all (ASVS 12.1.1): past the limit, and with the body never
+    finished, the 413 comes."""
+    assert gw.port is not None
+    head = await answer_before_the_end(
+        gw.port,
+        f"POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n"
+        "Transfer-Encoding: chunked\r\n\r\n",
+        as_chunk(b"username=") + as_chunk(b"a" * 2 * forms.MAX_FORM_BYTES),
     )
-    assert resp.status == 413
+    assert head.startswith(b"HTTP/1.1 413 ")
 
 
 # --- Password hashing -----------------------------------------------------------------------
 
 
 async def test_a_saturated_hasher_answers_logins_503_at_once_and_proxies_on(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, recorder: RecordingBackend
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, recorder: RecordingBackend
 ) -> None:
     """A login flood must not queue argon2 work without bound (memory, latency) nor slow
     down patrons who are already logged in: beyond the queue a login is turned away busy,
@@ -217,7 +220,7 @@ async def test_a_saturated_hasher_answers_logins_503_at_once_and_proxies_on(
 
 
 async def test_an_over_long_password_fails_like_any_other_without_hashing(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """A long password makes every argon2 pass slower, so it is refused before hashing: with
     the hasher busy, a 2000-character password still gets the generic 401 while a normal
@@ -239,7 +242,7 @@ async def test_an_over_long_password_fails_like_any_other_without_hashing(
 
 
 async def test_a_blocked_attempt_spends_no_hashing_work(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """During a block the answer comes from the throttle alone: an attacker who keeps
     hammering a blocked account cannot keep the hasher busy for everybody else

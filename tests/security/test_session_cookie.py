@@ -13,33 +13,34 @@ import aiohttp
 import asyncpg
 import pytest
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestServer
 from cryptography.fernet import MultiFernet
 
 from auth.credentials.passwords import PasswordHasher
-from tests.conftest import routes_for
 from tests.helpers import (
     COOKIE,
+    Gateway,
+    MakeGateway,
     add_patron,
     clears_cookie,
     fetch,
     jar_cookie,
     login,
     open_cookie,
+    routes_for,
     seal_cookie,
 )
 from tests.security.wire import RecordingBackend, exchange, statuses
 
-Gateway = Callable[..., Awaitable[TestClient]]
 MAX_COOKIE_BYTES = 4096
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+async def gw(make_gateway: MakeGateway, recorder: RecordingBackend) -> Gateway:
     return await make_gateway(routes_for(recorder.port))
 
 
-async def holder(gw: TestClient, recorder: RecordingBackend, cookie: str) -> str | None:
+async def holder(gw: Gateway, recorder: RecordingBackend, cookie: str) -> str | None:
     """The account a required route's backend is told about for exactly this cookie."""
     recorder.requests.clear()
     resp = await fetch(gw, "/reservations/mine", cookie)
@@ -51,7 +52,7 @@ async def holder(gw: TestClient, recorder: RecordingBackend, cookie: str) -> str
     return account
 
 
-async def session_of(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher) -> tuple[str, str]:
+async def session_of(gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher) -> tuple[str, str]:
     """A new patron logged in: (account id, the session cookie's value)."""
     patron = await add_patron(pool, hasher)
     gw.session.cookie_jar.clear()
@@ -62,7 +63,7 @@ async def session_of(gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher)
 
 
 async def test_a_genuine_session_padded_past_4_kib_is_anonymous(
-    gw: TestClient,
+    gw: Gateway,
     recorder: RecordingBackend,
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
@@ -85,7 +86,7 @@ async def test_a_genuine_session_padded_past_4_kib_is_anonymous(
 
 
 async def test_a_cookie_header_longer_than_the_parser_allows_is_refused_before_any_work(
-    gw: TestClient, recorder: RecordingBackend
+    gw: Gateway, recorder: RecordingBackend
 ) -> None:
     """aiohttp's 8190-byte field limit answers 400 before routing, session decoding or the
     backend (ASVS 11.1.4)."""
@@ -102,7 +103,7 @@ async def test_a_cookie_header_longer_than_the_parser_allows_is_refused_before_a
 
 
 async def test_of_two_session_cookies_one_wins_and_neither_reaches_the_backend(
-    gw: TestClient, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Cookie tossing: a second cookie of the same name (planted by a sibling subdomain on
     an http:// deployment) may take the session's place, but the two are never merged, and
@@ -125,7 +126,7 @@ async def test_of_two_session_cookies_one_wins_and_neither_reaches_the_backend(
 
 
 async def test_a_session_id_outside_the_cookie_is_ignored(
-    gw: TestClient, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, recorder: RecordingBackend, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Session tokens are never accepted from the URL, where they end up in logs, history
     and Referer headers (ASVS 3.1.1), nor from a header a script could set."""
@@ -144,7 +145,7 @@ async def test_a_session_id_outside_the_cookie_is_ignored(
 
 
 async def test_the_login_redirect_never_carries_the_session(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Pomerium CVE-2021-29651 (GHSA-35vc-w93w-75c2): a login redirect that carries a
     credential hands it to wherever the redirect points. Ours carries none (ASVS 3.1.1)."""
@@ -169,7 +170,7 @@ async def test_the_login_redirect_never_carries_the_session(
     ],
 )
 async def test_a_backend_can_neither_plant_nor_clear_the_gateway_cookie(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     aiohttp_server: Callable[..., Awaitable[TestServer]],
     pool: asyncpg.Pool,
     hasher: PasswordHasher,
@@ -199,7 +200,7 @@ async def test_a_backend_can_neither_plant_nor_clear_the_gateway_cookie(
 
 
 async def test_a_backend_that_echoes_requests_never_sees_the_session(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
     aiohttp_server: Callable[..., Awaitable[TestServer]],
     pool: asyncpg.Pool,
     hasher: PasswordHasher,

@@ -15,19 +15,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import asyncpg
 import pytest
-from aiohttp.test_utils import TestClient
 
 from auth.credentials.passwords import PasswordHasher
-from tests.conftest import routes_for
-from tests.helpers import PASSWORD, add_patron, form_token
+from tests.helpers import PASSWORD, Gateway, MakeGateway, add_patron, form_token, routes_for
 from tests.security.wire import RecordingBackend, exchange, statuses
-
-Gateway = Callable[..., Awaitable[TestClient]]
 
 # The request smuggled inside the attacks: on a route that needs a login, so reaching the
 # backend at all would be a bypass of the access decision.
@@ -40,11 +35,11 @@ def post(headers: bytes, body: bytes, *, version: bytes = b"HTTP/1.1") -> bytes:
 
 
 @pytest.fixture
-async def gw(make_gateway: Gateway, recorder: RecordingBackend) -> TestClient:
+async def gw(make_gateway: MakeGateway, recorder: RecordingBackend) -> Gateway:
     return await make_gateway(routes_for(recorder.port))
 
 
-async def send(gw: TestClient, attack: bytes) -> list[int]:
+async def send(gw: Gateway, attack: bytes) -> list[int]:
     assert gw.port is not None
     return statuses(await exchange(gw.port, attack + SENTINEL))
 
@@ -184,7 +179,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("attack", REFUSED)
 async def test_an_ambiguous_request_is_refused_and_nothing_reaches_the_backend(
-    gw: TestClient, recorder: RecordingBackend, attack: bytes
+    gw: Gateway, recorder: RecordingBackend, attack: bytes
 ) -> None:
     """Each id names the smuggling technique and the advisory it comes from. A single 400 and
     a closed connection also prove the bytes after the bad request (the smuggled request and
@@ -217,7 +212,7 @@ REFRAMED = [
 
 @pytest.mark.parametrize(("headers", "payload"), REFRAMED)
 async def test_an_accepted_chunked_body_is_forwarded_as_one_request_in_the_gateways_framing(
-    gw: TestClient, recorder: RecordingBackend, headers: bytes, payload: bytes
+    gw: Gateway, recorder: RecordingBackend, headers: bytes, payload: bytes
 ) -> None:
     """The backend must never see the client's Transfer-Encoding list or a second framing
     header: only the body the gateway read, framed once (ASVS 13.1.1)."""
@@ -232,7 +227,7 @@ async def test_an_accepted_chunked_body_is_forwarded_as_one_request_in_the_gatew
 
 
 async def test_a_request_inside_a_body_stays_body_data(
-    gw: TestClient, recorder: RecordingBackend
+    gw: Gateway, recorder: RecordingBackend
 ) -> None:
     """The classic smuggling payload, sent honestly: a body that looks like a request must
     arrive as that body, never as a second request (ASVS 13.1.1)."""
@@ -248,7 +243,7 @@ async def test_a_request_inside_a_body_stays_body_data(
 
 
 async def test_a_get_with_a_body_cannot_smuggle_its_body_as_a_request(
-    gw: TestClient, recorder: RecordingBackend
+    gw: Gateway, recorder: RecordingBackend
 ) -> None:
     """A GET with Content-Length is where lenient front ends stop reading (the "0.CL"
     desync); the gateway forwards the body with the GET, so the backend reads it the same
@@ -262,9 +257,7 @@ async def test_a_get_with_a_body_cannot_smuggle_its_body_as_a_request(
     assert recorder.faults == []
 
 
-async def test_trailer_fields_are_never_forwarded(
-    gw: TestClient, recorder: RecordingBackend
-) -> None:
+async def test_trailer_fields_are_never_forwarded(gw: Gateway, recorder: RecordingBackend) -> None:
     """A trailer section can carry what the header section may not (an identity, a forged
     client address) past a proxy that only filters headers (aiohttp CVE-2025-53643,
     GHSA-9548-qrrj-x5pj)."""
@@ -296,7 +289,7 @@ async def test_trailer_fields_are_never_forwarded(
     ],
 )
 async def test_a_target_that_is_not_a_path_is_refused_without_reaching_any_backend(
-    gw: TestClient, recorder: RecordingBackend, target: bytes
+    gw: Gateway, recorder: RecordingBackend, target: bytes
 ) -> None:
     """The gateway is not a forward proxy: an absolute-form target must not make it fetch
     another host (SSRF) nor be matched differently from its path."""
@@ -306,7 +299,7 @@ async def test_a_target_that_is_not_a_path_is_refused_without_reaching_any_backe
     assert [r.target for r in recorder.requests] == ["/open/sentinel"]
 
 
-async def test_connect_opens_no_tunnel(gw: TestClient, recorder: RecordingBackend) -> None:
+async def test_connect_opens_no_tunnel(gw: Gateway, recorder: RecordingBackend) -> None:
     """CONNECT would turn the gateway into an open proxy (ASVS 12.6.1)."""
     attack = b"CONNECT evil.example:443 HTTP/1.1\r\nHost: evil.example:443\r\n\r\n"
     # Refused as a request, not taken as a tunnel: what follows is read as the next request.
@@ -333,7 +326,7 @@ async def test_connect_opens_no_tunnel(gw: TestClient, recorder: RecordingBacken
     ],
 )
 async def test_a_backend_answer_with_ambiguous_framing_never_reaches_the_client(
-    make_gateway: Gateway, answer: bytes
+    make_gateway: MakeGateway, answer: bytes
 ) -> None:
     """A compromised or buggy backend must not be able to split its answer into two and
     poison the next response on the patron's connection (response queue poisoning)."""
@@ -343,7 +336,7 @@ async def test_a_backend_answer_with_ambiguous_framing_never_reaches_the_client(
 
 
 async def test_a_backend_body_that_breaks_its_framing_is_cut_off_not_completed(
-    make_gateway: Gateway,
+    make_gateway: MakeGateway,
 ) -> None:
     """Once the status line has gone out, the only honest signal left is a broken
     connection: the patron's client must see an incomplete body, never a completed one nor
@@ -360,7 +353,7 @@ async def test_a_backend_body_that_breaks_its_framing_is_cut_off_not_completed(
     assert not body.endswith(b"0\r\n\r\n")
 
 
-async def through_gateway(make_gateway: Gateway, answer: bytes) -> bytes:
+async def through_gateway(make_gateway: MakeGateway, answer: bytes) -> bytes:
     """What a client gets for one request whose backend answers exactly `answer`."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -441,7 +434,7 @@ def malformed(kind: str, token: str, name: str) -> tuple[bytes, str]:
     ],
 )
 async def test_a_malformed_login_form_is_400_never_an_error_and_never_a_login(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher, kind: str
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, kind: str
 ) -> None:
     """Two readers of one form that disagree on which `username` counts (parameter
     pollution), or a reader that accepts other encodings, are ways past a login check. The
@@ -458,7 +451,7 @@ async def test_a_malformed_login_form_is_400_never_an_error_and_never_a_login(
 
 
 async def test_raw_bytes_that_are_not_utf8_are_refused(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """Undecodable bytes in a form body are a 400, not a crash (ASVS 5.1.4, 7.4.1)."""
     patron = await add_patron(pool, hasher)
@@ -471,7 +464,7 @@ async def test_raw_bytes_that_are_not_utf8_are_refused(
 
 
 async def test_a_semicolon_does_not_split_form_fields(
-    gw: TestClient, pool: asyncpg.Pool, hasher: PasswordHasher
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     """CVE-2021-23336: readers that also split on ';' see other fields than readers that do
     not. Here `;password=…` stays part of the username, so the login simply fails."""
