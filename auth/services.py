@@ -13,6 +13,8 @@ import jinja2
 from aiohttp import web
 
 from auth import urls
+from auth.credentials.devices import DeviceCodec
+from auth.credentials.mail_limits import MailLimits
 from auth.credentials.password_policy import PasswordPolicy
 from auth.credentials.passwords import PasswordHasher
 from auth.credentials.throttle import Throttle
@@ -42,6 +44,8 @@ class AuthServices:
     composer: Composer
     pass_number_pattern: re.Pattern[str]
     throttle: Throttle
+    mail_limits: MailLimits
+    devices: DeviceCodec
     policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     reset_ttl: float = 1800.0
     activation_ttl: float = 7 * 86400.0
@@ -70,9 +74,11 @@ class AuthServices:
         keep_sid: str | None = None,
     ) -> None:
         """Store a patron's new password inside the caller's transaction: every session of
-        theirs ends (but `keep_sid`, the caller's own), and the notice to the stored address
-        is queued with the change, so neither happens without the other."""
+        theirs ends (but `keep_sid`, the caller's own), every device cookie of theirs stops
+        vouching for a browser, and the notice to the stored address is queued with the
+        change, so none of it happens without the rest."""
         await self.accounts.set_password_hash(account.id, new_hash, conn=conn)
+        await self.accounts.void_devices(account.id, conn=conn)
         await self.registry.revoke_account(account.id, keep_sid=keep_sid, conn=conn)
         if account.email:
             await Outbox.put(

@@ -1,4 +1,4 @@
-"""What `auth` tells Prometheus: login outcomes and revoked sessions.
+"""What `auth` tells Prometheus: login outcomes, revoked sessions, mail and recovery mail.
 
 Declared here because auth owns these events; the gateway's admin listener exposes every
 metric of the process (and of all workers, in multiprocess mode).
@@ -13,3 +13,8 @@ SESSIONS_REVOKED = Counter(
     "gateway_sessions_revoked_total", "Sessions ended by logout, password change or reset"
 )
 MAILS = Counter("gateway_mails_total", "Mail delivery attempts by result", ["result"])
+RECOVERY_MAILS = Counter(
+    "gateway_recovery_mails_total",
+    "Mails the forgot-password and forgot-username forms were asked for, by form and outcome",
+    ["form", "outcome"],
+)

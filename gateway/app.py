@@ -22,6 +22,8 @@ from aiohttp_session import session_middleware
 from cryptography.fernet import MultiFernet
 
 from auth import notify
+from auth.credentials.devices import DeviceCodec
+from auth.credentials.mail_limits import MailLimits
 from auth.credentials.passwords import PasswordHasher
 from auth.credentials.throttle import Throttle
 from auth.mail import CHANNEL as MAIL_CHANNEL
@@ -75,14 +77,20 @@ async def _sample_gauges(pool: asyncpg.Pool, outbox: Outbox, every: float = 5.0)
 
 
 async def _housekeeping(
-    registry: SessionRegistry, throttle: Throttle, outbox: Outbox, every: float = 3600.0
+    registry: SessionRegistry,
+    throttle: Throttle,
+    outbox: Outbox,
+    mail_limits: MailLimits,
+    every: float = 3600.0,
 ) -> None:
-    """Drop session records, failure counters and old mail long past use, once an hour."""
+    """Drop session records, failure counters, recovery mail counts and old mail long past
+    use, once an hour."""
     while True:
         try:
             await registry.purge_expired()
             await throttle.purge()
             await outbox.purge()
+            await mail_limits.purge()
         except Exception:
             logging.getLogger("gateway").exception("session housekeeping failed")
         await asyncio.sleep(every)
@@ -159,6 +167,8 @@ def create_app(
             composer=Composer(app[TEMPLATES], settings.theme_name or "De Bibliotheek"),
             pass_number_pattern=settings.pass_number_pattern,
             throttle=Throttle(pool),
+            mail_limits=MailLimits(pool),
+            devices=DeviceCodec(cookie_keys, secure=settings.https),
             reset_ttl=settings.reset_token_ttl,
             activation_ttl=settings.activation_token_ttl,
             personal_data_url=settings.personal_data_url,
@@ -181,7 +191,9 @@ def create_app(
         }
         background = [
             asyncio.create_task(worker.run()),
-            asyncio.create_task(_housekeeping(registry, services.throttle, services.outbox)),
+            asyncio.create_task(
+                _housekeeping(registry, services.throttle, services.outbox, services.mail_limits)
+            ),
             asyncio.create_task(_sample_gauges(pool, services.outbox)),
         ]
         try:

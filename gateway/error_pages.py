@@ -1,7 +1,8 @@
 """The few answers the gateway writes itself on the proxy path: errors and "log in first".
 
 Plain, small, no script, no version numbers, nothing echoed from the request: HTML for
-browsers, JSON for everything else (chosen by Accept, like the login redirect).
+browsers, JSON for everything else (chosen by Accept, like the login redirect). The HTML pages
+carry the same document policy as the /auth/ pages (`auth.pages.render.DOCUMENT_HEADERS`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 
 from aiohttp import web
 
+from auth.pages.render import DOCUMENT_HEADERS
 from gateway.proxy.access import LoginRequired, wants_html
 
 _PAGE = """<!doctype html>
@@ -39,7 +41,9 @@ _CODES = {
 def error_response(status: int, title: str, text: str, accept: str | None) -> web.Response:
     if wants_html(accept):
         body = _PAGE.format(title=html.escape(title), text=html.escape(text))
-        return web.Response(status=status, text=body, content_type="text/html")
+        return web.Response(
+            status=status, text=body, content_type="text/html", headers=DOCUMENT_HEADERS
+        )
     payload = {"error": _CODES.get(status, "error"), "message": text}
     return web.Response(status=status, text=json.dumps(payload), content_type="application/json")
 

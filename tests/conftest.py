@@ -94,6 +94,14 @@ async def pool(database_url: str) -> AsyncIterator[asyncpg.Pool]:
 
 
 @pytest.fixture
+async def fresh_recovery_mails(pool: asyncpg.Pool) -> None:
+    """No recovery mails on record: the tests of a module share one database and one client
+    address (127.0.0.1), and the address's mail limit would otherwise carry over from one
+    test to the next. Modules that ask for many mails use it for every test."""
+    await pool.execute("DELETE FROM recovery_mails")
+
+
+@pytest.fixture
 def cookie_keys() -> MultiFernet:
     return MultiFernet([Fernet(Fernet.generate_key())])
 

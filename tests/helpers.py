@@ -35,6 +35,7 @@ from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient, TestServer
 from aiohttp.typedefs import LooseHeaders
 from cryptography.fernet import MultiFernet
+from multidict import CIMultiDict
 from yarl import URL
 
 from auth.credentials.passwords import PasswordHasher
@@ -48,6 +49,7 @@ from gateway.server.runner import GatewayRunner
 ROOT = Path(__file__).resolve().parent.parent
 
 COOKIE = "library_session"
+DEVICE_COOKIE = "library_device"
 PASSWORD = "correct horse battery staple"
 # Cheap argon2 for tests: the parameters change nothing about behaviour.
 FAST_ARGON2 = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
@@ -405,23 +407,51 @@ async def attempt(
     password: str,
     *,
     headers: LooseHeaders | None = None,
+    device: str | None = None,
 ) -> tuple[int, str | None]:
     """One login from a fresh browser: (status, Retry-After). The same extra headers go with
-    the form's GET and its POST, as a client that forges them would send them."""
+    the form's GET and its POST, as a client that forges them would send them. `device` is a
+    device cookie the browser carries (`device_after_login`), as a patron's own browser would."""
+    status, retry_after, _ = await attempt_on_device(
+        client, name, password, headers=headers, device=device
+    )
+    return status, retry_after
+
+
+async def attempt_on_device(
+    client: Gateway,
+    name: str,
+    password: str,
+    *,
+    headers: LooseHeaders | None = None,
+    device: str | None = None,
+) -> tuple[int, str | None, str | None]:
+    """`attempt`, also giving the device cookie the gateway set (None when it set none)."""
     client.session.cookie_jar.clear()
-    page = await client.get("/auth/login", headers=headers)
+    sent = CIMultiDict(headers or {})
+    if device is not None:
+        sent["Cookie"] = f"{DEVICE_COOKIE}={device}"
+    page = await client.get("/auth/login", headers=sent)
     assert page.status == 200
     resp = await client.post(
         "/auth/login",
         allow_redirects=False,
-        headers=headers,
+        headers=sent,
         data={
             "csrf_token": csrf_in(await page.text()),
             "username": name,
             "password": password,
         },
     )
-    return resp.status, resp.headers.get("Retry-After")
+    given = set_cookies(resp, DEVICE_COOKIE)
+    return resp.status, resp.headers.get("Retry-After"), given[0].value if given else None
+
+
+async def device_after_login(client: Gateway, name: str, password: str = PASSWORD) -> str:
+    """Log in from a fresh browser and keep the device cookie it is given."""
+    status, _, device = await attempt_on_device(client, name, password)
+    assert status == 303 and device is not None
+    return device
 
 
 @contextlib.asynccontextmanager

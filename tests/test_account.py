@@ -178,6 +178,10 @@ async def test_a_taken_username_in_any_spelling_is_refused_with_409(
         ("too_short", "length"),
         ("too_long", "length"),
         ("zero_width_space", "characters"),
+        ("markup", "characters"),
+        ("quote", "characters"),
+        ("signs_alone", "no_letter_or_digit"),
+        ("combining_mark_first", "combining_mark"),
         ("looks_like_a_pass_number", "pass_number"),
         ("full_width_digits_of_another_pass_number", "pass_number"),
     ],
@@ -185,13 +189,18 @@ async def test_a_taken_username_in_any_spelling_is_refused_with_409(
 async def test_a_username_against_the_rules_is_refused_with_422_and_the_reason(
     gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, case: str, error: str
 ) -> None:
-    """Defends against invisible look-alike names and names that could be read as somebody
-    else's pass number at the login form."""
+    """Defends against invisible look-alike names, names that carry markup or quotes to a
+    backend that forgets to escape them, and names that could be read as somebody else's pass
+    number at the login form."""
     other = await add_patron(pool, hasher)
     wanted = {
         "too_short": "ab",
         "too_long": "a" * 65,
         "zero_width_space": "lezer\u200bjan",
+        "markup": "<script>",
+        "quote": "o'brien",
+        "signs_alone": "...",
+        "combining_mark_first": "\u0301lezer",
         "looks_like_a_pass_number": unique_pass_number(),
         "full_width_digits_of_another_pass_number": full_width(other.pass_number),
     }[case]
@@ -215,6 +224,83 @@ async def test_going_back_to_ones_own_pass_number_as_username_is_allowed(
     assert (await backend_sees(gw))["x-library-username"] == patron.pass_number
     assert not await can_log_in(gw, patron.username)
     assert await can_log_in(gw, patron.pass_number)
+
+
+# --- Usernames from before the character rules ------------------------------------------------
+
+
+def outdated_notice(*, characters: str = "", rule: str = "") -> str:
+    """The account page's notice for a username the rules refuse, as the page shows it."""
+    text = (
+        T["account.outdated_username.characters"].format(characters=characters)
+        if characters
+        else T["account.outdated_username.rule"].format(rule=T[f"error.username.{rule}"])
+    )
+    return str(markupsafe.escape(text))
+
+
+@pytest.mark.parametrize(
+    ("legacy", "notice"),
+    [
+        ("o'brien", outdated_notice(characters="'")),
+        ("jan&co", outdated_notice(characters="&")),
+        ("\u0301lezer", outdated_notice(rule="combining_mark")),
+    ],
+    ids=["quote", "ampersand", "combining_mark_first"],
+)
+async def test_a_username_the_rules_now_refuse_still_logs_in_and_is_asked_to_change(
+    gw: Gateway,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    legacy: str,
+    notice: str,
+) -> None:
+    """Defends against locking out patrons whose names were stored before the character rules
+    (imported or chosen earlier), and against leaving them with a name the rules refuse
+    without telling them."""
+    number = unique_pass_number()
+    # Stored directly, as before the rules: the repository does not ask them.
+    patron = await signed_in(gw, pool, hasher, username=f"{legacy}{number}")
+    assert patron.username == f"{legacy}{number}"
+    assert await can_log_in(gw, patron.username.upper())
+    assert (await backend_sees(gw))["x-library-user-id"] == patron.id
+
+    page = await (await gw.get("/auth/account")).text()
+    assert 'id="outdated-username"' in page
+    assert notice in page
+    # Above the username form, so it is read before the form.
+    assert page.index(notice) < page.index('action="/auth/account/username"')
+
+    # A refused attempt keeps the notice; the rules apply to the new name as to anybody's.
+    refused = await change_username(gw, f"{legacy}.{number}<", PASSWORD)
+    assert refused.status == 422
+    assert notice in await refused.text()
+
+    new_name = f"Lezer.{number}"
+    assert (await change_username(gw, new_name, PASSWORD)).status == 303
+    page = await (await gw.get("/auth/account")).text()
+    assert f"<dd>{new_name}</dd>" in page
+    assert 'id="outdated-username"' not in page
+    assert (await stored(pool, patron)).username == new_name
+    assert await can_log_in(gw, new_name)
+    assert not await can_log_in(gw, patron.username)
+
+
+@pytest.mark.parametrize("name", ["ordinary", "own_pass_number", "other_script"])
+async def test_a_username_within_the_rules_gets_no_notice(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, name: str
+) -> None:
+    """Defends against nagging every patron (the notice is for names the rules refuse)."""
+    number = unique_pass_number()
+    username = {
+        "ordinary": f"jan.de-vries_{number}@thuis",
+        "own_pass_number": number,
+        "other_script": f"\u0915\u0943\u0937\u094d\u0923{number}",
+    }[name]
+    await signed_in(gw, pool, hasher, username=username, pass_number=number)
+    page = await (await gw.get("/auth/account")).text()
+    assert 'id="outdated-username"' not in page
+    assert T["account.outdated_username.rule"].split(":")[0] not in page
 
 
 # --- Who may use the account page --------------------------------------------------------------

@@ -222,6 +222,8 @@ async def test_activating_with_an_empty_username_keeps_the_pass_number(
     [
         ("too_short", 422, "error.username.length"),
         ("zero_width_space", 422, "error.username.characters"),
+        ("markup", 422, "error.username.characters"),
+        ("quote", 422, "error.username.characters"),
         ("somebody_elses_pass_number", 422, "error.username.pass_number"),
         ("taken", 409, "error.username_taken"),
         ("weak_password", 422, "error.password.common"),
@@ -243,6 +245,8 @@ async def test_a_refused_activation_shows_the_reason_and_leaves_the_link_working
     username, password = {
         "too_short": ("ab", PASSWORD),
         "zero_width_space": ("nieuw\u200blid", PASSWORD),
+        "markup": ("<b>nieuw</b>", PASSWORD),
+        "quote": ('nieuw"lid', PASSWORD),
         "somebody_elses_pass_number": (other.pass_number, PASSWORD),
         "taken": (other.username.upper(), PASSWORD),
         "weak_password": ("", "password1"),
@@ -250,7 +254,9 @@ async def test_a_refused_activation_shows_the_reason_and_leaves_the_link_working
     refused = await activate(gw, link, username, password)
     assert refused.status == status
     assert text_of(error) in await refused.text()
-    assert (await account(pool, number)).password_hash is None
+    refused_account = await account(pool, number)
+    assert refused_account.password_hash is None
+    assert refused_account.username == number
     assert await can_log_in(gw, other.username)
 
     assert (await activate(gw, link, f"Lid.{number}", PASSWORD)).status == 303

@@ -119,6 +119,7 @@ async def test_an_account_added_on_the_command_line_logs_in_by_username_and_by_p
         "username-taken",
         "common-password",
         "username-is-a-pass-number-not-its-own",
+        "username-with-markup",
     ],
 )
 async def test_accounts_add_refuses_what_breaks_a_rule_and_says_which(
@@ -147,6 +148,11 @@ async def test_accounts_add_refuses_what_breaks_a_rule_and_says_which(
             ["--pass-number", number, "--username", existing.pass_number],
             CLI_PASSWORD,
             "A username that looks like a pass number must be your own pass number.",
+        ),
+        "username-with-markup": (
+            ["--pass-number", number, "--username", "<b>jan</b>"],
+            CLI_PASSWORD,
+            "A username can only contain letters, digits and . - _ @ (found: < > /).",
         ),
     }[case]
 

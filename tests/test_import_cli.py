@@ -194,11 +194,12 @@ async def test_bad_rows_are_named_by_line_while_the_good_rows_land(
         "33001,g@example.org,,",  # 9 duplicate of line 2
         "33009,g@example.org,{},second".format(_bcrypt("pw")),  # 10 good
         "33010,g@example.org",  # 11
+        "33011,g@example.org,,jan&co",  # 12 a character usernames may not hold
     )
     result = await import_file(database_url, file)
     assert result.returncode == 1
     assert result.stdout.strip() == (
-        "mixed.csv: imported 2 (without password 1), already present 0, refused 8"
+        "mixed.csv: imported 2 (without password 1), already present 0, refused 9"
     )
     lines = sorted(result.stderr.splitlines(), key=lambda line: int(line.split(":")[1]))
     assert lines == [
@@ -211,6 +212,8 @@ async def test_bad_rows_are_named_by_line_while_the_good_rows_land(
         "mixed.csv:8: pass number 'taken-name' is the username of another account",
         "mixed.csv:9: pass number '33001' is the pass number on line 2 already",
         "mixed.csv:11: 2 fields, the header has 4",
+        "mixed.csv:12: username 'jan&co': a username can only contain letters, digits and"
+        " . - _ @ (found: &)",
     ]
     assert garbled not in result.stderr
     landed = await pool.fetch(

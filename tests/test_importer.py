@@ -198,7 +198,15 @@ BAD_ROWS = {
     "1001,jan @example.org,,": "contains spaces or control characters",
     f"1001,{'j' * 250}@e.org,,": "e-mail address longer than 254 characters",
     "1001,jan@example.org,,jo": "username 'jo': a username needs at least 3 characters",
-    "1001,jan@example.org,,j\u200ban": "a username cannot contain spaces",
+    "1001,jan@example.org,,j\u200ban": (
+        "username 'j\\u200ban': a username can only contain letters, digits and . - _ @"
+        " (found: U+200B)"
+    ),
+    "1001,jan@example.org,,jan&co": (
+        "username 'jan&co': a username can only contain letters, digits and . - _ @ (found: &)"
+    ),
+    "1001,jan@example.org,,\"<b onclick='x'>\"": "(found: < U+0020 = ' >)",
+    "1001,jan@example.org,,...": "username '...': a username needs at least one letter or digit",
     "1001,jan@example.org,,\uff11\uff12\uff13\uff14\uff15": (
         "username '\uff11\uff12\uff13\uff14\uff15': a username that looks like a pass number"
     ),

@@ -14,14 +14,19 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestServer
 from cryptography.fernet import MultiFernet
+from prometheus_client.parser import text_string_to_metric_families
+from pytest_aiohttp import AiohttpClient
 from yarl import URL
 
+from auth.credentials.mail_limits import MailLimits
 from auth.credentials.passwords import PasswordHasher
+from auth.credentials.throttle import address_key
 from auth.mail import SmtpTransport
 from auth.pages.activation import Invitations
 from auth.services import SERVICES
 from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
+from gateway.ops.admin import create_admin_app
 from tests.helpers import (
     PASSWORD,
     Gateway,
@@ -52,6 +57,8 @@ from tests.helpers import (
 
 PUBLIC_URL = "https://login.library.example"
 NEW_PASSWORD = "a lantern in the stacks"
+
+pytestmark = pytest.mark.usefixtures("fresh_recovery_mails")
 
 
 @pytest.fixture
@@ -682,3 +689,60 @@ async def test_forgot_username_answers_alike_and_mails_every_name_on_the_address
     assert stranger.username not in body
     assert len(await outbox_for(pool, shared)) == 1
     assert await outbox_for(pool, unknown) == []
+
+
+# --- Counted for the operator ------------------------------------------------------------------
+
+
+async def recovery_mails_counted(admin: Gateway) -> dict[tuple[str, str], float]:
+    """gateway_recovery_mails_total as Prometheus reads it on the admin port, by (form,
+    outcome)."""
+    resp = await admin.get("/metrics")
+    assert resp.status == 200
+    return {
+        (sample.labels["form"], sample.labels["outcome"]): sample.value
+        for family in text_string_to_metric_families(await resp.text())
+        for sample in family.samples
+        if sample.name == "gateway_recovery_mails_total"
+    }
+
+
+async def test_every_outcome_of_a_forgot_form_is_counted_for_prometheus(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, aiohttp_client: AiohttpClient
+) -> None:
+    """An operator sees the forms used as a mail cannon (limited_address), a mailbox being
+    bombed (limited_account) and probing (no_match) on /metrics, though no answer shows it."""
+    admin: Gateway = await aiohttp_client(create_admin_app(gw.app))
+    before = await recovery_mails_counted(admin)
+    limits = MailLimits(pool)
+    per_account = limits.policy.per_account.mails
+    wanted = {form: await add_patron(pool, hasher) for form in ("password", "username")}
+    held_back = {form: await add_patron(pool, hasher) for form in ("password", "username")}
+    assert (await ask_reset(gw, f"nobody{unique_pass_number()}")).status == 200
+    assert (await ask_username(gw, f"nobody{unique_pass_number()}@x.org")).status == 200
+    for _ in range(per_account + 1):
+        assert (await ask_reset(gw, wanted["password"].username)).status == 200
+        assert (await ask_username(gw, str(wanted["username"].email))).status == 200
+    await settle(gw)
+    # This client (the test's own, 127.0.0.1) has now asked for as many mails as an hour allows.
+    async with pool.acquire() as conn:
+        for _ in range(limits.policy.per_address[0].mails):
+            await limits.sent(conn, address_key("127.0.0.1"))
+    assert (await ask_reset(gw, held_back["password"].username)).status == 200
+    assert (await ask_username(gw, str(held_back["username"].email))).status == 200
+    await settle(gw)
+
+    after = await recovery_mails_counted(admin)
+    grown = {key: after.get(key, 0.0) - before.get(key, 0.0) for key in after}
+    expected = {
+        "sent": per_account,
+        "limited_account": 1,
+        "limited_address": 1,
+        "no_match": 1,
+    }
+    for form in ("forgot_password", "forgot_username"):
+        for outcome, count in expected.items():
+            assert grown.get((form, outcome), 0.0) == count, (form, outcome)
+        assert grown.get((form, "failed"), 0.0) == 0
+    for patron in held_back.values():
+        assert await outbox_for(pool, str(patron.email)) == []

@@ -1,12 +1,28 @@
-"""Brute-force defence: failed logins counted in PostgreSQL, with growing temporary blocks.
+"""Brute-force defence: failed logins counted in PostgreSQL, shared by every instance.
 
-Counters are kept per account (username and pass number of one account share one), per
-unknown login name (so an unknown name is throttled exactly like a real one and the answer
-never tells them apart) and per client address (one password tried against many accounts).
-A block is temporary and answered 429 with Retry-After; while it lasts even the right password
-is refused; a success clears the account's counter. Password reset is never blocked by it.
+Three kinds of counter, each with its own figures (`Policy`):
 
-The policy is a pure function of the failure count, `block_for`, tested on its own.
+- **per device** (`device:NONCE`): a browser carrying a device cookie for the account it
+  tries (`auth.credentials.devices`). Its failures count against that browser alone, and it
+  is never stopped by the two counters below, so a patron on their own device gets in while
+  an attacker elsewhere is blocked for their account.
+- **per account** (`account:ID`; an unknown login name counts as `name:CANONICAL`, so an
+  unknown name is throttled exactly like a real one and the answer never tells them apart):
+  attempts without a trusted device. Five free failures, then a block of 30 s that doubles,
+  up to five minutes: short, because it is the one an attacker can inflict on a patron.
+- **per address** (`addr:IP`, IPv6 per /64): attempts without a trusted device, across every
+  name, against password spraying. A reading room, a school or a town's Wi-Fi puts hundreds
+  of patrons behind one address, so this counter is far higher than the account's, and it
+  decays instead of counting consecutive failures: each failure adds one to a score that
+  halves every ten minutes. Above 100, each failure blocks the address for one second per
+  point over, at most a minute.
+
+A block is temporary and answered 429 with Retry-After; while it lasts even the right
+password is refused (no hashing is spent either). A success clears the account's and the
+device's counters. Password reset is never blocked.
+
+The figures are pure functions of the counts (`Doubling.block_for`, `Decaying.block_for`),
+tested on their own.
 """
 
 from __future__ import annotations
@@ -23,20 +39,43 @@ CLIENT_ADDRESS = web.RequestKey("client_address", str)
 
 
 @dataclass(frozen=True)
+class Doubling:
+    """Blocks after `free` consecutive failures, doubling from `first` up to `longest`."""
+
+    free: int
+    first: float
+    longest: float
+
+    def block_for(self, failures: int) -> float:
+        """Seconds to block after `failures` consecutive failures (0: no block)."""
+        if failures < self.free:
+            return 0.0
+        exponent = min(failures - self.free, 32)
+        return min(self.first * math.pow(2, exponent), self.longest)
+
+
+@dataclass(frozen=True)
+class Decaying:
+    """A score that gains one per failure and halves every `half_life` seconds; above
+    `free`, each failure blocks for `per_point` seconds per point over, up to `longest`."""
+
+    free: float
+    half_life: float
+    per_point: float
+    longest: float
+
+    def block_for(self, score: float) -> float:
+        if score <= self.free:
+            return 0.0
+        return min(self.per_point * (score - self.free), self.longest)
+
+
+@dataclass(frozen=True)
 class Policy:
-    free_failures: int = 5  # failures before the first block
-    first_block: float = 30.0  # seconds; doubles with every further failure
-    longest_block: float = 900.0
+    account: Doubling = Doubling(free=5, first=30.0, longest=300.0)
+    device: Doubling = Doubling(free=10, first=30.0, longest=900.0)
+    address: Decaying = Decaying(free=100.0, half_life=600.0, per_point=1.0, longest=60.0)
     forget_after: float = 86400.0  # a counter idle this long starts again from zero
-    address_free_failures: int = 30
-
-
-def block_for(failures: int, free: int, policy: Policy) -> float:
-    """Seconds to block after `failures` consecutive failures (0: no block)."""
-    if failures < free:
-        return 0.0
-    exponent = min(failures - free, 32)
-    return min(policy.first_block * math.pow(2, exponent), policy.longest_block)
 
 
 def address_key(address: str) -> str:
@@ -54,6 +93,20 @@ def account_key(account_id: str | None, canonical_name: str) -> str:
     return f"account:{account_id}" if account_id else f"name:{canonical_name}"
 
 
+_COUNT_FAILURE = (
+    "INSERT INTO login_throttle AS t (key, failures, score) VALUES ($1, 1, 1)"
+    " ON CONFLICT (key) DO UPDATE SET"
+    "   failures = CASE WHEN t.last_failure_at < now() - make_interval(secs => $2)"
+    "              THEN 1 ELSE t.failures + 1 END,"
+    "   score = t.score * power(0.5, EXTRACT(EPOCH FROM now() - t.last_failure_at) / $3) + 1,"
+    "   last_failure_at = now()"
+    " RETURNING failures, score"
+)
+_BLOCK = (
+    "UPDATE login_throttle SET blocked_until = now() + make_interval(secs => $2) WHERE key = $1"
+)
+
+
 class Throttle:
     def __init__(self, pool: asyncpg.Pool, policy: Policy | None = None) -> None:
         self._pool = pool
@@ -69,34 +122,35 @@ class Throttle:
         return float(seconds or 0.0)
 
     async def failed(self, account: str, address: str) -> None:
+        """Count a failure without a trusted device: against the account and the address."""
         policy = self.policy
         async with self._pool.acquire() as conn, conn.transaction():
-            for key, free in (
-                (account, policy.free_failures),
-                (address, policy.address_free_failures),
-            ):
-                failures = await conn.fetchval(
-                    "INSERT INTO login_throttle AS t (key, failures) VALUES ($1, 1)"
-                    " ON CONFLICT (key) DO UPDATE SET"
-                    "   failures = CASE WHEN t.last_failure_at < now() - make_interval(secs => $2)"
-                    "              THEN 1 ELSE t.failures + 1 END,"
-                    "   last_failure_at = now()"
-                    " RETURNING failures",
-                    key,
-                    policy.forget_after,
-                )
-                seconds = block_for(int(failures), free, policy)
-                if seconds:
-                    await conn.execute(
-                        "UPDATE login_throttle SET blocked_until ="
-                        " now() + make_interval(secs => $2) WHERE key = $1",
-                        key,
-                        seconds,
-                    )
+            failures, _ = await self._count(conn, account)
+            await self._block(conn, account, policy.account.block_for(failures))
+            _, score = await self._count(conn, address)
+            await self._block(conn, address, policy.address.block_for(score))
 
-    async def succeeded(self, account: str, *, conn: Any = None) -> None:
+    async def failed_on_device(self, device: str) -> None:
+        """Count a failure from a trusted device: against that device alone."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            failures, _ = await self._count(conn, device)
+            await self._block(conn, device, self.policy.device.block_for(failures))
+
+    async def _count(self, conn: asyncpg.Connection, key: str) -> tuple[int, float]:
+        row = await conn.fetchrow(
+            _COUNT_FAILURE, key, self.policy.forget_after, self.policy.address.half_life
+        )
+        assert row is not None
+        return int(row["failures"]), float(row["score"])
+
+    @staticmethod
+    async def _block(conn: asyncpg.Connection, key: str, seconds: float) -> None:
+        if seconds:
+            await conn.execute(_BLOCK, key, seconds)
+
+    async def succeeded(self, *keys: str, conn: Any = None) -> None:
         executor = conn if conn is not None else self._pool
-        await executor.execute("DELETE FROM login_throttle WHERE key = $1", account)
+        await executor.execute("DELETE FROM login_throttle WHERE key = ANY($1::text[])", list(keys))
 
     async def purge(self) -> int:
         status = await self._pool.execute(

@@ -2,6 +2,8 @@
 
 Both changes need the current password. A refused change answers with the page and the
 reason: 403 for a wrong current password, 409 for a taken username, 422 for a rule broken.
+A username from before today's character rules keeps logging in; the page asks its patron to
+choose another, for as long as the rules (asked afresh at every visit) refuse it.
 Every change mails a notice to the stored address (queued with the change itself); a password
 change also ends every other session of the patron.
 """
@@ -18,7 +20,7 @@ from auth import urls
 from auth.credentials import throttle
 from auth.credentials.password_policy import PasswordRejected
 from auth.credentials.passwords import HasherBusy
-from auth.credentials.usernames import UsernameRejected
+from auth.credentials.usernames import UsernameRejected, character_problem
 from auth.identity import Identity
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
@@ -47,8 +49,20 @@ async def _page(
         account=account,
         personal_data_url=services.personal_data_url,
         new_username=context.pop("new_username", ""),
+        outdated_username=_outdated_username(account, language(request)),
         **context,
     )
+
+
+def _outdated_username(account: Account, lang: str) -> str | None:
+    """What to tell a patron whose username the character rules refuse today, or None."""
+    problem = character_problem(account.username, own_pass_number=account.pass_number)
+    if problem is None:
+        return None
+    t = translator(lang)
+    if problem.characters:
+        return t["account.outdated_username.characters"].format(characters=problem.characters)
+    return t["account.outdated_username.rule"].format(rule=t[f"error.username.{problem.code}"])
 
 
 async def account_page(request: web.Request) -> web.Response:

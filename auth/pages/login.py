@@ -15,7 +15,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from auth import urls
-from auth.credentials import throttle
+from auth.credentials import devices, throttle
 from auth.credentials.passwords import HasherBusy
 from auth.credentials.usernames import canonical
 from auth.pages import csrf
@@ -65,7 +65,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     usable = account is not None and not account.disabled and account.password_hash
     account_key = throttle.account_key(account.id if account else None, canonical(name))
     address_key = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
-    wait = await services.throttle.retry_after(account_key, address_key)
+    # A browser that has logged in as this patron before is counted on its own: neither the
+    # account's lockout nor the address's limit stops it (auth.credentials.devices).
+    seen = services.devices.open(request.cookies.get(services.devices.cookie_name))
+    device = devices.trusted(seen, account.id, account.device_epoch) if account else None
+    counted = (device.throttle_key,) if device else (account_key, address_key)
+    wait = await services.throttle.retry_after(*counted)
     if wait > 0:
         # Blocked: not even the right password gets in, and no hashing work is spent.
         LOGINS.labels("throttled").inc()
@@ -82,10 +87,15 @@ async def login(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = "5"
         return response
     if not verdict.ok or account is None or not usable:
-        await services.throttle.failed(account_key, address_key)
+        if device:
+            await services.throttle.failed_on_device(device.throttle_key)
+        else:
+            await services.throttle.failed(account_key, address_key)
         LOGINS.labels("failure").inc()
         return await failed(401, "login.failed")
-    await services.throttle.succeeded(account_key)
+    # A trusted device's success leaves the account's counter alone: an attacker blocked
+    # elsewhere stays blocked while the patron gets in.
+    await services.throttle.succeeded(device.throttle_key if device else account_key)
     LOGINS.labels("success").inc()
     if verdict.new_hash is not None:
         await services.accounts.set_password_hash(
@@ -97,7 +107,14 @@ async def login(request: web.Request) -> web.StreamResponse:
     now = int(time.time())
     session.update({"sid": sid, "uid": account.id, "iat": now, "seen": now})
     csrf.token_for(session)
-    raise web.HTTPSeeOther(location=next_path)
+    onward = web.HTTPSeeOther(location=next_path)
+    trusted_from_now = devices.remember(seen, account.id, account.device_epoch)
+    onward.set_cookie(
+        services.devices.cookie_name,
+        services.devices.seal(trusted_from_now),
+        **services.devices.cookie_flags,
+    )
+    raise onward
 
 
 async def logout_form(request: web.Request) -> web.Response:

@@ -1,19 +1,24 @@
 """Forgotten password and forgotten username.
 
-Both forms answer the same page, status and timing whether or not anything matched: the
-lookup, the token and the mail happen after the answer is sent, as background work. Links in
-the mails are built from GATEWAY_PUBLIC_URL, never from Host or X-Forwarded-*. A reset link
-is single-use, expires, is bound to one account, and using it ends every session of the
-patron without logging them in; GET only shows the form, because mail scanners open links.
+Both forms answer the same page, status and timing whether or not anything matched and
+whether or not a limit held the mail back: the lookup, the limits on recovery mail
+(`auth.credentials.mail_limits`: per account or mailbox, and per client address), the token
+and the mail happen after the answer is sent, as background work, each outcome counted in
+`gateway_recovery_mails_total`. Links in the mails are built from GATEWAY_PUBLIC_URL, never
+from Host or X-Forwarded-*. A reset link is single-use, expires, is bound to one account,
+and using it ends every session of the patron without logging them in; GET only shows the
+form, because mail scanners open links.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 from urllib.parse import quote
 
+import asyncpg
 from aiohttp import web
 
 from auth import urls
@@ -26,13 +31,35 @@ from auth.pages.redirects import safe_next
 from auth.pages.render import language, message, render
 from auth.services import SERVICES, AuthServices
 from auth.store.accounts import Account
+from auth.telemetry import RECOVERY_MAILS
 
 log = logging.getLogger("auth.recovery")
 
-# At most this many reset mails per account per window; more requests get the same answer
-# but no mail, so nobody can flood a patron's inbox (and the account is never locked).
-RESET_MAILS_PER_WINDOW = 3
-RESET_WINDOW = 900.0
+Form = Literal["forgot_password", "forgot_username"]
+# What became of one mail a form was asked for (a request that matched nobody: one no_match).
+# A withheld mail gets the same answer as a sent one, and the account is never locked.
+Outcome = Literal["sent", "limited_account", "limited_address", "no_match", "failed"]
+
+_WITHHELD = {
+    "limited_account": "recovery mail withheld: the account has had its mails for now",
+    "limited_address": "recovery mail withheld: the client address has had its mails for now",
+}
+
+
+@dataclass(frozen=True)
+class _Asked:
+    """What the background work of a "forgot" form gets from the request."""
+
+    value: str  # the identifier or e-mail address, as typed
+    lang: str
+    destination: str
+    address: str  # the client, as the limits count it (`throttle.address_key`)
+
+
+def _counted(form: Form, outcome: Outcome, **extra: str) -> None:
+    RECOVERY_MAILS.labels(form, outcome).inc()
+    if outcome in _WITHHELD:
+        log.info(_WITHHELD[outcome], extra={"form": form, **extra})
 
 
 def _destination(value: str | None) -> str:
@@ -52,7 +79,7 @@ async def _same_answer_always(
     template: str,
     field: str,
     plausible: Callable[[str], bool],
-    work: Callable[[AuthServices, str, str, str], Coroutine[Any, Any, None]],
+    work: Callable[[AuthServices, _Asked], Coroutine[Any, Any, None]],
 ) -> web.Response:
     """The shape of both "forgot" forms: check the form, queue the lookup and the mail as
     work after the answer, and answer "sent" whatever the lookup will find."""
@@ -65,7 +92,8 @@ async def _same_answer_always(
             request, template, status=422, sent=False, error=t["error.required"], next=destination
         )
     services = request.app[SERVICES]
-    services.after_response(work(services, value, language(request), destination))
+    address = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
+    services.after_response(work(services, _Asked(value, language(request), destination, address)))
     return await render(request, template, sent=True, next=destination)
 
 
@@ -75,43 +103,57 @@ async def forgot_password(request: web.Request) -> web.Response:
     )
 
 
-async def _send_reset(services: AuthServices, identifier: str, lang: str, destination: str) -> None:
+async def _send_reset(services: AuthServices, asked: _Asked) -> None:
     try:
-        accounts = await _matching(services, identifier)
-        for account in accounts:
+        matched = False
+        for account in await _matching(services, asked.value):
             if not account.email or account.disabled:
                 continue
+            matched = True
             async with services.accounts.transaction() as conn:
-                token = await services.links.issue_limited(
-                    conn,
-                    account.id,
-                    "reset",
-                    services.reset_ttl,
-                    limit=RESET_MAILS_PER_WINDOW,
-                    within=RESET_WINDOW,
-                )
-                if token is None:
-                    log.info(
-                        "reset mail withheld: too many requests for one account",
-                        extra={"user_id": account.id},
-                    )
-                    continue
-                link = f"{services.public_url}{urls.RESET_PASSWORD}?token={quote(token)}"
-                if destination:
-                    link += f"&next={quote(destination, safe='')}"
-                await Outbox.put(
-                    conn,
-                    services.composer.compose(
-                        "reset",
-                        lang,
-                        account.email,
-                        username=account.username,
-                        link=link,
-                        minutes=int(services.reset_ttl // 60),
-                    ),
-                )
+                outcome = await _queue_reset(services, conn, account, account.email, asked)
+            _counted("forgot_password", outcome, user_id=account.id, client=asked.address)
+        if not matched:
+            _counted("forgot_password", "no_match")
     except Exception:
+        _counted("forgot_password", "failed")
         log.exception("could not prepare a reset mail")
+
+
+async def _queue_reset(
+    services: AuthServices, conn: asyncpg.Connection, account: Account, email: str, asked: _Asked
+) -> Outcome:
+    """A reset link for `account` queued in the caller's transaction, unless a limit holds it
+    back. The address is checked first, as everywhere (see `mail_limits`)."""
+    limits = services.mail_limits
+    if await limits.address_spent(conn, asked.address):
+        return "limited_address"
+    token = await services.links.issue_limited(
+        conn,
+        account.id,
+        "reset",
+        services.reset_ttl,
+        limit=limits.policy.per_account.mails,
+        within=limits.policy.per_account.seconds,
+    )
+    if token is None:
+        return "limited_account"
+    await limits.sent(conn, asked.address)
+    link = f"{services.public_url}{urls.RESET_PASSWORD}?token={quote(token)}"
+    if asked.destination:
+        link += f"&next={quote(asked.destination, safe='')}"
+    await Outbox.put(
+        conn,
+        services.composer.compose(
+            "reset",
+            asked.lang,
+            email,
+            username=account.username,
+            link=link,
+            minutes=int(services.reset_ttl // 60),
+        ),
+    )
+    return "sent"
 
 
 async def _matching(services: AuthServices, identifier: str) -> list[Account]:
@@ -199,21 +241,46 @@ async def forgot_username(request: web.Request) -> web.Response:
     )
 
 
-async def _send_usernames(services: AuthServices, email: str, lang: str, _next: str) -> None:
+async def _send_usernames(services: AuthServices, asked: _Asked) -> None:
     try:
-        accounts = [a for a in await services.accounts.by_email(email) if not a.disabled]
-        if not accounts or accounts[0].email is None:
+        accounts = [a for a in await services.accounts.by_email(asked.value) if not a.disabled]
+        email = accounts[0].email if accounts else None
+        if email is None:
+            _counted("forgot_username", "no_match")
             return
-        await services.outbox.send(
-            services.composer.compose(
-                "forgot_username",
-                lang,
-                accounts[0].email,
-                usernames=[account.username for account in accounts],
-            )
-        )
+        async with services.accounts.transaction() as conn:
+            outcome = await _queue_usernames(services, conn, accounts, email, asked)
+        _counted("forgot_username", outcome, client=asked.address)
     except Exception:
+        _counted("forgot_username", "failed")
         log.exception("could not prepare a username mail")
+
+
+async def _queue_usernames(
+    services: AuthServices,
+    conn: asyncpg.Connection,
+    accounts: list[Account],
+    email: str,
+    asked: _Asked,
+) -> Outcome:
+    """One mail naming every account on `email`, queued in the caller's transaction unless a
+    limit holds it back. The address is checked first, as everywhere (see `mail_limits`)."""
+    limits = services.mail_limits
+    if await limits.address_spent(conn, asked.address):
+        return "limited_address"
+    if await limits.mailbox_spent(conn, email):
+        return "limited_account"
+    await limits.sent(conn, asked.address, email)
+    await Outbox.put(
+        conn,
+        services.composer.compose(
+            "forgot_username",
+            asked.lang,
+            email,
+            usernames=[account.username for account in accounts],
+        ),
+    )
+    return "sent"
 
 
 def add_routes(app: web.Application) -> None:

@@ -1,7 +1,8 @@
 """Rendering an /auth/* page, and the headers every such response carries.
 
-Pages are never cached, never framed, never leak a Referer (reset links carry tokens), and run
-under a CSP that allows no script and only the page's own nonce-tagged style.
+Pages are never cached, never framed, never leak a Referer (reset links carry tokens), run
+under a CSP that allows no script and only the page's own nonce-tagged style, may use none of
+the browser's powerful features, and share no window with another site's pages.
 """
 
 from __future__ import annotations
@@ -18,6 +19,51 @@ from auth.services import SERVICES, TEMPLATES
 
 NONCE = web.RequestKey[str]("auth.nonce")
 LANG = web.RequestKey[str]("auth.lang")
+
+# The powerful features a browser lets a page use, by their Permissions Policy names (the W3C
+# registry, w3c/webappsec-permissions-policy features.md, as browsers ship them; a name a
+# browser does not know costs a console warning): the pages need none, so nothing that ever
+# got into one can ask for the camera or a payment. `browsing-topics` is what became of
+# FLoC's `interest-cohort`.
+_FEATURES_OFF = (
+    "accelerometer",
+    "ambient-light-sensor",
+    "autoplay",
+    "bluetooth",
+    "browsing-topics",
+    "camera",
+    "clipboard-read",
+    "clipboard-write",
+    "display-capture",
+    "encrypted-media",
+    "fullscreen",
+    "gamepad",
+    "geolocation",
+    "gyroscope",
+    "hid",
+    "idle-detection",
+    "local-fonts",
+    "magnetometer",
+    "microphone",
+    "midi",
+    "payment",
+    "picture-in-picture",
+    "publickey-credentials-get",
+    "screen-wake-lock",
+    "serial",
+    "usb",
+    "web-share",
+    "xr-spatial-tracking",
+)
+PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in _FEATURES_OFF)
+# A page opened from another site's window, or opening one, keeps no handle on it either way
+# (no reverse tabnabbing, no cross-window probing of the login page).
+OPENER_POLICY = "same-origin"
+DOCUMENT_HEADERS = (
+    ("Permissions-Policy", PERMISSIONS_POLICY),
+    ("Cross-Origin-Opener-Policy", OPENER_POLICY),
+)
+"""What every HTML page the gateway writes itself carries: these pages and its error pages."""
 
 
 def language(request: web.Request) -> str:
@@ -127,6 +173,8 @@ def page_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["X-Frame-Options"] = "DENY"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Permissions-Policy"] = PERMISSIONS_POLICY
+    response.headers["Cross-Origin-Opener-Policy"] = OPENER_POLICY
     response.headers["Content-Security-Policy"] = (
         f"default-src 'none'; style-src {style}; img-src 'self' https: data:; "
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"

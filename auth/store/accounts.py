@@ -38,13 +38,15 @@ class Account:
     email: str | None
     password_hash: str | None
     disabled: bool
+    device_epoch: int = 0
+    """Device cookies name this number; raising it voids all of them."""
 
 
 def canonical_email(email: str) -> str:
     return unicodedata.normalize("NFKC", email).strip().casefold()
 
 
-_COLUMNS = "id::text AS id, pass_number, username, email, password_hash, disabled"
+_COLUMNS = "id::text AS id, pass_number, username, email, password_hash, disabled, device_epoch"
 
 
 def _account(row: asyncpg.Record | None) -> Account | None:
@@ -57,6 +59,7 @@ def _account(row: asyncpg.Record | None) -> Account | None:
         row["email"],
         row["password_hash"],
         row["disabled"],
+        row["device_epoch"],
     )
 
 
@@ -186,6 +189,13 @@ class Accounts:
             expected,
         )
         return bool(status == "UPDATE 1")
+
+    async def void_devices(self, account_id: str, *, conn: Any = None) -> None:
+        """Every device cookie of the account stops counting as a trusted device."""
+        executor = conn if conn is not None else self._pool
+        await executor.execute(
+            "UPDATE accounts SET device_epoch = device_epoch + 1 WHERE id = $1::uuid", account_id
+        )
 
     async def set_username(self, account_id: str, username: str, *, conn: Any = None) -> None:
         async with contextlib.AsyncExitStack() as stack:

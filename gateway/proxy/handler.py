@@ -13,6 +13,7 @@ client in one write.
 from __future__ import annotations
 
 import functools
+import logging
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -34,8 +35,12 @@ from gateway.proxy import access, headers, websocket
 from gateway.proxy.connection import ConnectionClosed
 from gateway.proxy.upstream import Upstream
 
+log = logging.getLogger("gateway.proxy")
+
 _NO_BODY_STATUSES = frozenset({204, 304})
 _BODYLESS_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "DELETE", "TRACE"})
+# How often, at most, a route that lets shared caches keep a patron's answers is logged (s).
+SHARED_CACHE_WARNING_EVERY = 3600.0
 
 
 def _has_body(request: web.Request) -> bool:
@@ -77,6 +82,8 @@ class Proxy:
         self._public_proto = settings.public_proto
         self._public_host = settings.public_host
         self._https = settings.https
+        # When each route was last logged for letting shared caches keep patrons' answers.
+        self._shared_cache_warned: dict[str, float] = {}
 
     async def handle(self, request: web.Request, exchange: Exchange) -> web.StreamResponse:
         target = exchange.target
@@ -134,7 +141,14 @@ class Proxy:
                 request, exchange, route, upstream_target, upstream_headers, renew
             )
         return await self.forward(
-            request, exchange, route, upstream_target, upstream_headers, renew, continues
+            request,
+            exchange,
+            route,
+            upstream_target,
+            upstream_headers,
+            renew,
+            continues,
+            personal=decision.with_identity,
         )
 
     async def bridge(
@@ -167,8 +181,12 @@ class Proxy:
         upstream_headers: list[tuple[str, str]],
         renew: tuple[str, Renewal] | None,
         continues: bool,
+        *,
+        personal: bool = False,
     ) -> web.StreamResponse:
-        """Send the request to the backend and stream its response back to the client."""
+        """Send the request to the backend and stream its response back to the client;
+        `personal`: the backend was told who asks, so its answer is one patron's and is
+        kept out of shared caches (`headers.downstream_response_headers`)."""
         body = request if _has_body(request) else None
         if body is not None:
             declared = request.content_length
@@ -188,9 +206,11 @@ class Proxy:
         authenticator = self._authenticator
         try:
             upstream_time.observe(time.perf_counter() - asked)
-            response_headers, length = headers.downstream_response_headers(
-                backend_response.headers, cookie_name=authenticator.cookie_name
+            response_headers, length, shared = headers.downstream_response_headers(
+                backend_response.headers, cookie_name=authenticator.cookie_name, personal=personal
             )
+            if shared:
+                self._shared_cache_warning(route.name)
             streams = request.method == "HEAD" or backend_response.status in _NO_BODY_STATUSES
             whole = None if streams else connection.whole_body()
             if whole is not None and (length is None or length == len(whole)):
@@ -223,6 +243,22 @@ class Proxy:
             raise
         finally:
             self._upstream.release(route, connection)
+
+    def _shared_cache_warning(self, route_name: str) -> None:
+        """The backend's answer to a patron says shared caches may keep it: its word stands
+        (it may know better), but the operator hears of it, once in a while per route, never
+        who the patron was."""
+        now = time.monotonic()
+        last = self._shared_cache_warned.get(route_name)
+        if last is not None and now - last < SHARED_CACHE_WARNING_EVERY:
+            return
+        self._shared_cache_warned[route_name] = now
+        log.warning(
+            "route %s answered a logged-in patron with Cache-Control public or s-maxage: "
+            "shared caches may hand that answer to other people",
+            route_name,
+            extra={"route": route_name},
+        )
 
     async def _before_start(
         self,

@@ -68,8 +68,11 @@ _STEERING = frozenset(
     }
 )
 
-# Response headers the gateway owns: its own banner, and nothing that changes framing.
-_RESPONSE_DROPPED = HOP_BY_HOP | {"server", "content-length", "date"}
+# Response headers the gateway owns: its own banner, nothing that changes framing, and HSTS,
+# which pins the whole public host and so is the gateway's to send or not (a backend's
+# `max-age=0` would unpin it, a backend's HSTS behind an http public URL would pin a host
+# that has no TLS).
+_RESPONSE_DROPPED = HOP_BY_HOP | {"server", "content-length", "date", "strict-transport-security"}
 
 IDENTITY_PREFIX = "x-library-"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
@@ -77,8 +80,8 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 @functools.lru_cache(maxsize=256)
 def _tokens(value: str) -> frozenset[str]:
-    """The header names listed in one Connection header value (values repeat: a backend
-    sends the same `keep-alive` on every answer)."""
+    """The header names listed in one Connection or Vary value, in lower case (values
+    repeat: a backend sends the same `keep-alive` on every answer)."""
     return frozenset(token.strip().lower() for token in value.split(",") if token.strip())
 
 
@@ -158,6 +161,8 @@ def strip_cookie(cookie_header: str, name: str) -> str | None:
 
 # What happens to a header, decided once per header name (names repeat on every request).
 _FORWARD, _DROP, _COOKIE, _WEBSOCKET, _LENGTH, _CONNECTION, _SET_COOKIE = range(7)
+# Forwarded, and noted, in an answer meant for one patron (`_personal_response_rule`).
+_CACHE_CONTROL, _VARY = 7, 8
 
 
 @functools.lru_cache(maxsize=1024)
@@ -233,46 +238,126 @@ def _response_rule(name: str) -> tuple[str, int]:
     return lower, _FORWARD
 
 
+@functools.lru_cache(maxsize=1024)
+def _personal_response_rule(name: str) -> tuple[str, int]:
+    # A table of its own, so that an anonymous answer's headers take the very same branches
+    # they always did.
+    lower, rule = _response_rule(name)
+    if lower == "cache-control":
+        return lower, _CACHE_CONTROL
+    if lower == "vary":
+        return lower, _VARY
+    return lower, rule
+
+
 def downstream_response_headers(
-    upstream: Iterable[tuple[str, str]], *, cookie_name: str
-) -> tuple[list[tuple[str, str]], int | None]:
-    """Headers for the client from a backend's response, and its Content-Length: hop-by-hop
-    and framing removed, and no backend may set or clear the gateway's session cookie."""
+    upstream: Iterable[tuple[str, str]], *, cookie_name: str, personal: bool = False
+) -> tuple[list[tuple[str, str]], int | None, bool]:
+    """Headers for the client from a backend's response, its Content-Length, and whether the
+    backend let shared caches keep an answer meant for one patron: hop-by-hop and framing
+    removed, no backend may set or clear the gateway's session cookie, and a `personal`
+    answer (the backend was told who asked) is kept out of shared caches (`_for_one_patron`)."""
     out: list[tuple[str, str]] = []
     length: int | None = None
     named_in_connection: set[str] = set()
+    cache_control: str | None = None
+    vary: str | None = None
+    vary_at = -1  # where the one Vary field is in `out`; -1 for none or several
+    rule_of = _personal_response_rule if personal else _response_rule
     for name, value in upstream:
-        _, rule = _response_rule(name)
+        _, rule = rule_of(name)
         if rule == _FORWARD:
             out.append((name, value))
         elif rule == _LENGTH:
             length = int(value) if value.isdigit() else None
         elif rule == _CONNECTION:
             named_in_connection |= _tokens(value)
-        elif rule == _SET_COOKIE and not _sets_cookie(value, cookie_name):
+        elif rule == _SET_COOKIE:
+            if not _sets_cookie(value, cookie_name):
+                out.append((name, value))
+        elif rule > _SET_COOKIE:  # only in a personal answer's table
+            if rule == _CACHE_CONTROL:
+                cache_control = value if cache_control is None else f"{cache_control}, {value}"
+            elif vary is None:
+                vary_at, vary = len(out), value
+            else:
+                vary_at, vary = -1, f"{vary}, {value}"
             out.append((name, value))
     if named_in_connection - HOP_BY_HOP:
+        # What the client will not see is no policy of the backend's.
+        if "cache-control" in named_in_connection:
+            cache_control = None
+        if "vary" in named_in_connection:
+            vary, vary_at = None, -1
+        elif vary_at > 0:  # the one Vary field moves up past the fields that go
+            vary_at -= sum(
+                _response_rule(name)[0] in named_in_connection for name, _ in out[:vary_at]
+            )
         out = [
             (name, value)
             for name, value in out
             if _response_rule(name)[0] not in named_in_connection
         ]
-    return out, length
+    shared = personal and _for_one_patron(out, cache_control, vary, vary_at)
+    return out, length, shared
+
+
+def _for_one_patron(
+    out: list[tuple[str, str]], cache_control: str | None, vary: str | None, vary_at: int
+) -> bool:
+    """Keep an answer made for one patron out of shared caches: `Cache-Control: private`
+    when the backend chose no policy, and `Vary: Cookie` so that no cache hands it to another
+    browser. A backend's own policy stands; the result says whether it let shared caches
+    keep the answer (the caller warns)."""
+    if vary is None:
+        out.append(("Vary", "Cookie"))
+    else:
+        merged = _vary_with_cookie(vary)
+        if merged is not None:
+            if vary_at >= 0:
+                out[vary_at] = (out[vary_at][0], merged)
+            else:
+                # Several Vary fields are one list (RFC 9110 5.3): one more field joins it.
+                out.append(("Vary", "Cookie"))
+    if cache_control is None:
+        out.append(("Cache-Control", "private"))
+        return False
+    return _shared_caches_may_keep(cache_control)
+
+
+@functools.lru_cache(maxsize=256)
+def _vary_with_cookie(vary: str) -> str | None:
+    """A backend's Vary with Cookie added; None when it needs none (it names Cookie, or `*`,
+    which varies on everything already). Values repeat, like Connection's."""
+    if _tokens(vary) & {"*", "cookie"}:
+        return None
+    return f"{vary}, Cookie" if vary.strip() else "Cookie"
+
+
+@functools.lru_cache(maxsize=256)
+def _shared_caches_may_keep(cache_control: str) -> bool:
+    """Whether a Cache-Control value lets a shared cache store the answer outright (RFC 9111
+    5.2.2: `public` or `s-maxage`, unless `private` or `no-store` says otherwise)."""
+    directives = {part.split("=", 1)[0].strip().lower() for part in cache_control.split(",")}
+    return bool(directives & {"public", "s-maxage"}) and not directives & {"private", "no-store"}
 
 
 BANNER = "library-gateway"
-HSTS = "max-age=63072000; includeSubDomains"
+# One year, every subdomain; no `preload`, which is a promise to the browsers' preload list
+# that an operator makes deliberately (hstspreload.org), not a default.
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 def stamp_response(out: CIMultiDict[str], request_id: str | None, https: bool) -> None:
     """What every response of the gateway carries, the backends' and its own: its banner
-    in place of the backend's, nosniff, the request id and, when served over HTTPS, HSTS."""
+    in place of the backend's, nosniff, the request id and, when served over HTTPS, its
+    HSTS (a backend's own never gets through, see `_RESPONSE_DROPPED`)."""
     out["Server"] = BANNER
     out.setdefault("X-Content-Type-Options", "nosniff")
     if request_id is not None:
         out["X-Request-Id"] = request_id
     if https:
-        out.setdefault("Strict-Transport-Security", HSTS)
+        out["Strict-Transport-Security"] = HSTS
 
 
 def _sets_cookie(set_cookie: str, name: str) -> bool:

@@ -4,10 +4,11 @@ When aiohttp's parser refuses a request (smuggling shapes, oversized headers, ga
 answer is written by aiohttp before any of the gateway runs, and by default it names the
 Python and aiohttp versions and echoes part of the offending bytes. `GatewayRunner` serves
 the application through a `GatewayServer`, whose request handler answers those errors with
-the gateway's banner and no echo. The same handler holds each connection's small writes to
-the end of the loop's pass (see gateway.proxy.coalesce), so the answers of all the requests
-handled in a pass leave together, and every request goes first to `gateway.server.front.Front`,
-which serves the proxied ones itself.
+the headers every answer of the gateway carries (its banner, nosniff, HSTS over https) and no
+echo. The same handler holds each connection's small writes to the end of the loop's pass
+(see gateway.proxy.coalesce), so the answers of all the requests handled in a pass leave
+together, and every request goes first to `gateway.server.front.Front`, which serves the
+proxied ones itself.
 
 aiohttp offers no public way to choose the request handler's class or to see a connection's
 transport first, so this module leans on a few of its private parts; the supported aiohttp
@@ -23,8 +24,9 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from gateway import appkeys
 from gateway.proxy.coalesce import Coalescer
-from gateway.proxy.headers import BANNER
+from gateway.proxy.headers import stamp_response
 from gateway.server.front import Front
 
 
@@ -32,11 +34,12 @@ class GatewayRequestHandler(web.RequestHandler):
     """aiohttp's per-connection protocol, writing through the coalescer and answering its
     own errors quietly."""
 
-    __slots__ = ("_coalescer",)
+    __slots__ = ("_coalescer", "_https")
 
     def __init__(self, manager: GatewayServer, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._coalescer = manager.coalescer
+        self._https = manager.https
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(self._coalescer.wrap(cast(asyncio.Transport, transport)))
@@ -50,7 +53,7 @@ class GatewayRequestHandler(web.RequestHandler):
     ) -> web.StreamResponse:
         # The parser's message quotes the request; the status alone says what went wrong.
         response = super().handle_error(request, status, exc, None)
-        response.headers["Server"] = BANNER
+        stamp_response(response.headers, None, self._https)
         return response
 
 
@@ -62,10 +65,12 @@ class GatewayServer(web.Server):
         handler: Callable[[web.BaseRequest], Awaitable[web.StreamResponse]],
         *,
         coalescer: Coalescer,
+        https: bool,
         **kwargs: Any,
     ) -> None:
         super().__init__(handler, **kwargs)
         self.coalescer = coalescer
+        self.https = https
 
     def __call__(self) -> GatewayRequestHandler:
         # What web.Server.__call__ does, with our class.
@@ -84,5 +89,6 @@ class GatewayRunner(web.AppRunner):
             request_factory=server.request_factory,
             handler_cancellation=server.handler_cancellation,
             coalescer=Coalescer(asyncio.get_running_loop()),
+            https=self.app[appkeys.SETTINGS].https,
             **server._kwargs,
         )

@@ -1,5 +1,5 @@
 """Cross-site request forgery on every state-changing form, clickjacking of the /auth/ pages,
-and the security headers every answer carries.
+the security headers every page of the gateway's own and every answer carries.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from auth.credentials.passwords import PasswordHasher
+from gateway.proxy.websocket import is_upgrade as websocket_upgrade
 from tests.helpers import (
     PASSWORD,
     Gateway,
@@ -162,6 +163,75 @@ async def test_the_throttled_login_page_carries_the_same_headers(
     assert_page_headers(await blocked_login(gw, pool, hasher))
 
 
+async def test_the_account_page_of_a_logged_in_patron_carries_the_same_headers(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """The page with the patron's details, the one most worth framing or keeping."""
+    patron = await add_patron(pool, hasher)
+    assert (await login(gw, patron.username)).status == 303
+    resp = await gw.get("/auth/account", allow_redirects=False)
+    assert resp.status == 200
+    assert patron.username in await resp.text()
+    assert_page_headers(resp)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        pytest.param("/no-route", 404, id="not-found"),
+        pytest.param("/dead/x", 502, id="backend-down"),
+        pytest.param(URL("/open/%2e%2e/x", encoded=True), 400, id="bad-path"),
+    ],
+)
+async def test_the_gateways_own_error_pages_share_no_window_and_no_powerful_feature(
+    make_gateway: MakeGateway, recorder: RecordingBackend, path: str | URL, status: int
+) -> None:
+    """The small HTML pages the gateway writes itself, on the proxy path and off it, carry
+    the same document policy as the /auth/ pages."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    extra = f"""  - name: dead
+    prefix: /dead
+    backend: http://127.0.0.1:{dead}
+    auth: public
+"""
+    gw = await make_gateway(routes_for(recorder.port, extra))
+    resp = await gw.get(path, headers={"Accept": "text/html"})
+    assert resp.status == status
+    assert resp.headers["Content-Type"].startswith("text/html")
+    assert_document_policy(resp)
+
+
+# The powerful features no page of the gateway's own may use (Permissions Policy names).
+POWERFUL_FEATURES = (
+    "camera",
+    "microphone",
+    "geolocation",
+    "payment",
+    "usb",
+    "serial",
+    "hid",
+    "bluetooth",
+    "display-capture",
+    "browsing-topics",
+)
+
+
+def assert_document_policy(resp: ClientResponse) -> None:
+    """Every powerful feature off (a page that was ever injected can still not reach camera,
+    microphone or location), and no window shared with another site's page (cross-window
+    attacks and reverse tabnabbing need a handle that COOP takes away); OWASP Secure Headers
+    Project."""
+    assert resp.headers["Cross-Origin-Opener-Policy"] == "same-origin"
+    allowed = dict(
+        part.strip().split("=", 1) for part in resp.headers["Permissions-Policy"].split(",")
+    )
+    for feature in POWERFUL_FEATURES:
+        assert allowed.get(feature) == "()", feature
+    assert set(allowed.values()) == {"()"}, "every feature named is switched off"
+
+
 def assert_page_headers(resp: ClientResponse) -> None:
     assert resp.headers["X-Frame-Options"] == "DENY"
     csp = [part.strip() for part in resp.headers["Content-Security-Policy"].split(";")]
@@ -174,6 +244,7 @@ def assert_page_headers(resp: ClientResponse) -> None:
     assert resp.headers["X-Content-Type-Options"] == "nosniff"
     if resp.headers.get("Content-Type", "").startswith("text/html"):
         assert "charset=utf-8" in resp.headers["Content-Type"].lower()
+    assert_document_policy(resp)
 
 
 # --- Headers on every answer ------------------------------------------------------------------
@@ -187,17 +258,104 @@ def assert_page_headers(resp: ClientResponse) -> None:
     ],
 )
 async def test_hsts_is_sent_exactly_when_the_public_url_is_https(
-    make_gateway: MakeGateway, recorder: RecordingBackend, public_url: str, hsts: bool
+    make_gateway: MakeGateway,
+    recorder: RecordingBackend,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    public_url: str,
+    hsts: bool,
 ) -> None:
     """HSTS over plain HTTP is ignored by browsers and, behind a TLS-terminating proxy that
     is misconfigured, pins a host that cannot do TLS; with an https public URL every answer,
-    proxied or the gateway's own, carries it (ASVS 14.4.5)."""
+    proxied or the gateway's own, carries it (ASVS 14.4.5). It pins the whole host, so it is
+    the gateway's alone: a backend can neither unpin it (`max-age=0`) nor pin a host served
+    over http."""
     gw = await make_gateway(routes_for(recorder.port), env={"GATEWAY_PUBLIC_URL": public_url})
     for path in ("/open/x", "/auth/login", "/no-route", "/healthz"):
         resp = await gw.get(path)
         assert ("Strict-Transport-Security" in resp.headers) is hsts, path
         if hsts:
             assert "includeSubDomains" in resp.headers["Strict-Transport-Security"]
+
+    # Every other kind of answer, the backend's own HSTS, and the answers aiohttp's parser
+    # and the WebSocket handshake write.
+    async def own_hsts(request: web.Request) -> web.StreamResponse:
+        if websocket_upgrade(request):
+            ws = web.WebSocketResponse()
+            await ws.prepare(request)
+            await ws.close()
+            return ws
+        return web.Response(text="ok", headers={"Strict-Transport-Security": "max-age=0; preload"})
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", own_hsts)
+    server = await aiohttp_server(app)
+    streaming = await until_close_backend()
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = sock.getsockname()[1]
+    extra = f"""  - name: own
+    prefix: /own
+    backend: http://127.0.0.1:{server.port}
+    auth: public
+  - name: streamed
+    prefix: /streamed
+    backend: http://127.0.0.1:{streaming.sockets[0].getsockname()[1]}
+    auth: public
+  - name: dead
+    prefix: /dead
+    backend: http://127.0.0.1:{dead}
+    auth: public
+"""
+    gw = await make_gateway(
+        routes_for(recorder.port, extra), env={"GATEWAY_PUBLIC_URL": public_url}
+    )
+    answers = {
+        "backend-sets-its-own": await gw.get("/own/x"),
+        "streamed": await gw.get("/streamed/x"),
+        "backend-down": await gw.get("/dead/x"),
+        "login-required": await gw.get("/reservations/mine"),
+        "login-redirect": await gw.get(
+            "/reservations/mine", headers={"Accept": "text/html"}, allow_redirects=False
+        ),
+        "bad-path": await gw.get(URL("/open/%2e%2e/x", encoded=True)),
+        "landing-redirect": await gw.get("/", allow_redirects=False),
+        "jwks": await gw.get("/.well-known/jwks.json"),
+        "auth-method": await gw.delete("/auth/login"),
+        "auth-static": await gw.get("/auth/static/style.css"),
+        "auth-not-found": await gw.get("/auth/no-such-page"),
+    }
+    for kind, resp in answers.items():
+        fields = resp.headers.getall("Strict-Transport-Security", [])
+        assert fields == ([HSTS] if hsts else []), kind
+    assert gw.port is not None
+    heads = {
+        "parser-refused": head_of(
+            await exchange(gw.port, b"GET /open/x HTTP/1.1\r\nHost: x\r\nX-Bad: a\x00b\r\n\r\n")
+        ),
+        "websocket-handshake": head_of(
+            await exchange(
+                gw.port,
+                b"GET /own/live HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            )
+        ),
+    }
+    assert heads["parser-refused"].split(" ", 2)[1] == "400"
+    assert heads["websocket-handshake"].split(" ", 2)[1] == "101"
+    for kind, head in heads.items():
+        fields = [
+            line.split(":", 1)[1].strip()
+            for line in head.split("\r\n")[1:]
+            if line.lower().startswith("strict-transport-security:")
+        ]
+        assert fields == ([HSTS] if hsts else []), kind
+    streaming.close()
+    await streaming.wait_closed()
+
+
+# A year and every subdomain; `preload` is an operator's deliberate promise, never a default.
+HSTS = "max-age=31536000; includeSubDomains"
 
 
 async def test_every_kind_of_answer_is_nosniff_and_names_no_version(

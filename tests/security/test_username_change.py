@@ -190,6 +190,17 @@ async def test_extra_fields_in_the_rename_form_change_nothing_else(
         pytest.param("evil\u2028name", 422, id="line-separator-ASVS-5.3.1"),
         pytest.param("admin\u202egnp.exe", 422, id="bidi-override-ASVS-5.1.3"),
         pytest.param("ad\u200bmin", 422, id="zero-width-space-ASVS-5.1.3"),
+        # For a backend that prints X-Library-Username without escaping it: markup, quotes
+        # that end an attribute or a string, and the separators of headers, cookies, paths.
+        pytest.param("<script>alert(1)</script>", 422, id="markup-ASVS-5.3.3"),
+        pytest.param('x" onmouseover="alert(1)', 422, id="double-quote-ASVS-5.3.3"),
+        pytest.param("o'brien", 422, id="single-quote-ASVS-5.3.3"),
+        pytest.param("x`alert(1)`", 422, id="backtick-ASVS-5.3.3"),
+        pytest.param("ann&amp;co", 422, id="ampersand-ASVS-5.3.3"),
+        pytest.param("sid=forged;path", 422, id="cookie-separators-ASVS-5.3.1"),
+        pytest.param("../../admin", 422, id="path-climb-ASVS-5.3.1"),
+        pytest.param("a\\b%2fc", 422, id="backslash-percent-ASVS-5.3.1"),
+        pytest.param("\uff1cscript\uff1e", 422, id="full-width-markup-ASVS-5.1.3"),
         # A NUL makes the whole form unreadable: refused before any username rule is asked.
         pytest.param("evil\x00name", 400, id="NUL-ASVS-5.1.3"),
     ],
@@ -198,8 +209,8 @@ async def test_a_name_that_could_inject_or_deceive_is_refused(
     gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, name: str, status: int
 ) -> None:
     """The username travels into an HTTP header, a JWT, mails and pages; control, line
-    separator and invisible characters are refused (422, against the rules) rather than
-    escaped somewhere later."""
+    separator and invisible characters, markup, quotes and separators are refused (422,
+    against the rules) rather than left to every backend to escape."""
     patron = await signed_in(gw, pool, hasher)
     resp = await rename(gw, name)
     assert resp.status == status
@@ -224,10 +235,21 @@ async def test_a_non_ascii_name_reaches_the_backend_percent_encoded(
 async def test_markup_in_a_username_is_escaped_on_the_account_page(
     gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
-    """Stored XSS through the one field a patron controls (ASVS 5.3.3)."""
-    await signed_in(gw, pool, hasher)
+    """Stored XSS through the one field a patron controls (ASVS 5.3.3): refused as a new
+    name, escaped where it is echoed, and escaped where a name from before the character
+    rules is still shown."""
+    patron = await signed_in(gw, pool, hasher)
     wanted = f"<script>alert({unique_pass_number()})</script>"
-    assert (await rename(gw, wanted)).status == 303
-    page = await (await gw.get("/auth/account")).text()
+    refused = await rename(gw, wanted)
+    assert refused.status == 422
+    page = await refused.text()
     assert wanted not in page
     assert wanted.replace("<", "&lt;").replace(">", "&gt;") in page
+    assert await username_of(pool, patron) == patron.username
+
+    # Stored as it could have been before the rules, bypassing them.
+    await Accounts(pool).set_username(patron.id, wanted)
+    page = await (await gw.get("/auth/account")).text()
+    assert wanted not in page
+    assert f"<dd>{wanted.replace('<', '&lt;').replace('>', '&gt;')}</dd>" in page
+    assert "(&lt; &gt; ( ) /)" in page  # the notice names the characters, escaped too
