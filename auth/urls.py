@@ -16,6 +16,11 @@ FORGOT_USERNAME = "/auth/forgot-username"
 ACTIVATE = "/auth/activate"
 STATIC = "/auth/static"
 JWKS = "/.well-known/jwks.json"
+OIDC_DISCOVERY = "/.well-known/openid-configuration"
+OIDC_AUTHORIZE = "/auth/oidc/authorize"
+OIDC_CONSENT = "/auth/oidc/consent"
+OIDC_TOKEN = "/auth/oidc/token"
+OIDC_USERINFO = "/auth/oidc/userinfo"
 
 # Top-level path segments that belong to `auth` and can never be a backend's.
 RESERVED_PREFIXES: tuple[str, ...] = (PREFIX, "/.well-known")

@@ -245,8 +245,19 @@ async def login_storm(base: str, name: str, per_second: int, seconds: float) -> 
 
 
 def start_gateway(
-    stack: Stack, routes: Path, port: int, data_dir: Path, key: str, workers: int = 1
+    stack: Stack,
+    routes: Path,
+    port: int,
+    data_dir: Path,
+    key: str,
+    workers: int = 1,
+    *,
+    clients: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
+    """`library-gateway run` on 127.0.0.1:`port`, logging at WARNING unless `env` (laid over
+    the benchmark's own variables) says otherwise; serving `clients` when given."""
+    federation = ("--clients", str(clients)) if clients is not None else ()
     process = stack.spawn(
         PYTHON,
         "-m",
@@ -254,6 +265,7 @@ def start_gateway(
         "run",
         "--routes",
         str(routes),
+        *federation,
         "--port",
         str(port),
         "--admin-port",
@@ -262,10 +274,35 @@ def start_gateway(
         str(workers),
         "--data-dir",
         str(data_dir),
-        env={"GATEWAY_COOKIE_KEYS": key, "GATEWAY_LOG_LEVEL": "WARNING"},
+        env={"GATEWAY_COOKIE_KEYS": key, "GATEWAY_LOG_LEVEL": "WARNING", **(env or {})},
     )
     wait_http(f"http://127.0.0.1:{port}/healthz")
     return process
+
+
+def add_patron(data_dir: Path, key: str, pass_number: str, email: str) -> None:
+    """A patron with the benchmark's password, added with `library-gateway accounts add`."""
+    subprocess.run(
+        [
+            PYTHON,
+            "-m",
+            "gateway",
+            "accounts",
+            "add",
+            "--pass-number",
+            pass_number,
+            "--email",
+            email,
+            "--password-stdin",
+            "--data-dir",
+            str(data_dir),
+        ],
+        input=PASSWORD + "\n",
+        text=True,
+        check=True,
+        capture_output=True,
+        env={**os.environ, "GATEWAY_COOKIE_KEYS": key},
+    )
 
 
 def machine() -> str:
@@ -374,27 +411,7 @@ def main() -> int:
     auth: required
 """)
         gateway = start_gateway(stack, routes, ports["gateway"], workdir / "var", key)
-        subprocess.run(
-            [
-                PYTHON,
-                "-m",
-                "gateway",
-                "accounts",
-                "add",
-                "--pass-number",
-                "900001",
-                "--email",
-                "bench@example.org",
-                "--password-stdin",
-                "--data-dir",
-                str(workdir / "var"),
-            ],
-            input=PASSWORD + "\n",
-            text=True,
-            check=True,
-            capture_output=True,
-            env={**os.environ, "GATEWAY_COOKIE_KEYS": key},
-        )
+        add_patron(workdir / "var", key, "900001", "bench@example.org")
         for port in (ports["auth"], ports["session"], ports["sink"]):
             wait_http(f"http://127.0.0.1:{port}/")
         base = f"http://127.0.0.1:{ports['gateway']}"
@@ -524,12 +541,13 @@ def main() -> int:
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
 
-def write_results(path: Path, report: str) -> None:
-    """Replace the measured part of the file, keeping the analysis written around it."""
-    text = path.read_text() if path.exists() else f"# Performance\n\n{START}\n{END}\n"
-    head, _, rest = text.partition(START)
-    _, _, tail = rest.partition(END)
-    path.write_text(f"{head}{START}\n{report}{END}{tail}")
+def write_results(path: Path, report: str, start: str = START, end: str = END) -> None:
+    """Replace the measured part of the file (between the `start` and `end` markers), keeping
+    the analysis written around it."""
+    text = path.read_text() if path.exists() else f"# Performance\n\n{start}\n{end}\n"
+    head, _, rest = text.partition(start)
+    _, _, tail = rest.partition(end)
+    path.write_text(f"{head}{start}\n{report}{end}{tail}")
 
 
 def table(rows: list[Result]) -> list[str]:

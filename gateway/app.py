@@ -28,6 +28,11 @@ from auth.credentials.passwords import PasswordHasher
 from auth.credentials.throttle import Throttle
 from auth.mail import CHANNEL as MAIL_CHANNEL
 from auth.mail import Composer, Outbox, OutboxWorker, Transport, transport_for
+from auth.oidc import authorize as oidc_authorize
+from auth.oidc import token as oidc_token
+from auth.oidc.grants import Grants
+from auth.oidc.provider import PROVIDER, Provider
+from auth.oidc.tokens import OidcSigner
 from auth.pages import account, activation, recovery, static_files
 from auth.pages import login as auth_login
 from auth.pages.theme import Theme
@@ -42,7 +47,7 @@ from auth.store import schema
 from auth.store.accounts import Accounts
 from auth.store.links import Links
 from gateway import appkeys, database, middleware
-from gateway.config.reload import RouteMap, route_watcher
+from gateway.config.reload import ClientMap, RouteMap, watcher
 from gateway.config.settings import Settings
 from gateway.ops import health, metrics
 from gateway.ops.lifecycle import Lifecycle
@@ -105,6 +110,7 @@ def create_app(
     theme: Theme | None = None,
     hasher: PasswordHasher | None = None,
     mail_transport: Transport | None = None,
+    client_map: ClientMap | None = None,
 ) -> web.Application:
     storage = SessionCookieStorage(cookie_keys, secure=settings.https)
     theme = theme or Theme(
@@ -128,6 +134,7 @@ def create_app(
     )
     app[appkeys.SETTINGS] = settings
     app[appkeys.ROUTES] = route_map
+    app[appkeys.CLIENTS] = client_map
     app[appkeys.LIFECYCLE] = Lifecycle()
     app[appkeys.WEBSOCKETS] = weakref.WeakSet()
     app[TEMPLATES] = template_environment()
@@ -174,6 +181,15 @@ def create_app(
             personal_data_url=settings.personal_data_url,
         )
         app[SERVICES] = services
+        if client_map is not None:
+            grants = Grants(pool)
+            app[PROVIDER] = Provider(
+                clients=client_map,
+                signer=OidcSigner(key_store, settings.public_url),
+                grants=grants,
+                issuer=settings.public_url,
+                pairwise_secret=await grants.pairwise_secret(),
+            )
         worker = OutboxWorker(
             pool,
             mail_transport or transport_for(settings.smtp_url.reveal(), settings.data_dir),
@@ -215,7 +231,7 @@ def create_app(
     route_map.on_failure.append(lambda _problems: metrics.RELOADS.labels("failed").inc())
     app.on_shutdown.append(_drain)
     app.cleanup_ctx.append(resources_ctx)
-    app.cleanup_ctx.append(route_watcher(route_map))
+    app.cleanup_ctx.append(watcher(route_map, client_map))
     app.cleanup_ctx.append(metrics.flushing)
     app.on_response_prepare.append(middleware.response_stamp(settings))
 
@@ -224,4 +240,7 @@ def create_app(
     for module in (auth_login, account, recovery, activation):
         module.add_routes(app)
     static_files.add_routes(app)
+    if client_map is not None:  # federation: on with a clients file, absent (404) without
+        oidc_authorize.add_routes(app)
+        oidc_token.add_routes(app)
     return app

@@ -13,13 +13,15 @@ import asyncpg
 from aiohttp import web
 
 from auth.mail import OutboxWorker
-from gateway.config.reload import RouteMap
+from gateway.config.reload import ClientMap, RouteMap
 from gateway.config.settings import Settings
 from gateway.ops.lifecycle import Lifecycle
 from gateway.proxy.handler import Proxy
 
 SETTINGS = web.AppKey("settings", Settings)
 ROUTES = web.AppKey("routes", RouteMap)
+# None: no clients file, federation off (the OpenID Connect endpoints answer 404).
+CLIENTS: web.AppKey[ClientMap | None] = web.AppKey("clients")
 POOL = web.AppKey("pool", asyncpg.Pool)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 OUTBOX_WORKER = web.AppKey("outbox_worker", OutboxWorker)

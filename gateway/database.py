@@ -57,10 +57,19 @@ async def ensure_database(maintenance_url: str, name: str = DATABASE_NAME) -> st
     return database_url_for(maintenance_url, name)
 
 
+async def _keep_session(_conn: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool beyond asyncpg's own rollback of
+    an open transaction: nothing. The gateway leaves no session state behind (LISTEN has a
+    connection of its own, advisory locks are per transaction or released in a `finally`,
+    no session-level SET), so asyncpg's default reset (UNLISTEN, RESET ALL, CLOSE ALL,
+    unlock all) would only cost a round trip on every release."""
+
+
 async def create_pool(url: str, **options: Any) -> asyncpg.Pool:
     options.setdefault("min_size", 1)
     options.setdefault("max_size", 10)
     options.setdefault("command_timeout", 10)
+    options.setdefault("reset", _keep_session)
     pool = await asyncpg.create_pool(url, **options)
     assert pool is not None
     return pool

@@ -31,7 +31,8 @@ from auth.mail import SmtpTransport, Transport
 from auth.store import schema
 from gateway import database
 from gateway.app import create_app
-from gateway.config.reload import RouteMap
+from gateway.config.clients_file import parse_clients
+from gateway.config.reload import ClientMap, RouteMap
 from gateway.config.routes_file import parse_routes
 from gateway.config.settings import Settings
 from gateway.demo.mailcatcher import MailCatcher
@@ -142,7 +143,8 @@ def make_gateway(
 ) -> MakeGateway:
     """Build a gateway test client: make_gateway(routes_text, **settings_overrides); `env`
     holds GATEWAY_* variables as the environment would; pass `mail_transport` to send its
-    mail somewhere real (the catcher) instead of DATA_DIR."""
+    mail somewhere real (the catcher) instead of DATA_DIR; `clients` (the text of a
+    clients.yaml) or `client_map` turns federation on."""
 
     async def make(
         routes_text: str,
@@ -151,19 +153,25 @@ def make_gateway(
         keys: MultiFernet | None = None,
         route_file: Path | None = None,
         mail_transport: Transport | None = None,
+        client_map: ClientMap | None = None,
+        clients: str | None = None,
         **overrides: Any,
     ) -> Gateway:
         settings = Settings.from_env(
             {key: str(value) for key, value in (env or {}).items()}, **overrides
         )
         table = parse_routes(routes_text, "routes.yaml")
+        route_map = RouteMap(table, route_file)
+        if clients is not None:
+            client_map = ClientMap(parse_clients(clients, routes=table), routes=route_map)
         app = create_app(
             settings,
-            RouteMap(table, route_file),
+            route_map,
             database_url=database_url,
             cookie_keys=keys or cookie_keys,
             hasher=hasher,
             mail_transport=mail_transport,
+            client_map=client_map,
         )
         # pytest-aiohttp types a client of any test server as serving no Application; a
         # TestServer serves one.

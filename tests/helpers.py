@@ -23,6 +23,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 from http.cookies import Morsel, SimpleCookie
@@ -95,6 +96,32 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def wait_for_port(
+    process: subprocess.Popen[Any], port: int, *, deadline: float, log: Path | None = None
+) -> None:
+    """Return once 127.0.0.1:`port` accepts connections, `process` being the server that is
+    to listen there. Between tries it waits for that process to exit, briefly, so one that
+    dies is noticed at once; fails (with the tail of its `log`) when it does, or when the
+    deadline passes first."""
+    end = time.monotonic() + deadline
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            pass
+        try:
+            code = process.wait(timeout=0.05)
+        except subprocess.TimeoutExpired:
+            if time.monotonic() < end:
+                continue
+            problem = f"nothing listens on port {port} after {deadline} s"
+        else:
+            problem = f"{process.args!r} exited with {code} before it listened on port {port}"
+        tail = log.read_text(errors="replace")[-4000:] if log and log.exists() else ""
+        raise AssertionError(f"{problem}\n{tail}")
 
 
 # --- Patrons, forms and logins --------------------------------------------------------------

@@ -21,6 +21,10 @@ from dataclasses import dataclass
 
 CHROMIUM = "/usr/bin/chromium"
 """Where Debian's chromium package puts the browser."""
+APACHE = "/usr/sbin/apache2"
+"""Where Debian's apache2 package puts httpd."""
+MOD_AUTH_OPENIDC = "/usr/lib/apache2/modules/mod_auth_openidc.so"
+"""Where Debian's libapache2-mod-auth-openidc package puts the module."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,22 @@ PACKAGES: tuple[SystemPackage, ...] = (
         (CHROMIUM,),
         override="CHROMIUM",
     ),
-    SystemPackage("npm", "The accessibility tests, which install axe-core with it,", ("npm",)),
+    SystemPackage(
+        "npm",
+        "The accessibility tests and the OpenID Connect client tests, which install axe-core"
+        " and openid-client with it,",
+        ("npm",),
+    ),
+    SystemPackage(
+        "apache2",
+        "The OpenID Connect client tests (tests/test_oidc_clients.py)",
+        (APACHE,),
+    ),
+    SystemPackage(
+        "libapache2-mod-auth-openidc",
+        "The OpenID Connect client tests (tests/test_oidc_clients.py)",
+        (MOD_AUTH_OPENIDC,),
+    ),
 )
 
 GIVE_UP = 30 * 60

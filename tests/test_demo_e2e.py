@@ -1,5 +1,5 @@
-"""`library-gateway demo` as a new user runs it: one command, a working login, and nothing
-left running after Ctrl-C."""
+"""`library-gateway demo` as a new user runs it: one command, a working login, a second
+library that takes the same login, and nothing left running after Ctrl-C."""
 
 from __future__ import annotations
 
@@ -9,22 +9,31 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
 import psutil
 import pytest
 
-from gateway.demo.runner import DEMO_PASS_NUMBER, DEMO_PASSWORD
+from gateway.demo import public_library
+from gateway.demo.runner import DEMO_PASS_NUMBER, DEMO_PASSWORD, DEMO_USERNAME
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
 
 
+@dataclass(frozen=True)
+class Demo:
+    url: str
+    library_url: str
+    """The public library's site, as the banner prints it."""
+    process: subprocess.Popen[str]
+    workdir: Path
+
+
 @pytest.fixture(scope="module")
-def demo(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[tuple[str, subprocess.Popen[str], Path]]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     workdir = tmp_path_factory.mktemp("demo")
     port = free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("GATEWAY_")}
@@ -44,8 +53,10 @@ def demo(
             break
     text = "".join(banner)
     assert f"http://127.0.0.1:{port}" in text, text
+    library = re.search(rf"{public_library.NAME}.*\n\s+(http://127\.0\.0\.2:\d+)/", text)
+    assert library is not None, text
     try:
-        yield f"http://127.0.0.1:{port}", process, workdir
+        yield Demo(f"http://127.0.0.1:{port}", library.group(1), process, workdir)
     finally:
         if process.poll() is None:
             process.kill()
@@ -53,12 +64,10 @@ def demo(
         process.stdout.close()
 
 
-async def test_demo_patron_logs_in_once_and_uses_every_service(
-    demo: tuple[str, subprocess.Popen[str], Path],
-) -> None:
-    base, _process, _workdir = demo
+async def test_demo_patron_logs_in_once_and_uses_every_service(demo: Demo) -> None:
     # unsafe=True: accept cookies from an IP-address host, as browsers do.
-    async with aiohttp.ClientSession(base, cookie_jar=aiohttp.CookieJar(unsafe=True)) as client:
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(demo.url, cookie_jar=jar) as client:
         async with client.get("/reservations/", headers={"Accept": "text/html"}) as resp:
             assert resp.status == 200
             assert resp.url.path == "/auth/login"
@@ -83,10 +92,20 @@ async def test_demo_patron_logs_in_once_and_uses_every_service(
             assert resp.url.path == "/digital/"
         async with client.get("/.well-known/jwks.json") as resp:
             assert (await resp.json())["keys"][0]["alg"] == "EdDSA"
+    # The public library's site, another address: logged in at the catalogue, no second login.
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.get(demo.library_url + "/") as resp:
+            assert resp.status == 200
+            assert "Log in with your library account" in await resp.text()
+        async with browser.get(demo.library_url + "/login") as resp:
+            assert resp.status == 200
+            assert str(resp.url) == demo.library_url + "/"
+            assert all(r.url.path != "/auth/login" for r in resp.history)
+            assert DEMO_USERNAME in await resp.text()
 
 
-def test_ctrl_c_stops_everything(demo: tuple[str, subprocess.Popen[str], Path]) -> None:
-    _base, process, workdir = demo
+def test_ctrl_c_stops_everything(demo: Demo) -> None:
+    process, workdir = demo.process, demo.workdir
     pgdata = str(workdir / "var" / "postgres")
     assert any(
         pgdata in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"])

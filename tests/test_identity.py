@@ -201,14 +201,22 @@ async def test_an_altered_token_fails_its_signature(
         await verify(gw, forged, "reservations")
 
 
-async def test_the_jwks_publishes_public_keys_only(gw: Gateway) -> None:
+async def test_the_jwks_publishes_public_keys_only(
+    gw: Gateway, patron: tuple[Account, str]
+) -> None:
     resp = await gw.get("/.well-known/jwks.json")
     body = await resp.json()
     assert body["keys"]
     for key in body["keys"]:
-        assert key["kty"] == "OKP" and key["crv"] == "Ed25519" and key["kid"]
-        assert "d" not in key
+        assert key["kid"] and key["use"] == "sig" and key["alg"] in {"EdDSA", "RS256", "ES256"}
+        assert not {"d", "p", "q", "dp", "dq", "qi"} & key.keys()
     assert len((await published_keys(gw)).keys) == len(body["keys"])
+    # The identity JWT's key is an Ed25519 one.
+    _, cookie = patron
+    token = (await backend_sees(gw, "/reservations/mine", cookie))["x-library-identity"]
+    kid = jwt.get_unverified_header(token)["kid"]
+    [identity_key] = [key for key in body["keys"] if key["kid"] == kid]
+    assert identity_key["kty"] == "OKP" and identity_key["crv"] == "Ed25519"
 
 
 async def test_tokens_are_reused_per_session_and_route_until_near_expiry(
@@ -248,7 +256,7 @@ async def test_after_a_key_rotation_new_tokens_use_the_new_key_and_old_ones_stil
     _, cookie = patron
     before = (await backend_sees(gw, "/reservations/mine", cookie))["x-library-identity"]
     old_kid = jwt.get_unverified_header(before)["kid"]
-    new_kid = await gw.app[SERVICES].keys.rotate()
+    new_kid = (await gw.app[SERVICES].keys.rotate())["identity", "EdDSA"]
     assert new_kid != old_kid
     after = (await backend_sees(gw, "/reservations/mine", cookie))["x-library-identity"]
     assert jwt.get_unverified_header(after)["kid"] == new_kid

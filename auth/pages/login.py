@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Any
 
 from aiohttp import web
 from aiohttp_session import get_session, new_session
@@ -18,10 +19,11 @@ from auth import urls
 from auth.credentials import devices, throttle
 from auth.credentials.passwords import HasherBusy
 from auth.credentials.usernames import canonical
+from auth.oidc.provider import PROVIDER
 from auth.pages import csrf
 from auth.pages.forms import read_checked_form
 from auth.pages.redirects import safe_next
-from auth.pages.render import render
+from auth.pages.render import FORM_TARGETS, render
 from auth.services import SERVICES
 from auth.sessions.authenticator import IDENTITY
 from auth.telemetry import LOGINS
@@ -34,13 +36,34 @@ _NOTICES = {"reset": "login.notice.reset", "activated": "login.notice.activated"
 
 
 async def login_form(request: web.Request) -> web.Response:
+    next_path = safe_next(request.query.get("next"))
+    context = {"username": "", **_for_client(request, next_path)}
     return await render(
         request,
         "login.html",
-        next=safe_next(request.query.get("next")),
-        username="",
+        next=next_path,
         notice=_NOTICES.get(request.query.get("notice", "")),
+        **context,
     )
+
+
+def _for_client(request: web.Request, next_path: str) -> dict[str, Any]:
+    """The login page opened for a connected library (its `next` is the provider's
+    authorization endpoint): that client's name and theme, from clients.yaml only, and the
+    username it suggested (`login_hint`)."""
+    provider = request.app.get(PROVIDER)
+    found = provider.client_of_login(next_path) if provider is not None else None
+    if found is None:
+        return {}
+    client, params = found
+    request[FORM_TARGETS] = client.redirect_uris
+    context: dict[str, Any] = {"client_name": client.name}
+    if client.theme is not None:
+        context["theme"] = client.theme
+    hint = params.get("login_hint", "")
+    if hint and len(hint) <= MAX_LOGIN_NAME:
+        context["username"] = hint
+    return context
 
 
 async def login(request: web.Request) -> web.StreamResponse:
@@ -55,8 +78,8 @@ async def login(request: web.Request) -> web.StreamResponse:
             "login.html",
             status=status,
             next=next_path,
-            username=name[:MAX_LOGIN_NAME],
             error=error,
+            **{**_for_client(request, next_path), "username": name[:MAX_LOGIN_NAME]},
         )
 
     if not name or not password or len(name) > MAX_LOGIN_NAME or len(password) > MAX_PASSWORD:

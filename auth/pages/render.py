@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from typing import Any, TypeVar
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from aiohttp_session import get_session
@@ -19,6 +19,9 @@ from auth.services import SERVICES, TEMPLATES
 
 NONCE = web.RequestKey[str]("auth.nonce")
 LANG = web.RequestKey[str]("auth.lang")
+# Where a page's form may lead besides this host: the redirect URIs of the client a login or
+# consent page was opened for (browsers apply form-action to the redirects after a submit).
+FORM_TARGETS = web.RequestKey[tuple[str, ...]]("auth.form_targets")
 
 # The powerful features a browser lets a page use, by their Permissions Policy names (the W3C
 # registry, w3c/webappsec-permissions-policy features.md, as browsers ship them; a name a
@@ -135,7 +138,14 @@ async def _fill(response: _R, request: web.Request, template: str, context: dict
     nonce = secrets.token_urlsafe(16)
     request[NONCE] = nonce
     lang = language(request)
-    for name, default in (("next", ""), ("notice", None), ("error", None), ("link", None)):
+    defaults = (
+        ("next", ""),
+        ("notice", None),
+        ("error", None),
+        ("link", None),
+        ("client_name", None),
+    )
+    for name, default in defaults:
         context.setdefault(name, default)
     # Links between the login pages keep where the patron was going (already checked by
     # safe_next wherever it came from).
@@ -144,6 +154,7 @@ async def _fill(response: _R, request: web.Request, template: str, context: dict
         f"?next={quote(destination, safe='')}" if destination not in ("", "/") else ""
     )
     context.setdefault("errors", {})
+    context.setdefault("theme", services.theme)
     response.content_type = "text/html"
     response.text = (
         request.app[TEMPLATES]
@@ -151,7 +162,6 @@ async def _fill(response: _R, request: web.Request, template: str, context: dict
         .render(
             lang=lang,
             t=i18n.translator(lang),
-            theme=services.theme,
             nonce=nonce,
             csrf_token=csrf.token_for(session),
             **context,
@@ -177,5 +187,16 @@ def page_headers(request: web.Request, response: web.StreamResponse) -> None:
     response.headers["Cross-Origin-Opener-Policy"] = OPENER_POLICY
     response.headers["Content-Security-Policy"] = (
         f"default-src 'none'; style-src {style}; img-src 'self' https: data:; "
-        "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+        f"form-action {_form_action(request.get(FORM_TARGETS, ()))}; "
+        "frame-ancestors 'none'; base-uri 'none'"
     )
+
+
+def _form_action(targets: tuple[str, ...]) -> str:
+    origins = sorted({_origin(target) for target in targets})
+    return " ".join(["'self'", *origins])
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"

@@ -186,16 +186,21 @@ def _with_keys(args: argparse.Namespace, action: str) -> int:
             store = KeyStore(pool, fernet)
             await store.load()
             if action == "rotate":
-                print(f"new active signing key: {await store.rotate()}")
+                for (purpose, algorithm), kid in (await store.rotate()).items():
+                    print(f"new active signing key: {kid} ({purpose} {algorithm})")
             elif action == "prune":
                 pruned = await store.prune()
                 print("pruned: " + (", ".join(pruned) if pruned else "nothing"))
             rows = await pool.fetch(
-                "SELECT kid, active, created_at, retired_at FROM signing_keys ORDER BY created_at"
+                "SELECT kid, purpose, algorithm, active, created_at, retired_at FROM signing_keys"
+                " ORDER BY created_at, purpose, algorithm DESC"
             )
             for row in rows:
                 state = "active" if row["active"] else f"retired {row['retired_at']:%Y-%m-%d %H:%M}"
-                print(f"{row['kid']}  created {row['created_at']:%Y-%m-%d %H:%M}  {state}")
+                print(
+                    f"{row['kid']}  {row['purpose']:<8} {row['algorithm']:<5}"
+                    f"  created {row['created_at']:%Y-%m-%d %H:%M}  {state}"
+                )
 
     asyncio.run(go())
     return 0

@@ -1,4 +1,4 @@
-"""The `library-gateway` command: run, demo, routes, accounts, keys, migrate, settings.
+"""The `library-gateway` command: run, demo, routes, clients, accounts, keys, migrate, settings.
 
 Each subcommand is a small function taking parsed arguments; `--data-dir` is accepted by every
 command that touches the database, so they all find the same embedded PostgreSQL.
@@ -17,6 +17,7 @@ from gateway.config import settings as settings_module
 from gateway.config.settings import SETTINGS, Settings, SettingsError
 
 if TYPE_CHECKING:
+    from auth.oidc.clients import ClientTable
     from gateway.config.routes import RouteTable
 
 Command = Callable[[argparse.Namespace], int]
@@ -43,6 +44,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the gateway")
     run.add_argument("--routes", type=Path, required=True, help="the routes.yaml file")
+    run.add_argument(
+        "--clients",
+        type=Path,
+        help="the clients.yaml file of the services that log patrons in through the gateway "
+        "(default: clients.yaml beside the routes file, when it exists; none: federation off)",
+    )
     run.add_argument("--host", default=Settings.host)
     run.add_argument("--port", type=int, default=Settings.port)
     run.add_argument(
@@ -67,6 +74,23 @@ def build_parser() -> argparse.ArgumentParser:
     check = routes_commands.add_parser("check", help="validate a routes.yaml")
     check.add_argument("file", type=Path)
     check.set_defaults(func=routes_check)
+
+    clients = commands.add_parser("clients", help="OpenID Connect client tools")
+    clients_commands = clients.add_subparsers(dest="clients_command", required=True)
+    check = clients_commands.add_parser(
+        "check",
+        help="validate a clients.yaml",
+        description="Check FILE as `run` would, secrets read from the environment, and print "
+        "every problem as FILE:LINE: reason.",
+    )
+    check.add_argument("file", type=Path)
+    check.add_argument(
+        "--routes",
+        type=Path,
+        help="refuse a client_id that names a route of this routes.yaml "
+        "(default: routes.yaml beside FILE, when it exists)",
+    )
+    check.set_defaults(func=clients_check)
 
     accounts = commands.add_parser("accounts", help="manage patron accounts")
     accounts_commands = accounts.add_subparsers(dest="accounts_command", required=True)
@@ -197,6 +221,46 @@ def routes_check(args: argparse.Namespace) -> int:
         print(
             f"  {route.prefix:<24} -> {route.backend.origin}{route.backend.base_path}"
             f"  [{route.name}, auth: {route.auth.value}]"
+        )
+    return 0
+
+
+def clients_path(routes: Path, given: Path | None) -> Path | None:
+    """The clients file `run` serves: the one given, else clients.yaml beside the routes file
+    when there is one; None turns federation off."""
+    if given is not None:
+        return given
+    beside = routes.with_name("clients.yaml")
+    return beside if beside.exists() else None
+
+
+def load_clients_or_report(path: Path, routes: RouteTable | None) -> ClientTable | None:
+    """The clients in `path` (secrets from the environment, client_ids checked against
+    `routes`); None once every problem with the file is on stderr."""
+    from gateway.config.clients_file import ClientsInvalid, load_clients
+
+    try:
+        return load_clients(path, routes=routes)
+    except ClientsInvalid as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def clients_check(args: argparse.Namespace) -> int:
+    routes_file = args.routes
+    if routes_file is None and args.file.with_name("routes.yaml").exists():
+        routes_file = args.file.with_name("routes.yaml")
+    routes = None if routes_file is None else load_routes_or_report(routes_file)
+    table = load_clients_or_report(args.file, routes)
+    if table is None or (routes_file is not None and routes is None):
+        return 1
+    print(f"{args.file}: {len(table.clients)} clients OK")
+    for client in table.clients:
+        kind = "public" if client.public else "confidential"
+        print(
+            f"  {client.client_id:<24} {kind:<12} subject: {client.subject:<8}"
+            f"  {' '.join(client.redirect_uris)}"
         )
     return 0
 

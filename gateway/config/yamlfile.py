@@ -7,8 +7,9 @@ rather than as plain Python data so that each value keeps its line, and so that 
 would quietly accept (a key given twice, aliases, merge keys, tags) can be refused.
 
 `Reader` holds what every such file shares: the node tree, mappings with their allowed keys,
-strings and lists. A file's own reader (`gateway.config.routes_file`) subclasses it and adds
-the rules of its values; its exception subclasses `FileInvalid`.
+strings and lists. A file's own reader (`gateway.config.routes_file`,
+`gateway.config.clients_file`) subclasses it and adds the rules of its values; its exception
+subclasses `FileInvalid`.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 _TAG = "tag:yaml.org,2002:"
-STR, INT, FLOAT, SEQ, MAP = (_TAG + t for t in ("str", "int", "float", "seq", "map"))
+STR, INT, FLOAT, BOOL, NULL, SEQ, MAP = (
+    _TAG + t for t in ("str", "int", "float", "bool", "null", "seq", "map")
+)
 _MERGE = _TAG + "merge"
 _ALIAS = "!gateway/alias"
 _KINDS = {
     STR: "a string",
     INT: "a number",
     FLOAT: "a number",
-    _TAG + "bool": "true/false",
-    _TAG + "null": "empty (null)",
+    BOOL: "true/false",
+    NULL: "empty (null)",
     SEQ: "a list",
     MAP: "a mapping",
 }

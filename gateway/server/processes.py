@@ -18,8 +18,14 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.cli import bootstrap
-from gateway.cli.main import load_routes_or_report, load_settings
-from gateway.config.reload import RouteMap
+from gateway.cli.main import (
+    clients_path,
+    load_clients_or_report,
+    load_routes_or_report,
+    load_settings,
+)
+from gateway.config.clients_file import load_clients
+from gateway.config.reload import ClientMap, RouteMap
 from gateway.config.routes_file import load_routes
 from gateway.config.settings import Settings
 from gateway.ops import logs
@@ -49,11 +55,17 @@ def run_command(args: argparse.Namespace) -> int:
     table = load_routes_or_report(args.routes)
     if table is None:
         return 1
+    clients_file = clients_path(args.routes, args.clients)
+    clients = None if clients_file is None else load_clients_or_report(clients_file, table)
+    if clients_file is not None and clients is None:
+        return 1
     database_url = bootstrap.database_url(settings)
     if settings.workers <= 1:
-        serve(settings, RouteMap(table, args.routes), database_url, reuse_port=False)
+        route_map = RouteMap(table, args.routes)
+        client_map = None if clients is None else ClientMap(clients, clients_file, routes=route_map)
+        serve(settings, route_map, database_url, reuse_port=False, client_map=client_map)
         return 0
-    return supervise(settings, args.routes, database_url)
+    return supervise(settings, args.routes, clients_file, database_url)
 
 
 def serve(
@@ -63,10 +75,15 @@ def serve(
     *,
     reuse_port: bool,
     admin: bool = True,
+    client_map: ClientMap | None = None,
 ) -> None:
     _event_loop_policy()
     app = create_app(
-        settings, route_map, database_url=database_url, cookie_keys=bootstrap.cookie_keys(settings)
+        settings,
+        route_map,
+        database_url=database_url,
+        cookie_keys=bootstrap.cookie_keys(settings),
+        client_map=client_map,
     )
     if admin and settings.admin_port:
         app.cleanup_ctx.append(_admin_site(settings, app))
@@ -127,7 +144,9 @@ def _freeze_startup_objects() -> None:
     gc.freeze()
 
 
-def supervise(settings: Settings, routes_path: Path, database_url: str) -> int:
+def supervise(
+    settings: Settings, routes_path: Path, clients_file: Path | None, database_url: str
+) -> int:
     """Run N workers on one port (SO_REUSEPORT) and replace any that dies."""
     if not hasattr(socket, "SO_REUSEPORT"):
         print("--workers needs SO_REUSEPORT (Linux, BSD, macOS)", file=sys.stderr)
@@ -143,13 +162,18 @@ def supervise(settings: Settings, routes_path: Path, database_url: str) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
-                table = load_routes(routes_path)
+                route_map = RouteMap(load_routes(routes_path), routes_path)
+                client_map = None
+                if clients_file is not None:
+                    clients = load_clients(clients_file, routes=route_map.table)
+                    client_map = ClientMap(clients, clients_file, routes=route_map)
                 serve(
                     settings,
-                    RouteMap(table, routes_path),
+                    route_map,
                     database_url,
                     reuse_port=True,
                     admin=index == 0,
+                    client_map=client_map,
                 )
             finally:
                 os._exit(0)

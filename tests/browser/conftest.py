@@ -10,22 +10,18 @@ closes the browser starts a Chromium of its own on a profile kept on disk.
 Chromium is not downloaded by Playwright: the tests use the system's (`$CHROMIUM`, else
 Debian's /usr/bin/chromium) and fail, not skip, when it is missing, so a green run always
 means the pages were seen in a browser. Every step's screenshot lands in
-test-artifacts/screenshots/; docs/img/login.png and docs/img/account.png are copies of the
+test-artifacts/screenshots/; docs/img/login.png, account.png and login-client.png are copies of the
 `readme-*.png` ones.
 """
 
 from __future__ import annotations
 
-import fcntl
 import io
 import itertools
-import json
 import os
 import re
 import secrets
-import shutil
 import socket
-import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,21 +46,21 @@ from auth.pages.activation import Invitations
 from auth.services import SERVICES, AuthServices
 from auth.store.accounts import Account
 from gateway.app import create_app
-from gateway.config.reload import RouteMap
+from gateway.config.clients_file import parse_clients
+from gateway.config.reload import ClientMap, RouteMap
 from gateway.config.routes_file import parse_routes
 from gateway.config.settings import Settings
 from gateway.demo.backends import catalogue_app, digital_app, reservations_app
 from gateway.demo.mailcatcher import MailCatcher
 from gateway.demo.runner import DEMO_ROUTES
 from gateway.server.runner import GatewayRunner
-from tests import system_packages
+from tests import npm, system_packages
 from tests.helpers import FAST_ARGON2, link_in, mail_for
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-AXE_DIR = ROOT / ".cache" / "axe"
-AXE_PACKAGE = AXE_DIR / "node_modules" / "axe-core"
-AXE_SCRIPT = AXE_PACKAGE / "axe.min.js"
+AXE_DIR = npm.CACHE / "axe"
+AXE_SCRIPT = AXE_DIR / "node_modules" / "axe-core" / "axe.min.js"
 # Pinned: a new axe-core release brings new rules, and must not turn the suite red on its own.
 # Raise it on purpose, and fix what the new rules find.
 AXE_VERSION = "4.14.1"
@@ -89,6 +85,17 @@ LOCALES = {"nl": "nl-NL", "en": "en-GB"}
 
 # The same route map the demo runs.
 ROUTES = DEMO_ROUTES
+# A connected library in its own colours (its callback is never followed in these tests).
+CLIENT_NAME = "De Online Bibliotheek"
+CLIENT_COLOUR = "#e4003b"
+CLIENT_REDIRECT = "https://online.example.nl/callback"
+CLIENTS = f"""\
+clients:
+  - client_id: online-library
+    name: {CLIENT_NAME}
+    redirect_uris: [{CLIENT_REDIRECT}]
+    theme: {{name: {CLIENT_NAME}, colour: "{CLIENT_COLOUR}", text_colour: "#ffffff"}}
+"""
 
 _numbers = itertools.count(10**9 + secrets.randbelow(10**9))
 
@@ -192,9 +199,12 @@ async def library(
             settings = Settings.from_env(
                 {}, host="127.0.0.1", port=port, data_dir=tmp_path_factory.mktemp("gateway")
             )
+            table = parse_routes(ROUTES.format(**ports), "routes.yaml")
+            route_map = RouteMap(table)
             gateway = create_app(
                 settings,
-                RouteMap(parse_routes(ROUTES.format(**ports), "routes.yaml")),
+                route_map,
+                client_map=ClientMap(parse_clients(CLIENTS, routes=table), routes=route_map),
                 database_url=database_url,
                 cookie_keys=MultiFernet([Fernet(Fernet.generate_key())]),
                 hasher=hasher,
@@ -258,47 +268,9 @@ def shoot(request: pytest.FixtureRequest) -> Shoot:
     return take
 
 
-def _axe_installed() -> bool:
-    """Whether .cache/axe holds the pinned axe-core (an older run may have left another)."""
-    try:
-        package = json.loads((AXE_PACKAGE / "package.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return package.get("version") == AXE_VERSION and AXE_SCRIPT.is_file()
-
-
 @pytest.fixture(scope="session")
 def axe_script() -> str:
     """axe-core's browser build, at the pinned version, installed with npm into .cache/axe
     the first time."""
-    if not _axe_installed():
-        system_packages.require("npm")
-        npm = shutil.which("npm")
-        assert npm is not None
-        AXE_DIR.mkdir(parents=True, exist_ok=True)
-        # Several test runs may start at once; one installs, the others wait for it.
-        with open(AXE_DIR / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not _axe_installed():
-                done = subprocess.run(
-                    [
-                        npm,
-                        "install",
-                        "--no-save",
-                        "--no-audit",
-                        "--no-fund",
-                        "--prefix",
-                        str(AXE_DIR),
-                        f"axe-core@{AXE_VERSION}",
-                    ],
-                    capture_output=True,
-                    text=True,
-                    timeout=90,  # one small package; well within the test's own timeout
-                    check=False,
-                )
-                if done.returncode != 0 or not _axe_installed():
-                    pytest.fail(
-                        f"npm could not install axe-core {AXE_VERSION}:\n{done.stderr}",
-                        pytrace=False,
-                    )
+    npm.install(AXE_DIR, {"axe-core": AXE_VERSION})
     return AXE_SCRIPT.read_text(encoding="utf-8")

@@ -12,12 +12,20 @@ from __future__ import annotations
 
 import re
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 from playwright.async_api import Locator, Page, expect
 
 from auth.pages import i18n
-from tests.browser.conftest import PASSWORD, Library, NewContext, Shoot
+from tests.browser.conftest import (
+    CLIENT_NAME,
+    CLIENT_REDIRECT,
+    PASSWORD,
+    Library,
+    NewContext,
+    Shoot,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -322,3 +330,36 @@ async def test_the_checker_finds_a_field_without_a_label(
     await page.evaluate("() => document.querySelector('label[for=password]').remove()")
     found = await blocking_violations(page, axe_script)
     assert any(" label: " in line and "#password" in line for line in found), found
+
+
+async def test_the_login_page_opened_from_a_connected_library_wears_its_colours(
+    library: Library, new_context: NewContext, axe_script: str, shoot: Shoot
+) -> None:
+    """A patron sent by a connected library sees that library's name and house colour (from
+    clients.yaml; a colour in the request's parameters is ignored), on a page as accessible
+    as the library's own."""
+    page = await (await new_context("en")).new_page()
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": "online-library",
+            "redirect_uri": CLIENT_REDIRECT,
+            "scope": "openid profile",
+            "state": "s",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+            "colour": "#000000",
+        }
+    )
+    await page.goto(f"/auth/oidc/authorize?{query}")
+    await expect(page.get_by_role("heading", level=1)).to_have_text(f"Log in to {CLIENT_NAME}")
+    await expect(
+        page.get_by_text(f"Log in to {CLIENT_NAME} with your library account")
+    ).to_be_visible()
+    await expect(page.get_by_role("banner")).to_have_css("background-color", "rgb(228, 0, 59)")
+    await shoot(page, "client-login", "readme-login-client.png")
+    # axe's script needs the CSP out of its way; the colours were judged under it above.
+    checked = await (await new_context("en", bypass_csp=True)).new_page()
+    await checked.goto(f"/auth/oidc/authorize?{query}")
+    await expect(checked.get_by_role("heading", level=1)).to_have_text(f"Log in to {CLIENT_NAME}")
+    assert await blocking_violations(checked, axe_script) == []

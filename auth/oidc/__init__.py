@@ -1,0 +1,1 @@
+"""The OpenID Connect provider: other library services log patrons in with their account."""

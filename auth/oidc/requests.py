@@ -1,0 +1,191 @@
+"""What an authorization request asks for, and whether it may be answered: pure decisions.
+
+`read_authorization` turns the request's parameters into an `AuthorizationRequest`, or into
+one of two refusals, as OpenID Connect Core 3.1.2.6 and RFC 6749 4.1.2.1 tell apart:
+
+- `NotRedirectable`: an unknown client or a redirect URI it never registered (exact match
+  only). Answered with the gateway's own error page: sending the browser anywhere would make
+  the provider an open redirector.
+- `ErrorRedirect`: every other mistake goes back to the client's (registered) redirect URI
+  with `error`, `error_description`, `state` and `iss` (RFC 9207).
+
+Only the authorization code flow is served; PKCE S256 is required of public clients and
+accepted from confidential ones, and `plain` is refused (OAuth 2.0 Security BCP).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+from auth.oidc.clients import SCOPES, Client, ClientTable
+
+PROMPTS = frozenset({"none", "login", "consent"})
+_CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
+_VERIFIER = _CHALLENGE
+MAX_PARAMETER = 2048
+
+
+@dataclass(frozen=True, slots=True)
+class NotRedirectable:
+    """Refused with the gateway's own page, never a redirect; `reason` is a page text key."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRedirect:
+    """Refused back to the client."""
+
+    redirect_uri: str
+    error: str
+    description: str
+    state: str | None
+
+    def location(self, issuer: str) -> str:
+        return answer_location(
+            self.redirect_uri,
+            {"error": self.error, "error_description": self.description, "state": self.state},
+            issuer,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuthorizationRequest:
+    client: Client
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    state: str | None
+    nonce: str | None
+    code_challenge: str | None
+    prompt: frozenset[str]
+    max_age: int | None
+    login_hint: str | None
+    ui_locales: tuple[str, ...]
+
+    @property
+    def scope(self) -> str:
+        return " ".join(self.scopes)
+
+    def error(self, error: str, description: str) -> ErrorRedirect:
+        return ErrorRedirect(self.redirect_uri, error, description, self.state)
+
+
+def answer_location(redirect_uri: str, params: Mapping[str, str | None], issuer: str) -> str:
+    """The redirect URI with the answer's parameters (and `iss`) added to its query."""
+    query = urlencode({**{k: v for k, v in params.items() if v is not None}, "iss": issuer})
+    return f"{redirect_uri}{'&' if '?' in redirect_uri else '?'}{query}"
+
+
+def read_authorization(
+    params: Mapping[str, str], clients: ClientTable
+) -> AuthorizationRequest | NotRedirectable | ErrorRedirect:
+    if any(len(value) > MAX_PARAMETER for value in params.values()):
+        return NotRedirectable("oidc.error.too_long")
+    client = clients.get(params.get("client_id", ""))
+    if client is None:
+        return NotRedirectable("oidc.error.unknown_client")
+    redirect_uri = params.get("redirect_uri", "")
+    if redirect_uri not in client.redirect_uris:
+        return NotRedirectable("oidc.error.unknown_redirect")
+    state = params.get("state")
+
+    def refuse(error: str, description: str) -> ErrorRedirect:
+        return ErrorRedirect(redirect_uri, error, description, state)
+
+    if "request" in params:
+        return refuse("request_not_supported", "request objects are not supported")
+    if "request_uri" in params:
+        return refuse("request_uri_not_supported", "request_uri is not supported")
+    if params.get("response_type") != "code":
+        return refuse("unsupported_response_type", "only response_type=code is served")
+    if params.get("response_mode", "query") != "query":
+        return refuse("invalid_request", "only response_mode=query is served")
+    asked = params.get("scope", "").split()
+    if "openid" not in asked:
+        return refuse("invalid_scope", "the openid scope is required")
+    # Scopes the client may not have, or nobody knows, are left out, not refused (as
+    # node-oidc-provider does); the token's `scope` says what was granted.
+    scopes = tuple(s for s in SCOPES if s in asked and s in client.scopes)
+    challenge = params.get("code_challenge")
+    method = params.get("code_challenge_method")
+    if challenge is None:
+        if method is not None:
+            return refuse("invalid_request", "code_challenge_method without code_challenge")
+        if client.public:
+            return refuse("invalid_request", "PKCE (code_challenge, S256) is required")
+    else:
+        if method != "S256":
+            return refuse("invalid_request", "code_challenge_method must be S256")
+        if not _CHALLENGE.fullmatch(challenge):
+            return refuse("invalid_request", "code_challenge is malformed")
+    prompt = frozenset(params.get("prompt", "").split())
+    if "none" in prompt and len(prompt) > 1:
+        return refuse("invalid_request", "prompt=none cannot be combined with other values")
+    max_age: int | None = None
+    if "max_age" in params:
+        try:
+            max_age = int(params["max_age"])
+        except ValueError:
+            max_age = -1
+        if max_age < 0:
+            return refuse("invalid_request", "max_age must be a whole number of seconds")
+    return AuthorizationRequest(
+        client=client,
+        redirect_uri=redirect_uri,
+        scopes=scopes,
+        state=state,
+        nonce=params.get("nonce"),
+        code_challenge=challenge,
+        prompt=prompt & PROMPTS,
+        max_age=max_age,
+        login_hint=params.get("login_hint"),
+        ui_locales=tuple(params.get("ui_locales", "").split()),
+    )
+
+
+def needs_login(request: AuthorizationRequest, auth_time: int, now: int) -> bool:
+    """Whether the patron must enter the password again even with a live session."""
+    return request.max_age is not None and now - auth_time > request.max_age
+
+
+def pkce_matches(verifier: str | None, challenge: str | None) -> bool:
+    """RFC 7636 4.6 with S256; a code made without a challenge takes no verifier."""
+    if challenge is None:
+        return verifier is None
+    if verifier is None or not _VERIFIER.fullmatch(verifier):
+        return False
+    digest = hashlib.sha256(verifier.encode("ascii")).digest()
+    computed = base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
+    return hmac.compare_digest(computed, challenge)
+
+
+def pairwise_subject(sector: str, account_id: str, secret: bytes) -> str:
+    """A subject stable for one client host and different between hosts (OIDC Core 8.1)."""
+    mac = hmac.new(secret, f"{sector}\x00{account_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac).rstrip(b"=").decode("ascii")
+
+
+def claims_for(
+    scopes: tuple[str, ...] | list[str],
+    *,
+    username: str,
+    email: str | None,
+    pass_number: str,
+) -> dict[str, object]:
+    """The claims each granted scope releases (beyond `sub`)."""
+    claims: dict[str, object] = {}
+    if "profile" in scopes:
+        claims["preferred_username"] = username
+    if "email" in scopes and email:
+        claims["email"] = email
+        # Addresses come from the library's own registration, not checked by a mail loop.
+        claims["email_verified"] = False
+    if "library" in scopes:
+        claims["pass_number"] = pass_number
+    return claims

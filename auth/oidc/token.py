@@ -1,0 +1,263 @@
+"""The token endpoint, UserInfo and discovery: what a connected library's server calls.
+
+Every answer of the token endpoint is JSON with `Cache-Control: no-store` (RFC 6749 5.1);
+errors carry `error` and `error_description`, a failed client authentication is 401
+`invalid_client` with a `WWW-Authenticate` challenge. Client secrets are compared in constant
+time (`ClientSecret.matches`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+from typing import Any
+from urllib.parse import unquote
+
+from aiohttp import web
+
+from auth import urls
+from auth.oidc.clients import SCOPES, Client
+from auth.oidc.grants import Spent
+from auth.oidc.provider import ACCESS_TOKEN_TTL, ID_TOKEN_TTL, PROVIDER, Provider
+from auth.oidc.requests import claims_for, pkce_matches
+from auth.services import SERVICES
+
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+MAX_FORM = 16 * 1024
+
+
+class TokenError(Exception):
+    def __init__(self, error: str, description: str, status: int = 400) -> None:
+        super().__init__(description)
+        self.error = error
+        self.description = description
+        self.status = status
+
+
+def _json(payload: dict[str, Any], status: int = 200, **headers: str) -> web.Response:
+    return web.Response(
+        status=status,
+        text=json.dumps(payload),
+        content_type="application/json",
+        headers={**_NO_STORE, **headers},
+    )
+
+
+async def token(request: web.Request) -> web.Response:
+    provider = request.app[PROVIDER]
+    try:
+        form = await _form(request)
+        client = _authenticate(request, form, provider)
+        grant = form.get("grant_type")
+        if grant == "authorization_code":
+            return _json(await _exchange_code(request, form, client, provider))
+        raise TokenError("unsupported_grant_type", "only authorization_code is served here")
+    except TokenError as exc:
+        headers = (
+            {"WWW-Authenticate": 'Basic realm="library", charset="UTF-8"'}
+            if exc.status == 401
+            else {}
+        )
+        return _json(
+            {"error": exc.error, "error_description": exc.description}, exc.status, **headers
+        )
+
+
+async def _form(request: web.Request) -> dict[str, str]:
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise TokenError("invalid_request", "the body must be application/x-www-form-urlencoded")
+    if request.content_length is not None and request.content_length > MAX_FORM:
+        raise TokenError("invalid_request", "the body is too large")
+    posted = await request.post()
+    form: dict[str, str] = {}
+    for key in posted:
+        values = posted.getall(key)
+        if len(values) != 1 or not isinstance(values[0], str):
+            raise TokenError("invalid_request", f"{key} must be given once")
+        form[key] = values[0]
+    return form
+
+
+def _authenticate(request: web.Request, form: dict[str, str], provider: Provider) -> Client:
+    """client_secret_basic, client_secret_post, or `none` for a public client (RFC 6749
+    2.3.1); more than one method at once is refused (2.3)."""
+    header = request.headers.get("Authorization")
+    client_id: str | None
+    secret: str | None
+    if header is not None:
+        if "client_secret" in form:
+            raise TokenError("invalid_request", "use one client authentication method")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "basic":
+            raise TokenError("invalid_client", "unsupported client authentication", 401)
+        try:
+            decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError):
+            raise TokenError("invalid_client", "malformed client credentials", 401) from None
+        raw_id, sep, raw_secret = decoded.partition(":")
+        if not sep:
+            raise TokenError("invalid_client", "malformed client credentials", 401)
+        client_id, secret = unquote(raw_id), unquote(raw_secret)
+        if "client_id" in form and form["client_id"] != client_id:
+            raise TokenError("invalid_request", "client_id does not match the credentials")
+    else:
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+    client = provider.clients.table.get(client_id or "")
+    if client is None:
+        raise TokenError("invalid_client", "unknown client", 401)
+    if client.secret is None:
+        if secret is not None:
+            raise TokenError("invalid_client", "a public client has no secret", 401)
+        return client
+    if secret is None or not client.secret.matches(secret):
+        raise TokenError("invalid_client", "client authentication failed", 401)
+    return client
+
+
+async def _exchange_code(
+    request: web.Request, form: dict[str, str], client: Client, provider: Provider
+) -> dict[str, Any]:
+    code = form.get("code")
+    if not code:
+        raise TokenError("invalid_request", "code is required")
+    jti = secrets.token_urlsafe(16)
+    redirect_uri = form.get("redirect_uri", "")
+    try:
+        grant = await provider.grants.spend_code(
+            code, record=(jti, ACCESS_TOKEN_TTL, client.client_id, redirect_uri)
+        )
+    except Spent:
+        raise TokenError("invalid_grant", "the code is invalid, expired or used") from None
+    if grant.client_id != client.client_id:
+        raise TokenError("invalid_grant", "the code was issued to another client")
+    if redirect_uri != grant.redirect_uri:
+        raise TokenError("invalid_grant", "redirect_uri does not match the authorization")
+    if not pkce_matches(form.get("code_verifier"), grant.code_challenge) or not grant.live:
+        await provider.grants.revoke_token(jti)  # recorded with the code, never issued
+        if not grant.live:
+            raise TokenError("invalid_grant", "the patron's session has ended")
+        raise TokenError("invalid_grant", "PKCE verification failed")
+    sub = provider.subject(client, grant.account_id)
+    sid = grant.session[:32]
+    access_token = provider.signer.access_token(
+        client_id=client.client_id,
+        sub=sub,
+        scope=grant.scope,
+        sid=sid,
+        jti=jti,
+        ttl=ACCESS_TOKEN_TTL,
+        auth_time=grant.auth_time,
+    )
+    scopes = grant.scope.split()
+    id_token = provider.signer.id_token(
+        client_id=client.client_id,
+        sub=sub,
+        alg=client.id_token_signed_response_alg,
+        nonce=grant.nonce,
+        auth_time=grant.auth_time,
+        sid=sid,
+        claims=claims_for(
+            scopes, username=grant.username, email=grant.email, pass_number=grant.pass_number
+        ),
+        access_token=access_token,
+        ttl=ID_TOKEN_TTL,
+    )
+    return {
+        "access_token": access_token,
+        "token_type": "Bearer",
+        "expires_in": ACCESS_TOKEN_TTL,
+        "id_token": id_token,
+        "scope": grant.scope,
+    }
+
+
+async def userinfo(request: web.Request) -> web.Response:
+    """OIDC Core 5.3: the claims of the patron an access token was issued for, by scope."""
+    provider = request.app[PROVIDER]
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented:
+        return _bearer_error(None)
+    claims = provider.signer.verify_access_token(presented.strip())
+    jti = claims.get("jti") if claims is not None else None
+    live = await provider.grants.live_token(jti) if isinstance(jti, str) else None
+    if claims is None or live is None:
+        return _bearer_error("invalid_token")
+    account_id, scope = live
+    client = provider.clients.table.get(str(claims.get("client_id", "")))
+    account = await request.app[SERVICES].accounts.by_id(account_id)
+    if client is None or account is None:
+        return _bearer_error("invalid_token")
+    payload: dict[str, Any] = {"sub": provider.subject(client, account.id)}
+    payload.update(
+        claims_for(
+            scope.split(),
+            username=account.username,
+            email=account.email,
+            pass_number=account.pass_number,
+        )
+    )
+    return _json(payload)
+
+
+def _bearer_error(error: str | None) -> web.Response:
+    challenge = 'Bearer realm="library"' + (f', error="{error}"' if error else "")
+    return _json({"error": error or "invalid_request"}, 401, **{"WWW-Authenticate": challenge})
+
+
+async def discovery(request: web.Request) -> web.Response:
+    """OpenID Connect Discovery 1.0: every endpoint is named here and nowhere else."""
+    provider = request.app[PROVIDER]
+    issuer = provider.issuer
+    document = {
+        "issuer": issuer,
+        "authorization_endpoint": issuer + urls.OIDC_AUTHORIZE,
+        "token_endpoint": issuer + urls.OIDC_TOKEN,
+        "userinfo_endpoint": issuer + urls.OIDC_USERINFO,
+        "jwks_uri": issuer + urls.JWKS,
+        "scopes_supported": list(SCOPES),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code"],
+        "subject_types_supported": ["public", "pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256", "ES256", "EdDSA"],
+        "token_endpoint_auth_methods_supported": [
+            "client_secret_basic",
+            "client_secret_post",
+            "none",
+        ],
+        "code_challenge_methods_supported": ["S256"],
+        "claims_supported": [
+            "sub",
+            "iss",
+            "aud",
+            "exp",
+            "iat",
+            "auth_time",
+            "nonce",
+            "sid",
+            "preferred_username",
+            "email",
+            "email_verified",
+            "pass_number",
+        ],
+        "prompt_values_supported": ["none", "login", "consent"],
+        "ui_locales_supported": ["nl", "en"],
+        "claims_parameter_supported": False,
+        "request_parameter_supported": False,
+        "request_uri_parameter_supported": False,
+        "authorization_response_iss_parameter_supported": True,
+    }
+    return web.Response(
+        text=json.dumps(document),
+        content_type="application/json",
+        headers={"Cache-Control": "public, max-age=300", "Access-Control-Allow-Origin": "*"},
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get(urls.OIDC_DISCOVERY, discovery)
+    app.router.add_post(urls.OIDC_TOKEN, token)
+    app.router.add_get(urls.OIDC_USERINFO, userinfo)
+    app.router.add_post(urls.OIDC_USERINFO, userinfo)

@@ -1,0 +1,208 @@
+"""The demo's second library, Bibliotheek Rivierenland: its own site on 127.0.0.2 that logs
+patrons in through the gateway with Authlib. One login serves both ways: a patron logged in at
+the catalogue walks into the site without a login form, and one who logs in for the site is
+logged in at the catalogue too.
+
+The gateway and the site are real servers on loopback, each on a socket bound before its
+application is made: the gateway's issuer is its public URL, which the site must reach, and
+the site's redirect URI is in the gateway's client list, so both ports are needed first. The
+patron is an aiohttp session with its own cookie jar, which keeps cookies per host as a
+browser does, so the site's and the gateway's never mix.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import aiohttp
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from cryptography.fernet import MultiFernet
+from yarl import URL
+
+from auth.credentials.passwords import PasswordHasher
+from auth.store.accounts import Account
+from gateway.app import create_app
+from gateway.config.clients_file import parse_clients
+from gateway.config.reload import ClientMap, RouteMap
+from gateway.config.routes_file import parse_routes
+from gateway.config.settings import Settings
+from gateway.demo import public_library
+from gateway.demo.runner import DEMO_CLIENTS, PUBLIC_LIBRARY_ID, PUBLIC_LIBRARY_SECRET_ENV
+from gateway.server.runner import GatewayRunner
+from tests.helpers import COOKIE, PASSWORD, add_patron, identity_seen, routes_for
+
+SECRET = "rivierenland-" + "s" * 40
+LOGIN_FORM = "/auth/login"
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+@dataclass(frozen=True)
+class Servers:
+    """Where each one answers: its origin, without a path (the gateway's is its issuer)."""
+
+    gateway: URL
+    library: URL
+
+
+async def _serve(runner: web.AppRunner, sock: socket.socket) -> None:
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+
+
+@pytest.fixture
+async def servers(
+    database_url: str, cookie_keys: MultiFernet, hasher: PasswordHasher, backend: TestServer
+) -> AsyncIterator[Servers]:
+    gateway_socket = public_library.listening_socket("127.0.0.1")
+    library_socket = public_library.listening_socket()
+    gateway = URL(f"http://127.0.0.1:{gateway_socket.getsockname()[1]}")
+    library = URL(f"http://{public_library.HOST}:{library_socket.getsockname()[1]}")
+    routes = parse_routes(routes_for(backend.port), "routes.yaml")
+    route_map = RouteMap(routes)
+    clients = parse_clients(
+        DEMO_CLIENTS.format(redirect_uri=library / "callback"),
+        env={PUBLIC_LIBRARY_SECRET_ENV: SECRET},
+        routes=routes,
+    )
+    app = create_app(
+        Settings.from_env({}, public_url=str(gateway)),
+        route_map,
+        database_url=database_url,
+        cookie_keys=cookie_keys,
+        hasher=hasher,
+        client_map=ClientMap(clients, routes=route_map),
+    )
+    registration = public_library.Registration(
+        issuer=str(gateway),
+        client_id=PUBLIC_LIBRARY_ID,
+        client_secret=SECRET,
+        redirect_uri=str(library / "callback"),
+    )
+    runners = [
+        GatewayRunner(app, access_log=None),
+        web.AppRunner(public_library.public_library_app(registration), access_log=None),
+    ]
+    try:
+        for runner, sock in zip(runners, (gateway_socket, library_socket), strict=True):
+            await _serve(runner, sock)
+        yield Servers(gateway, library)
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        gateway_socket.close()
+        library_socket.close()
+
+
+@pytest.fixture
+async def patron(pool: asyncpg.Pool, hasher: PasswordHasher) -> Account:
+    return await add_patron(pool, hasher)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[aiohttp.ClientSession]:
+    """One patron's browser; unsafe=True keeps cookies of IP-address hosts, as browsers do."""
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
+        yield session
+
+
+async def fill_in_login(
+    browser: aiohttp.ClientSession, page: aiohttp.ClientResponse, patron: Account
+) -> aiohttp.ClientResponse:
+    """Send the gateway's login form `page` shows, as the patron, following the redirects."""
+    fields = {name: html.unescape(value) for name, value in _HIDDEN.findall(await page.text())}
+    fields.update(username=patron.username, password=PASSWORD)
+    return await browser.post(page.url.with_path(LOGIN_FORM).with_query(None), data=fields)
+
+
+def paths(resp: aiohttp.ClientResponse) -> list[str]:
+    """Every URL on the way to `resp` and its own, without query."""
+    return [str(r.url.with_query(None)) for r in (*resp.history, resp)]
+
+
+async def test_a_patron_logged_in_at_the_catalogue_walks_in_without_a_login_form(
+    servers: Servers, browser: aiohttp.ClientSession, patron: Account
+) -> None:
+    catalogue = await browser.get(
+        (servers.gateway / "auth" / "login").with_query(next="/catalogue/")
+    )
+    at_catalogue = await fill_in_login(browser, catalogue, patron)
+    assert at_catalogue.status == 200 and at_catalogue.url.path == "/catalogue/"
+    assert identity_seen(await at_catalogue.json())["x-library-username"] == patron.username
+
+    home = await browser.get(servers.library.with_path("/"))
+    assert "Log in with your library account" in await home.text()
+    arrived = await browser.get(servers.library / "login")
+    assert arrived.status == 200, await arrived.text()
+    assert arrived.url == servers.library.with_path("/")
+    assert paths(arrived) == [
+        str(servers.library / "login"),
+        str(servers.gateway / "auth" / "oidc" / "authorize"),
+        str(servers.library / "callback"),
+        str(servers.library.with_path("/")),
+    ]
+    page = await arrived.text()
+    assert patron.username in page and patron.pass_number in page and patron.id in page
+    # Cookies stay with their host: the gateway's session never reaches the site.
+    assert COOKIE not in browser.cookie_jar.filter_cookies(servers.library)
+    assert public_library.SESSION_COOKIE not in browser.cookie_jar.filter_cookies(servers.gateway)
+
+
+async def test_a_patron_not_logged_in_logs_in_on_the_gateways_form_in_the_librarys_colours(
+    servers: Servers, browser: aiohttp.ClientSession, patron: Account
+) -> None:
+    form = await browser.get(servers.library / "login")
+    assert form.status == 200 and form.url.origin() == servers.gateway
+    assert form.url.path == LOGIN_FORM
+    text = await form.text()
+    assert public_library.NAME in text and public_library.HOUSE_COLOUR in text
+
+    arrived = await fill_in_login(browser, form, patron)
+    assert arrived.status == 200 and arrived.url == servers.library.with_path("/")
+    assert patron.username in await arrived.text()
+    # The same login holds at the gateway: the catalogue knows the patron now.
+    catalogue = await browser.get(servers.gateway / "catalogue" / "")
+    assert identity_seen(await catalogue.json())["x-library-username"] == patron.username
+
+
+async def test_logging_out_of_the_site_leaves_the_gateway_session(
+    servers: Servers, browser: aiohttp.ClientSession, patron: Account
+) -> None:
+    await fill_in_login(browser, await browser.get(servers.library / "login"), patron)
+    out = await browser.post(servers.library / "logout")
+    assert out.url == servers.library.with_path("/")
+    assert "Log in with your library account" in await out.text()
+    catalogue = await browser.get(servers.gateway / "catalogue" / "")
+    assert identity_seen(await catalogue.json())["x-library-username"] == patron.username
+
+
+async def test_a_replayed_or_foreign_answer_logs_nobody_in(
+    servers: Servers, browser: aiohttp.ClientSession, patron: Account
+) -> None:
+    arrived = await fill_in_login(browser, await browser.get(servers.library / "login"), patron)
+    callback = next(r.url for r in arrived.history if r.url.path == "/callback")
+    await browser.post(servers.library / "logout")
+    # The same answer again: its login was used up by the first.
+    replayed = await browser.get(callback)
+    assert replayed.status == 400 and "You are not logged in" in await replayed.text()
+    # A login the site did start, answered in the name of another provider (RFC 9207).
+    started = await browser.get(servers.library / "login", allow_redirects=False)
+    state = URL(started.headers["Location"]).query["state"]
+    forged = await browser.get(
+        (servers.library / "callback").with_query(
+            code="x", state=state, iss="https://login.example.org"
+        )
+    )
+    assert forged.status == 400 and "did not come from" in await forged.text()
+    # Another browser with this patron's answer: it started no login here.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as stranger:
+        stolen = await stranger.get(callback)
+        assert stolen.status == 400 and "not started here" in await stolen.text()
+    home = await browser.get(servers.library.with_path("/"))
+    assert "Log in with your library account" in await home.text()

@@ -1,0 +1,138 @@
+"""Reading an authorization request, with plain asserts: which mistakes are answered with our
+own page and which go back to the client, PKCE, pairwise subjects and claims by scope."""
+
+from __future__ import annotations
+
+import pytest
+
+from auth.oidc.clients import Client, ClientSecret, ClientTable
+from auth.oidc.requests import (
+    AuthorizationRequest,
+    ErrorRedirect,
+    NotRedirectable,
+    answer_location,
+    claims_for,
+    needs_login,
+    pairwise_subject,
+    pkce_matches,
+    read_authorization,
+)
+
+WEB = "https://online.example.nl/callback"
+CONFIDENTIAL = Client(
+    client_id="web",
+    name="Web",
+    redirect_uris=(WEB,),
+    secret=ClientSecret("x" * 40),
+    scopes=("openid", "profile"),
+)
+PUBLIC = Client(client_id="app", name="App", redirect_uris=("http://127.0.0.1:9/cb",))
+TABLE = ClientTable((CONFIDENTIAL, PUBLIC))
+# RFC 7636 Appendix B.
+VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
+CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+
+
+def params(**extra: str) -> dict[str, str]:
+    return {
+        "response_type": "code",
+        "client_id": "web",
+        "redirect_uri": WEB,
+        "scope": "openid profile email",
+        "state": "s",
+        **extra,
+    }
+
+
+def test_a_good_request_keeps_only_the_scopes_the_client_may_have() -> None:
+    read = read_authorization(params(nonce="n", max_age="30"), TABLE)
+    assert isinstance(read, AuthorizationRequest)
+    assert read.scopes == ("openid", "profile") and read.nonce == "n" and read.max_age == 30
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"client_id": "nobody"},
+        {"client_id": ""},
+        {"redirect_uri": "https://evil.example/cb"},
+        {"redirect_uri": WEB.upper()},
+        {"redirect_uri": WEB + "#x"},
+        {"state": "x" * 5000},
+    ],
+)
+def test_an_unknown_client_or_redirect_never_leads_anywhere(extra: dict[str, str]) -> None:
+    assert isinstance(read_authorization(params(**extra), TABLE), NotRedirectable)
+
+
+@pytest.mark.parametrize(
+    ("extra", "error"),
+    [
+        ({"response_type": "id_token"}, "unsupported_response_type"),
+        ({"response_type": "code id_token"}, "unsupported_response_type"),
+        ({"response_mode": "fragment"}, "invalid_request"),
+        ({"scope": "profile"}, "invalid_scope"),
+        ({"code_challenge": CHALLENGE, "code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge": CHALLENGE}, "invalid_request"),
+        ({"code_challenge_method": "S256"}, "invalid_request"),
+        ({"prompt": "none login"}, "invalid_request"),
+        ({"max_age": "soon"}, "invalid_request"),
+        ({"request_uri": "https://x"}, "request_uri_not_supported"),
+    ],
+)
+def test_other_mistakes_go_back_to_the_registered_redirect_uri(
+    extra: dict[str, str], error: str
+) -> None:
+    read = read_authorization(params(**extra), TABLE)
+    assert isinstance(read, ErrorRedirect)
+    assert (read.redirect_uri, read.error, read.state) == (WEB, error, "s")
+
+
+def test_a_public_client_must_send_a_challenge() -> None:
+    base = params(client_id="app", redirect_uri="http://127.0.0.1:9/cb")
+    assert isinstance(read_authorization(base, TABLE), ErrorRedirect)
+    with_pkce = {**base, "code_challenge": CHALLENGE, "code_challenge_method": "S256"}
+    assert isinstance(read_authorization(with_pkce, TABLE), AuthorizationRequest)
+
+
+def test_pkce_follows_rfc_7636() -> None:
+    assert pkce_matches(VERIFIER, CHALLENGE)
+    assert not pkce_matches(VERIFIER[:-1] + "l", CHALLENGE)
+    assert not pkce_matches(None, CHALLENGE)
+    assert not pkce_matches("short", CHALLENGE)
+    assert pkce_matches(None, None)
+    assert not pkce_matches(VERIFIER, None)  # a verifier for a code made without a challenge
+
+
+def test_pairwise_subjects_are_stable_per_host_and_differ_between_hosts() -> None:
+    secret = b"k" * 32
+    one = pairwise_subject("a.example", "account", secret)
+    assert one == pairwise_subject("a.example", "account", secret)
+    assert one != pairwise_subject("b.example", "account", secret)
+    assert one != pairwise_subject("a.example", "other", secret)
+    assert "account" not in one
+
+
+def test_max_age_asks_for_a_new_login_once_it_has_passed() -> None:
+    read = read_authorization(params(max_age="60"), TABLE)
+    assert isinstance(read, AuthorizationRequest)
+    assert not needs_login(read, auth_time=1000, now=1060)
+    assert needs_login(read, auth_time=1000, now=1061)
+
+
+def test_the_answer_keeps_the_redirect_uris_own_query_and_adds_iss() -> None:
+    location = answer_location(
+        "https://x.example/cb?a=1", {"code": "c", "state": None}, "https://i"
+    )
+    assert location == "https://x.example/cb?a=1&code=c&iss=https%3A%2F%2Fi"
+
+
+def test_claims_follow_the_granted_scopes() -> None:
+    info = {"username": "jan", "email": "jan@example.org", "pass_number": "123"}
+    assert claims_for(["openid"], **info) == {}
+    assert claims_for(["openid", "profile", "library"], **info) == {
+        "preferred_username": "jan",
+        "pass_number": "123",
+    }
+    assert claims_for(["email"], **info)["email"] == "jan@example.org"
+    assert claims_for(["email"], username="jan", email=None, pass_number="1") == {}
