@@ -151,20 +151,8 @@ class _ClientsReader(Reader):
         self._ids: dict[str, int] = {}
 
     def read(self, text: str) -> list[Client]:
-        root = self.compose(text, "'clients:' with a list of clients")
-        if root is None:
-            return []
-        top = self.mapping(root, ("clients",), "the top level")
-        if top is None:
-            return []
-        if "clients" not in top:
-            self.problem(root, "missing 'clients' (a list of clients; 'clients: []' for none)")
-            return []
-        items = self.sequence(top["clients"][1], "clients", "clients")
-        if items is None:
-            return []
-        clients = [self._client(item) for item in items]
-        return [client for client in clients if client is not None]
+        found = [self._client(item) for item in self.entries(text, "clients")]
+        return [item for item in found if item is not None]
 
     def _client(self, node: Node) -> Client | None:
         fields = self.mapping(node, _CLIENT_KEYS, "each client")

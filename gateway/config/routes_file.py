@@ -159,20 +159,8 @@ class _RoutesReader(Reader):
         self._prefixes: dict[str, tuple[str, int]] = {}
 
     def read(self, text: str) -> list[Route]:
-        root = self.compose(text, "'routes:' with a list of routes")
-        if root is None:
-            return []
-        top = self.mapping(root, ("routes",), "the top level")
-        if top is None:
-            return []
-        if "routes" not in top:
-            self.problem(root, "missing 'routes' (a list of routes; 'routes: []' for none)")
-            return []
-        items = self.sequence(top["routes"][1], "routes", "routes")
-        if items is None:
-            return []
-        routes = [self._route(item) for item in items]
-        return [route for route in routes if route is not None]
+        found = [self._route(item) for item in self.entries(text, "routes")]
+        return [item for item in found if item is not None]
 
     def _route(self, node: Node) -> Route | None:
         fields = self.mapping(node, _ROUTE_KEYS, "each route")

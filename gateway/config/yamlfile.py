@@ -146,6 +146,20 @@ class Reader:
             self.problem(1, f"the file is empty; expected {expected}")
         return root
 
+    def entries(self, text: str, key: str) -> list[Node]:
+        """The items of the file's one top-level list, `key:` (a list of `key`), with every
+        problem on the way to it noted."""
+        root = self.compose(text, f"'{key}:' with a list of {key}")
+        if root is None:
+            return []
+        top = self.mapping(root, (key,), "the top level")
+        if top is None:
+            return []
+        if key not in top:
+            self.problem(root, f"missing '{key}' (a list of {key}; '{key}: []' for none)")
+            return []
+        return self.sequence(top[key][1], key, key) or []
+
     def mapping(
         self, node: Node, allowed: tuple[str, ...], what: str
     ) -> dict[str, tuple[Node, Node]] | None:
