@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 
 import asyncpg
 from aiohttp import WSCloseCode, web
@@ -82,20 +82,14 @@ async def _sample_gauges(pool: asyncpg.Pool, outbox: Outbox, every: float = 5.0)
 
 
 async def _housekeeping(
-    registry: SessionRegistry,
-    throttle: Throttle,
-    outbox: Outbox,
-    mail_limits: MailLimits,
-    every: float = 3600.0,
+    purges: Sequence[Callable[[], Awaitable[object]]], every: float = 3600.0
 ) -> None:
-    """Drop session records, failure counters, recovery mail counts and old mail long past
-    use, once an hour."""
+    """Drop what is long past use (session records, failure counters, recovery mail counts,
+    old mail, spent codes and expired token records), once an hour."""
     while True:
         try:
-            await registry.purge_expired()
-            await throttle.purge()
-            await outbox.purge()
-            await mail_limits.purge()
+            for purge in purges:
+                await purge()
         except Exception:
             logging.getLogger("gateway").exception("session housekeeping failed")
         await asyncio.sleep(every)
@@ -181,8 +175,8 @@ def create_app(
             personal_data_url=settings.personal_data_url,
         )
         app[SERVICES] = services
+        grants = Grants(pool)
         if client_map is not None:
-            grants = Grants(pool)
             app[PROVIDER] = Provider(
                 clients=client_map,
                 signer=OidcSigner(key_store, settings.public_url),
@@ -208,7 +202,15 @@ def create_app(
         background = [
             asyncio.create_task(worker.run()),
             asyncio.create_task(
-                _housekeeping(registry, services.throttle, services.outbox, services.mail_limits)
+                _housekeeping(
+                    (
+                        registry.purge_expired,
+                        services.throttle.purge,
+                        services.outbox.purge,
+                        services.mail_limits.purge,
+                        grants.purge,
+                    )
+                )
             ),
             asyncio.create_task(_sample_gauges(pool, services.outbox)),
         ]

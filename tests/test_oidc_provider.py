@@ -19,6 +19,7 @@ from aiohttp import ClientResponse
 from aiohttp.test_utils import TestServer
 
 from auth.credentials.passwords import PasswordHasher
+from auth.oidc.grants import Grants
 from auth.store.accounts import Account
 from tests.helpers import (
     PASSWORD,
@@ -492,3 +493,20 @@ async def test_without_a_clients_file_federation_is_off(
     ):
         assert (await gw.get(path, allow_redirects=False)).status == 404
     assert (await gw.post("/auth/oidc/token", data={})).status == 404
+
+
+async def test_housekeeping_drops_codes_and_token_records_a_day_past_their_end(
+    gw: Gateway, patron: Account, pool: asyncpg.Pool
+) -> None:
+    await login(gw, patron.username)
+    spent = await code_for(gw, authorize_url())
+    await (await exchange(gw, spent["code"])).json()
+    await code_for(gw, authorize_url())  # a fresh code, not yet used
+    await pool.execute(
+        "UPDATE oidc_codes SET expires_at = now() - interval '2 days' WHERE used_at IS NOT NULL"
+    )
+    await pool.execute("UPDATE oidc_tokens SET expires_at = now() - interval '2 days'")
+    await Grants(pool).purge()
+    assert await pool.fetchval("SELECT count(*) FROM oidc_codes WHERE used_at IS NOT NULL") == 0
+    assert await pool.fetchval("SELECT count(*) FROM oidc_codes WHERE used_at IS NULL") >= 1
+    assert await pool.fetchval("SELECT count(*) FROM oidc_tokens") == 0

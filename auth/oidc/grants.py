@@ -161,15 +161,6 @@ class Grants:
         )
         return (row["account_id"], row["scope"]) if row is not None else None
 
-    async def session_live(self, session: str) -> bool:
-        return bool(
-            await self._pool.fetchval(
-                "SELECT EXISTS (SELECT 1 FROM sessions WHERE sid_hash = decode($1, 'hex')"
-                " AND revoked_at IS NULL AND expires_at > now())",
-                session,
-            )
-        )
-
     async def consented(self, account_id: str, client_id: str) -> frozenset[str]:
         scope = await self._pool.fetchval(
             "SELECT scope FROM oidc_consents WHERE account_id = $1::uuid AND client_id = $2",
