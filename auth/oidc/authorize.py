@@ -50,7 +50,7 @@ async def authorize(request: web.Request) -> web.StreamResponse:
     if isinstance(read, NotRedirectable):
         return await _error_page(request, translator(language(request))[read.reason])
     if isinstance(read, ErrorRedirect):
-        raise web.HTTPFound(read.location(provider.issuer))
+        return _found(read.location(provider.issuer))
     identity = await request.app[SERVICES].authenticator.identify(request)
     session = await get_session(request)
     auth_time = session.get("iat") if identity is not None else None
@@ -65,26 +65,26 @@ async def authorize(request: web.Request) -> web.StreamResponse:
             session[RELOGIN] = True
     if stale:
         if "none" in read.prompt:
-            raise web.HTTPFound(
+            return _found(
                 read.error("login_required", "the patron is not logged in").location(
                     provider.issuer
                 )
             )
-        raise web.HTTPFound(_login_url(read, params))
+        return _found(_login_url(read, params))
     assert identity is not None and isinstance(auth_time, int)
     client = read.client
     if not client.first_party:
         granted = await provider.grants.consented(identity.user_id, client.client_id)
         if not set(read.scopes) <= granted or "consent" in read.prompt:
             if "none" in read.prompt:
-                raise web.HTTPFound(
+                return _found(
                     read.error("consent_required", "the patron has not allowed this yet").location(
                         provider.issuer
                     )
                 )
             session[PENDING] = _pending(read, auth_time, identity.user_id)
             return await _consent_page(request, read)
-    raise web.HTTPFound(await _code_answer(provider, read, identity, auth_time))
+    return _found(await _code_answer(provider, read, identity, auth_time))
 
 
 async def consent(request: web.Request) -> web.StreamResponse:
@@ -103,11 +103,17 @@ async def consent(request: web.Request) -> web.StreamResponse:
             request, translator(language(request))["oidc.consent.expired"], status=400
         )
     if form["decision"] != "allow":
-        raise web.HTTPFound(
+        return _found(
             read.error("access_denied", "the patron did not allow it").location(provider.issuer)
         )
     await provider.grants.consent(identity.user_id, read.client.client_id, frozenset(read.scopes))
-    raise web.HTTPFound(await _code_answer(provider, read, identity, int(pending["auth_time"])))
+    return _found(await _code_answer(provider, read, identity, int(pending["auth_time"])))
+
+
+def _found(location: str) -> web.Response:
+    """A 302 to `location` as built here (already encoded): no exception through the
+    middlewares, no re-parsing of the URL."""
+    return web.Response(status=302, headers={"Location": location})
 
 
 async def _code_answer(

@@ -1,0 +1,99 @@
+"""The log handler writes one event-loop turn's lines together, and never holds one back.
+
+The access log is a line a request; written one by one, a busy worker makes a system call per
+request for it. `BatchingStreamHandler` writes what one turn of the loop logged in one go, as
+soon as the loop gets to it, in order, and writes at once where there is no loop to wait for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+import threading
+
+from gateway.ops.logs import BatchingStreamHandler
+
+
+class CountingStream(io.StringIO):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def logger_into(stream: CountingStream) -> logging.Logger:
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger(f"test-batching-{id(stream)}")
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+async def test_one_turns_lines_are_one_write_in_order_once_the_loop_moves_on() -> None:
+    stream = CountingStream()
+    log = logger_into(stream)
+    for number in range(50):
+        log.info("line %d", number)
+    assert stream.getvalue() == ""  # still this turn
+    await asyncio.sleep(0)  # the loop's next turn
+    assert stream.getvalue().splitlines() == [f"line {n}" for n in range(50)]
+    assert stream.writes == 1
+    log.info("later")
+    await asyncio.sleep(0)
+    assert stream.getvalue().splitlines()[-1] == "later" and stream.writes == 2
+
+
+def test_without_a_running_loop_a_line_is_written_at_once() -> None:
+    stream = CountingStream()
+    logger_into(stream).info("from the command line")
+    assert stream.getvalue() == "from the command line\n"
+
+
+async def test_a_line_from_another_thread_is_written_at_once_after_what_was_pending() -> None:
+    stream = CountingStream()
+    log = logger_into(stream)
+    log.info("first, on the loop")
+    thread = threading.Thread(target=log.info, args=("second, from a thread",))
+    thread.start()
+    thread.join(timeout=5)
+    assert stream.getvalue().splitlines() == ["first, on the loop", "second, from a thread"]
+
+
+def test_a_loop_closed_with_lines_pending_does_not_strand_the_next_loops_lines() -> None:
+    stream = CountingStream()
+    log = logger_into(stream)
+
+    async def log_and_leave() -> None:
+        log.info("in a loop that ends now")
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(log_and_leave())  # the flush it scheduled may never run
+    loop.close()
+
+    async def log_again() -> None:
+        log.info("in the next loop")
+        await asyncio.sleep(0)
+
+    asyncio.run(log_again())
+    assert stream.getvalue().splitlines() == ["in a loop that ends now", "in the next loop"]
+
+
+def test_flush_at_exit_writes_what_is_pending() -> None:
+    stream = CountingStream()
+    log = logger_into(stream)
+
+    async def log_only() -> None:
+        log.info("the last words")
+
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(log_only())
+    loop.close()
+    for handler in log.handlers:
+        handler.flush()  # what logging.shutdown() does at exit
+    assert stream.getvalue() == "the last words\n"
