@@ -128,6 +128,7 @@ async def _code_answer(
         nonce=read.nonce,
         code_challenge=read.code_challenge,
         auth_time=auth_time,
+        sub=provider.subject(read.client, identity.user_id),
     )
     return answer_location(read.redirect_uri, {"code": code, "state": read.state}, provider.issuer)
 

@@ -89,12 +89,17 @@ class Grants:
         nonce: str | None,
         code_challenge: str | None,
         auth_time: int,
+        sub: str,
     ) -> str:
+        """A new code; the session is also recorded as signed in to the client (as `sub`),
+        for the back-channel logout its end will send (auth.oidc.logout)."""
         code = secrets.token_urlsafe(32)
         await self._pool.execute(
-            "INSERT INTO oidc_codes (code_hash, client_id, account_id, session, redirect_uri,"
-            " scope, nonce, code_challenge, auth_time, expires_at) VALUES ($1, $2, $3::uuid,"
-            " $4, $5, $6, $7, $8, to_timestamp($9), now() + make_interval(secs => $10))",
+            "WITH code AS (INSERT INTO oidc_codes (code_hash, client_id, account_id, session,"
+            " redirect_uri, scope, nonce, code_challenge, auth_time, expires_at) VALUES ($1, $2,"
+            " $3::uuid, $4, $5, $6, $7, $8, to_timestamp($9), now() + make_interval(secs => $10)))"
+            " INSERT INTO oidc_session_clients (session, client_id, account_id, sub)"
+            " VALUES ($4, $2, $3::uuid, $11) ON CONFLICT (session, client_id) DO NOTHING",
             digest(code),
             client_id,
             account_id,
@@ -105,6 +110,7 @@ class Grants:
             code_challenge,
             auth_time,
             CODE_TTL,
+            sub,
         )
         return code
 

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from auth.identity import Identity
+from auth.oidc.logout import sessions_ended
 from auth.telemetry import SESSIONS_REVOKED
 
 log = logging.getLogger("auth.sessions")
@@ -104,36 +105,59 @@ class SessionRegistry:
             self._cache.popitem(last=False)
 
     async def revoke(self, sid: str) -> None:
-        key = sid_hash(sid)
+        await self.revoke_hashed(sid_hash(sid))
+
+    async def revoke_hashed(self, key: bytes, *, account_id: str | None = None) -> bool:
+        """End one session by its hash (only if it is `account_id`'s, when given): on every
+        instance, and at every connected library it signed in to. Whether it was live."""
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "UPDATE sessions SET revoked_at = now() WHERE sid_hash = $1 AND revoked_at IS NULL",
+            ended = await conn.fetchval(
+                "UPDATE sessions SET revoked_at = now() WHERE sid_hash = $1"
+                " AND revoked_at IS NULL AND ($2::uuid IS NULL OR account_id = $2::uuid)"
+                " RETURNING encode(sid_hash, 'hex')",
                 key,
+                account_id,
             )
+            await sessions_ended(conn, [ended] if ended is not None else [])
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "sid:" + key.hex())
         self._forget_session(key)
-        SESSIONS_REVOKED.inc()
+        if ended is not None:
+            SESSIONS_REVOKED.inc()
+        return ended is not None
 
     async def revoke_account(
-        self, account_id: str, *, keep_sid: str | None = None, conn: Any = None
+        self,
+        account_id: str,
+        *,
+        keep_sid: str | None = None,
+        conn: Any = None,
+        credentials: bool = True,
     ) -> int:
-        """End every session of an account (but `keep_sid`, the caller's own, when given)."""
+        """End every session of an account (but `keep_sid`, the caller's own, when given).
+        `credentials`: the account's password or state changed, so its offline grants at
+        connected libraries end too; False when the patron only ends their other sessions."""
         keep = sid_hash(keep_sid) if keep_sid is not None else b""
         async with contextlib.AsyncExitStack() as stack:
             if conn is None:
                 conn = await stack.enter_async_context(self._pool.acquire())
                 await stack.enter_async_context(conn.transaction())
-            status = await conn.execute(
+            rows = await conn.fetch(
                 "UPDATE sessions SET revoked_at = now()"
-                " WHERE account_id = $1 AND revoked_at IS NULL AND sid_hash <> $2",
+                " WHERE account_id = $1 AND revoked_at IS NULL AND sid_hash <> $2"
+                " RETURNING encode(sid_hash, 'hex') AS session",
                 account_id,
                 keep,
             )
+            await sessions_ended(
+                conn,
+                [row["session"] for row in rows],
+                account_id=account_id,
+                credentials=credentials,
+            )
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "account:" + account_id)
         self.forget_account(account_id)
-        count = int(status.split()[-1])
-        SESSIONS_REVOKED.inc(count)
-        return count
+        SESSIONS_REVOKED.inc(len(rows))
+        return len(rows)
 
     async def account_changed(self, account_id: str, conn: Any = None) -> None:
         """Tell every instance to re-read this account (a new username, say)."""
