@@ -21,6 +21,11 @@ OIDC_AUTHORIZE = "/auth/oidc/authorize"
 OIDC_CONSENT = "/auth/oidc/consent"
 OIDC_TOKEN = "/auth/oidc/token"
 OIDC_USERINFO = "/auth/oidc/userinfo"
+OIDC_REVOKE = "/auth/oidc/revoke"
+OIDC_INTROSPECT = "/auth/oidc/introspect"
+OIDC_LOGOUT = "/auth/oidc/logout"
+ACCOUNT_SESSIONS_END = "/auth/account/sessions/end"
+ACCOUNT_SESSIONS_END_OTHERS = "/auth/account/sessions/end-others"
 
 # Top-level path segments that belong to `auth` and can never be a backend's.
 RESERVED_PREFIXES: tuple[str, ...] = (PREFIX, "/.well-known")
