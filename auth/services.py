@@ -50,6 +50,8 @@ class AuthServices:
     reset_ttl: float = 1800.0
     activation_ttl: float = 7 * 86400.0
     personal_data_url: str = ""
+    # Mail the patron when a browser new to their account logs in (GATEWAY_SIGNIN_NOTICES).
+    signin_notices: bool = False
     # Work done after answering (forgot-password and -username), so the answer's timing
     # cannot tell whether an account matched. Kept here so shutdown can wait for it.
     background: set[asyncio.Task[None]] = field(default_factory=set)

@@ -1,4 +1,5 @@
-"""What `auth` tells Prometheus: login outcomes, revoked sessions, mail and recovery mail.
+"""What `auth` tells Prometheus: login outcomes, revoked sessions, mail, recovery mail and
+back-channel logouts.
 
 Declared here because auth owns these events; the gateway's admin listener exposes every
 metric of the process (and of all workers, in multiprocess mode).
@@ -13,6 +14,11 @@ SESSIONS_REVOKED = Counter(
     "gateway_sessions_revoked_total", "Sessions ended by logout, password change or reset"
 )
 MAILS = Counter("gateway_mails_total", "Mail delivery attempts by result", ["result"])
+BACKCHANNEL_LOGOUTS = Counter(
+    "gateway_backchannel_logouts_total",
+    "Back-channel logout attempts at connected libraries by outcome",
+    ["outcome"],
+)
 RECOVERY_MAILS = Counter(
     "gateway_recovery_mails_total",
     "Mails the forgot-password and forgot-username forms were asked for, by form and outcome",

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -29,8 +30,11 @@ from auth.credentials.throttle import Throttle
 from auth.mail import CHANNEL as MAIL_CHANNEL
 from auth.mail import Composer, Outbox, OutboxWorker, Transport, transport_for
 from auth.oidc import authorize as oidc_authorize
+from auth.oidc import endsession as oidc_endsession
 from auth.oidc import token as oidc_token
+from auth.oidc.backchannel import BackchannelQueue, BackchannelTiming, BackchannelWorker
 from auth.oidc.grants import Grants
+from auth.oidc.logout import CHANNEL as BACKCHANNEL_CHANNEL
 from auth.oidc.provider import PROVIDER, Provider
 from auth.oidc.tokens import OidcSigner
 from auth.pages import account, activation, recovery, static_files
@@ -71,13 +75,17 @@ async def _drain(app: web.Application) -> None:
     )
 
 
-async def _sample_gauges(pool: asyncpg.Pool, outbox: Outbox, every: float = 5.0) -> None:
+async def _sample_gauges(
+    pool: asyncpg.Pool, outbox: Outbox, logouts: BackchannelQueue, every: float = 5.0
+) -> None:
     while True:
         size, idle = pool.get_size(), pool.get_idle_size()
         metrics.POOL_CONNECTIONS.labels("in_use").set(size - idle)
         metrics.POOL_CONNECTIONS.labels("idle").set(idle)
         with contextlib.suppress(Exception):
             metrics.OUTBOX_DEPTH.set(await outbox.pending())
+        with contextlib.suppress(Exception):
+            metrics.BACKCHANNEL_PENDING.set(await logouts.pending())
         await asyncio.sleep(every)
 
 
@@ -85,7 +93,8 @@ async def _housekeeping(
     purges: Sequence[Callable[[], Awaitable[object]]], every: float = 3600.0
 ) -> None:
     """Drop what is long past use (session records, failure counters, recovery mail counts,
-    old mail, spent codes and expired token records), once an hour."""
+    old mail, spent codes and expired token records, finished back-channel logouts), once an
+    hour."""
     while True:
         try:
             for purge in purges:
@@ -105,7 +114,11 @@ def create_app(
     hasher: PasswordHasher | None = None,
     mail_transport: Transport | None = None,
     client_map: ClientMap | None = None,
+    backchannel_timing: BackchannelTiming | None = None,
 ) -> web.Application:
+    """The gateway's application. `backchannel_timing`: the back-channel logout worker's
+    retry delays and timeout (tests make them short); its give-up time is always the
+    setting's."""
     storage = SessionCookieStorage(cookie_keys, secure=settings.https)
     theme = theme or Theme(
         name=settings.theme_name,
@@ -173,6 +186,7 @@ def create_app(
             reset_ttl=settings.reset_token_ttl,
             activation_ttl=settings.activation_token_ttl,
             personal_data_url=settings.personal_data_url,
+            signin_notices=settings.signin_notices,
         )
         app[SERVICES] = services
         grants = Grants(pool)
@@ -199,8 +213,11 @@ def create_app(
             KEYS_CHANNEL: keys_changed,
             MAIL_CHANNEL: worker.wake,
         }
+        logouts = BackchannelQueue(pool)
         background = [
             asyncio.create_task(worker.run()),
+            # The sessions' last activity, written in batches (and once more at shutdown).
+            asyncio.create_task(registry.record_activity()),
             asyncio.create_task(
                 _housekeeping(
                     (
@@ -209,11 +226,24 @@ def create_app(
                         services.outbox.purge,
                         services.mail_limits.purge,
                         grants.purge,
+                        logouts.purge,
                     )
                 )
             ),
-            asyncio.create_task(_sample_gauges(pool, services.outbox)),
+            asyncio.create_task(_sample_gauges(pool, services.outbox, logouts)),
         ]
+        if client_map is not None:
+            backchannel = BackchannelWorker(
+                pool,
+                client_map,
+                app[PROVIDER].signer,
+                timing=dataclasses.replace(
+                    backchannel_timing or BackchannelTiming(),
+                    give_up_after=settings.backchannel_give_up_after,
+                ),
+            )
+            handlers[BACKCHANNEL_CHANNEL] = backchannel.wake
+            background.append(asyncio.create_task(backchannel.run()))
         try:
             async with notify.listening(database_url, handlers, registry.forget_all):
                 app[appkeys.LIFECYCLE].database_ok = True
@@ -245,4 +275,5 @@ def create_app(
     if client_map is not None:  # federation: on with a clients file, absent (404) without
         oidc_authorize.add_routes(app)
         oidc_token.add_routes(app)
+        oidc_endsession.add_routes(app)
     return app

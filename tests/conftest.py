@@ -28,6 +28,7 @@ from pytest_aiohttp import AiohttpClient, AiohttpServer
 
 from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport, Transport
+from auth.oidc.backchannel import BackchannelTiming
 from auth.store import schema
 from gateway import database
 from gateway.app import create_app
@@ -144,7 +145,8 @@ def make_gateway(
     """Build a gateway test client: make_gateway(routes_text, **settings_overrides); `env`
     holds GATEWAY_* variables as the environment would; pass `mail_transport` to send its
     mail somewhere real (the catcher) instead of DATA_DIR; `clients` (the text of a
-    clients.yaml) or `client_map` turns federation on."""
+    clients.yaml) or `client_map` turns federation on; `backchannel_timing` gives the
+    back-channel logout worker short retry delays."""
 
     async def make(
         routes_text: str,
@@ -155,6 +157,7 @@ def make_gateway(
         mail_transport: Transport | None = None,
         client_map: ClientMap | None = None,
         clients: str | None = None,
+        backchannel_timing: BackchannelTiming | None = None,
         **overrides: Any,
     ) -> Gateway:
         settings = Settings.from_env(
@@ -172,6 +175,7 @@ def make_gateway(
             hasher=hasher,
             mail_transport=mail_transport,
             client_map=client_map,
+            backchannel_timing=backchannel_timing,
         )
         # pytest-aiohttp types a client of any test server as serving no Application; a
         # TestServer serves one.

@@ -53,6 +53,7 @@ def test_the_data_plane_and_configuration_never_import_the_layers_above_them(
         "gateway/proxy/headers.py",
         "gateway/config/routes.py",
         "auth/sessions/lifetimes.py",
+        "auth/sessions/browsers.py",
         "auth/credentials/usernames.py",
         "auth/pages/redirects.py",
         "auth/oidc/clients.py",

@@ -53,9 +53,11 @@ CONTEXT = {
     "minutes": 30,
     "days": 7,
     "reset": True,
+    "browser": EVIL,
+    "when": "3 mei 2026 om 14:05",
 }
-LINKED = {"activate", "reset"}
-SHOWS_A_NAME = {"reset", "password_changed", "username_changed", "forgot_username"}
+LINKED = {"activate", "reset", "new_signin"}
+SHOWS_A_NAME = {"reset", "password_changed", "username_changed", "forgot_username", "new_signin"}
 
 
 def _templates() -> list[tuple[str, str]]:
@@ -93,7 +95,14 @@ async def ask_reset(gw: Gateway, identifier: str, **headers: str) -> int:
 def test_every_kind_of_mail_exists_in_every_language() -> None:
     """Defends against a patron choosing a language in which some mail cannot be sent."""
     kinds = {kind for kind, _ in TEMPLATES}
-    assert kinds == {"activate", "forgot_username", "password_changed", "reset", "username_changed"}
+    assert kinds == {
+        "activate",
+        "forgot_username",
+        "new_signin",
+        "password_changed",
+        "reset",
+        "username_changed",
+    }
     assert set(TEMPLATES) == {(kind, lang) for kind in kinds for lang in i18n.LANGUAGES}
 
 

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email
+import email.policy
 import hashlib
 import html
 import json
@@ -27,6 +29,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +39,7 @@ from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from tests import npm, system_packages
-from tests.helpers import cli, free_port, received, wait_for_port
+from tests.helpers import cli, free_port, link_in, plain_text, received, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -67,9 +70,12 @@ class Client:
     redirect_uri: str
     auth: str  # client_secret_basic, client_secret_post or none (a public client)
     secret: str | None = field(default=None, repr=False)
+    backchannel_logout_uri: str | None = None
 
     def yaml(self) -> str:
         secret_env = f"\n    secret_env: {self.secret_env}" if self.secret else ""
+        if self.backchannel_logout_uri is not None:
+            secret_env += f"\n    backchannel_logout_uri: {self.backchannel_logout_uri}"
         return (
             f"  - client_id: {self.client_id}\n"
             f"    name: {self.client_id.title()} Library\n"
@@ -119,12 +125,14 @@ def apache_ports() -> tuple[int, int]:
 
 @pytest.fixture(scope="module")
 def apache_clients(apache_ports: tuple[int, int]) -> tuple[Client, Client]:
+    # mod_auth_openidc takes back-channel logouts at its redirect URI (`?logout=backchannel`).
     first, second = (
         Client(
             f"apache-{name}",
             f"http://127.0.0.1:{port}/protected/callback",
             "client_secret_basic",
             _secret(),
+            f"http://127.0.0.1:{port}/protected/callback?logout=backchannel",
         )
         for name, port in zip("ab", apache_ports, strict=True)
     )
@@ -545,3 +553,117 @@ async def test_mod_auth_openidc_logs_a_patron_in_once_for_two_applications(
         apache_clients[1].client_id
     ]
     assert told(second, apache)["x-remote-user"] == patron.account_id
+
+
+# --- logging out everywhere -------------------------------------------------------------------
+
+
+async def turned_away(browser: aiohttp.ClientSession, url: str, provider: Provider) -> None:
+    """Ask the application at `url` until mod_auth_openidc no longer knows the patron: it
+    sends them to the gateway's authorization endpoint. The back-channel logout is delivered
+    by the gateway's worker after the patron's own logout has answered, so this waits for it
+    (bounded, not timed: each turn is a real request)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + STARTUP
+    while loop.time() < end:
+        async with browser.get(url, allow_redirects=False) as resp:
+            location = resp.headers.get("Location", "")
+            if resp.status == 302 and location.startswith(provider.issuer + "/auth/oidc/authorize"):
+                return
+            assert resp.status == 200, f"{url} answered {resp.status}"
+    raise AssertionError(f"{url} still let the patron in {STARTUP} s after the logout")
+
+
+async def both_logged_in(
+    apache: Applications, browser: aiohttp.ClientSession, patron: Patron
+) -> None:
+    first_url, second_url = apache.urls
+    assert told(await browse(browser, first_url + "loans", patron=patron), apache)
+    assert told(await browse(browser, second_url + "loans"), apache)
+
+
+async def gateway_form(browser: aiohttp.ClientSession, url: str) -> tuple[str, dict[str, str]]:
+    """A gateway page's form: where it posts, and its hidden fields (the CSRF token)."""
+    async with browser.get(url) as resp:
+        body = await resp.text()
+        assert resp.status == 200, body
+    action = _ACTION.search(body)
+    assert action is not None, body
+    fields = {name: html.unescape(value) for name, value in _HIDDEN.findall(body)}
+    return str(URL(url).join(URL(html.unescape(action.group(1))))), fields
+
+
+async def test_a_logout_at_the_gateway_ends_the_apache_sessions(
+    apache: Applications,
+    provider: Provider,
+    patron: Patron,
+    browser: aiohttp.ClientSession,
+) -> None:
+    await both_logged_in(apache, browser, patron)
+    action, fields = await gateway_form(browser, provider.issuer + "/auth/logout")
+    async with browser.post(action, data=fields, allow_redirects=False) as resp:
+        assert resp.status == 303
+    for url in apache.urls:
+        await turned_away(browser, url + "loans", provider)
+    # Back at an application, the gateway asks for the password again: nothing lives on.
+    again = await browse(browser, apache.urls[0] + "loans", patron=patron)
+    assert again.login_forms == 1 and told(again, apache)["x-remote-user"] == patron.account_id
+
+
+async def test_a_password_reset_ends_the_apache_sessions(
+    apache: Applications,
+    provider: Provider,
+    patron: Patron,
+    browser: aiohttp.ClientSession,
+) -> None:
+    await both_logged_in(apache, browser, patron)
+    # The reset is asked for and done from another browser, as a patron who lost their
+    # password at home and set a new one on their phone would.
+    async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as phone:
+        action, fields = await gateway_form(phone, provider.issuer + "/auth/forgot-password")
+        async with phone.post(action, data={**fields, "identifier": patron.username}) as resp:
+            assert resp.status == 200
+        link = await reset_link(provider, patron)
+        action, fields = await gateway_form(phone, link)
+        fields["new_password"] = "a new shelf of atlases by the door"
+        async with phone.post(action, data=fields, allow_redirects=False) as resp:
+            assert resp.status in (200, 303), await resp.text()
+    for url in apache.urls:
+        await turned_away(browser, url + "loans", provider)
+
+
+async def reset_link(provider: Provider, patron: Patron) -> str:
+    """The reset link in the mail the gateway wrote for the patron (no SMTP configured: the
+    gateway writes its mails under DATA_DIR/outbox), waited for as for the logout above."""
+    folder = provider.data_dir / "outbox"
+    loop = asyncio.get_running_loop()
+    end = loop.time() + STARTUP
+    while loop.time() < end:
+        for path in sorted(folder.glob("*.eml")) if folder.exists() else []:
+            message = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+            assert isinstance(message, EmailMessage)
+            if message["To"] == patron.email and "/auth/reset-password" in plain_text(message):
+                return link_in(message)
+        await asyncio.sleep(0)
+    raise AssertionError(f"no reset mail for {patron.email} in {folder}")
+
+
+async def test_disabling_the_account_ends_the_apache_sessions(
+    apache: Applications,
+    provider: Provider,
+    patron: Patron,
+    browser: aiohttp.ClientSession,
+) -> None:
+    await both_logged_in(apache, browser, patron)
+    done = cli(
+        "accounts",
+        "disable",
+        "--username",
+        patron.username,
+        "--data-dir",
+        str(provider.data_dir),
+        env=provider.env,
+    )
+    assert done.returncode == 0, done.stderr
+    for url in apache.urls:
+        await turned_away(browser, url + "loans", provider)

@@ -762,3 +762,88 @@ async def test_sigterm_while_a_dead_worker_is_being_replaced_still_stops_the_sup
     gateway.process.send_signal(signal.SIGTERM)
     async with asyncio.timeout(DEADLINE):
         assert await gateway.process.wait() == 0
+
+
+async def test_a_disabled_accounts_tokens_are_inactive_at_once_on_every_instance(
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    cookie_keys: str,
+    tmp_path: Path,
+) -> None:
+    """Two gateway processes serving one connected library: tokens issued by the first are
+    good at the second, and the moment the account is disabled (on the command line, a
+    third process) neither takes them any more, refresh token included: nothing is cached
+    where a revocation could miss it."""
+    secret = secrets.token_hex(32)
+    redirect = "https://online.example.nl/callback"
+    (tmp_path / "clients.yaml").write_text(  # beside routes.yaml: read by default
+        f"clients:\n  - client_id: online\n    name: Online\n    redirect_uris: [{redirect}]\n"
+        "    secret_env: ONLINE_SECRET\n",
+        encoding="utf-8",
+    )
+    env = {"ONLINE_SECRET": secret}
+    first, second = await launch(extra_env=env), await launch(extra_env=env)
+    account_id, username = await add_account(base_env(database_url, cookie_keys), tmp_path)
+    status, cookie = await log_in(http, first, username)
+    assert status == 303 and cookie is not None
+    query = {
+        "response_type": "code",
+        "client_id": "online",
+        "redirect_uri": redirect,
+        "scope": "openid offline_access",
+        "state": "s",
+    }
+    async with http.get(
+        first.url + "/auth/oidc/authorize",
+        params=query,
+        headers={"Cookie": f"{COOKIE}={cookie}"},
+        allow_redirects=False,
+    ) as resp:
+        assert resp.status == 302, await resp.text()
+        code = re.search(r"[?&]code=([^&]+)", resp.headers["Location"])
+    assert code is not None
+    credentials = {"Authorization": aiohttp.encode_basic_auth("online", secret)}
+    async with http.post(
+        first.url + "/auth/oidc/token",
+        data={"grant_type": "authorization_code", "code": code.group(1), "redirect_uri": redirect},
+        headers=credentials,
+    ) as resp:
+        assert resp.status == 200, await resp.text()
+        tokens = await resp.json()
+
+    async def active(gateway: Gateway, token: str) -> bool:
+        async with http.post(
+            gateway.url + "/auth/oidc/introspect", data={"token": token}, headers=credentials
+        ) as resp:
+            assert resp.status == 200
+            return bool((await resp.json())["active"])
+
+    for gateway in (first, second):
+        assert await active(gateway, tokens["access_token"])
+        assert await active(gateway, tokens["refresh_token"])
+    code_, _out, err = await cli(
+        base_env(database_url, cookie_keys),
+        "accounts",
+        "disable",
+        "--username",
+        username,
+        "--data-dir",
+        str(tmp_path / "cli"),
+    )
+    assert code_ == 0, err
+    for gateway in (first, second):
+        assert not await active(gateway, tokens["access_token"])
+        assert not await active(gateway, tokens["refresh_token"])
+        async with http.get(
+            gateway.url + "/auth/oidc/userinfo",
+            headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        ) as resp:
+            assert resp.status == 401
+    async with http.post(
+        second.url + "/auth/oidc/token",
+        data={"grant_type": "refresh_token", "refresh_token": tokens["refresh_token"]},
+        headers=credentials,
+    ) as resp:
+        assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"
+    assert account_id

@@ -6,11 +6,17 @@ A username from before today's character rules keeps logging in; the page asks i
 choose another, for as long as the rules (asked afresh at every visit) refuse it.
 Every change mails a notice to the stored address (queued with the change itself); a password
 change also ends every other session of the patron.
+
+The page also lists where the patron is logged in (`auth.pages.sessions_list`), with a form
+to end one other session and one to end all others: on every instance at once, and at every
+connected library those sessions signed in to. A form naming a session that is not the
+patron's (or none at all) ends nothing and gets the same answer.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from urllib.parse import quote
 
 from aiohttp import web
@@ -25,8 +31,11 @@ from auth.identity import Identity
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
 from auth.pages.render import language, render
+from auth.pages.sessions_list import listing
 from auth.services import SERVICES
 from auth.store.accounts import Account, UsernameTaken
+
+_HANDLE = re.compile(r"[0-9a-f]{64}")
 
 
 async def _current(request: web.Request) -> tuple[Identity, Account]:
@@ -42,11 +51,13 @@ async def _page(
     request: web.Request, account: Account, *, status: int = 200, **context: object
 ) -> web.Response:
     services = request.app[SERVICES]
+    identity = await services.authenticator.identify(request)
     return await render(
         request,
         "account.html",
         status=status,
         account=account,
+        sessions=await listing(request, identity) if identity is not None else [],
         personal_data_url=services.personal_data_url,
         new_username=context.pop("new_username", ""),
         outdated_username=_outdated_username(account, language(request)),
@@ -142,6 +153,35 @@ async def change_password(request: web.Request) -> web.StreamResponse:
     raise web.HTTPSeeOther(urls.ACCOUNT)
 
 
+async def end_session(request: web.Request) -> web.StreamResponse:
+    """End one of the patron's other sessions, named by its handle (`session`)."""
+    identity, account = await _current(request)
+    form = await read_checked_form(request, ("session",))
+    handle = form["session"]
+    # The patron's own session is ended by logging out, not here.
+    if _HANDLE.fullmatch(handle) and handle != identity.session:
+        await request.app[SERVICES].registry.revoke_hashed(
+            bytes.fromhex(handle), account_id=account.id
+        )
+    (await get_session(request))["notice"] = "sessions.ended"
+    raise web.HTTPSeeOther(urls.ACCOUNT)
+
+
+async def end_other_sessions(request: web.Request) -> web.StreamResponse:
+    """End every session of the patron but this one; their offline grants at connected
+    libraries stay (only a new password or a disabled account ends those)."""
+    _, account = await _current(request)
+    await read_checked_form(request, ())
+    session = await get_session(request)
+    sid = session.get("sid")
+    if isinstance(sid, str):
+        await request.app[SERVICES].registry.revoke_account(
+            account.id, keep_sid=sid, credentials=False
+        )
+    session["notice"] = "sessions.ended_others"
+    raise web.HTTPSeeOther(urls.ACCOUNT)
+
+
 async def _password_ok(request: web.Request, account: Account, password: str) -> bool:
     """Check the current password, under the same brute-force limits as the login form
     (somebody at an unlocked computer must not be able to guess it here instead)."""
@@ -169,3 +209,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get(urls.ACCOUNT, account_page)
     app.router.add_post(urls.ACCOUNT_USERNAME, change_username)
     app.router.add_post(urls.ACCOUNT_PASSWORD, change_password)
+    app.router.add_post(urls.ACCOUNT_SESSIONS_END, end_session)
+    app.router.add_post(urls.ACCOUNT_SESSIONS_END_OTHERS, end_other_sessions)

@@ -3,7 +3,10 @@
 A failed login looks the same whatever failed (unknown name, wrong password, disabled account):
 same status, same page, and the same argon2 work, done in the hasher's thread pool. A
 successful login always starts a brand-new session (no fixation) and goes to `next` only if it
-is a local path.
+is a local path. The session records the browser it started in (its User-Agent), for the
+patron's list of sessions; with `GATEWAY_SIGNIN_NOTICES` on, a login from a browser that has
+never logged in to the account before (no device cookie vouches for it) is mailed to the
+patron.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import math
 import time
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp_session import get_session, new_session
 
 from auth import urls
@@ -24,6 +27,7 @@ from auth.pages import csrf
 from auth.pages.forms import read_checked_form
 from auth.pages.redirects import safe_next
 from auth.pages.render import FORM_TARGETS, render
+from auth.pages.sessions_list import send_signin_notice
 from auth.services import SERVICES
 from auth.sessions.authenticator import IDENTITY
 from auth.telemetry import LOGINS
@@ -125,7 +129,11 @@ async def login(request: web.Request) -> web.StreamResponse:
             account.id, verdict.new_hash, expected=account.password_hash
         )
 
-    sid = await services.registry.create(account.id, services.lifetimes.absolute)
+    sid = await services.registry.create(
+        account.id, services.lifetimes.absolute, user_agent=request.headers.get(hdrs.USER_AGENT)
+    )
+    if services.signin_notices and device is None:
+        await send_signin_notice(request, account)
     session = await new_session(request)  # discard everything the anonymous session held
     now = int(time.time())
     session.update({"sid": sid, "uid": account.id, "iat": now, "seen": now})

@@ -135,13 +135,16 @@ class Authenticator:
             return None, Renewal.CLEAR
         return sid, Renewal.REFRESH if verdict is Verdict.REFRESH else Renewal.KEEP
 
-    @staticmethod
     def _confirm(
-        identity: Identity | None, session: Mapping[str, Any], renewal: Renewal
+        self, identity: Identity | None, session: Mapping[str, Any], renewal: Renewal
     ) -> tuple[Identity | None, Renewal]:
-        """The session record must exist, be live and belong to the cookie's account."""
+        """The session record must exist, be live and belong to the cookie's account. A
+        renewal is also the moment to note the activity for the patron's list of sessions
+        (in memory; the registry writes it in batches)."""
         if identity is None or identity.user_id != session.get("uid"):
             return None, Renewal.CLEAR
+        if renewal is Renewal.REFRESH:
+            self.registry.seen(identity.session)
         return identity, renewal
 
     def identity_headers(self, identity: Identity, audience: str) -> list[tuple[str, str]]:

@@ -7,6 +7,11 @@ reset) and account changes (username) are pushed to every gateway instance with
 LISTEN/NOTIFY; each instance drops its cached entries at once. If the listening connection is
 lost the whole cache is dropped, and entries also expire after `ttl` seconds, so a missed
 notification cannot keep a dead session alive for long.
+
+The patron's own list of sessions (`live_sessions`) shows the browser each one started in and
+when it was last used. That time is noted in memory (`seen`, on the proxy's path, no I/O) at
+most once a minute a session, and written for all noted sessions in one UPDATE every
+`ACTIVITY_EVERY` seconds (`record_activity`), never a query per request.
 """
 
 from __future__ import annotations
@@ -20,17 +25,23 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
 from auth.identity import Identity
 from auth.oidc.logout import sessions_ended
+from auth.sessions.lifetimes import REFRESH_EVERY
 from auth.telemetry import SESSIONS_REVOKED
 
 log = logging.getLogger("auth.sessions")
 
 CHANNEL = "library_gateway_sessions"
+MAX_USER_AGENT = 512
+ACTIVITY_EVERY = 60.0
+"""Seconds between two writes of the sessions' noted activity."""
 
 
 class Unknown(enum.Enum):
@@ -38,6 +49,18 @@ class Unknown(enum.Enum):
 
 
 UNKNOWN = Unknown.UNKNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSession:
+    """One of a patron's sessions as their list shows it. `handle` (the hex SHA-256 of the
+    session id) names it in a form; it is not the cookie and logs nobody in."""
+
+    handle: str
+    created_at: datetime
+    last_seen_at: datetime
+    user_agent: str | None
+    clients: tuple[str, ...]  # the connected libraries it signed in to, first one first
 
 
 @functools.lru_cache(maxsize=20_000)  # as many as the cookie cache holds (auth.cookies)
@@ -57,15 +80,20 @@ class SessionRegistry:
         # Counts every forgetting; a lookup whose query was in flight when one happened does
         # not cache its answer, which may have been read just before the revocation committed.
         self._forgotten = 0
+        # Activity noted since the last write: hex session hash -> Unix time, oldest first.
+        self._seen: dict[str, float] = {}
 
-    async def create(self, account_id: str, lifetime: float) -> str:
+    async def create(
+        self, account_id: str, lifetime: float, *, user_agent: str | None = None
+    ) -> str:
         sid = secrets.token_urlsafe(32)
         await self._pool.execute(
-            "INSERT INTO sessions (sid_hash, account_id, expires_at)"
-            " VALUES ($1, $2, now() + make_interval(secs => $3))",
+            "INSERT INTO sessions (sid_hash, account_id, expires_at, user_agent, last_seen_at)"
+            " VALUES ($1, $2, now() + make_interval(secs => $3), $4, now())",
             sid_hash(sid),
             account_id,
             lifetime,
+            user_agent[:MAX_USER_AGENT] if user_agent else None,
         )
         return sid
 
@@ -206,6 +234,82 @@ class SessionRegistry:
     @property
     def notified(self) -> int:
         return self._notified
+
+    def seen(self, session: str) -> None:
+        """Note that the session (its hex hash) is in use now; written by the next
+        `flush_activity`. Costs a dict update: the proxy calls it, at most once a minute a
+        session. Past `max_entries` sessions the oldest noted is dropped."""
+        self._seen.pop(session, None)
+        self._seen[session] = time.time()
+        if len(self._seen) > self._max:
+            del self._seen[next(iter(self._seen))]
+
+    async def flush_activity(self) -> int:
+        """Write the noted activity in one statement; how many sessions it was noted for.
+        What could not be written is kept for the next try."""
+        noted, self._seen = self._seen, {}
+        if not noted:
+            return 0
+        try:
+            await self._pool.execute(
+                "UPDATE sessions s SET last_seen_at = greatest(s.last_seen_at, to_timestamp(n.at))"
+                " FROM unnest($1::text[], $2::float8[]) AS n(session, at)"
+                " WHERE s.sid_hash = decode(n.session, 'hex') AND s.revoked_at IS NULL",
+                list(noted),
+                list(noted.values()),
+            )
+        except BaseException:
+            for session, at in noted.items():
+                self._seen.setdefault(session, at)  # a newer note taken meanwhile wins
+            while len(self._seen) > self._max:
+                del self._seen[next(iter(self._seen))]
+            raise
+        return len(noted)
+
+    async def record_activity(self, every: float = ACTIVITY_EVERY) -> None:
+        """Write the noted activity every `every` seconds, and once more when cancelled (the
+        gateway stopping), so a clean shutdown loses none of it."""
+        try:
+            while True:
+                await asyncio.sleep(every)
+                await self._flush_logged()
+        finally:
+            await self._flush_logged()
+
+    async def _flush_logged(self) -> None:
+        try:
+            await self.flush_activity()
+        except Exception:
+            log.exception("recording the sessions' activity failed")
+
+    async def live_sessions(self, account_id: str, *, idle: float) -> list[LiveSession]:
+        """The account's sessions that are not over, most recently used first. `idle` is the
+        idle timeout: a session unused for longer is over, though its record only knows its
+        activity to within two writes of it."""
+        rows = await self._pool.fetch(
+            "SELECT encode(s.sid_hash, 'hex') AS handle, s.created_at, s.user_agent,"
+            " coalesce(s.last_seen_at, s.created_at) AS last_seen_at,"
+            " coalesce(array_agg(c.client_id ORDER BY c.first_at, c.client_id)"
+            "   FILTER (WHERE c.client_id IS NOT NULL), '{}') AS clients"
+            " FROM sessions s LEFT JOIN oidc_session_clients c"
+            "   ON c.session = encode(s.sid_hash, 'hex')"
+            " WHERE s.account_id = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
+            " AND coalesce(s.last_seen_at, s.created_at) > now() - make_interval(secs => $2)"
+            " GROUP BY s.sid_hash"
+            " ORDER BY coalesce(s.last_seen_at, s.created_at) DESC, s.created_at DESC",
+            account_id,
+            idle + 2 * ACTIVITY_EVERY + REFRESH_EVERY,
+        )
+        return [
+            LiveSession(
+                handle=row["handle"],
+                created_at=row["created_at"],
+                last_seen_at=row["last_seen_at"],
+                user_agent=row["user_agent"],
+                clients=tuple(row["clients"]),
+            )
+            for row in rows
+        ]
 
     async def purge_expired(self) -> int:
         status = await self._pool.execute(

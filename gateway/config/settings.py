@@ -109,6 +109,15 @@ def _secret(value: str) -> Secret:
     return Secret(value)
 
 
+def _flag(value: str) -> bool:
+    word = value.lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -212,11 +221,24 @@ class Settings:
         "seconds an activation link for a new member stays valid",
         _seconds,
     )
+    backchannel_give_up_after: float = _setting(
+        "GATEWAY_BACKCHANNEL_GIVE_UP_AFTER",
+        "86400",
+        "seconds a connected library's back-channel logout is retried before it is dropped",
+        _seconds,
+    )
     personal_data_url: str = _setting(
         "GATEWAY_PERSONAL_DATA_URL",
         "",
         "where patrons edit their e-mail address and other personal data (linked from the "
         "account page)",
+    )
+    signin_notices: bool = _setting(
+        "GATEWAY_SIGNIN_NOTICES",
+        "false",
+        "true: mail the patron when a browser that never logged in to their account before "
+        "does (browser, system and time; never where from)",
+        _flag,
     )
     theme_name: str = _setting(
         "GATEWAY_THEME_NAME",

@@ -59,6 +59,11 @@ RELOADS = Counter("gateway_route_reloads_total", "Route map reloads", ["result"]
 OUTBOX_DEPTH = Gauge(
     "gateway_mail_outbox_depth", "Mails waiting to be sent", multiprocess_mode="max"
 )
+BACKCHANNEL_PENDING = Gauge(
+    "gateway_backchannel_logouts_pending",
+    "Back-channel logouts waiting to be delivered",
+    multiprocess_mode="max",
+)
 POOL_CONNECTIONS = Gauge(
     "gateway_db_pool_connections",
     "Database pool connections",

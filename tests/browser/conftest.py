@@ -10,8 +10,8 @@ closes the browser starts a Chromium of its own on a profile kept on disk.
 Chromium is not downloaded by Playwright: the tests use the system's (`$CHROMIUM`, else
 Debian's /usr/bin/chromium) and fail, not skip, when it is missing, so a green run always
 means the pages were seen in a browser. Every step's screenshot lands in
-test-artifacts/screenshots/; docs/img/login.png, account.png and login-client.png are copies of the
-`readme-*.png` ones.
+test-artifacts/screenshots/; docs/img/login.png, account.png, account-sessions.png and
+login-client.png are copies of the `readme-*.png` ones.
 """
 
 from __future__ import annotations
