@@ -37,7 +37,6 @@ import secrets
 import shutil
 import statistics
 import tempfile
-import textwrap
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -55,9 +54,10 @@ from bench.run import (
     add_patron,
     free_port,
     machine,
+    prose,
     start_gateway,
     wait_http,
-    write_results,
+    write_section,
 )
 
 PATRON = "900003"
@@ -245,21 +245,7 @@ def render(results: list[Result], notes: str, logouts: int, load: float) -> str:
         "library that never answers costs the patron nothing. Differences of a few tenths of "
         "a millisecond between the rows are within this machine's run-to-run noise.",
     ]
-    return (
-        "\n\n".join(
-            text if text.startswith("|") else textwrap.fill(text, 96, break_on_hyphens=False)
-            for text in paragraphs
-        )
-        + "\n"
-    )
-
-
-def write_section(path: Path, report: str) -> None:
-    """Add the section at the end of the file the first time, then rewrite its results."""
-    text = path.read_text()
-    if START not in text:
-        path.write_text(f"{text.rstrip()}\n\n{HEADING}\n\n{START}\n{END}\n")
-    write_results(path, report, START, END)
+    return prose(paragraphs)
 
 
 def main() -> int:
@@ -287,7 +273,7 @@ def main() -> int:
     report = render(results, notes, args.logouts, load)
     print(report)
     if args.write:
-        write_section(DOCS, report)
+        write_section(DOCS, report, HEADING, START, END)
     return 0
 
 

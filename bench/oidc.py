@@ -42,7 +42,6 @@ import shutil
 import statistics
 import subprocess
 import tempfile
-import textwrap
 from collections.abc import Awaitable, Callable
 from importlib import metadata
 
@@ -67,9 +66,10 @@ from bench.run import (
     free_port,
     log_in,
     machine,
+    prose,
     start_gateway,
     wait_http,
-    write_results,
+    write_section,
 )
 from gateway.config.settings import Settings
 from tests import npm
@@ -259,21 +259,7 @@ def render(runs: list[Run], args: argparse.Namespace, load: float) -> str:
         + f"; **{ratio:.2f}x** on average, which {verdict} the target of 1.0x. CPU per flow, "
         "the gateway's over oidc-provider's: " + ", ".join(f"{c:.2f}x" for c in cpu) + ".",
     ]
-    return (
-        "\n\n".join(
-            text if text.startswith("|") else textwrap.fill(text, 96, break_on_hyphens=False)
-            for text in paragraphs
-        )
-        + "\n"
-    )
-
-
-def write_section(path: Path, report: str) -> None:
-    """Add the section at the end of the file the first time, then rewrite its results."""
-    text = path.read_text()
-    if START not in text:
-        path.write_text(f"{text.rstrip()}\n\n{HEADING}\n\n{START}\n{END}\n")
-    write_results(path, report, START, END)
+    return prose(paragraphs)
 
 
 def main() -> int:
@@ -329,7 +315,7 @@ def main() -> int:
     report = render(runs, args, load)
     print(report)
     if args.write:
-        write_section(DOCS, report)
+        write_section(DOCS, report, HEADING, START, END)
     return 0
 
 

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import textwrap
 import threading
 import time
 import urllib.request
@@ -548,6 +549,27 @@ def write_results(path: Path, report: str, start: str = START, end: str = END) -
     head, _, rest = text.partition(start)
     _, _, tail = rest.partition(end)
     path.write_text(f"{head}{start}\n{report}{end}{tail}")
+
+
+def write_section(path: Path, report: str, heading: str, start: str, end: str) -> None:
+    """`write_results` for a section of its own: added at the end of the file (under
+    `heading`, between its markers) the first time, its results rewritten after that."""
+    text = path.read_text()
+    if start not in text:
+        path.write_text(f"{text.rstrip()}\n\n{heading}\n\n{start}\n{end}\n")
+    write_results(path, report, start, end)
+
+
+def prose(paragraphs: list[str]) -> str:
+    """A report's paragraphs wrapped for the Markdown file; tables (lines starting with `|`)
+    kept as they are."""
+    return (
+        "\n\n".join(
+            text if text.startswith("|") else textwrap.fill(text, 96, break_on_hyphens=False)
+            for text in paragraphs
+        )
+        + "\n"
+    )
 
 
 def table(rows: list[Result]) -> list[str]:
