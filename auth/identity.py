@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from auth.memberships import Membership
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
@@ -11,3 +13,5 @@ class Identity:
     username: str
     pass_number: str
     session: str  # hex SHA-256 of the session id: names the session without revealing it
+    memberships: tuple[Membership, ...] = ()
+    """The account's passes that have not ended (valid or not: a rule tells them apart)."""

@@ -34,6 +34,7 @@ import asyncpg
 from auth.identity import Identity
 from auth.oidc.logout import sessions_ended
 from auth.sessions.lifetimes import REFRESH_EVERY
+from auth.store.memberships import MEMBERSHIPS_OF_A, memberships_from_json
 from auth.telemetry import SESSIONS_REVOKED
 
 log = logging.getLogger("auth.sessions")
@@ -113,15 +114,21 @@ class SessionRegistry:
             return cached[0]
         forgotten = self._forgotten
         row = await self._pool.fetchrow(
-            "SELECT a.id::text AS id, a.username, a.pass_number FROM sessions s"
-            " JOIN accounts a ON a.id = s.account_id"
+            "SELECT a.id::text AS id, a.username, a.pass_number, (" + MEMBERSHIPS_OF_A + ")"
+            " AS memberships FROM sessions s JOIN accounts a ON a.id = s.account_id"
             " WHERE s.sid_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
             " AND NOT a.disabled",
             key,
         )
         identity = None
         if row is not None:
-            identity = Identity(row["id"], row["username"], row["pass_number"], key.hex())
+            identity = Identity(
+                row["id"],
+                row["username"],
+                row["pass_number"],
+                key.hex(),
+                memberships_from_json(row["memberships"]),
+            )
         if self._forgotten == forgotten:
             self._remember(key, identity, now)
         return identity

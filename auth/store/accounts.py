@@ -11,11 +11,13 @@ import contextlib
 import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 import asyncpg
 
 from auth.credentials.usernames import canonical
+from auth.store.memberships import DEFAULT_INSTITUTION
 
 
 class AccountError(Exception):
@@ -47,6 +49,7 @@ def canonical_email(email: str) -> str:
 
 
 _COLUMNS = "id::text AS id, pass_number, username, email, password_hash, disabled, device_epoch"
+_A_COLUMNS = ", ".join(f"a.{column}" for column in _COLUMNS.split(", "))
 
 
 def _account(row: asyncpg.Record | None) -> Account | None:
@@ -74,15 +77,20 @@ class Accounts:
         email: str | None,
         username: str | None = None,
         password_hash: str | None = None,
+        institution: str | None = None,
     ) -> Account:
+        """A new account, with its pass as a membership of `institution` (None: the default
+        institution)."""
         username = username or pass_number
         async with self._pool.acquire() as conn, conn.transaction():
             # A pass number may not equal another account's username either: login accepts
             # both, so the two would shadow each other.
             taken = await conn.fetchval(
-                "SELECT 1 FROM accounts WHERE pass_number_canonical = $1"
-                " OR username_canonical = $1",
+                "SELECT 1 FROM accounts WHERE username_canonical = $1 UNION ALL"
+                " SELECT 1 FROM memberships WHERE pass_number_canonical = $1"
+                f" AND institution = coalesce($2, {DEFAULT_INSTITUTION})",
                 canonical(pass_number),
+                institution,
             )
             if taken:
                 raise PassNumberTaken(pass_number)
@@ -100,6 +108,7 @@ class Accounts:
                     canonical_email(email) if email else None,
                     password_hash,
                 )
+                await self._add_membership(conn, row["id"], pass_number, institution)
             except asyncpg.UniqueViolationError as exc:
                 if "pass_number" in (exc.constraint_name or ""):
                     raise PassNumberTaken(pass_number) from exc
@@ -108,13 +117,28 @@ class Accounts:
         assert account is not None
         return account
 
+    @staticmethod
+    async def _add_membership(
+        conn: asyncpg.Connection, account_id: str, pass_number: str, institution: str | None
+    ) -> None:
+        await conn.execute(
+            "INSERT INTO memberships (account_id, institution, pass_number, pass_number_canonical)"
+            f" VALUES ($1::uuid, coalesce($2, {DEFAULT_INSTITUTION}), $3, $4)",
+            account_id,
+            institution,
+            pass_number,
+            canonical(pass_number),
+        )
+
     async def _check_username_free(
         self, conn: asyncpg.Connection, username: str, exclude_id: str | None
     ) -> None:
         name = canonical(username)
         clash = await conn.fetchval(
-            "SELECT 1 FROM accounts WHERE (username_canonical = $1 OR pass_number_canonical = $1)"
-            " AND ($2::uuid IS NULL OR id <> $2::uuid)",
+            "SELECT 1 FROM accounts WHERE username_canonical = $1"
+            " AND ($2::uuid IS NULL OR id <> $2::uuid) UNION ALL"
+            " SELECT 1 FROM memberships WHERE pass_number_canonical = $1 AND ended_at IS NULL"
+            " AND ($2::uuid IS NULL OR account_id <> $2::uuid)",
             name,
             exclude_id,
         )
@@ -122,18 +146,22 @@ class Accounts:
             raise UsernameTaken(username)
 
     async def by_login_name(self, name: str) -> Account | None:
+        """The account a login name names: its username first, else any of the live passes
+        of any institution (the default institution's first, should two libraries have
+        handed out the same number to different patrons)."""
         key = canonical(name)
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM accounts"
-            " WHERE username_canonical = $1 OR pass_number_canonical = $1"
-            " ORDER BY (username_canonical = $1) DESC LIMIT 1",
+            f"SELECT {_COLUMNS} FROM accounts WHERE username_canonical = $1",
             key,
         )
-        return _account(row)
+        return _account(row) if row is not None else await self.by_pass_number(name)
 
     async def by_pass_number(self, pass_number: str) -> Account | None:
         row = await self._pool.fetchrow(
-            f"SELECT {_COLUMNS} FROM accounts WHERE pass_number_canonical = $1",
+            f"SELECT {_A_COLUMNS} FROM memberships m JOIN accounts a ON a.id = m.account_id"
+            " WHERE m.pass_number_canonical = $1 AND m.ended_at IS NULL"
+            " AND a.merged_into IS NULL"
+            f" ORDER BY (m.institution = {DEFAULT_INSTITUTION}) DESC, m.institution LIMIT 1",
             canonical(pass_number),
         )
         return _account(row)
@@ -225,7 +253,9 @@ class Accounts:
             canonical_email(email),
         )
 
-    async def check_import(self, *, pass_number: str, username: str) -> bool:
+    async def check_import(
+        self, *, pass_number: str, username: str, institution: str | None = None
+    ) -> bool:
         """True when an account with this pass number exists (an import skips the row).
 
         Raises ``PassNumberTaken`` when the pass number is another account's username (a login
@@ -233,46 +263,70 @@ class Accounts:
         account's username or pass number. Reads only: a dry run uses it as it is.
         """
         async with self._pool.acquire() as conn:
-            return await self._import_clash(conn, pass_number, username)
+            return await self._import_clash(conn, pass_number, username, institution)
 
     async def import_account(
-        self, *, pass_number: str, email: str, username: str, password_hash: str | None
+        self,
+        *,
+        pass_number: str,
+        email: str,
+        username: str,
+        password_hash: str | None,
+        institution: str | None = None,
+        type: str | None = None,  # the membership's type, the CSV's column
+        valid_until: date | None = None,
     ) -> bool:
         """Insert an imported account; False, and nothing changed, when one with this pass
         number exists already, so running an import twice never overwrites a password the
         patron has changed since. Refuses clashes as ``check_import`` does."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            if await self._import_clash(conn, pass_number, username):
-                return False
-            try:
-                created = await conn.fetchval(
-                    "INSERT INTO accounts (pass_number, pass_number_canonical, username,"
-                    " username_canonical, email, email_canonical, password_hash)"
-                    " VALUES ($1, $2, $3, $4, $5, $6, $7)"
-                    " ON CONFLICT (pass_number_canonical) DO NOTHING RETURNING id",
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                if await self._import_clash(conn, pass_number, username, institution):
+                    return False
+                try:
+                    created = await conn.fetchval(
+                        "INSERT INTO accounts (pass_number, pass_number_canonical, username,"
+                        " username_canonical, email, email_canonical, password_hash)"
+                        " VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id::text",
+                        pass_number,
+                        canonical(pass_number),
+                        username,
+                        canonical(username),
+                        email,
+                        canonical_email(email),
+                        password_hash,
+                    )
+                except asyncpg.UniqueViolationError as exc:
+                    raise UsernameTaken(username) from exc
+                await conn.execute(
+                    "INSERT INTO memberships (account_id, institution, pass_number,"
+                    " pass_number_canonical, type, valid_until)"
+                    f" VALUES ($1::uuid, coalesce($2, {DEFAULT_INSTITUTION}), $3, $4, $5, $6)",
+                    created,
+                    institution,
                     pass_number,
                     canonical(pass_number),
-                    username,
-                    canonical(username),
-                    email,
-                    canonical_email(email),
-                    password_hash,
+                    type,
+                    valid_until,
                 )
-            except asyncpg.UniqueViolationError as exc:
-                raise UsernameTaken(username) from exc
-        return created is not None
+        except asyncpg.UniqueViolationError:
+            return False  # the same pass of the institution, imported at the same moment
+        return True
 
     async def _import_clash(
-        self, conn: asyncpg.Connection, pass_number: str, username: str
+        self, conn: asyncpg.Connection, pass_number: str, username: str, institution: str | None
     ) -> bool:
         number, name = canonical(pass_number), canonical(username)
         row = await conn.fetchrow(
-            "SELECT EXISTS (SELECT 1 FROM accounts WHERE pass_number_canonical = $1) AS present,"
+            "SELECT EXISTS (SELECT 1 FROM memberships WHERE pass_number_canonical = $1"
+            f" AND institution = coalesce($3, {DEFAULT_INSTITUTION})) AS present,"
             " EXISTS (SELECT 1 FROM accounts WHERE username_canonical = $1) AS number_taken,"
             " EXISTS (SELECT 1 FROM accounts WHERE username_canonical = $2"
-            " OR pass_number_canonical = $2) AS name_taken",
+            " UNION ALL SELECT 1 FROM memberships WHERE pass_number_canonical = $2"
+            " AND ended_at IS NULL) AS name_taken",
             number,
             name,
+            institution,
         )
         if row["present"]:
             return True
