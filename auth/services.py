@@ -6,7 +6,7 @@ import asyncio
 import re
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import jinja2
@@ -20,6 +20,7 @@ from auth.credentials.passwords import PasswordHasher
 from auth.credentials.throttle import Throttle
 from auth.credentials.usernames import check_username
 from auth.mail import Composer, Outbox
+from auth.memberships import InstitutionTable
 from auth.pages.theme import Theme
 from auth.sessions.authenticator import Authenticator
 from auth.sessions.lifetimes import Lifetimes
@@ -97,6 +98,23 @@ class AuthServices:
 
 
 SERVICES = web.AppKey[AuthServices]("auth.services")
+
+
+class InstitutionSource(Protocol):
+    """The institutions in force (institutions.yaml, reloaded; or the one built in)."""
+
+    @property
+    def table(self) -> InstitutionTable: ...
+
+
+@dataclass(frozen=True)
+class FixedInstitutions:
+    """An `InstitutionSource` that never changes (no institutions file)."""
+
+    table: InstitutionTable
+
+
+INSTITUTIONS = web.AppKey[InstitutionSource]("auth.institutions")
 
 
 def template_environment() -> jinja2.Environment:

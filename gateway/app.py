@@ -29,6 +29,7 @@ from auth.credentials.passwords import PasswordHasher
 from auth.credentials.throttle import Throttle
 from auth.mail import CHANNEL as MAIL_CHANNEL
 from auth.mail import Composer, Outbox, OutboxWorker, Transport, transport_for
+from auth.memberships import single_institution
 from auth.oidc import authorize as oidc_authorize
 from auth.oidc import endsession as oidc_endsession
 from auth.oidc import token as oidc_token
@@ -40,7 +41,15 @@ from auth.oidc.tokens import OidcSigner
 from auth.pages import account, activation, recovery, static_files
 from auth.pages import login as auth_login
 from auth.pages.theme import Theme
-from auth.services import SERVICES, TEMPLATES, AuthServices, template_environment
+from auth.services import (
+    INSTITUTIONS,
+    SERVICES,
+    TEMPLATES,
+    AuthServices,
+    FixedInstitutions,
+    InstitutionSource,
+    template_environment,
+)
 from auth.sessions.authenticator import Authenticator
 from auth.sessions.cookies import SessionCookieStorage
 from auth.sessions.lifetimes import Lifetimes
@@ -50,6 +59,7 @@ from auth.signing import IdentitySigner, KeyStore
 from auth.store import schema
 from auth.store.accounts import Accounts
 from auth.store.links import Links
+from auth.store.memberships import Memberships
 from gateway import appkeys, database, middleware
 from gateway.config.reload import ClientMap, RouteMap, watcher
 from gateway.config.settings import Settings
@@ -115,6 +125,7 @@ def create_app(
     mail_transport: Transport | None = None,
     client_map: ClientMap | None = None,
     backchannel_timing: BackchannelTiming | None = None,
+    institution_map: InstitutionSource | None = None,
 ) -> web.Application:
     """The gateway's application. `backchannel_timing`: the back-channel logout worker's
     retry delays and timeout (tests make them short); its give-up time is always the
@@ -142,6 +153,9 @@ def create_app(
     app[appkeys.SETTINGS] = settings
     app[appkeys.ROUTES] = route_map
     app[appkeys.CLIENTS] = client_map
+    app[INSTITUTIONS] = institution_map or FixedInstitutions(
+        single_institution(settings.theme_name or "De Bibliotheek")
+    )
     app[appkeys.LIFECYCLE] = Lifecycle()
     app[appkeys.WEBSOCKETS] = weakref.WeakSet()
     app[TEMPLATES] = template_environment()
@@ -189,6 +203,7 @@ def create_app(
             signin_notices=settings.signin_notices,
         )
         app[SERVICES] = services
+        await Memberships(pool).settle_default(app[INSTITUTIONS].table.default.id)
         grants = Grants(pool)
         if client_map is not None:
             app[PROVIDER] = Provider(
