@@ -1,10 +1,12 @@
 """Reading an account import file, and deciding row by row what may be stored.
 
 Libraries moving to the gateway hand over a CSV export of their old system: one patron a row,
-``pass_number,email,password_hash[,username]``. The file can hold a hundred thousand rows and
-was written by software we do not know, so it is read one physical line at a time (a line has
-a length limit, a field the csv module's), every row is checked on its own, and a bad row is
-answered with its line number and a reason instead of stopping the rest.
+``pass_number,email,password_hash[,username][,type][,valid_until]``: the pass of one
+institution (the one the import is for), with the membership's type and last valid day. The
+file can hold a hundred thousand rows and was written by software we do not know, so it is
+read one physical line at a time (a line has a length limit, a field the csv module's), every
+row is checked on its own, and a bad row is answered with its line number and a reason
+instead of stopping the rest.
 
 Everything here is pure: it reads from a text stream it is given and answers with data. The
 command (``gateway/import_cli.py``) asks the database, hashes and prints.
@@ -16,10 +18,12 @@ import csv
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from typing import Protocol
 
 from auth.credentials.passwords import identify, is_weak, wrap_legacy
 from auth.credentials.usernames import UsernameRejected, canonical, check_username
+from auth.memberships import Institution
 
 __all__ = [
     "COLUMNS",
@@ -28,14 +32,19 @@ __all__ = [
     "Refusal",
     "Tally",
     "check_password_hash",
+    "label_problem",
+    "pass_number_problem",
     "read_import",
+    "type_problem",
+    "valid_until_from",
 ]
 
-COLUMNS = ("pass_number", "email", "password_hash", "username")
+COLUMNS = ("pass_number", "email", "password_hash", "username", "type", "valid_until")
 _REQUIRED = COLUMNS[:3]
 MAX_PASS_NUMBER = 64
 MAX_EMAIL = 254
 MAX_HASH = 512
+MAX_LABEL = 64
 # A real row is a few hundred characters; a longer line is refused without reading it whole.
 MAX_LINE = 16 * 1024
 
@@ -62,6 +71,7 @@ _MAX_COST = {"cost": 16, "rounds": 10_000_000, "m": 262_144, "t": 16, "p": 16}
 _PARSE_ONLY = {"time_cost": 1, "memory_cost": 8, "parallelism": 1}
 # Bytes that were not UTF-8, as the surrogateescape error handler hands them over.
 _NOT_UTF8 = re.compile("[\udc80-\udcff]")
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class FileRefused(ValueError):
@@ -84,6 +94,8 @@ class Candidate:
     username: str
     password_hash: str | None  # as in the file; None: no password until an invitation
     scheme: str | None
+    type: str | None = None  # the membership's type, the institution's own word
+    valid_until: date | None = None  # the membership's last valid day; None: open-ended
 
     @property
     def needs_wrapping(self) -> bool:
@@ -100,7 +112,9 @@ class Refusal:
 
 @dataclass
 class Tally:
-    """What an import did; ``without_password`` counts imported accounts with no hash."""
+    """What an import did; ``without_password`` counts imported accounts with no hash, and
+    ``present`` those of the refused rows whose pass number the institution has already (a
+    row never overwrites an account: a password the patron changed since stays)."""
 
     imported: int = 0
     without_password: int = 0
@@ -110,7 +124,7 @@ class Tally:
     def summary(self) -> str:
         return (
             f"imported {self.imported} (without password {self.without_password}),"
-            f" already present {self.present}, refused {self.refused}"
+            f" refused {self.refused} (of them already present {self.present})"
         )
 
     @property
@@ -123,9 +137,15 @@ class TextSource(Protocol):
 
 
 def read_import(
-    stream: TextSource, *, pass_number_pattern: re.Pattern[str]
+    stream: TextSource,
+    *,
+    pass_number_pattern: re.Pattern[str],
+    institution: Institution | None = None,
 ) -> Iterator[Candidate | Refusal]:
     """Check the header now (``FileRefused``), then yield one outcome per row, in file order.
+
+    `institution` is the one the passes are of, when its configuration is known: a pass
+    number against its `pass_number_pattern`, or a type it does not list, is refused.
 
     Open the file with ``newline=""`` (quoted fields may hold line breaks), encoding
     ``utf-8-sig`` and ``errors="surrogateescape"``: a BOM is dropped, and a row with bytes
@@ -134,7 +154,7 @@ def read_import(
     lines = _Lines(stream)
     reader = csv.reader(lines, strict=True)
     columns = _header(reader)
-    return _rows(reader, lines, columns, pass_number_pattern)
+    return _rows(reader, lines, columns, pass_number_pattern, institution)
 
 
 def check_password_hash(value: str) -> str:
@@ -166,6 +186,31 @@ def check_password_hash(value: str) -> str:
     except (ValueError, TypeError):
         raise ValueError(f"password_hash is a garbled {scheme} hash") from None
     return scheme
+
+
+def valid_until_from(text: str) -> date | None:
+    """A membership's last valid day as `YYYY-MM-DD` (empty: none), or ``ValueError`` with
+    the reason. Only that form: `date.fromisoformat` would also take `20270131` or a week
+    date, which an export never means."""
+    if not text:
+        return None
+    if _ISO_DATE.fullmatch(text):
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise ValueError(f"valid_until {text!r} is not a date of the form YYYY-MM-DD")
+
+
+def label_problem(what: str, text: str) -> str | None:
+    """Why `text` cannot be an institution id or a membership type, or None. Both travel in
+    `X-Library-Memberships` (`kb:adult:2027-01-31,oba:youth:`), so neither may hold `:` or
+    `,`, nor spaces or control characters."""
+    if len(text) > MAX_LABEL:
+        return f"{what} longer than {MAX_LABEL} characters"
+    if not _visible(text) or ":" in text or "," in text:
+        return f"{what} {text!r} may not contain spaces, control characters, ':' or ','"
+    return None
 
 
 class _LineTooLong(Exception):
@@ -200,7 +245,10 @@ class _Lines:
 
 
 def _header(reader: Iterator[list[str]]) -> tuple[str, ...]:
-    expected = "the columns are pass_number, email, password_hash and optionally username"
+    expected = (
+        "the columns are pass_number, email, password_hash and optionally username, type,"
+        " valid_until"
+    )
     try:
         cells = next(reader)
     except StopIteration:
@@ -228,6 +276,7 @@ def _rows(
     lines: _Lines,
     columns: tuple[str, ...],
     pattern: re.Pattern[str],
+    institution: Institution | None,
 ) -> Iterator[Candidate | Refusal]:
     names = _NamesInFile()
     while True:
@@ -245,7 +294,7 @@ def _rows(
             yield Refusal(start, f"line longer than {MAX_LINE} characters")
             continue
         if cells:  # a blank line is no row
-            yield _check(cells, start, columns, names, pattern)
+            yield _check(cells, start, columns, names, pattern, institution)
 
 
 def _check(
@@ -254,6 +303,7 @@ def _check(
     columns: tuple[str, ...],
     names: _NamesInFile,
     pattern: re.Pattern[str],
+    institution: Institution | None = None,
 ) -> Candidate | Refusal:
     if len(cells) != len(columns):
         return Refusal(line, f"{len(cells)} fields, the header has {len(columns)}")
@@ -264,7 +314,7 @@ def _check(
     given_name, given_hash = values.get("username", ""), values["password_hash"]
     reasons: list[str] = []
 
-    number_problem = _pass_number_problem(pass_number)
+    number_problem = pass_number_problem(pass_number, institution)
     if number_problem:
         reasons.append(number_problem)
     email_problem = _email_problem(email)
@@ -286,6 +336,15 @@ def _check(
             scheme = check_password_hash(given_hash)
         except ValueError as exc:
             reasons.append(str(exc))
+    kind = values.get("type") or None
+    kind_problem = type_problem(kind, institution) if kind is not None else None
+    if kind_problem:
+        reasons.append(kind_problem)
+    valid_until = None
+    try:
+        valid_until = valid_until_from(values.get("valid_until", ""))
+    except ValueError as exc:
+        reasons.append(str(exc))
     # Every well-formed name claims its place, even on a row refused for something else:
     # the file means one account per pass number, and the later row is the one in doubt.
     if not number_problem:
@@ -295,7 +354,9 @@ def _check(
 
     if reasons or username is None:  # (a refused username always left a reason)
         return Refusal(line, "; ".join(reasons))
-    return Candidate(line, pass_number, email, username, given_hash or None, scheme)
+    return Candidate(
+        line, pass_number, email, username, given_hash or None, scheme, kind, valid_until
+    )
 
 
 class _NamesInFile:
@@ -318,14 +379,32 @@ class _NamesInFile:
         return [f"{role} {name!r} is the {first_role} on line {abs(first)} already"]
 
 
-def _pass_number_problem(pass_number: str) -> str | None:
+def pass_number_problem(pass_number: str, institution: Institution | None = None) -> str | None:
+    """Why `pass_number` cannot be a pass (of `institution`, when its configuration is
+    known: its `pass_number_pattern`), or None."""
     if not pass_number:
         return "no pass number"
     if len(pass_number) > MAX_PASS_NUMBER:
         return f"pass number longer than {MAX_PASS_NUMBER} characters"
     if not _visible(pass_number):
         return f"pass number {pass_number!r} contains spaces or control characters"
+    pattern = institution.pass_number_pattern if institution is not None else None
+    if institution is not None and pattern is not None and not pattern.fullmatch(pass_number):
+        return (
+            f"pass number {pass_number!r} is not a pass number of {institution.id}"
+            f" (its pattern is {pattern.pattern})"
+        )
     return None
+
+
+def type_problem(kind: str, institution: Institution | None = None) -> str | None:
+    """Why `kind` cannot be a membership's type (of `institution`, when it lists its
+    types), or None."""
+    problem = label_problem("type", kind)
+    if problem is None and institution is not None and kind not in (institution.types or (kind,)):
+        known = ", ".join(institution.types)
+        return f"type {kind!r} is not one of {institution.id}'s: {known}"
+    return problem
 
 
 def _email_problem(email: str) -> str | None:

@@ -9,6 +9,7 @@ membership's type (`adult`, `youth`, ...) and the last day it is valid (none: op
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
@@ -69,6 +70,23 @@ class Shortfall:
 
     requirement: Requirement
     expired: Membership | None
+
+    def describe(self, institution_name: str) -> str:
+        """In a few words, for a client's `error_description` (printable ASCII without '"'
+        or '\\', as RFC 6749 asks: accents are dropped from the name)."""
+        folded = unicodedata.normalize("NFKD", institution_name).encode("ascii", "ignore")
+        institution_name = "".join(
+            c for c in folded.decode("ascii") if c.isprintable() and c not in '"\\'
+        )
+        types = sorted(self.requirement.types)
+        kind = f" ({' or '.join(types)})" if types else ""
+        expired = self.expired
+        if expired is not None and expired.valid_until is not None:
+            return (
+                f"the patron's membership of {institution_name}{kind} expired on "
+                f"{expired.valid_until.isoformat()}"
+            )
+        return f"the patron has no valid membership of {institution_name}{kind}"
 
 
 def shortfall(

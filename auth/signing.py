@@ -237,7 +237,7 @@ class IdentitySigner:
         self._keys = keys
         self._issuer = issuer
         self._max = max_entries
-        self._cache: OrderedDict[tuple[str, str, str, str], tuple[str, float]] = OrderedDict()
+        self._cache: OrderedDict[tuple[object, ...], tuple[str, float]] = OrderedDict()
 
     def token(self, identity: Identity, audience: str, now: float | None = None) -> str:
         key = self._keys.active
@@ -245,7 +245,8 @@ class IdentitySigner:
             # Fail closed: no identity leaves the gateway unsigned.
             raise SigningUnavailable("no signing key this instance can use")
         now = time.time() if now is None else now
-        cache_key = (identity.session, audience, identity.username, key.kid)
+        # The memberships too: one added or ended shows in the next token, not minutes later.
+        cache_key = (identity.session, audience, identity.username, key.kid, identity.memberships)
         cached = self._cache.get(cache_key)
         if cached is not None and now - cached[1] < _REUSE_FOR:
             return cached[0]
@@ -260,6 +261,7 @@ class IdentitySigner:
             "preferred_username": identity.username,
             "pass_number": identity.pass_number,
             "sid": identity.session[:32],
+            "memberships": [membership.claim for membership in identity.memberships],
         }
         # Its own `typ`: no verifier of ID or access tokens takes it for one of theirs.
         token = jwt.encode(

@@ -38,7 +38,7 @@ from auth.oidc.grants import Grants
 from auth.oidc.logout import CHANNEL as BACKCHANNEL_CHANNEL
 from auth.oidc.provider import PROVIDER, Provider
 from auth.oidc.tokens import OidcSigner
-from auth.pages import account, activation, recovery, static_files
+from auth.pages import account, activation, linking, recovery, static_files
 from auth.pages import login as auth_login
 from auth.pages.theme import Theme
 from auth.services import (
@@ -61,7 +61,7 @@ from auth.store.accounts import Accounts
 from auth.store.links import Links
 from auth.store.memberships import Memberships
 from gateway import appkeys, database, middleware
-from gateway.config.reload import ClientMap, RouteMap, watcher
+from gateway.config.reload import ClientMap, InstitutionMap, RouteMap, watcher
 from gateway.config.settings import Settings
 from gateway.ops import health, metrics
 from gateway.ops.lifecycle import Lifecycle
@@ -179,7 +179,14 @@ def create_app(
         app[appkeys.POOL] = pool
         upstream = Upstream()
         app[appkeys.PROXY] = Proxy(
-            settings, route_map, authenticator, upstream, app[appkeys.WEBSOCKETS]
+            settings,
+            route_map,
+            authenticator,
+            upstream,
+            app[appkeys.WEBSOCKETS],
+            institutions=app[INSTITUTIONS],
+            templates=app[TEMPLATES],
+            theme=theme,
         )
         services = AuthServices(
             accounts=Accounts(pool),
@@ -212,6 +219,7 @@ def create_app(
                 grants=grants,
                 issuer=settings.public_url,
                 pairwise_secret=await grants.pairwise_secret(),
+                memberships=Memberships(pool),
             )
         worker = OutboxWorker(
             pool,
@@ -278,13 +286,16 @@ def create_app(
     route_map.on_failure.append(lambda _problems: metrics.RELOADS.labels("failed").inc())
     app.on_shutdown.append(_drain)
     app.cleanup_ctx.append(resources_ctx)
-    app.cleanup_ctx.append(watcher(route_map, client_map))
+    # institutions.yaml first: a SIGHUP reloads the files in this order, and the routes and
+    # clients are checked against the institutions.
+    watched_institutions = institution_map if isinstance(institution_map, InstitutionMap) else None
+    app.cleanup_ctx.append(watcher(watched_institutions, route_map, client_map))
     app.cleanup_ctx.append(metrics.flushing)
     app.on_response_prepare.append(middleware.response_stamp(settings))
 
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
-    for module in (auth_login, account, recovery, activation):
+    for module in (auth_login, account, linking, recovery, activation):
         module.add_routes(app)
     static_files.add_routes(app)
     if client_map is not None:  # federation: on with a clients file, absent (404) without

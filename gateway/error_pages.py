@@ -1,4 +1,5 @@
-"""The few answers the gateway writes itself on the proxy path: errors and "log in first".
+"""The few answers the gateway writes itself on the proxy path: errors, "log in first" and
+"this needs a membership".
 
 Plain, small, no script, no version numbers, nothing echoed from the request: HTML for
 browsers, JSON for everything else (chosen by Accept, like the login redirect). The HTML pages
@@ -10,10 +11,14 @@ from __future__ import annotations
 import html
 import json
 
+import jinja2
 from aiohttp import web
 
+from auth.memberships import InstitutionTable
+from auth.pages.membership import membership_page
 from auth.pages.render import DOCUMENT_HEADERS
-from gateway.proxy.access import LoginRequired, wants_html
+from auth.pages.theme import Theme
+from gateway.proxy.access import LoginRequired, MembershipRequired, wants_html
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -61,3 +66,34 @@ def login_required(decision: LoginRequired) -> web.Response:
         )
     response.headers["Cache-Control"] = "no-store"
     return response
+
+
+def membership_required(
+    request: web.Request,
+    decision: MembershipRequired,
+    institutions: InstitutionTable,
+    *,
+    templates: jinja2.Environment,
+    theme: Theme,
+) -> web.Response:
+    """403 for a logged-in patron without the membership the route requires: a page for a
+    browser, JSON for any other client; never a redirect to the login (they are logged in)."""
+    short = decision.shortfall
+    requirement = short.requirement
+    institution = institutions.get(requirement.institution)
+    if decision.browser:
+        return membership_page(request, short, institution, templates=templates, theme=theme)
+    expired = short.expired
+    payload = {
+        "error": "membership_required",
+        "institution": requirement.institution,
+        "types": sorted(requirement.types),
+        "expired_on": expired.valid_until.isoformat() if expired and expired.valid_until else None,
+        "renew_url": institution.renew_url if institution is not None else None,
+    }
+    return web.Response(
+        status=403,
+        text=json.dumps(payload),
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )

@@ -33,7 +33,8 @@ from auth.store import schema
 from gateway import database
 from gateway.app import create_app
 from gateway.config.clients_file import parse_clients
-from gateway.config.reload import ClientMap, RouteMap
+from gateway.config.institutions_file import parse_institutions
+from gateway.config.reload import ClientMap, InstitutionMap, RouteMap
 from gateway.config.routes_file import parse_routes
 from gateway.config.settings import Settings
 from gateway.demo.mailcatcher import MailCatcher
@@ -146,7 +147,9 @@ def make_gateway(
     holds GATEWAY_* variables as the environment would; pass `mail_transport` to send its
     mail somewhere real (the catcher) instead of DATA_DIR; `clients` (the text of a
     clients.yaml) or `client_map` turns federation on; `backchannel_timing` gives the
-    back-channel logout worker short retry delays."""
+    back-channel logout worker short retry delays; `institutions` (the text of an
+    institutions.yaml) replaces the one built-in institution, and routes and clients are
+    checked against it."""
 
     async def make(
         routes_text: str,
@@ -158,15 +161,26 @@ def make_gateway(
         client_map: ClientMap | None = None,
         clients: str | None = None,
         backchannel_timing: BackchannelTiming | None = None,
+        institutions: str | None = None,
         **overrides: Any,
     ) -> Gateway:
         settings = Settings.from_env(
             {key: str(value) for key, value in (env or {}).items()}, **overrides
         )
-        table = parse_routes(routes_text, "routes.yaml")
-        route_map = RouteMap(table, route_file)
+        institution_map = (
+            None
+            if institutions is None
+            else InstitutionMap(parse_institutions(institutions, "institutions.yaml"))
+        )
+        known = None if institution_map is None else institution_map.table
+        table = parse_routes(routes_text, "routes.yaml", known)
+        route_map = RouteMap(table, route_file, institutions=institution_map)
         if clients is not None:
-            client_map = ClientMap(parse_clients(clients, routes=table), routes=route_map)
+            client_map = ClientMap(
+                parse_clients(clients, routes=table, institutions=known),
+                routes=route_map,
+                institutions=institution_map,
+            )
         app = create_app(
             settings,
             route_map,
@@ -176,6 +190,7 @@ def make_gateway(
             mail_transport=mail_transport,
             client_map=client_map,
             backchannel_timing=backchannel_timing,
+            institution_map=institution_map,
         )
         # pytest-aiohttp types a client of any test server as serving no Application; a
         # TestServer serves one.

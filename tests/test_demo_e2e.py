@@ -17,7 +17,14 @@ import psutil
 import pytest
 
 from gateway.demo import public_library
-from gateway.demo.runner import DEMO_PASS_NUMBER, DEMO_PASSWORD, DEMO_USERNAME
+from gateway.demo.runner import (
+    DEMO_PASS_NUMBER,
+    DEMO_PASSWORD,
+    DEMO_USERNAME,
+    LAPSED_PASS_NUMBER,
+    LAPSED_UNTIL,
+    LAPSED_USERNAME,
+)
 from tests.helpers import free_port
 
 pytestmark = pytest.mark.slow
@@ -30,6 +37,7 @@ class Demo:
     """The public library's site, as the banner prints it."""
     process: subprocess.Popen[str]
     workdir: Path
+    banner: str
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +64,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     library = re.search(rf"{public_library.NAME}.*\n\s+(http://127\.0\.0\.2:\d+)/", text)
     assert library is not None, text
     try:
-        yield Demo(f"http://127.0.0.1:{port}", library.group(1), process, workdir)
+        yield Demo(f"http://127.0.0.1:{port}", library.group(1), process, workdir, text)
     finally:
         if process.poll() is None:
             process.kill()
@@ -102,6 +110,35 @@ async def test_demo_patron_logs_in_once_and_uses_every_service(demo: Demo) -> No
             assert str(resp.url) == demo.library_url + "/"
             assert all(r.url.path != "/auth/login" for r in resp.history)
             assert DEMO_USERNAME in await resp.text()
+
+
+async def test_the_lapsed_patron_is_told_at_the_digital_library_that_their_membership_ran_out(
+    demo: Demo,
+) -> None:
+    assert f"{LAPSED_PASS_NUMBER} (pass number) or {LAPSED_USERNAME}" in demo.banner
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(demo.url, cookie_jar=jar) as client:
+        html = {"Accept": "text/html", "Accept-Language": "en"}
+        async with client.get("/digital/", headers=html) as resp:
+            assert resp.url.path == "/auth/login"
+            page = await resp.text()
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page)
+        assert token is not None
+        form = {
+            "csrf_token": token.group(1),
+            "username": LAPSED_PASS_NUMBER,
+            "password": DEMO_PASSWORD,
+            "next": "/digital/",
+        }
+        # Following every redirect ends at the refusal: logged in, never sent to log in again.
+        async with client.post("/auth/login", data=form, headers=html) as resp:
+            assert resp.status == 403
+            assert resp.url.path == "/digital/"
+            text = await resp.text()
+        assert "Koninklijke Bibliotheek" in text and LAPSED_UNTIL.isoformat() in text
+        assert 'href="https://www.kb.nl/lid-worden"' in text
+        async with client.get("/catalogue/search?q=max") as resp:
+            assert resp.status == 200 and LAPSED_PASS_NUMBER in await resp.text()
 
 
 def test_ctrl_c_stops_everything(demo: Demo) -> None:

@@ -27,14 +27,23 @@ from cryptography.fernet import MultiFernet
 from yarl import URL
 
 from auth.credentials.passwords import PasswordHasher
+from auth.memberships import Membership
 from auth.store.accounts import Account
+from auth.store.memberships import Memberships
 from gateway.app import create_app
 from gateway.config.clients_file import parse_clients
-from gateway.config.reload import ClientMap, RouteMap
+from gateway.config.institutions_file import parse_institutions
+from gateway.config.reload import ClientMap, InstitutionMap, RouteMap
 from gateway.config.routes_file import parse_routes
 from gateway.config.settings import Settings
 from gateway.demo import public_library
-from gateway.demo.runner import DEMO_CLIENTS, PUBLIC_LIBRARY_ID, PUBLIC_LIBRARY_SECRET_ENV
+from gateway.demo.runner import (
+    DEMO_CLIENTS,
+    DEMO_INSTITUTIONS,
+    PUBLIC_LIBRARY_ID,
+    PUBLIC_LIBRARY_INSTITUTION,
+    PUBLIC_LIBRARY_SECRET_ENV,
+)
 from gateway.server.runner import GatewayRunner
 from tests.helpers import COOKIE, PASSWORD, add_patron, identity_seen, routes_for
 
@@ -64,12 +73,14 @@ async def servers(
     library_socket = public_library.listening_socket()
     gateway = URL(f"http://127.0.0.1:{gateway_socket.getsockname()[1]}")
     library = URL(f"http://{public_library.HOST}:{library_socket.getsockname()[1]}")
-    routes = parse_routes(routes_for(backend.port), "routes.yaml")
-    route_map = RouteMap(routes)
+    institutions = InstitutionMap(parse_institutions(DEMO_INSTITUTIONS))
+    routes = parse_routes(routes_for(backend.port), "routes.yaml", institutions.table)
+    route_map = RouteMap(routes, institutions=institutions)
     clients = parse_clients(
         DEMO_CLIENTS.format(redirect_uri=library / "callback"),
         env={PUBLIC_LIBRARY_SECRET_ENV: SECRET},
         routes=routes,
+        institutions=institutions.table,
     )
     app = create_app(
         Settings.from_env({}, public_url=str(gateway)),
@@ -77,7 +88,8 @@ async def servers(
         database_url=database_url,
         cookie_keys=cookie_keys,
         hasher=hasher,
-        client_map=ClientMap(clients, routes=route_map),
+        client_map=ClientMap(clients, routes=route_map, institutions=institutions),
+        institution_map=institutions,
     )
     registration = public_library.Registration(
         issuer=str(gateway),
@@ -102,7 +114,29 @@ async def servers(
 
 @pytest.fixture
 async def patron(pool: asyncpg.Pool, hasher: PasswordHasher) -> Account:
-    return await add_patron(pool, hasher)
+    """A patron of the public library too (its site requires that)."""
+    account = await add_patron(pool, hasher)
+    await Memberships(pool).add(
+        account.id, Membership(PUBLIC_LIBRARY_INSTITUTION, "RL-" + account.pass_number)
+    )
+    return account
+
+
+async def test_a_patron_without_a_pass_of_the_public_library_is_not_logged_in_there(
+    servers: Servers, browser: aiohttp.ClientSession, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    outsider = await add_patron(pool, hasher)
+    form = await browser.get(servers.library / "login")
+    refused = await fill_in_login(browser, form, outsider)
+    # Sent back to the site with access_denied, once: no second login form, no loop.
+    assert refused.status == 400 and refused.url.path == "/callback"
+    text = html.unescape(await refused.text())
+    assert "You are not logged in" in text
+    assert f"no valid membership of {public_library.NAME}" in text
+    assert [r.url.path for r in refused.history] == [LOGIN_FORM, "/auth/oidc/authorize"]
+    # The gateway login itself holds: the catalogue knows the patron.
+    catalogue = await browser.get(servers.gateway / "catalogue" / "")
+    assert identity_seen(await catalogue.json())["x-library-username"] == outsider.username
 
 
 @pytest.fixture

@@ -92,11 +92,14 @@ async def test_a_logged_in_patron_is_named_to_the_backend(
     assert seen["x-library-username"] == account.username
     assert seen["x-library-pass-number"] == account.pass_number
     assert seen["x-library-identity"].count(".") == 2
+    # The account's pass is its membership of the (built-in) default institution.
+    assert seen["x-library-memberships"] == "default::"
     assert set(seen) == {
         "x-library-user-id",
         "x-library-username",
         "x-library-pass-number",
         "x-library-identity",
+        "x-library-memberships",
     }
 
 

@@ -123,7 +123,8 @@ async def test_every_legacy_format_imports_and_logs_in_twice_ending_as_plain_arg
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
     assert result.stdout.strip() == (
-        f"legacy.csv: imported {len(FORMATS)} (without password 0), already present 0, refused 0"
+        f"legacy.csv: imported {len(FORMATS)} (without password 0), refused 0"
+        " (of them already present 0)"
     )
 
     for number, (login_name, password, legacy, weak) in patrons.items():
@@ -149,7 +150,7 @@ async def test_every_legacy_format_imports_and_logs_in_twice_ending_as_plain_arg
         gw.session.cookie_jar.clear()
 
 
-async def test_a_second_run_changes_nothing_and_keeps_a_password_changed_since(
+async def test_a_second_run_refuses_every_row_by_line_and_keeps_a_password_changed_since(
     tmp_path: Path, database_url: str, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:
     file = write(
@@ -161,7 +162,7 @@ async def test_a_second_run_changes_nothing_and_keeps_a_password_changed_since(
     )
     first = await import_file(database_url, file)
     assert first.returncode == 0, first.stderr
-    assert "imported 3 (without password 1), already present 0, refused 0" in first.stdout
+    assert "imported 3 (without password 1), refused 0 (of them already present 0)" in first.stdout
     account = await Accounts(pool).by_login_name("reader-a")
     assert account is not None
     changed = await hasher.hash("a password chosen after the import")
@@ -169,8 +170,13 @@ async def test_a_second_run_changes_nothing_and_keeps_a_password_changed_since(
     before = await snapshot(pool)
 
     second = await import_file(database_url, file)
-    assert second.returncode == 0, second.stderr
-    assert "imported 0 (without password 0), already present 3, refused 0" in second.stdout
+    assert second.returncode == 1, second.stderr
+    assert "imported 0 (without password 0), refused 3 (of them already present 3)" in second.stdout
+    assert sorted(second.stderr.splitlines()) == [
+        f"again.csv:{line}: pass number '{number}' of the default institution exists already;"
+        " the account was left as it is"
+        for line, number in ((2, "32001"), (3, "32002"), (4, "32003"))
+    ]
     assert await snapshot(pool) == before
     assert await stored_hash(pool, "32001") == changed
 
@@ -199,7 +205,7 @@ async def test_bad_rows_are_named_by_line_while_the_good_rows_land(
     result = await import_file(database_url, file)
     assert result.returncode == 1
     assert result.stdout.strip() == (
-        "mixed.csv: imported 2 (without password 1), already present 0, refused 9"
+        "mixed.csv: imported 2 (without password 1), refused 9 (of them already present 0)"
     )
     lines = sorted(result.stderr.splitlines(), key=lambda line: int(line.split(":")[1]))
     assert lines == [
@@ -271,13 +277,17 @@ async def test_dry_run_reports_what_would_happen_and_writes_nothing(
     assert dry.returncode == 1
     assert dry.stdout.splitlines() == [
         "dry run: nothing was written; an import would have",
-        "dry.csv: imported 2 (without password 1), already present 1, refused 1",
+        "dry.csv: imported 2 (without password 1), refused 2 (of them already present 1)",
     ]
-    assert dry.stderr == "dry.csv:5: e-mail address 'nope' is not of the form name@domain\n"
+    assert sorted(dry.stderr.splitlines()) == [
+        "dry.csv:2: pass number '36001' of the default institution exists already; the account"
+        " was left as it is",
+        "dry.csv:5: e-mail address 'nope' is not of the form name@domain",
+    ]
     assert await snapshot(pool) == before
     real = await import_file(database_url, file)
     assert real.stdout.strip() == (
-        "dry.csv: imported 2 (without password 1), already present 1, refused 1"
+        "dry.csv: imported 2 (without password 1), refused 2 (of them already present 1)"
     )
 
 
@@ -287,7 +297,7 @@ async def test_dry_run_reports_what_would_happen_and_writes_nothing(
         (
             "pass_number,email,password_hash,phone",
             "bad-header.csv:1: unknown column 'phone'; the columns are pass_number, email,"
-            " password_hash and optionally username",
+            " password_hash and optionally username, type, valid_until",
         ),
         ("pass_number,password_hash", "bad-header.csv:1: missing column email;"),
     ],

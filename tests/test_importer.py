@@ -348,8 +348,13 @@ def test_rows_are_read_as_they_are_asked_for_not_all_at_once() -> None:
 
 
 def test_the_summary_counts_and_the_exit_status() -> None:
-    tally = Tally(imported=5, without_password=2, present=3)
-    assert tally.summary() == "imported 5 (without password 2), already present 3, refused 0"
+    tally = Tally(imported=5, without_password=2)
+    assert (
+        tally.summary() == "imported 5 (without password 2), refused 0 (of them already present 0)"
+    )
     assert tally.exit_code == 0
-    tally.refused = 1
+    tally.refused, tally.present = 3, 2
+    assert (
+        tally.summary() == "imported 5 (without password 2), refused 3 (of them already present 2)"
+    )
     assert tally.exit_code == 1

@@ -55,9 +55,18 @@ CONTEXT = {
     "reset": True,
     "browser": EVIL,
     "when": "3 mei 2026 om 14:05",
+    "absorbed_username": EVIL,
+    "passes": "kb:12345678, obs:RL-55012",
 }
 LINKED = {"activate", "reset", "new_signin"}
-SHOWS_A_NAME = {"reset", "password_changed", "username_changed", "forgot_username", "new_signin"}
+SHOWS_A_NAME = {
+    "reset",
+    "password_changed",
+    "username_changed",
+    "forgot_username",
+    "new_signin",
+    "account_merged",
+}
 
 
 def _templates() -> list[tuple[str, str]]:
@@ -96,6 +105,7 @@ def test_every_kind_of_mail_exists_in_every_language() -> None:
     """Defends against a patron choosing a language in which some mail cannot be sent."""
     kinds = {kind for kind, _ in TEMPLATES}
     assert kinds == {
+        "account_merged",
         "activate",
         "forgot_username",
         "new_signin",

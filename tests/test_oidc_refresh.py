@@ -87,6 +87,12 @@ async def test_a_refresh_rotates_the_token_and_keeps_the_patron(
     new = await verified(gw, second["id_token"], "online-library")
     assert (new["sub"], new["sid"], new["auth_time"]) == (old["sub"], old["sid"], old["auth_time"])
     assert "nonce" not in new  # OIDC Core 12.2
+    # The `library` scope's claims are read anew on a refresh, memberships included.
+    assert (
+        new["memberships"]
+        == old["memberships"]
+        == [{"institution": "default", "type": None, "valid_until": None}]
+    )
     assert second["scope"] == first["scope"]
 
 

@@ -3,8 +3,12 @@ own page and which go back to the client, PKCE, pairwise subjects and claims by 
 
 from __future__ import annotations
 
+from datetime import date
+from typing import Any
+
 import pytest
 
+from auth.memberships import Membership
 from auth.oidc.clients import Client, ClientSecret, ClientTable
 from auth.oidc.requests import (
     AuthorizationRequest,
@@ -128,11 +132,26 @@ def test_the_answer_keeps_the_redirect_uris_own_query_and_adds_iss() -> None:
 
 
 def test_claims_follow_the_granted_scopes() -> None:
-    info = {"username": "jan", "email": "jan@example.org", "pass_number": "123"}
+    info: dict[str, Any] = {"username": "jan", "email": "jan@example.org", "pass_number": "123"}
     assert claims_for(["openid"], **info) == {}
     assert claims_for(["openid", "profile", "library"], **info) == {
         "preferred_username": "jan",
         "pass_number": "123",
+        "memberships": [],
     }
     assert claims_for(["email"], **info)["email"] == "jan@example.org"
     assert claims_for(["email"], username="jan", email=None, pass_number="1") == {}
+
+
+def test_the_library_scope_carries_the_memberships_without_their_pass_numbers() -> None:
+    held = (Membership("kb", "123", "adult", date(2027, 1, 31)), Membership("obs", "9", None))
+    claims = claims_for(["library"], username="j", email=None, pass_number="123", memberships=held)
+    assert claims["memberships"] == [
+        {"institution": "kb", "type": "adult", "valid_until": "2027-01-31"},
+        {"institution": "obs", "type": None, "valid_until": None},
+    ]
+    assert "memberships" not in claims_for(["profile"], **{**held_free(), "memberships": held})
+
+
+def held_free() -> dict[str, Any]:
+    return {"username": "j", "email": None, "pass_number": "1"}

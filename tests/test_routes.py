@@ -225,14 +225,14 @@ def test_an_unknown_route_key_names_the_allowed_ones_and_the_likely_typo() -> No
     text = one_route(auth="required", publik="[/catalogue/help]")
     assert problems_of(text) == [
         "routes.yaml:6: unknown key 'publik' (did you mean 'public'? allowed: "
-        "name, prefix, backend, auth, public, timeout, max_body)"
+        "name, prefix, backend, auth, public, timeout, max_body, require)"
     ]
 
 
 def test_an_unknown_key_without_a_near_match_only_lists_the_allowed_ones() -> None:
     assert problems_of(one_route(colour="blue")) == [
         "routes.yaml:6: unknown key 'colour' (allowed: "
-        "name, prefix, backend, auth, public, timeout, max_body)"
+        "name, prefix, backend, auth, public, timeout, max_body, require)"
     ]
 
 

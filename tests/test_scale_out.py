@@ -34,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from auth.store.schema import migration_files
 from gateway import database
-from tests.helpers import COOKIE, csrf_in, free_port, identity_seen
+from tests.helpers import COOKIE, csrf_in, free_port, identity_seen, received
 
 pytestmark = pytest.mark.slow
 
@@ -847,3 +847,61 @@ async def test_a_disabled_accounts_tokens_are_inactive_at_once_on_every_instance
     ) as resp:
         assert resp.status == 400 and (await resp.json())["error"] == "invalid_grant"
     assert account_id
+
+
+async def test_run_reads_institutions_yaml_beside_the_routes_and_enforces_a_rule(
+    launch: Launch,
+    http: aiohttp.ClientSession,
+    database_url: str,
+    cookie_keys: str,
+    tmp_path: Path,
+    backend: Backend,
+) -> None:
+    """The operator's way: institutions.yaml beside routes.yaml, a route that requires a
+    membership of the second library; a patron without it is refused (JSON to a script,
+    never a login), and a membership added on the command line opens the route at once."""
+    (tmp_path / "institutions.yaml").write_text(
+        "institutions:\n"
+        "  - id: kb\n    name: Koninklijke Bibliotheek\n    default: true\n"
+        "  - id: obs\n    name: Bibliotheek Rivierenland\n"
+        "    renew_url: https://www.example.org/lid-worden\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "routes.yaml").write_text(
+        f"routes:\n  - name: echo\n    prefix: /echo\n"
+        f"    backend: http://127.0.0.1:{backend.server.port}\n    auth: required\n"
+        "    require: {institution: obs}\n",
+        encoding="utf-8",
+    )
+    gateway = await launch()
+    env = base_env(database_url, cookie_keys)
+    _account_id, username = await add_account(env, tmp_path)
+    status, cookie = await log_in(http, gateway, username)
+    assert status == 303 and cookie is not None
+    sent = {"Cookie": f"{COOKIE}={cookie}", "Accept": "application/json"}
+    async with http.get(gateway.url + "/echo/e-books", headers=sent) as resp:
+        assert resp.status == 403
+        refusal = await resp.json()
+    assert refusal["error"] == "membership_required" and refusal["institution"] == "obs"
+    assert refusal["renew_url"] == "https://www.example.org/lid-worden"
+    code, out, err = await cli(
+        env,
+        "accounts",
+        "membership",
+        "add",
+        "--account",
+        username,
+        "--institution",
+        "obs",
+        "--pass-number",
+        "RL-1001",
+        "--institutions",
+        str(tmp_path / "institutions.yaml"),
+        "--data-dir",
+        str(tmp_path / "cli"),
+    )
+    assert code == 0, err + out
+    async with http.get(gateway.url + "/echo/e-books", headers=sent) as resp:
+        assert resp.status == 200
+        seen = received(await resp.json())
+    assert seen["x-library-memberships"] == ["kb::,obs::"]

@@ -3,7 +3,9 @@
 A request is read (`auth.oidc.requests`), the patron is found through the gateway's own
 session, and then one of: our error page (unknown client or redirect URI), an error sent back
 to the client, the login page (no session, `prompt=login`, `max_age` passed), the consent page
-(a third-party client the patron has not yet allowed these scopes), or a code.
+(a third-party client the patron has not yet allowed these scopes), or a code. A client that
+requires a membership (`require:` in clients.yaml) gets `access_denied` for a patron without a
+valid one, once the patron is identified: never the login page again, which would loop.
 
 The consent form carries the request in the patron's session (not in the form), so a forged
 form can neither change the client nor the scopes it grants.
@@ -12,6 +14,7 @@ form can neither change the client nor the scopes it grants.
 from __future__ import annotations
 
 import time
+from datetime import date
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +23,7 @@ from aiohttp_session import get_session
 
 from auth import urls
 from auth.identity import Identity
+from auth.memberships import shortfall
 from auth.oidc.provider import PROVIDER, Provider
 from auth.oidc.requests import (
     AuthorizationRequest,
@@ -32,7 +36,7 @@ from auth.oidc.requests import (
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
 from auth.pages.render import FORM_TARGETS, language, render
-from auth.services import SERVICES
+from auth.services import INSTITUTIONS, SERVICES
 
 PENDING = "oidc_pending"
 # prompt=login and max_age send the patron to log in anew: the session that was there is
@@ -72,6 +76,9 @@ async def authorize(request: web.Request) -> web.StreamResponse:
             )
         return _found(_login_url(read, params))
     assert identity is not None and isinstance(auth_time, int)
+    refused = _membership_refusal(request, read, identity)
+    if refused is not None:
+        return _found(refused.location(provider.issuer))
     client = read.client
     if not client.first_party:
         granted = await provider.grants.consented(identity.user_id, client.client_id)
@@ -106,8 +113,27 @@ async def consent(request: web.Request) -> web.StreamResponse:
         return _found(
             read.error("access_denied", "the patron did not allow it").location(provider.issuer)
         )
+    refused = _membership_refusal(request, read, identity)
+    if refused is not None:
+        return _found(refused.location(provider.issuer))
     await provider.grants.consent(identity.user_id, read.client.client_id, frozenset(read.scopes))
     return _found(await _code_answer(provider, read, identity, int(pending["auth_time"])))
+
+
+def _membership_refusal(
+    request: web.Request, read: AuthorizationRequest, identity: Identity
+) -> ErrorRedirect | None:
+    """access_denied, naming the membership, when the client requires one the patron does
+    not hold (valid today); None when it requires none or the patron holds it."""
+    requirement = read.client.require
+    if requirement is None:
+        return None
+    short = shortfall(identity.memberships, requirement, date.today())
+    if short is None:
+        return None
+    institution = request.app[INSTITUTIONS].table.get(requirement.institution)
+    name = institution.name if institution is not None else requirement.institution
+    return read.error("access_denied", short.describe(name))
 
 
 def _found(location: str) -> web.Response:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
+from auth.memberships import Requirement
 from auth.pages.theme import Theme
 
 Subject = Literal["public", "pairwise"]
@@ -72,6 +73,8 @@ class Client:
     scopes: tuple[str, ...] = SCOPES
     """The scopes it may ask for; what it gets is what it asks within these."""
     line: int = 0
+    require: Requirement | None = None
+    """A valid membership a patron must hold to be logged in to it (else access_denied)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "redirect_uris", tuple(self.redirect_uris))

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from auth.memberships import Membership
+from auth.store.memberships import MEMBERSHIPS_OF_A, memberships_from_json
+
 CODE_TTL = 60.0
 
 
@@ -38,14 +41,16 @@ class Code:
     pass_number: str
     live: bool
     """The patron's account is enabled and the gateway session the code came from lives."""
+    memberships: tuple[Membership, ...] = ()
 
 
 # A code is spent, and what it buys recorded, in one statement: the access token about to be
 # issued (`jti`) and the first refresh token of a new family, when the code is presented by the
 # client it was issued to, for its redirect URI. A refresh token bound to the browser session
 # lasts as long as that session may; an offline one (offline_access granted) OFFLINE_TTL.
+# The one string spliced in is MEMBERSHIPS_OF_A, a constant subquery: nothing from outside.
 _SPEND = (
-    "WITH spent AS ("
+    "WITH spent AS ("  # noqa: S608
     " UPDATE oidc_codes SET used_at = now()"
     " WHERE code_hash = $1 AND used_at IS NULL AND expires_at > now()"
     " RETURNING client_id, account_id, session, redirect_uri, scope, nonce, code_challenge,"
@@ -67,6 +72,7 @@ _SPEND = (
     " spent.redirect_uri, spent.scope, spent.nonce, spent.code_challenge,"
     " EXTRACT(EPOCH FROM spent.auth_time)::bigint AS auth_time,"
     " a.username, a.email, a.pass_number,"
+    " (" + MEMBERSHIPS_OF_A + ")::text AS memberships,"
     " NOT a.disabled AND EXISTS (SELECT 1 FROM sessions s"
     "   WHERE s.sid_hash = decode(spent.session, 'hex') AND s.revoked_at IS NULL"
     "   AND s.expires_at > now()) AS live"
@@ -101,6 +107,7 @@ class Refreshed:
     username: str
     email: str | None
     pass_number: str
+    memberships: tuple[Membership, ...] = ()
 
 
 class RefreshRefused(Exception):
@@ -217,6 +224,7 @@ class Grants:
             row["email"],
             row["pass_number"],
             bool(row["live"]),
+            memberships_from_json(row["memberships"]),
         )
 
     async def revoke_family(self, family: str) -> None:
@@ -244,11 +252,13 @@ class Grants:
         one whose browser session has ended (unless offline) or whose account is disabled."""
         async with self._pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
-                "SELECT r.family::text AS family, r.client_id, r.account_id::text AS account_id,"
+                # MEMBERSHIPS_OF_A is a constant subquery: nothing from outside is spliced in.
+                "SELECT r.family::text AS family, r.client_id, r.account_id::text AS account_id,"  # noqa: S608
                 " r.session, r.scope, r.offline, r.used_at IS NOT NULL AS used,"
                 " r.revoked_at IS NOT NULL AS revoked, r.expires_at <= now() AS expired,"
                 " EXTRACT(EPOCH FROM r.auth_time)::bigint AS auth_time, r.expires_at,"
                 " a.username, a.email, a.pass_number, a.disabled,"
+                " (" + MEMBERSHIPS_OF_A + ")::text AS memberships,"
                 " EXISTS (SELECT 1 FROM sessions s WHERE s.sid_hash = decode(r.session, 'hex')"
                 "   AND s.revoked_at IS NULL AND s.expires_at > now()) AS session_live"
                 " FROM oidc_refresh_tokens r JOIN accounts a ON a.id = r.account_id"
@@ -292,6 +302,7 @@ class Grants:
                     row["username"],
                     row["email"],
                     row["pass_number"],
+                    memberships_from_json(row["memberships"]),
                 )
         if isinstance(refusal, RefreshReused) or refusal.reason == _ENDED:
             assert row is not None

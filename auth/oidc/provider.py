@@ -21,6 +21,7 @@ from auth.oidc.clients import Client, ClientSource
 from auth.oidc.grants import Grants
 from auth.oidc.requests import pairwise_subject
 from auth.oidc.tokens import OidcSigner
+from auth.store.memberships import Memberships
 
 ACCESS_TOKEN_TTL = 300
 ID_TOKEN_TTL = 300
@@ -33,6 +34,8 @@ class Provider:
     grants: Grants
     issuer: str
     pairwise_secret: bytes = b""
+    memberships: Memberships | None = None
+    """Where UserInfo reads the patron's memberships (the `library` scope); None: none."""
 
     def subject(self, client: Client, account_id: str) -> str:
         """The `sub` this client sees for the account: the account id, or a pairwise value

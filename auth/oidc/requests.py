@@ -19,10 +19,11 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
+from auth.memberships import Membership
 from auth.oidc.clients import SCOPES, Client, ClientTable
 
 PROMPTS = frozenset({"none", "login", "consent"})
@@ -177,6 +178,7 @@ def claims_for(
     username: str,
     email: str | None,
     pass_number: str,
+    memberships: Sequence[Membership] = (),
 ) -> dict[str, object]:
     """The claims each granted scope releases (beyond `sub`)."""
     claims: dict[str, object] = {}
@@ -188,4 +190,5 @@ def claims_for(
         claims["email_verified"] = False
     if "library" in scopes:
         claims["pass_number"] = pass_number
+        claims["memberships"] = [membership.claim for membership in memberships]
     return claims

@@ -161,7 +161,12 @@ async def _exchange_code(
         jti=purchase.jti,
         auth_time=grant.auth_time,
         nonce=grant.nonce,
-        claims=dict(username=grant.username, email=grant.email, pass_number=grant.pass_number),
+        claims=dict(
+            username=grant.username,
+            email=grant.email,
+            pass_number=grant.pass_number,
+            memberships=grant.memberships,
+        ),
         refresh_token=purchase.refresh_token,
     )
 
@@ -254,7 +259,12 @@ async def _refresh(form: dict[str, str], client: Client, provider: Provider) -> 
         jti=jti,
         auth_time=grant.auth_time,
         nonce=None,
-        claims=dict(username=grant.username, email=grant.email, pass_number=grant.pass_number),
+        claims=dict(
+            username=grant.username,
+            email=grant.email,
+            pass_number=grant.pass_number,
+            memberships=grant.memberships,
+        ),
         refresh_token=next_token,
     )
 
@@ -370,6 +380,11 @@ async def userinfo(request: web.Request) -> web.Response:
             username=account.username,
             email=account.email,
             pass_number=account.pass_number,
+            memberships=(
+                await provider.memberships.of(account.id)
+                if provider.memberships is not None and "library" in scope.split()
+                else ()
+            ),
         )
     )
     return _json(payload)
@@ -430,6 +445,7 @@ async def discovery(request: web.Request) -> web.Response:
             "email",
             "email_verified",
             "pass_number",
+            "memberships",
         ],
         "prompt_values_supported": ["none", "login", "consent"],
         "ui_locales_supported": ["nl", "en"],

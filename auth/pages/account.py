@@ -11,6 +11,9 @@ The page also lists where the patron is logged in (`auth.pages.sessions_list`), 
 to end one other session and one to end all others: on every instance at once, and at every
 connected library those sessions signed in to. A form naming a session that is not the
 patron's (or none at all) ends nothing and gets the same answer.
+
+It lists the patron's library passes too (`auth.pages.passes`), with the form to link a pass
+of another library (`auth.pages.linking`, which answers with this page when it refuses).
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from auth.credentials.password_policy import PasswordRejected
 from auth.credentials.passwords import HasherBusy
 from auth.credentials.usernames import UsernameRejected, character_problem
 from auth.identity import Identity
+from auth.pages import passes
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
 from auth.pages.render import language, render
 from auth.pages.sessions_list import listing
-from auth.services import SERVICES
+from auth.services import INSTITUTIONS, SERVICES
 from auth.store.accounts import Account, UsernameTaken
 
 _HANDLE = re.compile(r"[0-9a-f]{64}")
@@ -61,8 +65,18 @@ async def _page(
         personal_data_url=services.personal_data_url,
         new_username=context.pop("new_username", ""),
         outdated_username=_outdated_username(account, language(request)),
+        passes=passes.listing(request, identity),
+        institutions=request.app[INSTITUTIONS].table.institutions,
+        link_institution=context.pop("link_institution", ""),
+        link_pass_number=context.pop("link_pass_number", ""),
         **context,
     )
+
+
+# The pass-linking form (auth.pages.linking) is on this page: it finds the patron and answers
+# with the page as the forms here do.
+current_patron = _current
+account_page_with = _page
 
 
 def _outdated_username(account: Account, lang: str) -> str | None:

@@ -24,6 +24,7 @@ from aiohttp import hdrs, web
 from aiohttp_session import Session, SessionData, get_session
 
 from auth.identity import Identity
+from auth.memberships import header_value
 from auth.sessions.cookies import SessionCookieStorage
 from auth.sessions.lifetimes import REFRESH_EVERY, Lifetimes, Verdict, judge
 from auth.sessions.registry import UNKNOWN, SessionRegistry
@@ -148,12 +149,16 @@ class Authenticator:
         return identity, renewal
 
     def identity_headers(self, identity: Identity, audience: str) -> list[tuple[str, str]]:
-        return [
+        found = [
             ("X-Library-User-Id", identity.user_id),
             ("X-Library-Username", header_safe(identity.username)),
             ("X-Library-Pass-Number", header_safe(identity.pass_number)),
             ("X-Library-Identity", self.signer.token(identity, audience)),
         ]
+        if identity.memberships:
+            # Absent when the patron holds none (never an empty header).
+            found.append(("X-Library-Memberships", header_safe(header_value(identity.memberships))))
+        return found
 
     async def renew(
         self, request: web.Request, response: web.StreamResponse, cookie: str, renewal: Renewal

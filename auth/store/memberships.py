@@ -90,6 +90,22 @@ class Memberships:
         )
         return str(value) if value is not None else None
 
+    async def change(
+        self, institution: str, pass_number: str, *, type: str | None, valid_until: date | None
+    ) -> str | None:
+        """Set a live membership's type and last valid day (a renewal, a lapse); the account
+        it is of, or None when there is none live. Its holder's sessions read it anew only
+        after `SessionRegistry.account_changed`."""
+        value = await self._pool.fetchval(
+            "UPDATE memberships SET type = $3, valid_until = $4 WHERE institution = $1"
+            " AND pass_number_canonical = $2 AND ended_at IS NULL RETURNING account_id::text",
+            institution,
+            canonical(pass_number),
+            type,
+            valid_until,
+        )
+        return str(value) if value is not None else None
+
     async def holder(self, institution: str, pass_number: str) -> str | None:
         """The account holding this live pass of the institution (not a merged-away one)."""
         value = await self._pool.fetchval(

@@ -1,12 +1,14 @@
-"""`library-gateway accounts import FILE.csv`: bring patrons over from an old library system.
+"""`library-gateway accounts import [--institution ID] FILE.csv`: bring patrons over from an
+old library system.
 
-The file is streamed: ``auth.importer`` reads and checks one row at a time, and each good row
-goes through a short pipeline: is the pass number there already (then it is skipped, so a run
-can be repeated and never overwrites a password changed since), wrap a weak legacy hash in
-argon2id, insert. Wrapping costs argon2's full price per row, so it runs in a thread pool the
-size of ``GATEWAY_ARGON2_WORKERS`` (argon2-cffi releases the GIL: the threads use the cores),
-and only a few rows per thread are in flight at once, which keeps a 100k-row file within the
-memory of a handful of rows.
+Every row is a pass of one institution (`--institution`, else the default one). The file is
+streamed: ``auth.importer`` reads and checks one row at a time, and each good row goes through
+a short pipeline: does the institution have the pass number already (then the row is refused
+with its line, and the account is left as it is, so a password changed since is never
+overwritten), wrap a weak legacy hash in argon2id, insert. Wrapping costs argon2's full price
+per row, so it runs in a thread pool the size of ``GATEWAY_ARGON2_WORKERS`` (argon2-cffi
+releases the GIL: the threads use the cores), and only a few rows per thread are in flight at
+once, which keeps a 100k-row file within the memory of a handful of rows.
 
 Bad rows go to stderr as ``FILE:LINE: reason`` while the good ones land; the summary goes to
 stdout. Exit status: 0 when no row was refused, 1 when some were, 2 when the file (or the
@@ -29,6 +31,7 @@ from auth.credentials.passwords import wrap_legacy
 from auth.importer import Candidate, FileRefused, Refusal, Tally, read_import
 from auth.store.accounts import Accounts, PassNumberTaken, UsernameTaken
 from gateway.cli import bootstrap
+from gateway.cli.institutions import InstitutionUnknown, institution_for
 from gateway.cli.main import load_settings
 
 UNUSABLE = 2
@@ -40,6 +43,11 @@ def import_command(args: argparse.Namespace) -> int:
     settings = load_settings(data_dir=args.data_dir)
     path: Path = args.file
     try:
+        institution = institution_for(args)
+    except InstitutionUnknown as exc:
+        print(f"library-gateway: {exc}", file=sys.stderr)
+        return UNUSABLE
+    try:
         # utf-8-sig drops a BOM; surrogateescape lets one row with bytes that are not UTF-8
         # be refused alone; newline="" keeps line breaks inside quoted fields for csv.
         stream = path.open(encoding="utf-8-sig", errors="surrogateescape", newline="")
@@ -48,12 +56,18 @@ def import_command(args: argparse.Namespace) -> int:
         return UNUSABLE
     with stream:
         try:
-            rows = read_import(stream, pass_number_pattern=settings.pass_number_pattern)
+            rows = read_import(
+                stream,
+                pass_number_pattern=settings.pass_number_pattern,
+                institution=institution.known,
+            )
         except FileRefused as exc:
             print(f"{path}:{exc.line}: {exc.reason}", file=sys.stderr)
             return UNUSABLE
         url = bootstrap.database_url(settings)
-        run = _Import(str(path), dry_run=args.dry_run, workers=settings.argon2_workers)
+        run = _Import(
+            str(path), institution.id, dry_run=args.dry_run, workers=settings.argon2_workers
+        )
         failure: BaseException | None = None
         try:
             asyncio.run(run.all(rows, url))
@@ -71,9 +85,12 @@ def import_command(args: argparse.Namespace) -> int:
 
 
 class _Import:
-    def __init__(self, shown_path: str, *, dry_run: bool, workers: int) -> None:
+    def __init__(
+        self, shown_path: str, institution: str | None, *, dry_run: bool, workers: int
+    ) -> None:
         self.tally = Tally()
         self._path = shown_path
+        self._institution = institution  # None: the default institution
         self._dry_run = dry_run
         self._workers = workers
 
@@ -101,7 +118,7 @@ class _Import:
         try:
             # Asked before the costly wrapping, so a repeated run over a big file is quick.
             present = await accounts.check_import(
-                pass_number=row.pass_number, username=row.username
+                pass_number=row.pass_number, username=row.username, institution=self._institution
             )
             if not present and not self._dry_run:
                 stored = row.password_hash
@@ -113,6 +130,9 @@ class _Import:
                     email=row.email,
                     username=row.username,
                     password_hash=stored,
+                    institution=self._institution,
+                    type=row.type,
+                    valid_until=row.valid_until,
                 )
         except PassNumberTaken:
             self._refuse(
@@ -127,6 +147,12 @@ class _Import:
             return
         if present:
             self.tally.present += 1
+            of = self._institution or "the default institution"
+            self._refuse(
+                row.line,
+                f"pass number {row.pass_number!r} of {of} exists already; the account was left"
+                " as it is",
+            )
             return
         self.tally.imported += 1
         if row.password_hash is None:

@@ -1,4 +1,5 @@
-"""The `library-gateway` command: run, demo, routes, clients, accounts, keys, migrate, settings.
+"""The `library-gateway` command: run, demo, routes, clients, institutions, accounts, keys,
+migrate, settings.
 
 Each subcommand is a small function taking parsed arguments; `--data-dir` is accepted by every
 command that touches the database, so they all find the same embedded PostgreSQL.
@@ -17,6 +18,7 @@ from gateway.config import settings as settings_module
 from gateway.config.settings import SETTINGS, Settings, SettingsError
 
 if TYPE_CHECKING:
+    from auth.memberships import InstitutionTable
     from auth.oidc.clients import ClientTable
     from gateway.config.routes import RouteTable
 
@@ -50,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="the clients.yaml file of the services that log patrons in through the gateway "
         "(default: clients.yaml beside the routes file, when it exists; none: federation off)",
     )
+    run.add_argument(
+        "--institutions",
+        type=Path,
+        help="the institutions.yaml file of the libraries whose passes accounts hold "
+        "(default: institutions.yaml beside the routes file, when it exists; none: one "
+        "built-in institution, 'default')",
+    )
     run.add_argument("--host", default=Settings.host)
     run.add_argument("--port", type=int, default=Settings.port)
     run.add_argument(
@@ -73,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     routes_commands = routes.add_subparsers(dest="routes_command", required=True)
     check = routes_commands.add_parser("check", help="validate a routes.yaml")
     check.add_argument("file", type=Path)
+    _institutions_option(check)
     check.set_defaults(func=routes_check)
 
     clients = commands.add_parser("clients", help="OpenID Connect client tools")
@@ -90,7 +100,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse a client_id that names a route of this routes.yaml "
         "(default: routes.yaml beside FILE, when it exists)",
     )
+    _institutions_option(check)
     check.set_defaults(func=clients_check)
+
+    institutions = commands.add_parser("institutions", help="institution list tools")
+    institutions_commands = institutions.add_subparsers(dest="institutions_command", required=True)
+    check = institutions_commands.add_parser(
+        "check",
+        help="validate an institutions.yaml",
+        description="Check FILE as `run` would and print every problem as FILE:LINE: reason.",
+    )
+    check.add_argument("file", type=Path)
+    check.set_defaults(func=institutions_check)
 
     accounts = commands.add_parser("accounts", help="manage patron accounts")
     accounts_commands = accounts.add_subparsers(dest="accounts_command", required=True)
@@ -111,13 +132,18 @@ def build_parser() -> argparse.ArgumentParser:
         "import",
         help="create accounts from a CSV export of an old system",
         description="Create an account for every row of FILE (header: pass_number,email,"
-        "password_hash[,username]). Rows whose pass number exists already are "
-        "skipped, so the import can be run again. Bad rows are reported on stderr "
-        "as FILE:LINE: reason and the good rows still land.",
+        "password_hash[,username][,type][,valid_until]), its pass a membership of the "
+        "institution. A row whose pass number the institution has already is refused and the "
+        "account left as it is (a password changed since is never overwritten). Bad rows are "
+        "reported on stderr as FILE:LINE: reason and the good rows still land.",
         epilog="exit status: 0 when no row was refused, 1 when some were, 2 when the file or "
         "the database could not be used",
     )
     imports.add_argument("file", type=Path, metavar="FILE.csv")
+    imports.add_argument(
+        "--institution", metavar="ID", help="the institution of the passes (default: the default)"
+    )
+    _institutions_file_option(imports)
     imports.add_argument(
         "--dry-run",
         action="store_true",
@@ -148,6 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
         _data_dir(sub)
         sub.set_defaults(func=_lazy("gateway.cli.accounts", f"{name}_command"))
 
+    membership = accounts_commands.add_parser(
+        "membership", help="give an account a library pass, or end one"
+    )
+    membership_commands = membership.add_subparsers(dest="membership_command", required=True)
+    give = membership_commands.add_parser(
+        "add",
+        help="give an account a pass of an institution",
+        description="Give the account LOGIN (its username or any of its pass numbers) a "
+        "membership; running gateways see it at once.",
+    )
+    give.add_argument("--account", required=True, metavar="LOGIN")
+    give.add_argument("--type", metavar="T", help="the institution's word: adult, youth, ...")
+    give.add_argument("--valid-until", metavar="YYYY-MM-DD", help="its last valid day")
+    end = membership_commands.add_parser(
+        "end", help="end a membership: the pass no longer logs in nor counts"
+    )
+    for sub, command in ((give, "membership_add_command"), (end, "membership_end_command")):
+        sub.add_argument("--institution", required=True, metavar="ID")
+        sub.add_argument("--pass-number", required=True, metavar="N")
+        _institutions_file_option(sub)
+        _data_dir(sub)
+        sub.set_defaults(func=_lazy("gateway.cli.memberships", command))
+
     keys = commands.add_parser("keys", help="cookie and signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     new_cookie = keys_commands.add_parser("new-cookie-key", help="print a new Fernet key")
@@ -176,6 +225,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _institutions_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--institutions",
+        type=Path,
+        help="check require: rules against this institutions.yaml (default: "
+        "institutions.yaml beside FILE, when it exists; else the one built-in institution)",
+    )
+
+
+def _institutions_file_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--institutions",
+        type=Path,
+        metavar="FILE",
+        help="the gateway's institutions.yaml: --institution must name one of it, and pass "
+        "numbers and types are checked against it (without it any id is taken)",
+    )
+
+
 def _lazy(module: str, name: str) -> Command:
     # Import heavy modules only for the command that needs them: `routes check` stays fast.
     def command(args: argparse.Namespace) -> int:
@@ -200,12 +268,15 @@ def run_entry(args: argparse.Namespace) -> int:
     return _lazy("gateway.server.processes", "run_command")(args)
 
 
-def load_routes_or_report(path: Path) -> RouteTable | None:
-    """The routes in `path`; None once every problem with the file is on stderr."""
+def load_routes_or_report(
+    path: Path, institutions: InstitutionTable | None = None
+) -> RouteTable | None:
+    """The routes in `path` (`require:` rules checked against `institutions`); None once
+    every problem with the file is on stderr."""
     from gateway.config.routes_file import RoutesInvalid, load_routes
 
     try:
-        return load_routes(path)
+        return load_routes(path, institutions)
     except RoutesInvalid as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -213,7 +284,13 @@ def load_routes_or_report(path: Path) -> RouteTable | None:
 
 
 def routes_check(args: argparse.Namespace) -> int:
-    table = load_routes_or_report(args.file)
+    institutions_file = institutions_path(args.file, args.institutions)
+    institutions = None
+    if institutions_file is not None:
+        institutions = load_institutions_or_report(institutions_file)
+        if institutions is None:
+            return 1
+    table = load_routes_or_report(args.file, institutions)
     if table is None:
         return 1
     print(f"{args.file}: {len(table.routes)} routes OK")
@@ -234,13 +311,16 @@ def clients_path(routes: Path, given: Path | None) -> Path | None:
     return beside if beside.exists() else None
 
 
-def load_clients_or_report(path: Path, routes: RouteTable | None) -> ClientTable | None:
+def load_clients_or_report(
+    path: Path, routes: RouteTable | None, institutions: InstitutionTable | None = None
+) -> ClientTable | None:
     """The clients in `path` (secrets from the environment, client_ids checked against
-    `routes`); None once every problem with the file is on stderr."""
+    `routes`, `require:` rules against `institutions`); None once every problem with the
+    file is on stderr."""
     from gateway.config.clients_file import ClientsInvalid, load_clients
 
     try:
-        return load_clients(path, routes=routes)
+        return load_clients(path, routes=routes, institutions=institutions)
     except ClientsInvalid as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -251,8 +331,14 @@ def clients_check(args: argparse.Namespace) -> int:
     routes_file = args.routes
     if routes_file is None and args.file.with_name("routes.yaml").exists():
         routes_file = args.file.with_name("routes.yaml")
-    routes = None if routes_file is None else load_routes_or_report(routes_file)
-    table = load_clients_or_report(args.file, routes)
+    institutions_file = institutions_path(args.file, args.institutions)
+    institutions = None
+    if institutions_file is not None:
+        institutions = load_institutions_or_report(institutions_file)
+        if institutions is None:
+            return 1
+    routes = None if routes_file is None else load_routes_or_report(routes_file, institutions)
+    table = load_clients_or_report(args.file, routes, institutions)
     if table is None or (routes_file is not None and routes is None):
         return 1
     print(f"{args.file}: {len(table.clients)} clients OK")
@@ -262,6 +348,39 @@ def clients_check(args: argparse.Namespace) -> int:
             f"  {client.client_id:<24} {kind:<12} subject: {client.subject:<8}"
             f"  {' '.join(client.redirect_uris)}"
         )
+    return 0
+
+
+def institutions_path(beside: Path, given: Path | None) -> Path | None:
+    """The institutions file in force: the one given, else institutions.yaml beside the
+    routes (or clients) file when there is one; None: the one built-in institution."""
+    if given is not None:
+        return given
+    found = beside.with_name("institutions.yaml")
+    return found if found.exists() else None
+
+
+def load_institutions_or_report(path: Path) -> InstitutionTable | None:
+    """The institutions in `path`; None once every problem with the file is on stderr."""
+    from gateway.config.institutions_file import InstitutionsInvalid, load_institutions
+
+    try:
+        return load_institutions(path)
+    except InstitutionsInvalid as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return None
+
+
+def institutions_check(args: argparse.Namespace) -> int:
+    table = load_institutions_or_report(args.file)
+    if table is None:
+        return 1
+    print(f"{args.file}: {len(table.institutions)} institutions OK")
+    for institution in table.institutions:
+        marks = " (default)" if institution.default else ""
+        types = f"  types: {', '.join(institution.types)}" if institution.types else ""
+        print(f"  {institution.id:<16} {institution.name}{marks}{types}")
     return 0
 
 

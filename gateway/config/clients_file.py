@@ -20,6 +20,7 @@ from typing import TypeVar
 
 from yaml.nodes import Node, ScalarNode
 
+from auth.memberships import InstitutionTable, single_institution
 from auth.oidc.clients import (
     SCOPES,
     SIGNING_ALGORITHMS,
@@ -30,6 +31,7 @@ from auth.oidc.clients import (
     Subject,
 )
 from auth.pages.theme import Theme, ThemeError
+from gateway.config.requirements import read_requirement
 from gateway.config.routes import Backend, RouteTable
 from gateway.config.routes_file import parse_backend_url
 from gateway.config.yamlfile import (
@@ -56,10 +58,12 @@ def parse_clients(
     filename: str = "clients.yaml",
     env: Mapping[str, str] = os.environ,
     routes: RouteTable | None = None,
+    institutions: InstitutionTable | None = None,
 ) -> ClientTable:
-    """Build the client table from the text of a clients file, taking secrets from `env`
-    and refusing a client_id that is also a route's name in `routes`; raises ClientsInvalid."""
-    reader = _ClientsReader(filename, env, routes)
+    """Build the client table from the text of a clients file, taking secrets from `env`,
+    refusing a client_id that is also a route's name in `routes` and checking `require:`
+    rules against `institutions` (None: the one built in); raises ClientsInvalid."""
+    reader = _ClientsReader(filename, env, routes, institutions or single_institution())
     clients = reader.read(text)
     if reader.problems:
         raise ClientsInvalid(sorted(reader.problems, key=lambda problem: problem.line))
@@ -72,10 +76,11 @@ def load_clients(
     *,
     env: Mapping[str, str] = os.environ,
     routes: RouteTable | None = None,
+    institutions: InstitutionTable | None = None,
 ) -> ClientTable:
     """Read and parse a clients file; an unreadable file is a ClientsInvalid like any other."""
     filename = os.fspath(path)
-    return parse_clients(read_text(filename, ClientsInvalid), filename, env, routes)
+    return parse_clients(read_text(filename, ClientsInvalid), filename, env, routes, institutions)
 
 
 def _is_loopback(host: str) -> bool:
@@ -118,6 +123,37 @@ def uri_problem(uri: str, *, https: bool) -> str | None:
     return None
 
 
+def read_theme(reader: Reader, node: Node) -> Theme | None:
+    """A `theme:` mapping (a client's, an institution's) checked by the rules of the
+    gateway's own theme settings; None, with the problems noted, when it is refused."""
+    fields = reader.mapping(node, _THEME_KEYS, "theme")
+    if fields is None:
+        return None
+    values: dict[str, str] = {}
+    for key, (_, value_node) in fields.items():
+        if key not in _THEME_KEYS:
+            continue  # refused by mapping() already
+        if value_node.tag == NULL and key.endswith("colour"):
+            reader.problem(
+                value_node,
+                f"theme {key} is empty: YAML reads what follows '#' as a comment, so "
+                'quote a colour: "#1f4e79"',
+            )
+            continue
+        text = reader.string(value_node, f"theme {key}")
+        if text is None:
+            continue
+        try:
+            Theme(**{key: text})  # the gateway's own theme settings' rules
+        except ThemeError as exc:
+            reader.problem(value_node, str(exc))
+            continue
+        values[key] = text
+    if len(values) < len(fields):
+        return None
+    return Theme(**values)
+
+
 # --- walking the node tree ---------------------------------------------------------------
 
 _CLIENT_KEYS = (
@@ -132,6 +168,7 @@ _CLIENT_KEYS = (
     "theme",
     "id_token_signed_response_alg",
     "scopes",
+    "require",
 )
 _REQUIRED_KEYS = ("client_id", "name", "redirect_uris")
 _THEME_KEYS = ("name", "colour", "text_colour", "logo_url")
@@ -144,10 +181,17 @@ _T = TypeVar("_T")
 class _ClientsReader(Reader):
     """The rules of clients.yaml; remembers each client_id to refuse a second."""
 
-    def __init__(self, filename: str, env: Mapping[str, str], routes: RouteTable | None) -> None:
+    def __init__(
+        self,
+        filename: str,
+        env: Mapping[str, str],
+        routes: RouteTable | None,
+        institutions: InstitutionTable,
+    ) -> None:
         super().__init__(filename)
         self._env = env
         self._routes = routes
+        self._institutions = institutions
         self._ids: dict[str, int] = {}
 
     def read(self, text: str) -> list[Client]:
@@ -177,6 +221,7 @@ class _ClientsReader(Reader):
         theme = value("theme", self._theme)
         algorithm = value("id_token_signed_response_alg", self._algorithm)
         scopes = value("scopes", self._scopes)
+        require = value("require", lambda n: read_requirement(self, n, self._institutions))
         if client_id is not None:
             self._claim_id(client_id, fields["client_id"][1])
         if subject == "pairwise" and redirect_uris:
@@ -196,6 +241,7 @@ class _ClientsReader(Reader):
             id_token_signed_response_alg=algorithm or SIGNING_ALGORITHMS[0],
             scopes=scopes or SCOPES,
             line=line_of(node),
+            require=require,
         )
 
     def _client_id(self, node: Node) -> str | None:
@@ -332,32 +378,7 @@ class _ClientsReader(Reader):
         return tuple(scopes)
 
     def _theme(self, node: Node) -> Theme | None:
-        fields = self.mapping(node, _THEME_KEYS, "theme")
-        if fields is None:
-            return None
-        values: dict[str, str] = {}
-        for key, (_, value_node) in fields.items():
-            if key not in _THEME_KEYS:
-                continue  # refused by mapping() already
-            if value_node.tag == NULL and key.endswith("colour"):
-                self.problem(
-                    value_node,
-                    f"theme {key} is empty: YAML reads what follows '#' as a comment, so "
-                    'quote a colour: "#1f4e79"',
-                )
-                continue
-            text = self.string(value_node, f"theme {key}")
-            if text is None:
-                continue
-            try:
-                Theme(**{key: text})  # the gateway's own theme settings' rules
-            except ThemeError as exc:
-                self.problem(value_node, str(exc))
-                continue
-            values[key] = text
-        if len(values) < len(fields):
-            return None
-        return Theme(**values)
+        return read_theme(self, node)
 
     def _claim_id(self, client_id: str, node: Node) -> None:
         if client_id in self._ids:

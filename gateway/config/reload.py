@@ -1,6 +1,7 @@
 """The configuration files in force, and how they change while the gateway runs.
 
-routes.yaml (`RouteMap`) and clients.yaml (`ClientMap`) are both a `WatchedFile`: its `table`
+institutions.yaml (`InstitutionMap`), routes.yaml (`RouteMap`) and clients.yaml (`ClientMap`)
+are each a `WatchedFile`: its `table`
 is swapped as a whole, so a request reads it once and keeps its table, and a reload never
 disturbs a request in flight. The watcher checks each file's contents (not just its
 modification time, which a Kubernetes ConfigMap's symlink swap does not always change) once a
@@ -22,11 +23,13 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from aiohttp import web
 
+from auth.memberships import InstitutionTable, Requirement
 from auth.oidc.clients import ClientTable
 from gateway.config.clients_file import ClientsInvalid, load_clients
+from gateway.config.institutions_file import InstitutionsInvalid, load_institutions
 from gateway.config.routes import RouteTable
 from gateway.config.routes_file import RoutesInvalid, load_routes
-from gateway.config.yamlfile import FileInvalid
+from gateway.config.yamlfile import FileInvalid, Problem
 
 
 class _Table(Protocol):
@@ -96,10 +99,83 @@ class WatchedFile(ABC, Generic[T, E]):
         return True
 
 
-class RouteMap(WatchedFile[RouteTable, RoutesInvalid]):
-    """routes.yaml's route map in force."""
+class InstitutionMap(WatchedFile[InstitutionTable, InstitutionsInvalid]):
+    """institutions.yaml's institutions in force (an `auth.services.InstitutionSource`).
 
-    def __init__(self, table: RouteTable, path: Path | None = None) -> None:
+    A reload that would drop an institution, or a membership type, that a `require:` rule of
+    the routes or clients in force names is refused like a broken file: such a rule would
+    refuse every patron. Which institution is the default is read once, at start (the
+    accounts made since depend on it): changing it takes a restart."""
+
+    def __init__(self, table: InstitutionTable, path: Path | None = None) -> None:
+        super().__init__(
+            table,
+            path,
+            invalid=InstitutionsInvalid,
+            what="institution list",
+            log=logging.getLogger("gateway.institutions"),
+        )
+        # Set once the files that name institutions are loaded (they are checked against
+        # this map, so they come after it).
+        self.routes: RouteMap | None = None
+        self.clients: ClientMap | None = None
+
+    def load(self, path: Path) -> InstitutionTable:
+        table = load_institutions(path)
+        problems = [
+            Problem(str(path), 0, f"{where} requires {reason}; {_KEEP_IT}")
+            for where, requirement in self._rules()
+            if (reason := _unmet(requirement, table)) is not None
+        ]
+        if problems:
+            raise InstitutionsInvalid(problems)
+        return table
+
+    def _rules(self) -> list[tuple[str, Requirement]]:
+        rules = []
+        if self.routes is not None:
+            table = self.routes.table
+            for route in table.routes:
+                if route.require is not None:
+                    where = f"{table.source}:{route.line}: route {route.name}"
+                    rules.append((where, route.require))
+        if self.clients is not None:
+            clients = self.clients.table
+            for client in clients.clients:
+                if client.require is not None:
+                    where = f"{clients.source}:{client.line}: client {client.client_id}"
+                    rules.append((where, client.require))
+        return rules
+
+    def summary(self, table: InstitutionTable) -> dict[str, object]:
+        return {"institutions": [institution.id for institution in table.institutions]}
+
+
+_KEEP_IT = "keep it in the file, or change the rule first"
+
+
+def _unmet(requirement: Requirement, table: InstitutionTable) -> str | None:
+    """What of `requirement` the institutions of `table` no longer offer, if anything."""
+    institution = table.get(requirement.institution)
+    if institution is None:
+        return f"the institution '{requirement.institution}'"
+    missing = sorted(requirement.types - set(institution.types)) if institution.types else []
+    if missing:
+        return f"the membership type(s) {', '.join(missing)} of '{institution.id}'"
+    return None
+
+
+class RouteMap(WatchedFile[RouteTable, RoutesInvalid]):
+    """routes.yaml's route map in force; `require:` rules are checked against `institutions`
+    in force at each reload (None: the one built in)."""
+
+    def __init__(
+        self,
+        table: RouteTable,
+        path: Path | None = None,
+        *,
+        institutions: InstitutionMap | None = None,
+    ) -> None:
         super().__init__(
             table,
             path,
@@ -107,9 +183,11 @@ class RouteMap(WatchedFile[RouteTable, RoutesInvalid]):
             what="route map",
             log=logging.getLogger("gateway.routes"),
         )
+        self._institutions = institutions
 
     def load(self, path: Path) -> RouteTable:
-        return load_routes(path)
+        institutions = None if self._institutions is None else self._institutions.table
+        return load_routes(path, institutions)
 
     def summary(self, table: RouteTable) -> dict[str, object]:
         return {"routes": [route.name for route in table.routes]}
@@ -119,10 +197,16 @@ class ClientMap(WatchedFile[ClientTable, ClientsInvalid]):
     """clients.yaml's OpenID Connect clients in force (an `auth.oidc.clients.ClientSource`).
 
     With `routes`, a reload also refuses a client_id that is a route's name in the route map
-    in force then. Secrets are read from the environment at every reload."""
+    in force then; `require:` rules are checked against `institutions` in force (None: the
+    one built in). Secrets are read from the environment at every reload."""
 
     def __init__(
-        self, table: ClientTable, path: Path | None = None, *, routes: RouteMap | None = None
+        self,
+        table: ClientTable,
+        path: Path | None = None,
+        *,
+        routes: RouteMap | None = None,
+        institutions: InstitutionMap | None = None,
     ) -> None:
         super().__init__(
             table,
@@ -132,9 +216,14 @@ class ClientMap(WatchedFile[ClientTable, ClientsInvalid]):
             log=logging.getLogger("gateway.clients"),
         )
         self._routes = routes
+        self._institutions = institutions
 
     def load(self, path: Path) -> ClientTable:
-        return load_clients(path, routes=None if self._routes is None else self._routes.table)
+        return load_clients(
+            path,
+            routes=None if self._routes is None else self._routes.table,
+            institutions=None if self._institutions is None else self._institutions.table,
+        )
 
     def summary(self, table: ClientTable) -> dict[str, object]:
         return {"clients": [client.client_id for client in table.clients]}

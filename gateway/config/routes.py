@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from auth import urls
+from auth.memberships import Requirement
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -74,6 +75,9 @@ class Route:
     timeout: float = DEFAULT_TIMEOUT
     max_body: int | None = None
     line: int = 0
+    require: Requirement | None = None
+    """A valid membership a patron must hold beyond the login (only with auth: required;
+    the public sub-paths need neither)."""
 
     def needs_login(self, path: str) -> bool:
         """True when `path` (normalised) may only be seen by a logged-in patron.

@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 
 from yaml.nodes import Node, ScalarNode
 
+from auth.memberships import InstitutionTable, Requirement, single_institution
+from gateway.config.requirements import read_requirement
 from gateway.config.routes import (
     DEFAULT_PORTS,
     DEFAULT_TIMEOUT,
@@ -46,9 +48,12 @@ class RoutesInvalid(FileInvalid):
     """The routes file was refused; `problems` holds every reason found, not just the first."""
 
 
-def parse_routes(text: str, filename: str = "routes.yaml") -> RouteTable:
-    """Build the route table from the text of a routes file; raises RoutesInvalid."""
-    reader = _RoutesReader(filename)
+def parse_routes(
+    text: str, filename: str = "routes.yaml", institutions: InstitutionTable | None = None
+) -> RouteTable:
+    """Build the route table from the text of a routes file, checking `require:` rules
+    against `institutions` (None: the one built in); raises RoutesInvalid."""
+    reader = _RoutesReader(filename, institutions or single_institution())
     routes = reader.read(text)
     if reader.problems:
         raise RoutesInvalid(reader.problems)
@@ -56,10 +61,12 @@ def parse_routes(text: str, filename: str = "routes.yaml") -> RouteTable:
     return RouteTable(tuple(routes), source=filename, digest=digest)
 
 
-def load_routes(path: os.PathLike[str] | str) -> RouteTable:
+def load_routes(
+    path: os.PathLike[str] | str, institutions: InstitutionTable | None = None
+) -> RouteTable:
     """Read and parse a routes file; an unreadable file is a RoutesInvalid like any other."""
     filename = os.fspath(path)
-    return parse_routes(read_text(filename, RoutesInvalid), filename)
+    return parse_routes(read_text(filename, RoutesInvalid), filename, institutions)
 
 
 _BAD_PORT = "has a malformed port (a number from 1 to 65535)"
@@ -108,7 +115,7 @@ def parse_backend_url(url: str) -> Backend:
 
 # --- walking the node tree ---------------------------------------------------------------
 
-_ROUTE_KEYS = ("name", "prefix", "backend", "auth", "public", "timeout", "max_body")
+_ROUTE_KEYS = ("name", "prefix", "backend", "auth", "public", "timeout", "max_body", "require")
 _REQUIRED_KEYS = ("name", "prefix", "backend", "auth")
 _AUTH_VALUES = tuple(auth.value for auth in Auth)
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -153,8 +160,9 @@ def _inside(path: str, prefix: str) -> bool:
 class _RoutesReader(Reader):
     """The rules of routes.yaml; remembers each route's name and prefix to refuse a second."""
 
-    def __init__(self, filename: str) -> None:
+    def __init__(self, filename: str, institutions: InstitutionTable) -> None:
         super().__init__(filename)
+        self._institutions = institutions
         self._names: dict[str, int] = {}
         self._prefixes: dict[str, tuple[str, int]] = {}
 
@@ -179,6 +187,7 @@ class _RoutesReader(Reader):
         timeout = value("timeout", self._timeout)
         max_body = value("max_body", self._max_body)
         public = value("public", lambda n: self._public(n, prefix, auth)) or ()
+        require = value("require", lambda n: self._require(n, auth))
         if name is not None:
             self._claim_name(name, fields["name"][1])
         if prefix is not None:
@@ -194,6 +203,7 @@ class _RoutesReader(Reader):
             DEFAULT_TIMEOUT if timeout is None else timeout,
             max_body,
             line_of(node),
+            require,
         )
 
     def _name(self, node: Node) -> str | None:
@@ -303,6 +313,17 @@ class _RoutesReader(Reader):
                 )
             paths.setdefault(path, line_of(item))
         return tuple(paths)
+
+    def _require(self, node: Node, auth: Auth | None) -> Requirement | None:
+        requirement = read_requirement(self, node, self._institutions)
+        if auth is not None and auth is not Auth.REQUIRED:
+            self.problem(
+                node,
+                "require only makes sense on auth: required: a membership is checked once "
+                f"the patron has logged in (this route is auth: {auth.value})",
+            )
+            return None
+        return requirement
 
     def _claim_name(self, name: str, node: Node) -> None:
         if name in self._names:

@@ -4,8 +4,13 @@ Starts the embedded PostgreSQL, a mail catcher (a real SMTP server that prints w
 the three demo services on free loopback ports, a public library's own site on 127.0.0.2 that
 logs patrons in through the gateway (OpenID Connect, registered as a client with a secret made
 at start), and the gateway on 127.0.0.1:PORT with a route map pointing at the services;
-creates (or resets) the demo patron; prints where to go. Ctrl-C stops everything, the database
+creates (or resets) the demo patrons; prints where to go. Ctrl-C stops everything, the database
 server included.
+
+Two institutions (`DEMO_INSTITUTIONS`): the national library (`kb`, the default) and the
+public library (`obs`). The digital library requires a valid KB membership and the public
+library's site a membership of its own; the demo patron holds both, the second demo patron
+only a KB membership that ran out, so the digital library shows them why not.
 """
 
 from __future__ import annotations
@@ -18,16 +23,20 @@ import os
 import secrets
 import signal
 import sys
+from datetime import date
 
 from aiohttp import web
 
 from auth.credentials.passwords import PasswordHasher
+from auth.memberships import Membership
 from auth.store.accounts import Accounts
+from auth.store.memberships import Memberships, MembershipTaken
 from gateway.app import create_app
 from gateway.cli import bootstrap
 from gateway.cli.main import load_settings
 from gateway.config.clients_file import parse_clients
-from gateway.config.reload import ClientMap, RouteMap
+from gateway.config.institutions_file import parse_institutions
+from gateway.config.reload import ClientMap, InstitutionMap, RouteMap
 from gateway.config.routes_file import parse_routes
 from gateway.demo import public_library
 from gateway.demo.backends import catalogue_app, digital_app, reservations_app
@@ -39,6 +48,31 @@ DEMO_PASS_NUMBER = "20261129"
 DEMO_USERNAME = "demo.patron"
 DEMO_EMAIL = "demo.patron@example.org"
 DEMO_PASSWORD = "reading-room-lamp"
+# The demo patron's pass of the public library.
+DEMO_LIBRARY_PASS_NUMBER = "RL-55012"
+# A second patron, whose KB membership ran out: the digital library refuses them (403).
+LAPSED_PASS_NUMBER = "20240131"
+LAPSED_USERNAME = "lapsed.patron"
+LAPSED_EMAIL = "lapsed.patron@example.org"
+LAPSED_UNTIL = date(2024, 1, 31)
+
+KB = "kb"
+PUBLIC_LIBRARY_INSTITUTION = "obs"
+DEMO_INSTITUTIONS = f"""\
+institutions:
+  - id: {KB}
+    name: Koninklijke Bibliotheek
+    renew_url: https://www.kb.nl/lid-worden
+    default: true
+    types: [adult, youth, student]
+  - id: {PUBLIC_LIBRARY_INSTITUTION}
+    name: {public_library.NAME}
+    renew_url: https://rivierenland.example.nl/lid-worden
+    theme:
+      name: {public_library.NAME}
+      colour: "{public_library.HOUSE_COLOUR}"
+      text_colour: "{public_library.TEXT_COLOUR}"
+"""
 
 DEMO_ROUTES = """\
 routes:
@@ -55,6 +89,7 @@ routes:
     prefix: /digital
     backend: http://127.0.0.1:{digital}
     auth: required
+    require: {{institution: kb}}
     timeout: 120
 """
 
@@ -70,6 +105,8 @@ clients:
       name: {public_library.NAME}
       colour: "{public_library.HOUSE_COLOUR}"
       text_colour: "{public_library.TEXT_COLOUR}"
+    require:
+      institution: {PUBLIC_LIBRARY_INSTITUTION}
 """
 
 
@@ -105,6 +142,8 @@ async def _start_public_library(issuer: str, secret: str) -> tuple[web.AppRunner
 
 
 async def ensure_demo_patron(pool_url: str) -> None:
+    """The demo patrons, made or reset: the demo patron (a KB pass without end and a pass of
+    the public library) and the lapsed patron (a KB adult membership that ran out)."""
     hasher = PasswordHasher(max_workers=1)
     try:
         password_hash = await hasher.hash(DEMO_PASSWORD)
@@ -112,16 +151,31 @@ async def ensure_demo_patron(pool_url: str) -> None:
         hasher.close()
     async with bootstrap.migrated_pool(pool_url) as pool:
         accounts = Accounts(pool)
-        existing = await accounts.by_login_name(DEMO_PASS_NUMBER)
-        if existing is None:
-            await accounts.add(
-                pass_number=DEMO_PASS_NUMBER,
-                email=DEMO_EMAIL,
-                username=DEMO_USERNAME,
-                password_hash=password_hash,
-            )
-        else:
-            await accounts.set_password_hash(existing.id, password_hash)
+        memberships = Memberships(pool)
+        # The passes accounts are made with are the KB's (the gateway says so again at start).
+        await memberships.settle_default(KB)
+        for pass_number, username, email in (
+            (DEMO_PASS_NUMBER, DEMO_USERNAME, DEMO_EMAIL),
+            (LAPSED_PASS_NUMBER, LAPSED_USERNAME, LAPSED_EMAIL),
+        ):
+            existing = await accounts.by_login_name(pass_number)
+            if existing is None:
+                existing = await accounts.add(
+                    pass_number=pass_number,
+                    email=email,
+                    username=username,
+                    password_hash=password_hash,
+                )
+            else:
+                await accounts.set_password_hash(existing.id, password_hash)
+            if pass_number == DEMO_PASS_NUMBER:
+                with contextlib.suppress(MembershipTaken):  # made at an earlier start
+                    await memberships.add(
+                        existing.id,
+                        Membership(PUBLIC_LIBRARY_INSTITUTION, DEMO_LIBRARY_PASS_NUMBER, "adult"),
+                    )
+            else:
+                await memberships.change(KB, pass_number, type="adult", valid_until=LAPSED_UNTIL)
 
 
 async def run_demo(args: argparse.Namespace) -> None:
@@ -143,13 +197,15 @@ async def run_demo(args: argparse.Namespace) -> None:
         secret = secrets.token_urlsafe(32)
         runner, library_url = await _start_public_library(settings.public_url, secret)
         runners.append(runner)
-        table = parse_routes(DEMO_ROUTES.format(**ports), "demo routes")
-        route_map = RouteMap(table)
+        institution_map = InstitutionMap(parse_institutions(DEMO_INSTITUTIONS, "demo institutions"))
+        table = parse_routes(DEMO_ROUTES.format(**ports), "demo routes", institution_map.table)
+        route_map = RouteMap(table, institutions=institution_map)
         clients = parse_clients(
             DEMO_CLIENTS.format(redirect_uri=f"{library_url}/callback"),
             "demo clients",
             env={PUBLIC_LIBRARY_SECRET_ENV: secret},
             routes=table,
+            institutions=institution_map.table,
         )
         database_url = await asyncio.to_thread(bootstrap.database_url, settings)
         await ensure_demo_patron(database_url)
@@ -158,7 +214,8 @@ async def run_demo(args: argparse.Namespace) -> None:
             route_map,
             database_url=database_url,
             cookie_keys=bootstrap.cookie_keys(settings),
-            client_map=ClientMap(clients, routes=route_map),
+            client_map=ClientMap(clients, routes=route_map, institutions=institution_map),
+            institution_map=institution_map,
         )
         runner = GatewayRunner(
             gateway,
@@ -189,13 +246,18 @@ def _banner(url: str, library_url: str) -> str:
     log in as   {DEMO_PASS_NUMBER} (pass number) or {DEMO_USERNAME}
     password    {DEMO_PASSWORD}
 
+    or as       {LAPSED_PASS_NUMBER} (pass number) or {LAPSED_USERNAME}, same password:
+                a KB membership that ran out on {LAPSED_UNTIL.isoformat()}, so
+                {url}/digital/ answers "membership required"
+
     also try    {url}/reservations/   (login required)
-                {url}/digital/        (login required, streams a 64 MiB book)
+                {url}/digital/        (a valid KB membership required, streams a 64 MiB book)
                 {url}/.well-known/jwks.json
 
     a second library, {public_library.NAME}, logs patrons in through the gateway:
                 {library_url}/
-                (logged in at the catalogue already? then no second login there)
+                (logged in at the catalogue already? then no second login there;
+                it requires a membership of its own, which only the demo patron holds)
 
   Mail the gateway sends is printed here. Press Ctrl-C to stop everything.
 """

@@ -7,11 +7,14 @@ plain asserts, and so the proxy has exactly one place that says "no".
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import NamedTuple
 from urllib.parse import quote
 
 from auth import urls
+from auth.memberships import Membership, Shortfall, shortfall
 from gateway.config.routes import Route
 
 
@@ -35,6 +38,16 @@ class LoginRequired:
 
 
 @dataclass(frozen=True, slots=True)
+class MembershipRequired:
+    """A logged-in patron without the valid membership the route requires: 403, never a
+    login (they are logged in; sending them there again would loop)."""
+
+    route: Route
+    shortfall: Shortfall
+    browser: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Redirect:
     """Nobody serves this path, but the gateway knows where the visitor meant to go."""
 
@@ -46,7 +59,7 @@ class Unrouted:
     """No route covers the path: 404."""
 
 
-Decision = Forward | LoginRequired | Redirect | Unrouted
+Decision = Forward | LoginRequired | MembershipRequired | Redirect | Unrouted
 
 UNROUTED = Unrouted()
 # No service claims the front door: the patron's own page is the landing (it sends anonymous
@@ -65,13 +78,26 @@ def wants_html(accept: str | None) -> bool:
 
 
 def decide(
-    route: Route | None, path: str, query: str, *, logged_in: bool, accept: str | None
+    route: Route | None,
+    path: str,
+    query: str,
+    *,
+    logged_in: bool,
+    accept: str | None,
+    memberships: Sequence[Membership] = (),
+    today: date | None = None,
 ) -> Decision:
     """What to do with a request for `path` (normalised, never a reserved one), given the
-    route that matched it, if any."""
+    route that matched it, if any, and the logged-in patron's `memberships` (checked only on
+    a route that requires one, on `today`: the day it is, unless given)."""
     if route is None:
         return LANDING if path == "/" else UNROUTED
     if logged_in:
+        requirement = route.require
+        if requirement is not None and route.needs_login(path):
+            short = shortfall(memberships, requirement, today or date.today())
+            if short is not None:
+                return MembershipRequired(route, short, browser=wants_html(accept))
         return Forward(route, with_identity=True)
     if route.needs_login(path):
         return LoginRequired(route, login_url(path, query), browser=wants_html(accept))

@@ -18,16 +18,19 @@ import time
 import weakref
 from collections.abc import AsyncIterator
 
+import jinja2
 from aiohttp import HttpVersion11, web
 from multidict import CIMultiDict
 
 from auth.identity import Identity
+from auth.pages.theme import Theme
+from auth.services import InstitutionSource
 from auth.sessions.authenticator import Authenticator, Renewal, Unsettled
 from auth.signing import SigningUnavailable
 from gateway.config.reload import RouteMap
 from gateway.config.routes import Route
 from gateway.config.settings import Settings
-from gateway.error_pages import login_required
+from gateway.error_pages import login_required, membership_required
 from gateway.errors import ExpectationFailed, NotFound, PayloadTooLarge, ServiceBusy
 from gateway.exchange import Exchange
 from gateway.ops import metrics
@@ -74,8 +77,16 @@ class Proxy:
         authenticator: Authenticator,
         upstream: Upstream,
         websockets: weakref.WeakSet[web.WebSocketResponse],
+        *,
+        institutions: InstitutionSource,
+        templates: jinja2.Environment,
+        theme: Theme,
     ) -> None:
         self._routes = routes
+        # For the page of a patron without the membership a route requires.
+        self._institutions = institutions
+        self._templates = templates
+        self._theme = theme
         self._authenticator = authenticator
         self._upstream = upstream
         self._websockets = websockets
@@ -107,9 +118,14 @@ class Proxy:
             target.query,
             logged_in=identity is not None,
             accept=request.headers.get("Accept"),
+            memberships=identity.memberships if identity is not None else (),
         )
         if not isinstance(decision, access.Forward):
-            refused = _refusal(decision)
+            refused = (
+                self._membership_required(request, decision)
+                if isinstance(decision, access.MembershipRequired)
+                else _refusal(decision)
+            )
             if renew is not None:
                 await authenticator.renew(request, refused, *renew)
             return refused
@@ -243,6 +259,17 @@ class Proxy:
             raise
         finally:
             self._upstream.release(route, connection)
+
+    def _membership_required(
+        self, request: web.Request, decision: access.MembershipRequired
+    ) -> web.Response:
+        return membership_required(
+            request,
+            decision,
+            self._institutions.table,
+            templates=self._templates,
+            theme=self._theme,
+        )
 
     def _shared_cache_warning(self, route_name: str) -> None:
         """The backend's answer to a patron says shared caches may keep it: its word stands

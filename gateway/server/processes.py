@@ -20,12 +20,15 @@ from gateway.app import create_app
 from gateway.cli import bootstrap
 from gateway.cli.main import (
     clients_path,
+    institutions_path,
     load_clients_or_report,
+    load_institutions_or_report,
     load_routes_or_report,
     load_settings,
 )
 from gateway.config.clients_file import load_clients
-from gateway.config.reload import ClientMap, RouteMap
+from gateway.config.institutions_file import load_institutions
+from gateway.config.reload import ClientMap, InstitutionMap, RouteMap
 from gateway.config.routes_file import load_routes
 from gateway.config.settings import Settings
 from gateway.ops import logs
@@ -52,20 +55,42 @@ def run_command(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
     )
     logs.configure(settings.log_level)
-    table = load_routes_or_report(args.routes)
+    institutions_file = institutions_path(args.routes, args.institutions)
+    institutions = None
+    if institutions_file is not None:
+        institutions = load_institutions_or_report(institutions_file)
+        if institutions is None:
+            return 1
+    table = load_routes_or_report(args.routes, institutions)
     if table is None:
         return 1
     clients_file = clients_path(args.routes, args.clients)
-    clients = None if clients_file is None else load_clients_or_report(clients_file, table)
+    clients = (
+        None if clients_file is None else load_clients_or_report(clients_file, table, institutions)
+    )
     if clients_file is not None and clients is None:
         return 1
     database_url = bootstrap.database_url(settings)
     if settings.workers <= 1:
-        route_map = RouteMap(table, args.routes)
-        client_map = None if clients is None else ClientMap(clients, clients_file, routes=route_map)
-        serve(settings, route_map, database_url, reuse_port=False, client_map=client_map)
+        institution_map = (
+            None if institutions is None else InstitutionMap(institutions, institutions_file)
+        )
+        route_map = RouteMap(table, args.routes, institutions=institution_map)
+        client_map = (
+            None
+            if clients is None
+            else ClientMap(clients, clients_file, routes=route_map, institutions=institution_map)
+        )
+        serve(
+            settings,
+            route_map,
+            database_url,
+            reuse_port=False,
+            client_map=client_map,
+            institution_map=institution_map,
+        )
         return 0
-    return supervise(settings, args.routes, clients_file, database_url)
+    return supervise(settings, args.routes, clients_file, database_url, institutions_file)
 
 
 def serve(
@@ -76,14 +101,20 @@ def serve(
     reuse_port: bool,
     admin: bool = True,
     client_map: ClientMap | None = None,
+    institution_map: InstitutionMap | None = None,
 ) -> None:
     _event_loop_policy()
+    if institution_map is not None:
+        # A reload of institutions.yaml is checked against the rules these files hold.
+        institution_map.routes = route_map
+        institution_map.clients = client_map
     app = create_app(
         settings,
         route_map,
         database_url=database_url,
         cookie_keys=bootstrap.cookie_keys(settings),
         client_map=client_map,
+        institution_map=institution_map,
     )
     if admin and settings.admin_port:
         app.cleanup_ctx.append(_admin_site(settings, app))
@@ -145,7 +176,11 @@ def _freeze_startup_objects() -> None:
 
 
 def supervise(
-    settings: Settings, routes_path: Path, clients_file: Path | None, database_url: str
+    settings: Settings,
+    routes_path: Path,
+    clients_file: Path | None,
+    database_url: str,
+    institutions_file: Path | None = None,
 ) -> int:
     """Run N workers on one port (SO_REUSEPORT) and replace any that dies."""
     if not hasattr(socket, "SO_REUSEPORT"):
@@ -162,11 +197,25 @@ def supervise(
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             try:
-                route_map = RouteMap(load_routes(routes_path), routes_path)
+                institution_map = None
+                if institutions_file is not None:
+                    institution_map = InstitutionMap(
+                        load_institutions(institutions_file), institutions_file
+                    )
+                institutions = None if institution_map is None else institution_map.table
+                route_map = RouteMap(
+                    load_routes(routes_path, institutions),
+                    routes_path,
+                    institutions=institution_map,
+                )
                 client_map = None
                 if clients_file is not None:
-                    clients = load_clients(clients_file, routes=route_map.table)
-                    client_map = ClientMap(clients, clients_file, routes=route_map)
+                    clients = load_clients(
+                        clients_file, routes=route_map.table, institutions=institutions
+                    )
+                    client_map = ClientMap(
+                        clients, clients_file, routes=route_map, institutions=institution_map
+                    )
                 serve(
                     settings,
                     route_map,
@@ -174,6 +223,7 @@ def supervise(
                     reuse_port=True,
                     admin=index == 0,
                     client_map=client_map,
+                    institution_map=institution_map,
                 )
             finally:
                 os._exit(0)

@@ -47,12 +47,13 @@ from auth.services import SERVICES, AuthServices
 from auth.store.accounts import Account
 from gateway.app import create_app
 from gateway.config.clients_file import parse_clients
-from gateway.config.reload import ClientMap, RouteMap
+from gateway.config.institutions_file import parse_institutions
+from gateway.config.reload import ClientMap, InstitutionMap, RouteMap
 from gateway.config.routes_file import parse_routes
 from gateway.config.settings import Settings
 from gateway.demo.backends import catalogue_app, digital_app, reservations_app
 from gateway.demo.mailcatcher import MailCatcher
-from gateway.demo.runner import DEMO_ROUTES
+from gateway.demo.runner import DEMO_INSTITUTIONS, DEMO_ROUTES
 from gateway.server.runner import GatewayRunner
 from tests import npm, system_packages
 from tests.helpers import FAST_ARGON2, link_in, mail_for
@@ -199,12 +200,15 @@ async def library(
             settings = Settings.from_env(
                 {}, host="127.0.0.1", port=port, data_dir=tmp_path_factory.mktemp("gateway")
             )
-            table = parse_routes(ROUTES.format(**ports), "routes.yaml")
-            route_map = RouteMap(table)
+            # The demo's institutions: its digital library requires a valid KB membership.
+            institutions = InstitutionMap(parse_institutions(DEMO_INSTITUTIONS))
+            table = parse_routes(ROUTES.format(**ports), "routes.yaml", institutions.table)
+            route_map = RouteMap(table, institutions=institutions)
             gateway = create_app(
                 settings,
                 route_map,
                 client_map=ClientMap(parse_clients(CLIENTS, routes=table), routes=route_map),
+                institution_map=institutions,
                 database_url=database_url,
                 cookie_keys=MultiFernet([Fernet(Fernet.generate_key())]),
                 hasher=hasher,

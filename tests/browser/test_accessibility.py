@@ -66,6 +66,7 @@ PAGES = {
     "account": 200,
     "account-username-refused": 422,
     "account-password-refused": 403,
+    "account-link-refused": 403,
     "logout": 200,
     "forgot-password": 200,
     "forgot-password-refused": 422,
@@ -129,6 +130,14 @@ async def test_every_auth_page_has_no_serious_accessibility_problem(
         "account-password-refused",
         t["account.title"],
         await submit(page, password_form.get_by_role("button", name=t["account.save_password"])),
+    )
+    link_form = page.get_by_role("form", name=t["passes.link_title"])
+    await link_form.get_by_label(t["passes.link_pass_number"]).fill("no such pass")
+    await link_form.get_by_label(t["passes.link_password"]).fill("not the password")
+    await check(
+        "account-link-refused",
+        t["account.title"],
+        await submit(page, link_form.get_by_role("button", name=t["passes.link_save"])),
     )
 
     await check("logout", t["logout.title"], await visit(page, "/auth/logout"))
