@@ -128,7 +128,6 @@ def start(stack: Stack, workdir: Path) -> tuple[str, dict[str, int]]:
     data_dir = workdir / "var"
     key = Fernet.generate_key().decode()
     env = {
-        "GATEWAY_LOG_LEVEL": "WARNING",  # the silent library's failures would fill the log
         "GATEWAY_PUBLIC_URL": f"http://127.0.0.1:{port}",
         "BENCH_CLIENT_SECRET": secrets.token_hex(32),
     }

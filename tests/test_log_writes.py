@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import threading
 
-from gateway.ops.logs import BatchingStreamHandler
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from gateway.exchange import Target, open_exchange
+from gateway.ops.logs import AccessLogger, BatchingStreamHandler, JsonFormatter
 
 
 class CountingStream(io.StringIO):
@@ -97,3 +102,36 @@ def test_flush_at_exit_writes_what_is_pending() -> None:
     for handler in log.handlers:
         handler.flush()  # what logging.shutdown() does at exit
     assert stream.getvalue() == "the last words\n"
+
+
+async def test_the_access_logs_direct_line_is_the_line_the_formatter_makes() -> None:
+    """The access log skips the logging machinery when the log is the gateway's own; the
+    line must be the same JSON object, field for field and in order, as the formatter would
+    make of the record (what operators parse)."""
+    stream = CountingStream()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    kept, level = root.handlers[:], root.level
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    try:
+        request = make_mocked_request("GET", "/shelf/atlas?q=1", headers={"X-Request-Id": "r-1"})
+        exchange = open_exchange(request, ())
+        exchange.target = Target("/shelf/atlas", "q=1")
+        exchange.user_id = "user-7"
+        response = web.Response(status=200, body=b"x" * 10)
+        direct = AccessLogger(logging.getLogger("gateway.access"), "")
+        assert direct._sink is handler  # the direct way is taken
+        direct.log(request, response, 0.0125)
+        through_logging = AccessLogger(logging.getLogger("gateway.access"), "")
+        through_logging._sink = None
+        through_logging.log(request, response, 0.0125)
+        await asyncio.sleep(0)
+    finally:
+        root.handlers[:], root.level = kept, level
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert first.pop("time")[-1] == "Z" and second.pop("time")[-1] == "Z"
+    assert list(first.items()) == list(second.items())
+    assert first["request_id"] == "r-1" and first["path"] == "/shelf/atlas"
+    assert first["user_id"] == "user-7" and first["duration_ms"] == 12.5

@@ -7,36 +7,52 @@ normalised path only, so reset tokens in links never reach the log.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
 from typing import Any
 
+import orjson
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 from aiohttp.http_exceptions import HttpProcessingError
 
 from gateway.exchange import EXCHANGE, request_id_var
 
+_now = time.time  # AccessLogger.log's `time` argument (aiohttp's name) hides the module there
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message"}
-# One encoder for every line: json.dumps() with any option set builds a new one per call.
-_ENCODER = json.JSONEncoder(default=str, ensure_ascii=False)
+
+
+def _encode(entry: dict[str, Any]) -> str:
+    """One JSON object on one line (orjson: a tenth of the json module's time for a line,
+    which the access log writes for every request)."""
+    return orjson.dumps(entry, default=str).decode("utf-8")
+
+
+class Timestamps:
+    """`2026-12-04T16:47:31.819Z` for a Unix time; the second's text is made once a second
+    (the access log writes many lines a second)."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._second_text = ""
+
+    def __call__(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
+        return f"{self._second_text}.{int((created - second) * 1000):03d}Z"
 
 
 class JsonFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__()
-        self._second = -1
-        self._second_text = ""
+        self._timestamp = Timestamps()
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
-        if second != self._second:  # the access log writes many lines a second
-            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-            self._second = second
         entry: dict[str, Any] = {
-            "time": f"{self._second_text}.{int(record.msecs):03d}Z",
+            "time": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -49,7 +65,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return _ENCODER.encode(entry)
+        return _encode(entry)
 
 
 class MalformedRequestFilter(logging.Filter):
@@ -93,6 +109,18 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self._pending.append(line)
             self._write()
             return
+        self._queue(line, loop)
+
+    def write_line(self, line: str) -> None:
+        """A line formatted already (the access log's), from the event loop's thread: written
+        with this turn's others, in order with what `emit` writes."""
+        self.acquire()
+        try:
+            self._queue(line + self.terminator, asyncio.get_running_loop())
+        finally:
+            self.release()
+
+    def _queue(self, line: str, loop: asyncio.AbstractEventLoop) -> None:
         self._pending.append(line)
         if self._flush_on is not loop:  # (a loop that closed with a flush due is replaced)
             loop.call_soon(self.flush)
@@ -139,36 +167,68 @@ def configure(level: str = "INFO") -> None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: who, what, how it ended and how long it took."""
+    """One line per request: who, what, how it ended and how long it took.
+
+    With the log configured as the gateway does it (`configure`: JSON lines through a
+    `BatchingStreamHandler`), the line is made here directly, the same JSON object a
+    `JsonFormatter` would make of the record, and handed to the handler's batch: the
+    logging machinery (a record, the handler chain, the formatter's generic walk) would cost
+    the proxy a fifth of its time. Configured otherwise (tests capturing logs, say), the line
+    goes through `logging` like any other."""
+
+    def __init__(self, logger: logging.Logger, log_format: str) -> None:
+        super().__init__(logger, log_format)
+        handlers = logging.getLogger().handlers
+        sink = handlers[0] if len(handlers) == 1 else None
+        self._sink = (
+            sink
+            if isinstance(sink, BatchingStreamHandler)
+            and isinstance(sink.formatter, JsonFormatter)
+            and not logger.handlers
+            and logger.propagate
+            else None
+        )
+        self._timestamp = Timestamps()
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        exchange = request.get(EXCHANGE)
-        target = exchange.target if exchange is not None else None
+        fields = _fields(request, response, time)
+        if self._sink is not None:
+            entry: dict[str, Any] = {
+                "time": self._timestamp(_now()),
+                "level": "info",
+                "logger": self.logger.name,
+                "message": "request",
+            }
+            for key, value in fields.items():
+                if value is not None:  # as JsonFormatter leaves them out
+                    entry[key] = value
+            self._sink.write_line(_encode(entry))
+            return
         logger = self.logger
         # Made and handed over directly: logger.info() would also walk the stack to find its
         # caller for every request, for a file name and line no access line shows.
         record = logger.makeRecord(
-            logger.name,
-            logging.INFO,
-            __file__,
-            0,
-            "request",
-            (),
-            None,
-            extra={
-                "request_id": exchange.request_id if exchange is not None else None,
-                "method": request.method,
-                "path": target.path if target is not None else None,
-                "route": exchange.route if exchange is not None else None,
-                "status": response.status,
-                "duration_ms": round(time * 1000, 3),
-                "client": exchange.client_address if exchange is not None else None,
-                "user_id": exchange.user_id if exchange is not None else None,
-                "bytes": response.body_length,
-            },
+            logger.name, logging.INFO, __file__, 0, "request", (), None, extra=fields
         )
         logger.handle(record)
 
     @property
     def enabled(self) -> bool:
         return self.logger.isEnabledFor(logging.INFO)
+
+
+def _fields(request: web.BaseRequest, response: web.StreamResponse, took: float) -> dict[str, Any]:
+    """What an access line says of a request, in the order it says it."""
+    exchange = request.get(EXCHANGE)
+    target = exchange.target if exchange is not None else None
+    return {
+        "request_id": exchange.request_id if exchange is not None else None,
+        "method": request.method,
+        "path": target.path if target is not None else None,
+        "route": exchange.route if exchange is not None else None,
+        "status": response.status,
+        "duration_ms": round(took * 1000, 3),
+        "client": exchange.client_address if exchange is not None else None,
+        "user_id": exchange.user_id if exchange is not None else None,
+        "bytes": response.body_length,
+    }
