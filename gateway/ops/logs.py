@@ -221,6 +221,10 @@ def _fields(request: web.BaseRequest, response: web.StreamResponse, took: float)
     """What an access line says of a request, in the order it says it."""
     exchange = request.get(EXCHANGE)
     target = exchange.target if exchange is not None else None
+    if exchange is not None:
+        # aiohttp's `took` comes from the loop's clock, which uvloop keeps in whole
+        # milliseconds; the exchange's start is on the precise one.
+        took = time.perf_counter() - exchange.started
     return {
         "request_id": exchange.request_id if exchange is not None else None,
         "method": request.method,
