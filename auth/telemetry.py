@@ -13,6 +13,11 @@ LOGINS = Counter("gateway_logins_total", "Login attempts by outcome", ["outcome"
 SESSIONS_REVOKED = Counter(
     "gateway_sessions_revoked_total", "Sessions ended by logout, password change or reset"
 )
+SESSIONS_IN_GRACE = Counter(
+    "gateway_sessions_in_grace_total",
+    "Requests whose session was vouched for from this instance's cache because the database "
+    "could not be asked (GATEWAY_DATABASE_GRACE)",
+)
 MAILS = Counter("gateway_mails_total", "Mail delivery attempts by result", ["result"])
 BACKCHANNEL_LOGOUTS = Counter(
     "gateway_backchannel_logouts_total",

@@ -78,13 +78,26 @@ def wrk(
     connections: int,
     cookie: str | None,
     cpus: set[int] | None = None,
+    *,
+    script: Path | None = None,
+    env: dict[str, str] | None = None,
 ) -> Result:
+    """wrk against `url`; with `script`, a Lua script of bench/peers shapes the requests (it
+    reads what it needs from `env`)."""
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency"]
     if cpus is not None:
         command = ["taskset", "-c", ",".join(map(str, sorted(cpus))), *command]
     if cookie:
         command += ["-H", f"Cookie: {cookie}"]
-    out = subprocess.run([*command, url], capture_output=True, text=True, check=True).stdout
+    if script is not None:
+        command += ["-s", str(script)]
+    out = subprocess.run(
+        [*command, url],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, **(env or {})},
+    ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
 
     def percentile(label: str) -> float:

@@ -126,10 +126,12 @@ def create_app(
     client_map: ClientMap | None = None,
     backchannel_timing: BackchannelTiming | None = None,
     institution_map: InstitutionSource | None = None,
+    session_ttl: float = 30.0,
 ) -> web.Application:
     """The gateway's application. `backchannel_timing`: the back-channel logout worker's
     retry delays and timeout (tests make them short); its give-up time is always the
-    setting's."""
+    setting's. `session_ttl`: seconds a session record read from the database is trusted
+    without asking again (`SessionRegistry`; tests make it short)."""
     storage = SessionCookieStorage(cookie_keys, secure=settings.https)
     theme = theme or Theme(
         name=settings.theme_name,
@@ -162,12 +164,16 @@ def create_app(
     lifetimes = Lifetimes(idle=settings.session_idle_timeout, absolute=settings.session_lifetime)
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
-        pool = await database.create_pool(database_url)
-        async with pool.acquire() as conn:
+        # Requests wait for the database at most GATEWAY_DATABASE_TIMEOUT at each step;
+        # migrations and the background workers (mail, back-channel logouts, housekeeping)
+        # have a small pool of their own with longer deadlines.
+        pool = await database.create_pool(database_url, deadline=settings.database_timeout)
+        background_pool = await database.create_pool(database_url, min_size=0, max_size=3)
+        async with background_pool.acquire() as conn:
             await schema.migrate(conn)
         key_store = KeyStore(pool, cookie_keys)
         await key_store.load()
-        registry = SessionRegistry(pool)
+        registry = SessionRegistry(pool, ttl=session_ttl, grace=settings.database_grace)
         authenticator = Authenticator(
             storage, registry, IdentitySigner(key_store, settings.public_url), lifetimes
         )
@@ -222,7 +228,7 @@ def create_app(
                 memberships=Memberships(pool),
             )
         worker = OutboxWorker(
-            pool,
+            background_pool,
             mail_transport or transport_for(settings.smtp_url.reveal(), settings.data_dir),
             settings.sender,
         )
@@ -236,7 +242,7 @@ def create_app(
             KEYS_CHANNEL: keys_changed,
             MAIL_CHANNEL: worker.wake,
         }
-        logouts = BackchannelQueue(pool)
+        logouts = BackchannelQueue(background_pool)
         background = [
             asyncio.create_task(worker.run()),
             # The sessions' last activity, written in batches (and once more at shutdown).
@@ -244,11 +250,11 @@ def create_app(
             asyncio.create_task(
                 _housekeeping(
                     (
-                        registry.purge_expired,
-                        services.throttle.purge,
-                        services.outbox.purge,
-                        services.mail_limits.purge,
-                        grants.purge,
+                        SessionRegistry(background_pool).purge_expired,
+                        Throttle(background_pool).purge,
+                        Outbox(background_pool).purge,
+                        MailLimits(background_pool).purge,
+                        Grants(background_pool).purge,
                         logouts.purge,
                     )
                 )
@@ -257,7 +263,7 @@ def create_app(
         ]
         if client_map is not None:
             backchannel = BackchannelWorker(
-                pool,
+                background_pool,
                 client_map,
                 app[PROVIDER].signer,
                 timing=dataclasses.replace(
@@ -281,6 +287,7 @@ def create_app(
             if hasher is None:
                 own_hasher.close()
             await pool.close()
+            await background_pool.close()
 
     route_map.on_change.append(lambda _table: metrics.RELOADS.labels("ok").inc())
     route_map.on_failure.append(lambda _problems: metrics.RELOADS.labels("failed").inc())

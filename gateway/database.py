@@ -65,11 +65,47 @@ async def _keep_session(_conn: asyncpg.Connection) -> None:
     unlock all) would only cost a round trip on every release."""
 
 
-async def create_pool(url: str, **options: Any) -> asyncpg.Pool:
+class _DeadlinePool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg is untyped
+    """A pool whose every acquire has a deadline unless the caller gives its own. asyncpg's
+    own shortcuts (`pool.fetchrow`, `pool.execute`, ...) acquire without one, and so would
+    wait for ever for a free connection while the database hangs; the same deadline bounds
+    the release, which waits for a timed-out statement's cancellation."""
+
+    def __init__(self, *args: Any, acquire_timeout: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._acquire_timeout = acquire_timeout
+
+    def acquire(self, *, timeout: float | None = None) -> Any:
+        return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
+
+
+async def create_pool(url: str, *, deadline: float | None = None, **options: Any) -> asyncpg.Pool:
+    """A pool of connections to `url`. `deadline`: the deadline, in seconds, of each step a
+    request takes with the database (connecting, waiting for a free connection, each
+    statement), so a database that is away fails a request quickly instead of holding it
+    (`GATEWAY_DATABASE_TIMEOUT`); without it asyncpg's own defaults, and 10 s a statement,
+    for background work that may wait longer."""
     options.setdefault("min_size", 1)
     options.setdefault("max_size", 10)
-    options.setdefault("command_timeout", 10)
+    options.setdefault("command_timeout", 10 if deadline is None else deadline)
     options.setdefault("reset", _keep_session)
-    pool = await asyncpg.create_pool(url, **options)
-    assert pool is not None
-    return pool
+    if deadline is None:
+        pool = await asyncpg.create_pool(url, **options)
+        assert pool is not None
+        return pool
+    options.setdefault("timeout", deadline)  # connecting, the TLS and startup exchange included
+    for name, value in _POOL_DEFAULTS.items():
+        options.setdefault(name, value)
+    deadline_pool = _DeadlinePool(url, acquire_timeout=deadline, **options)
+    await deadline_pool
+    return deadline_pool
+
+
+# What asyncpg.create_pool fills in before it builds its Pool.
+_POOL_DEFAULTS: dict[str, Any] = {
+    "max_queries": 50000,
+    "max_inactive_connection_lifetime": 300.0,
+    "loop": None,
+    "connection_class": asyncpg.Connection,
+    "record_class": asyncpg.Record,
+}

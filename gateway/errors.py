@@ -9,6 +9,9 @@ the path parser), so the rest of the code and the error middleware deal only wit
     ├── PayloadTooLarge           413: body over the route's or the form's limit
     ├── ExpectationFailed         417: an Expect header other than 100-continue
     ├── ServiceBusy               503: a bounded resource (password hashing) is saturated
+    ├── ServiceUnavailable        503: the account database is away: asyncpg's connection
+    │                             errors and timeouts, `auth.store.availability`'s
+    │                             `DatabaseUnavailable` (converted in `gateway.exchange`)
     └── UpstreamError             base for failures of a backend
         ├── UpstreamUnavailable   502: refused, reset or unreachable
         └── UpstreamTimeout       504: did not start answering within the route's timeout
@@ -19,10 +22,13 @@ the error pages cannot reflect attacker input or leak internals.
 
 from __future__ import annotations
 
+from auth.store.availability import RETRY_AFTER
+
 
 class GatewayError(Exception):
     status = 500
     title = "Something went wrong"
+    retry_after: int | None = None  # seconds, for a Retry-After header
 
     def __init__(self, reason: str = "") -> None:
         super().__init__(reason or self.title)
@@ -52,6 +58,13 @@ class ExpectationFailed(GatewayError):
 class ServiceBusy(GatewayError):
     status = 503
     title = "Busy, please try again in a moment"
+    retry_after = RETRY_AFTER
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+    title = "The library's login service is unavailable"
+    retry_after = RETRY_AFTER
 
 
 class UpstreamError(GatewayError):

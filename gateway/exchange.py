@@ -20,8 +20,9 @@ from typing import NamedTuple
 
 from aiohttp import web
 
+from auth.store.availability import unavailable
 from gateway.error_pages import error_response
-from gateway.errors import GatewayError, UpstreamError, UpstreamTimeout
+from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from gateway.ops import metrics
 from gateway.proxy import headers
 
@@ -108,14 +109,8 @@ async def guarded(
             response = _error_page(request, exc)
         except (web.HTTPException, ConnectionResetError):
             raise
-        except Exception:
-            log.exception("unhandled error")
-            response = error_response(
-                500,
-                "Something went wrong",
-                "The gateway could not handle this request.",
-                request.headers.get("Accept"),
-            )
+        except Exception as exc:
+            response = _failure_page(request, exc, exchange.route or unrouted)
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -127,6 +122,25 @@ async def guarded(
         metrics.route_histograms(route)[0].observe(time.perf_counter() - exchange.started)
 
 
+def _failure_page(request: web.Request, exc: Exception, route: str) -> web.Response:
+    """The page for an exception that is not the gateway's own: 503 when the database is
+    away (never a login page, never a 500), else 500."""
+    if unavailable(exc):
+        metrics.DATABASE_UNAVAILABLE.labels(route).inc()
+        unreachable = ServiceUnavailable(
+            "The library's accounts cannot be reached just now. Please try again in a moment."
+        )
+        unreachable.__cause__ = exc
+        return _error_page(request, unreachable)
+    log.exception("unhandled error")
+    return error_response(
+        500,
+        "Something went wrong",
+        "The gateway could not handle this request.",
+        request.headers.get("Accept"),
+    )
+
+
 def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
     if isinstance(exc, UpstreamError):
         kind = "timeout" if isinstance(exc, UpstreamTimeout) else "unavailable"
@@ -136,6 +150,13 @@ def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
             "%s: %s",
             type(exc).__name__,
             exc.reason,
-            extra={"route": getattr(exc, "route", None), "status": exc.status},
+            extra={
+                "route": getattr(exc, "route", None),
+                "status": exc.status,
+                "error": repr(exc.__cause__) if exc.__cause__ is not None else None,
+            },
         )
-    return error_response(exc.status, exc.title, exc.reason, request.headers.get("Accept"))
+    response = error_response(exc.status, exc.title, exc.reason, request.headers.get("Accept"))
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response

@@ -149,7 +149,9 @@ def make_gateway(
     clients.yaml) or `client_map` turns federation on; `backchannel_timing` gives the
     back-channel logout worker short retry delays; `institutions` (the text of an
     institutions.yaml) replaces the one built-in institution, and routes and clients are
-    checked against it."""
+    checked against it; `database_url` points the gateway at another way to the test
+    database (a relay that can fail); `session_ttl` shortens how long a session record is
+    trusted without asking the database."""
 
     async def make(
         routes_text: str,
@@ -162,6 +164,8 @@ def make_gateway(
         clients: str | None = None,
         backchannel_timing: BackchannelTiming | None = None,
         institutions: str | None = None,
+        database_url: str = database_url,
+        session_ttl: float = 30.0,
         **overrides: Any,
     ) -> Gateway:
         settings = Settings.from_env(
@@ -191,6 +195,7 @@ def make_gateway(
             client_map=client_map,
             backchannel_timing=backchannel_timing,
             institution_map=institution_map,
+            session_ttl=session_ttl,
         )
         # pytest-aiohttp types a client of any test server as serving no Application; a
         # TestServer serves one.

@@ -4,9 +4,16 @@ The cookie is stateless for speed, but each login also writes one row in `sessio
 checks a session id against a short in-process cache and goes to PostgreSQL only on a miss, so
 the database is not on the path of every request. Revocations (logout, password change or
 reset) and account changes (username) are pushed to every gateway instance with
-LISTEN/NOTIFY; each instance drops its cached entries at once. If the listening connection is
-lost the whole cache is dropped, and entries also expire after `ttl` seconds, so a missed
-notification cannot keep a dead session alive for long.
+LISTEN/NOTIFY; each instance drops its cached entries at once. Entries are looked up again
+after `ttl` seconds, and all of them once the listening connection is back after a loss, so a
+missed notification cannot keep a dead session alive for long.
+
+While the database cannot be asked (`auth.store.availability`), a session this instance
+confirmed live within the last `grace` seconds keeps being served from its cached entry, so
+patrons at work are not thrown out by an outage; one it knows ended stays refused (an entry
+is dropped, never kept, when its revocation is heard), and any other raises
+`DatabaseUnavailable` (the proxy's 503): it is never taken for "logged out", which would send
+the patron to a login that cannot work either.
 
 The patron's own list of sessions (`live_sessions`) shows the browser each one started in and
 when it was last used. That time is noted in memory (`seen`, on the proxy's path, no I/O) at
@@ -22,6 +29,7 @@ import enum
 import functools
 import hashlib
 import logging
+import math
 import secrets
 import time
 from collections import OrderedDict
@@ -34,8 +42,9 @@ import asyncpg
 from auth.identity import Identity
 from auth.oidc.logout import sessions_ended
 from auth.sessions.lifetimes import REFRESH_EVERY
+from auth.store.availability import DatabaseUnavailable, unavailable
 from auth.store.memberships import MEMBERSHIPS_OF_A, memberships_from_json
-from auth.telemetry import SESSIONS_REVOKED
+from auth.telemetry import SESSIONS_IN_GRACE, SESSIONS_REVOKED
 
 log = logging.getLogger("auth.sessions")
 
@@ -71,11 +80,26 @@ def sid_hash(sid: str) -> bytes:
 
 
 class SessionRegistry:
-    def __init__(self, pool: asyncpg.Pool, *, ttl: float = 30.0, max_entries: int = 100_000):
+    """`ttl`: seconds a session record read from the database is trusted without asking
+    again; `grace`: seconds after it was last read that it is still trusted while the database
+    cannot be asked (0: not at all)."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        *,
+        ttl: float = 30.0,
+        grace: float = 0.0,
+        max_entries: int = 100_000,
+    ):
         self._pool = pool
         self._ttl = ttl
+        self._grace = grace
         self._max = max_entries
+        # Session hash -> (identity, or None when over; when the database said so).
         self._cache: OrderedDict[bytes, tuple[Identity | None, float]] = OrderedDict()
+        # Entries read before this moment are looked up again before use (`forget_all`).
+        self._fresh_from = -math.inf
         self._notified = 0
         self._notify_event = asyncio.Condition()
         # Counts every forgetting; a lookup whose query was in flight when one happened does
@@ -102,24 +126,34 @@ class SessionRegistry:
         """The session's identity from the in-process cache, without waiting: None when it
         is known to be over, UNKNOWN when only `lookup` can tell."""
         cached = self._cache.get(sid_hash(sid))
-        if cached is not None and time.monotonic() - cached[1] < self._ttl:
+        if cached is not None and self._fresh(cached[1], time.monotonic()):
             return cached[0]
         return UNKNOWN
 
+    def _fresh(self, read_at: float, now: float) -> bool:
+        return now - read_at < self._ttl and read_at >= self._fresh_from
+
     async def lookup(self, sid: str) -> Identity | None:
+        """The session's identity, or None when it is over; `DatabaseUnavailable` when the
+        database cannot be asked and this instance cannot vouch for the session itself."""
         key = sid_hash(sid)
         now = time.monotonic()
         cached = self._cache.get(key)
-        if cached is not None and now - cached[1] < self._ttl:
+        if cached is not None and self._fresh(cached[1], now):
             return cached[0]
         forgotten = self._forgotten
-        row = await self._pool.fetchrow(
-            "SELECT a.id::text AS id, a.username, a.pass_number, (" + MEMBERSHIPS_OF_A + ")"
-            " AS memberships FROM sessions s JOIN accounts a ON a.id = s.account_id"
-            " WHERE s.sid_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
-            " AND NOT a.disabled",
-            key,
-        )
+        try:
+            row = await self._pool.fetchrow(
+                "SELECT a.id::text AS id, a.username, a.pass_number, (" + MEMBERSHIPS_OF_A + ")"
+                " AS memberships FROM sessions s JOIN accounts a ON a.id = s.account_id"
+                " WHERE s.sid_hash = $1 AND s.revoked_at IS NULL AND s.expires_at > now()"
+                " AND NOT a.disabled",
+                key,
+            )
+        except Exception as exc:
+            if not unavailable(exc):
+                raise
+            return self._vouched(key, exc)
         identity = None
         if row is not None:
             identity = Identity(
@@ -132,6 +166,20 @@ class SessionRegistry:
         if self._forgotten == forgotten:
             self._remember(key, identity, now)
         return identity
+
+    def _vouched(self, key: bytes, exc: Exception) -> Identity | None:
+        """What this instance knows of a session the database cannot be asked about: the
+        entry as last read (looked up afresh, a revocation may have been heard meanwhile),
+        if it says the session is over, or was read live within `grace` seconds."""
+        entry = self._cache.get(key)
+        if entry is not None:
+            identity, read_at = entry
+            if identity is None:
+                return None
+            if time.monotonic() - read_at < self._grace:
+                SESSIONS_IN_GRACE.inc()
+                return identity
+        raise DatabaseUnavailable("the session record cannot be read") from exc
 
     def _remember(self, key: bytes, identity: Identity | None, now: float) -> None:
         self._cache[key] = (identity, now)
@@ -215,8 +263,11 @@ class SessionRegistry:
             del self._cache[key]
 
     def forget_all(self) -> None:
+        """Notifications may have been missed (the listening connection was lost and is back):
+        every entry is looked up again before it is used. The entries stay, for `grace` while
+        the database cannot be asked; a revocation heard before dropped its entry already."""
         self._forgotten += 1
-        self._cache.clear()
+        self._fresh_from = time.monotonic()
 
     def on_notification(self, payload: str) -> None:
         kind, _, value = payload.partition(":")

@@ -118,6 +118,13 @@ def _flag(value: str) -> bool:
     raise ValueError("must be true or false")
 
 
+def _grace(value: str) -> float:
+    seconds = float(value)
+    if not 0 <= seconds <= 86400:
+        raise ValueError("must be a number of seconds from 0 to 86400")
+    return seconds
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -275,6 +282,20 @@ class Settings:
         "20",
         "seconds in-flight requests get to finish after SIGTERM",
         _seconds,
+    )
+    database_timeout: float = _setting(
+        "GATEWAY_DATABASE_TIMEOUT",
+        "3",
+        "seconds a request waits for the database at each step (connecting, a free "
+        "connection, a statement) before it is answered 503",
+        _seconds,
+    )
+    database_grace: float = _setting(
+        "GATEWAY_DATABASE_GRACE",
+        "300",
+        "seconds a session confirmed live keeps being served while the database cannot be "
+        "asked; 0: none",
+        _grace,
     )
     argon2_workers: int = _setting(
         "GATEWAY_ARGON2_WORKERS",

@@ -55,6 +55,11 @@ UPSTREAM = Histogram(
     "gateway_upstream_seconds", "Backend time to response headers", ["route"], buckets=_BUCKETS
 )
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors_total", "Backend failures", ["route", "kind"])
+DATABASE_UNAVAILABLE = Counter(
+    "gateway_database_unavailable_total",
+    "Requests answered 503 because the account database could not be asked in time",
+    ["route"],
+)
 RELOADS = Counter("gateway_route_reloads_total", "Route map reloads", ["result"])
 OUTBOX_DEPTH = Gauge(
     "gateway_mail_outbox_depth", "Mails waiting to be sent", multiprocess_mode="max"

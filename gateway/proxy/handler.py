@@ -27,6 +27,7 @@ from auth.pages.theme import Theme
 from auth.services import InstitutionSource
 from auth.sessions.authenticator import Authenticator, Renewal, Unsettled
 from auth.signing import SigningUnavailable
+from auth.store.availability import DatabaseUnavailable
 from gateway.config.reload import RouteMap
 from gateway.config.routes import Route
 from gateway.config.settings import Settings
@@ -107,7 +108,9 @@ class Proxy:
         cookie = authenticator.storage.load_cookie(request)
         known = authenticator.identify_cookie(cookie)
         identity, renewal = (
-            await authenticator.settle(known) if isinstance(known, Unsettled) else known
+            await self._settle(known, route, target.path)
+            if isinstance(known, Unsettled)
+            else known
         )
         # What the patron's cookie needs on the way back, if anything (a refresh once a
         # minute, or clearing); None nearly always.
@@ -259,6 +262,20 @@ class Proxy:
             raise
         finally:
             self._upstream.release(route, connection)
+
+    async def _settle(
+        self, unsettled: Unsettled, route: Route | None, path: str
+    ) -> tuple[Identity | None, Renewal]:
+        """The session record's answer. While the database cannot give one (and this instance
+        cannot vouch for the session), a path that needs no login is served anonymously with
+        the cookie kept; on any other `DatabaseUnavailable` goes on, to be answered 503 at
+        the edge: the patron is not sent to a login that could not work either."""
+        try:
+            return await self._authenticator.settle(unsettled)
+        except DatabaseUnavailable:
+            if route is not None and route.needs_login(path):
+                raise
+            return None, Renewal.KEEP
 
     def _membership_required(
         self, request: web.Request, decision: access.MembershipRequired
