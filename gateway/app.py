@@ -132,7 +132,9 @@ def create_app(
     retry delays and timeout (tests make them short); its give-up time is always the
     setting's. `session_ttl`: seconds a session record read from the database is trusted
     without asking again (`SessionRegistry`; tests make it short)."""
-    storage = SessionCookieStorage(cookie_keys, secure=settings.https)
+    storage = SessionCookieStorage(
+        cookie_keys, secure=settings.https, cache_size=settings.session_cache_size
+    )
     theme = theme or Theme(
         name=settings.theme_name,
         colour=settings.theme_colour,
@@ -173,7 +175,12 @@ def create_app(
             await schema.migrate(conn)
         key_store = KeyStore(pool, cookie_keys)
         await key_store.load()
-        registry = SessionRegistry(pool, ttl=session_ttl, grace=settings.database_grace)
+        registry = SessionRegistry(
+            pool,
+            ttl=session_ttl,
+            grace=settings.database_grace,
+            max_entries=settings.session_cache_size,
+        )
         authenticator = Authenticator(
             storage, registry, IdentitySigner(key_store, settings.public_url), lifetimes
         )

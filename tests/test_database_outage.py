@@ -23,6 +23,7 @@ from aiohttp.test_utils import TestServer
 
 from auth.credentials.passwords import PasswordHasher
 from auth.services import SERVICES
+from auth.store.availability import DatabaseUnavailable, unavailable
 from tests.helpers import (
     Gateway,
     MakeGateway,
@@ -306,3 +307,31 @@ async def test_past_the_grace_a_session_is_no_longer_vouched_for(
     async with asyncio.timeout(30):
         await ready(gw)
     assert (await fetch(gw, "/reservations/mine", cookie)).status == 200
+
+
+def test_only_the_databases_failures_count_as_it_being_away() -> None:
+    """A timeout or socket error of anything but asyncpg (a backend, a mail server) is a
+    fault of its own, never taken for the database's absence."""
+    assert unavailable(asyncpg.ConnectionDoesNotExistError("gone"))
+    assert unavailable(asyncpg.CannotConnectNowError("starting up"))
+    assert unavailable(asyncpg.TooManyConnectionsError("full"))
+    assert not unavailable(TimeoutError())
+    assert not unavailable(ConnectionRefusedError())
+    assert not unavailable(asyncpg.UniqueViolationError("taken"))
+    try:
+        raise DatabaseUnavailable("away") from OSError()
+    except DatabaseUnavailable as exc:
+        assert unavailable(exc)
+    try:
+        raise RuntimeError("wrapped") from asyncpg.InterfaceError("closed")
+    except RuntimeError as exc:
+        assert unavailable(exc)
+
+
+async def test_a_refused_connection_from_asyncpg_counts_as_the_database_away(
+    relay: Relay,
+) -> None:
+    await relay.fail(Mode.UNREACHABLE)
+    with pytest.raises(OSError) as caught:
+        await asyncpg.connect(relay.url, timeout=DEADLINE)
+    assert unavailable(caught.value)

@@ -26,7 +26,8 @@ log = logging.getLogger("auth.cookies")
 COOKIE_NAME = "library_session"
 # Browsers cap a cookie near 4 KiB; ours is a few hundred bytes. Anything larger is not ours.
 MAX_COOKIE_BYTES = 4096
-DECODED_CACHE_SIZE = 20_000
+DECODED_CACHE_SIZE = 100_000
+"""The default of GATEWAY_SESSION_CACHE_SIZE: cookies kept decoded, least recently used out."""
 
 
 class CookieKeyError(ValueError):
@@ -94,7 +95,9 @@ def cookie_flags(secure: bool) -> dict[str, Any]:
 
 
 class SessionCookieStorage(EncryptedCookieStorage):
-    def __init__(self, fernet: MultiFernet, *, secure: bool) -> None:
+    def __init__(
+        self, fernet: MultiFernet, *, secure: bool, cache_size: int = DECODED_CACHE_SIZE
+    ) -> None:
         flags = cookie_flags(secure)
         super().__init__(
             Fernet(Fernet.generate_key()),  # replaced below; the base class wants a Fernet
@@ -109,6 +112,7 @@ class SessionCookieStorage(EncryptedCookieStorage):
         self._fernet = fernet  # type: ignore[assignment]
         self._secure = secure
         self._decoded: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._cache_size = cache_size
 
     def load_cookie(self, request: web.Request) -> str | None:
         return cookie_value(request.headers.get("Cookie"), self.cookie_name)
@@ -156,7 +160,7 @@ class SessionCookieStorage(EncryptedCookieStorage):
             return None
         data.setdefault("created", None)
         self._decoded[cookie] = data
-        if len(self._decoded) > DECODED_CACHE_SIZE:
+        if len(self._decoded) > self._cache_size:
             self._decoded.popitem(last=False)
         return data
 

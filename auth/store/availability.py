@@ -37,7 +37,7 @@ def unavailable(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, DatabaseUnavailable | _ALWAYS):
+        if isinstance(current, (DatabaseUnavailable, *_ALWAYS)):
             return True
         if isinstance(current, OSError) and _raised_in_asyncpg(current):
             return True  # TimeoutError is an OSError

@@ -108,9 +108,7 @@ class Proxy:
         cookie = authenticator.storage.load_cookie(request)
         known = authenticator.identify_cookie(cookie)
         identity, renewal = (
-            await self._settle(known, route, target.path)
-            if isinstance(known, Unsettled)
-            else known
+            await self._settle(known, route, target.path) if isinstance(known, Unsettled) else known
         )
         # What the patron's cookie needs on the way back, if anything (a refresh once a
         # minute, or clearing); None nearly always.
