@@ -24,7 +24,11 @@ async def listening(
     url: str,
     handlers: Mapping[str, Callable[[str], None]],
     on_reconnect: Callable[[], None],
+    on_lost: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[None]:
+    """Listen on `url` for the channels of `handlers`. `on_reconnect` is called each time the
+    connection is (again) up and listening, `on_lost` each time it is found gone (or could
+    not be made): between the two, notifications may be missed."""
     stop = asyncio.Event()
     ready = asyncio.Event()
 
@@ -42,6 +46,7 @@ async def listening(
                 conn = await asyncpg.connect(url)
             except (OSError, asyncpg.PostgresError) as exc:
                 log.warning("listener cannot connect", extra={"error": str(exc)})
+                on_lost()
                 ready.set()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
@@ -62,6 +67,7 @@ async def listening(
                 with contextlib.suppress(Exception):
                     await conn.close(timeout=2)
             if lost.is_set() and not stop.is_set():
+                on_lost()
                 log.warning("listener lost its connection; reconnecting")
 
     task = asyncio.create_task(run())

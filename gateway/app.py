@@ -281,7 +281,9 @@ def create_app(
             handlers[BACKCHANNEL_CHANNEL] = backchannel.wake
             background.append(asyncio.create_task(backchannel.run()))
         try:
-            async with notify.listening(database_url, handlers, registry.forget_all):
+            async with notify.listening(
+                database_url, handlers, registry.listening_up, on_lost=registry.listening_lost
+            ):
                 app[appkeys.LIFECYCLE].database_ok = True
                 yield
                 # Forgot-password work queued by the last requests still gets done.

@@ -495,3 +495,35 @@ async def test_logging_in_twice_makes_two_independent_sessions(
     await logout(gw, phone)
     assert await account_on(gw, phone) is None
     assert await account_on(gw, laptop) == patron.id
+
+
+async def test_while_revocations_are_pushed_a_known_session_costs_no_database_read(
+    pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Revocation is pushed, not polled: with the LISTEN connection up, a session read once is
+    served from memory past the 30 s re-read (here `ttl=0`, so any re-read would show); the
+    moment the connection is lost, every entry goes back to being re-read, and one read before
+    a reconnect is read again after it (a notification may have been missed in between)."""
+    patron = await add_patron(pool, hasher)
+    registry = SessionRegistry(pool, ttl=0.0)
+    sid = await registry.create(patron.id, 3600)
+    registry.listening_up()
+    assert await registry.lookup(sid) is not None
+    # Ended in the database without a word to this instance: only a read would notice.
+    await pool.execute("UPDATE sessions SET revoked_at = now() WHERE account_id = $1", patron.id)
+    assert registry.cached(sid) is not UNKNOWN  # trusted: no read
+    registry.listening_lost()
+    assert registry.cached(sid) is UNKNOWN  # nothing vouches for it any more
+    registry.listening_up()
+    assert registry.cached(sid) is UNKNOWN
+    assert await registry.lookup(sid) is None  # read again: over
+
+
+async def test_without_the_listening_connection_a_session_is_re_read_after_the_ttl(
+    pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    patron = await add_patron(pool, hasher)
+    registry = SessionRegistry(pool, ttl=0.0)  # never listening here
+    sid = await registry.create(patron.id, 3600)
+    assert await registry.lookup(sid) is not None
+    assert registry.cached(sid) is UNKNOWN

@@ -51,6 +51,10 @@ log = logging.getLogger("auth.sessions")
 CHANNEL = "library_gateway_sessions"
 MAX_USER_AGENT = 512
 ACTIVITY_EVERY = 60.0
+PUSHED_MAX_AGE = 900.0
+"""Seconds a session record is trusted while every change to it is pushed to this instance
+(the LISTEN connection up): revocation is pushed, not polled, and this re-read is only the
+safety net. Without the connection, `ttl` (30 s) applies."""
 """Seconds between two writes of the sessions' noted activity."""
 
 
@@ -100,6 +104,10 @@ class SessionRegistry:
         self._cache: OrderedDict[bytes, tuple[Identity | None, float]] = OrderedDict()
         # Entries read before this moment are looked up again before use (`forget_all`).
         self._fresh_from = -math.inf
+        # Whether the LISTEN connection is up: while it is, every revocation and account
+        # change reaches this instance, so an entry read since it came up is trusted for
+        # PUSHED_MAX_AGE instead of `ttl` (`listening_up`, `listening_lost`).
+        self._listening = False
         self._notified = 0
         self._notify_event = asyncio.Condition()
         # Counts every forgetting; a lookup whose query was in flight when one happened does
@@ -131,7 +139,10 @@ class SessionRegistry:
         return UNKNOWN
 
     def _fresh(self, read_at: float, now: float) -> bool:
-        return now - read_at < self._ttl and read_at >= self._fresh_from
+        if read_at < self._fresh_from:
+            return False
+        age = now - read_at
+        return age < self._ttl or (self._listening and age < PUSHED_MAX_AGE)
 
     async def lookup(self, sid: str) -> Identity | None:
         """The session's identity, or None when it is over; `DatabaseUnavailable` when the
@@ -261,6 +272,16 @@ class SessionRegistry:
         ]
         for key in stale:
             del self._cache[key]
+
+    def listening_up(self) -> None:
+        """The LISTEN connection is (again) up: what was read before may have missed a
+        notification and is looked up again; what is read from now on hears of every change."""
+        self.forget_all()
+        self._listening = True
+
+    def listening_lost(self) -> None:
+        """The LISTEN connection is gone: entries are trusted for `ttl` only until it is back."""
+        self._listening = False
 
     def forget_all(self) -> None:
         """Notifications may have been missed (the listening connection was lost and is back):
