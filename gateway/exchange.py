@@ -55,6 +55,7 @@ class Exchange:
         "route",
         "started",
         "target",
+        "trace",
         "user_id",
     )
 
@@ -69,6 +70,7 @@ class Exchange:
         self.refusal: str | None = None
         self.route: str | None = None
         self.user_id: str | None = None
+        self.trace: headers.TraceContext | None = None
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)
@@ -87,6 +89,11 @@ def open_exchange(request: web.Request, trusted: tuple[headers.Network, ...]) ->
     else:
         chain = client = peer
     exchange = Exchange(time.perf_counter(), rid, client, chain)
+    exchange.trace = headers.trace_context(
+        request.headers.get("traceparent"),
+        request.headers.get("tracestate"),
+        trusted_peer=bool(trusted) and headers.is_trusted(peer, trusted),
+    )
     request[EXCHANGE] = exchange
     return exchange
 

@@ -452,6 +452,9 @@ async def test_the_access_log_has_a_line_a_request_and_no_secret(
     }
     assert len(body) < line["bytes"] < len(body) + 2048  # what was sent, the head included
     assert line["duration_ms"] >= 0 and line["client"] == "127.0.0.1"
+    # The W3C trace the backend was given is the one the line names.
+    [traceparent] = received(json.loads(body))["traceparent"]
+    assert traceparent.split("-")[1] == line["trace_id"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", line["time"])
     written = json.dumps(gateway.logs)
     for secret in (PASSWORD, cookie, "query-secret-123", "header-secret-456"):

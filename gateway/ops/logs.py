@@ -227,6 +227,9 @@ def _fields(request: web.BaseRequest, response: web.StreamResponse, took: float)
         took = time.perf_counter() - exchange.started
     return {
         "request_id": exchange.request_id if exchange is not None else None,
+        "trace_id": exchange.trace.trace_id
+        if exchange is not None and exchange.trace is not None
+        else None,
         "method": request.method,
         "path": target.path if target is not None else None,
         "route": exchange.route if exchange is not None else None,

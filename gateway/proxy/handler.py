@@ -143,6 +143,7 @@ class Proxy:
             public_host=self._public_host,
             request_id=exchange.request_id,
             cookie_name=authenticator.cookie_name,
+            trace=exchange.trace,
             identity=(
                 _identity_headers(authenticator, identity, route.name)
                 if decision.with_identity and identity is not None

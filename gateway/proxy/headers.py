@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import os
 import random
 import re
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -47,6 +49,10 @@ _REPLACED = frozenset(
         "content-length",
         # The gateway answered the client's Expect itself; the backend gets the body outright.
         "expect",
+        # W3C Trace Context: the gateway's own (`trace_context`), continued from a trusted
+        # proxy only.
+        "traceparent",
+        "tracestate",
     }
 )
 
@@ -114,7 +120,7 @@ def client_address(peer: str, forwarded_for: str | None, trusted: Iterable[Netwo
         return peer
     chain = forwarded_chain(peer, forwarded_for, trusted)
     for address in reversed(chain):
-        if not _is_trusted(address, trusted):
+        if not is_trusted(address, trusted):
             return address
     return chain[0]
 
@@ -123,7 +129,7 @@ def forwarded_chain(peer: str, forwarded_for: str | None, trusted: Iterable[Netw
     """X-Forwarded-For as it should leave the gateway: the client-sent chain survives only when
     the peer is a trusted proxy; otherwise it is replaced by the peer alone."""
     trusted = tuple(trusted)
-    if not trusted or not forwarded_for or not _is_trusted(peer, trusted):
+    if not trusted or not forwarded_for or not is_trusted(peer, trusted):
         return [peer]
     chain: list[str] = []
     for item in forwarded_for.split(","):
@@ -139,12 +145,46 @@ def forwarded_chain(peer: str, forwarded_for: str | None, trusted: Iterable[Netw
     return chain
 
 
-def _is_trusted(address: str, trusted: Iterable[Network]) -> bool:
+def is_trusted(address: str, trusted: Iterable[Network]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return False
     return any(ip in network for network in trusted)
+
+
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
+
+
+class TraceContext(NamedTuple):
+    """W3C Trace Context for one request: the trace it belongs to, the gateway's own span in
+    it (the parent the backend sees), and the flags."""
+
+    trace_id: str
+    span_id: str
+    flags: str
+    state: str | None = None
+
+    @property
+    def traceparent(self) -> str:
+        return f"00-{self.trace_id}-{self.span_id}-{self.flags}"
+
+
+def trace_context(
+    traceparent: str | None, tracestate: str | None, *, trusted_peer: bool
+) -> TraceContext:
+    """The request's trace: the one in `traceparent` when a trusted proxy sent a valid one
+    (version 00, ids not all zeros), else a new one (sampled). Either way the gateway's span
+    gets an id of its own."""
+    ids = os.urandom(24).hex()
+    span = ids[32:]
+    if trusted_peer and traceparent is not None:
+        found = _TRACEPARENT.fullmatch(traceparent.strip())
+        if found and found.group(1) != _ZERO_TRACE and found.group(2) != _ZERO_SPAN:
+            state = tracestate.strip() if tracestate and len(tracestate) <= 512 else None
+            return TraceContext(found.group(1), span, found.group(3), state)
+    return TraceContext(ids[:32], span, "01")
 
 
 def strip_cookie(cookie_header: str, name: str) -> str | None:
@@ -193,6 +233,7 @@ def upstream_request_headers(
     request_id: str,
     cookie_name: str,
     identity: Iterable[tuple[str, str]],
+    trace: TraceContext | None = None,
     websocket: bool = False,
 ) -> list[tuple[str, str]]:
     """Headers for the backend: the client's, minus hop-by-hop, spoofable and gateway-owned
@@ -220,6 +261,10 @@ def upstream_request_headers(
         ("X-Forwarded-Host", public_host),
         ("X-Request-Id", request_id),
     )
+    if trace is not None:
+        out.append(("traceparent", trace.traceparent))
+        if trace.state:
+            out.append(("tracestate", trace.state))
     out += identity
     return out
 

@@ -8,6 +8,8 @@ is checked on the bytes a backend team would see.
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import pytest
 
@@ -289,3 +291,73 @@ async def test_naming_gateway_headers_in_connection_does_not_strip_them(
     assert seen.all("X-Library-User-Id") == [patron.id]
     assert seen.all("X-Forwarded-For") == ["127.0.0.1"]
     assert seen.all("Connection") == []
+
+
+# --- W3C Trace Context --------------------------------------------------------------------------
+
+CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
+CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE}-b7ad6b7169203331-01"
+TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+def trace_of(received: Received) -> tuple[str, str, str]:
+    [value] = received.all("traceparent")
+    found = TRACEPARENT.fullmatch(value)
+    assert found is not None, value
+    trace, span, flags = found.groups()
+    return trace, span, flags
+
+
+async def test_every_request_reaches_the_backend_with_a_trace_of_its_own(
+    gw: Gateway, recorder: RecordingBackend
+) -> None:
+    assert (await gw.get("/open/x")).status == 200
+    trace, span, flags = trace_of(only(recorder))
+    assert trace != "0" * 32 and span != "0" * 16 and flags == "01"
+    recorder.requests.clear()
+    await gw.get("/open/x")
+    assert trace_of(only(recorder))[0] != trace  # a new trace for a new request
+
+
+async def test_an_untrusted_clients_trace_is_not_continued(
+    gw: Gateway, recorder: RecordingBackend
+) -> None:
+    """A client may not choose the trace its request is filed under (nor smuggle tracestate
+    to the backends): only a trusted proxy continues a trace."""
+    sent = {"traceparent": CLIENT_TRACEPARENT, "tracestate": "vendor=forged"}
+    assert (await gw.get("/open/x", headers=sent)).status == 200
+    received = only(recorder)
+    assert trace_of(received)[0] != CLIENT_TRACE
+    assert received.all("tracestate") == []
+
+
+async def test_a_trusted_proxys_trace_is_continued_with_the_gateways_own_span(
+    behind_proxy: Gateway, recorder: RecordingBackend
+) -> None:
+    sent = {"traceparent": CLIENT_TRACEPARENT, "tracestate": "lb=7"}
+    assert (await behind_proxy.get("/open/x", headers=sent)).status == 200
+    received = only(recorder)
+    trace, span, flags = trace_of(received)
+    assert trace == CLIENT_TRACE and flags == "01"
+    assert span != "b7ad6b7169203331"  # the backend's parent is the gateway's span
+    assert received.all("tracestate") == ["lb=7"]
+    assert received.all("traceparent") == [f"00-{trace}-{span}-01"]  # one, not two
+
+
+@pytest.mark.parametrize(
+    "malformed",
+    [
+        "00-00000000000000000000000000000000-b7ad6b7169203331-01",  # all-zero trace id
+        "00-0af7651916cd43dd8448eb211c80319c-0000000000000000-01",  # all-zero parent id
+        "00-0AF7651916CD43DD8448EB211C80319C-b7ad6b7169203331-01",  # upper case
+        "ff-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",  # version ff
+        "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331",  # no flags
+        "garbage",
+    ],
+)
+async def test_a_malformed_trace_from_a_trusted_proxy_starts_a_new_one(
+    behind_proxy: Gateway, recorder: RecordingBackend, malformed: str
+) -> None:
+    assert (await behind_proxy.get("/open/x", headers={"traceparent": malformed})).status == 200
+    trace, _span, _flags = trace_of(only(recorder))
+    assert trace != CLIENT_TRACE and trace != "0" * 32
