@@ -123,6 +123,18 @@ def uri_problem(uri: str, *, https: bool) -> str | None:
     return None
 
 
+def read_uri(reader: Reader, node: Node, key: str, *, https: bool) -> str | None:
+    """A URL-valued key (`uri_problem`'s rules), or None with the problem noted."""
+    uri = reader.string(node, key)
+    if uri is None:
+        return None
+    reason = uri_problem(uri, https=https)
+    if reason is not None:
+        reader.problem(node, f"{key} '{show(uri)}' {reason}")
+        return None
+    return uri
+
+
 def read_theme(reader: Reader, node: Node) -> Theme | None:
     """A `theme:` mapping (a client's, an institution's) checked by the rules of the
     gateway's own theme settings; None, with the problems noted, when it is refused."""
@@ -289,15 +301,8 @@ class _ClientsReader(Reader):
         return uris
 
     def _backchannel(self, node: Node) -> str | None:
-        uri = self.string(node, "backchannel_logout_uri")
-        if uri is None:
-            return None
         # The operator's own configuration: it may name any host, loopback and http included.
-        reason = uri_problem(uri, https=False)
-        if reason is not None:
-            self.problem(node, f"backchannel_logout_uri '{show(uri)}' {reason}")
-            return None
-        return uri
+        return read_uri(self, node, "backchannel_logout_uri", https=False)
 
     def _secret(self, node: Node) -> ClientSecret | None:
         name = self.string(node, "secret_env")

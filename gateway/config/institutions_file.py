@@ -21,7 +21,7 @@ from typing import TypeVar
 from yaml.nodes import Node, ScalarNode
 
 from auth.memberships import Institution, InstitutionTable
-from gateway.config.clients_file import read_theme, uri_problem
+from gateway.config.clients_file import read_theme, read_uri
 from gateway.config.requirements import word_problem
 from gateway.config.yamlfile import (
     BOOL,
@@ -160,14 +160,7 @@ class _InstitutionsReader(Reader):
             return None
 
     def _renew_url(self, node: Node) -> str | None:
-        url = self.string(node, "renew_url")
-        if url is None:
-            return None
-        reason = uri_problem(url, https=True)
-        if reason is not None:
-            self.problem(node, f"renew_url '{show(url)}' {reason}")
-            return None
-        return url
+        return read_uri(self, node, "renew_url", https=True)
 
     def _default(self, node: Node) -> bool | None:
         if node.tag == BOOL and node.value.lower() in ("true", "false"):
