@@ -18,6 +18,10 @@ import asyncpg
 
 log = logging.getLogger("auth.notify")
 
+CONNECT_TIMEOUT = 10.0
+"""Seconds one attempt to (re)connect may take: a database that accepts and never answers
+must not hold the listener (and with it the news of a recovery) for asyncpg's default 60."""
+
 
 @contextlib.asynccontextmanager
 async def listening(
@@ -25,6 +29,7 @@ async def listening(
     handlers: Mapping[str, Callable[[str], None]],
     on_reconnect: Callable[[], None],
     on_lost: Callable[[], None] = lambda: None,
+    connect_timeout: float = CONNECT_TIMEOUT,
 ) -> AsyncIterator[None]:
     """Listen on `url` for the channels of `handlers`. `on_reconnect` is called each time the
     connection is (again) up and listening, `on_lost` each time it is found gone (or could
@@ -43,8 +48,8 @@ async def listening(
         while not stop.is_set():
             lost = asyncio.Event()
             try:
-                conn = await asyncpg.connect(url)
-            except (OSError, asyncpg.PostgresError) as exc:
+                conn = await asyncpg.connect(url, timeout=connect_timeout)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("listener cannot connect", extra={"error": str(exc)})
                 on_lost()
                 ready.set()

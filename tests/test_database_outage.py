@@ -21,6 +21,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestServer
 
+from auth import notify
 from auth.credentials.passwords import PasswordHasher
 from auth.services import SERVICES
 from auth.store.availability import DatabaseUnavailable, unavailable
@@ -341,3 +342,16 @@ async def test_a_refused_connection_from_asyncpg_counts_as_the_database_away(
     with pytest.raises(OSError) as caught:
         await asyncpg.connect(relay.url, timeout=DEADLINE)
     assert unavailable(caught.value)
+
+
+async def test_the_listener_gives_up_a_connection_that_never_answers(relay: Relay) -> None:
+    """The LISTEN connection is made with a deadline too: a database that accepts and never
+    answers must not hold the listener (asyncpg's own default is a minute), or the instance
+    would hear of the recovery that late."""
+    await relay.fail(Mode.HANGING)
+    lost: list[bool] = []
+    async with asyncio.timeout(BOUND):
+        async with notify.listening(
+            relay.url, {}, lambda: None, on_lost=lambda: lost.append(True), connect_timeout=0.5
+        ):
+            assert lost == [True]  # the first attempt gave up and said so
