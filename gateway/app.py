@@ -182,7 +182,10 @@ def create_app(
             max_entries=settings.session_cache_size,
         )
         authenticator = Authenticator(
-            storage, registry, IdentitySigner(key_store, settings.public_url), lifetimes
+            storage,
+            registry,
+            IdentitySigner(key_store, settings.public_url, max_entries=settings.session_cache_size),
+            lifetimes,
         )
         own_hasher = hasher or PasswordHasher(
             max_workers=settings.argon2_workers,

@@ -300,8 +300,9 @@ class Settings:
     session_cache_size: int = _setting(
         "GATEWAY_SESSION_CACHE_SIZE",
         "100000",
-        "sessions a worker keeps decoded and confirmed in memory (about 3.4 KiB each); more"
-        " patrons active at once than this cost a decryption and a database read per request",
+        "sessions a worker keeps decoded, confirmed and signed for in memory (about 3.4 KiB"
+        " each); more patrons active at once than this cost a decryption and a database read"
+        " per request",
         _positive_int,
     )
     argon2_workers: int = _setting(
