@@ -54,6 +54,7 @@ from bench.run import (
     add_patron,
     free_port,
     machine,
+    one_route,
     prose,
     start_gateway,
     wait_http,
@@ -104,13 +105,7 @@ def start(stack: Stack, workdir: Path) -> tuple[str, dict[str, int]]:
     for client_id, mode in (("answering", "answer"), ("silent", "hold")):
         stack.spawn(PYTHON, str(RECEIVER), str(ports[client_id]), mode)
         wait_http(f"http://127.0.0.1:{ports[client_id]}/stats")
-    routes = workdir / "routes.yaml"
-    routes.write_text(f"""routes:
-  - name: library
-    prefix: /
-    backend: http://127.0.0.1:{free_port()}
-    auth: required
-""")
+    routes = one_route(workdir, free_port())
     clients = workdir / "clients.yaml"
     clients.write_text(
         "clients:\n"

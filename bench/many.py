@@ -46,6 +46,7 @@ from bench.run import (
     free_port,
     log_in,
     machine,
+    one_route,
     prose,
     start_gateway,
     wait_http,
@@ -171,11 +172,7 @@ def main() -> int:
     try:
         static = free_port()
         stack.nginx("static", f"server {{ listen 127.0.0.1:{static}; root {www}; }}")
-        routes = workdir / "routes.yaml"
-        routes.write_text(
-            f"routes:\n  - name: library\n    prefix: /\n"
-            f"    backend: http://127.0.0.1:{static}\n    auth: required\n"
-        )
+        routes = one_route(workdir, static)
         key = Fernet.generate_key().decode()
         port = free_port()
         data_dir = workdir / "var"

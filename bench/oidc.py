@@ -66,6 +66,7 @@ from bench.run import (
     free_port,
     log_in,
     machine,
+    one_route,
     prose,
     start_gateway,
     wait_http,
@@ -118,13 +119,7 @@ def postmaster(data_dir: Path) -> tuple[int, ...]:
 
 def start_library_gateway(stack: Stack, workdir: Path, port: int, secret: str) -> tuple[int, ...]:
     """The gateway as shipped, serving one client, with the benchmark's patron."""
-    routes = workdir / "routes.yaml"
-    routes.write_text(f"""routes:
-  - name: library
-    prefix: /
-    backend: http://127.0.0.1:{free_port()}
-    auth: required
-""")
+    routes = one_route(workdir, free_port())
     clients = workdir / "clients.yaml"
     clients.write_text(f"""clients:
   - client_id: {CLIENT_ID}

@@ -277,6 +277,17 @@ async def login_capacity(base: str, name: str, browsers: int, seconds: float) ->
     return done / (time.monotonic() - started)
 
 
+def one_route(workdir: Path, backend_port: int) -> Path:
+    """routes.yaml with one route, all of `/`, login required, to a backend on `backend_port`
+    (one nobody listens on, for a benchmark of the gateway's own endpoints)."""
+    routes = workdir / "routes.yaml"
+    routes.write_text(
+        f"routes:\n  - name: library\n    prefix: /\n"
+        f"    backend: http://127.0.0.1:{backend_port}\n    auth: required\n"
+    )
+    return routes
+
+
 def start_gateway(
     stack: Stack,
     routes: Path,

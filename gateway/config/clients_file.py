@@ -11,11 +11,12 @@ variable that holds it, read when the file is loaded.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import TypeVar
 
 from yaml.nodes import Node, ScalarNode
@@ -42,6 +43,7 @@ from gateway.config.yamlfile import (
     Reader,
     kind_of,
     line_of,
+    parsed,
     read_text,
     show,
 )
@@ -217,8 +219,7 @@ class _ClientsReader(Reader):
         before = len(self.problems)
         self.require(node, fields, _REQUIRED_KEYS, "client")
 
-        def value(key: str, parse: Callable[[Node], _T | None]) -> _T | None:
-            return parse(fields[key][1]) if key in fields else None
+        value = functools.partial(parsed, fields)
 
         client_id = value("client_id", self._client_id)
         name = value("name", self._name)

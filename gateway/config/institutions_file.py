@@ -12,10 +12,10 @@ institution, `default` (`auth.memberships.single_institution`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 import re
-from collections.abc import Callable
 from typing import TypeVar
 
 from yaml.nodes import Node, ScalarNode
@@ -30,6 +30,7 @@ from gateway.config.yamlfile import (
     Reader,
     kind_of,
     line_of,
+    parsed,
     read_text,
     show,
 )
@@ -104,8 +105,7 @@ class _InstitutionsReader(Reader):
         before = len(self.problems)
         self.require(node, fields, _REQUIRED_KEYS, "institution")
 
-        def value(key: str, parse: Callable[[Node], _T | None]) -> _T | None:
-            return parse(fields[key][1]) if key in fields else None
+        value = functools.partial(parsed, fields)
 
         institution_id = value("id", self._id)
         name = value("name", self._name)

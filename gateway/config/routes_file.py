@@ -7,11 +7,11 @@ route must be: its keys, names, paths, backend URL, timeout and size.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import os
 import re
-from collections.abc import Callable
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -36,6 +36,7 @@ from gateway.config.yamlfile import (
     Reader,
     kind_of,
     line_of,
+    parsed,
     read_text,
     show,
 )
@@ -177,8 +178,7 @@ class _RoutesReader(Reader):
         before = len(self.problems)
         self.require(node, fields, _REQUIRED_KEYS, "route")
 
-        def value(key: str, parse: Callable[[Node], _T | None]) -> _T | None:
-            return parse(fields[key][1]) if key in fields else None
+        value = functools.partial(parsed, fields)
 
         name = value("name", self._name)
         prefix = value("prefix", lambda n: self._path(n, "prefix"))

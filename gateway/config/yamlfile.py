@@ -15,8 +15,9 @@ subclasses `FileInvalid`.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import TypeVar
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
@@ -205,3 +206,14 @@ class Reader:
             return str(node.value)
         self.problem(node, f"'{what}' must be a string, not {kind_of(node)}")
         return None
+
+
+_P = TypeVar("_P")
+
+
+def parsed(
+    fields: Mapping[str, tuple[Node, Node]], key: str, parse: Callable[[Node], _P | None]
+) -> _P | None:
+    """A mapping's `key` read with `parse`, None when the key is absent (`Reader.mapping`'s
+    `fields`; a reader binds it once per entry: `value = functools.partial(parsed, fields)`)."""
+    return parse(fields[key][1]) if key in fields else None
