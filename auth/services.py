@@ -27,6 +27,7 @@ from auth.sessions.lifetimes import Lifetimes
 from auth.sessions.registry import SessionRegistry
 from auth.signing import KeyStore
 from auth.store.accounts import Account, Accounts
+from auth.store.audit import AuditTrail
 from auth.store.links import Links
 
 
@@ -47,6 +48,7 @@ class AuthServices:
     throttle: Throttle
     mail_limits: MailLimits
     devices: DeviceCodec
+    audit: AuditTrail
     policy: PasswordPolicy = field(default_factory=PasswordPolicy)
     reset_ttl: float = 1800.0
     activation_ttl: float = 7 * 86400.0

@@ -58,6 +58,7 @@ from auth.sessions.registry import SessionRegistry
 from auth.signing import IdentitySigner, KeyStore
 from auth.store import schema
 from auth.store.accounts import Accounts
+from auth.store.audit import AuditTrail
 from auth.store.links import Links
 from auth.store.memberships import Memberships
 from gateway import appkeys, database, middleware
@@ -224,6 +225,7 @@ def create_app(
             activation_ttl=settings.activation_token_ttl,
             personal_data_url=settings.personal_data_url,
             signin_notices=settings.signin_notices,
+            audit=AuditTrail(pool),
         )
         app[SERVICES] = services
         await Memberships(pool).settle_default(app[INSTITUTIONS].table.default.id)

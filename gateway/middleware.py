@@ -18,6 +18,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from auth import urls
+from auth.audit import REQUEST_ID
 from auth.credentials.throttle import CLIENT_ADDRESS
 from auth.pages.render import page_headers
 from gateway.config.settings import Settings
@@ -32,6 +33,7 @@ UNROUTED = "_gateway"
 async def pages(request: web.Request, handler: Handler) -> web.StreamResponse:
     exchange = request[EXCHANGE]
     request[CLIENT_ADDRESS] = exchange.client_address
+    request[REQUEST_ID] = exchange.request_id
     return await guarded(
         request, exchange, _page(request, handler, exchange.refusal), unrouted=UNROUTED
     )
