@@ -2,10 +2,12 @@
 
 Every staff action and every security event of a patron becomes one `Event`, written by
 `auth.store.audit.AuditTrail.record` inside the transaction of the change it records (so a
-change without its row, or a row without its change, cannot happen). The table refuses
-UPDATE, DELETE and TRUNCATE (migration 0010). `ACTIONS` lists every action the gateway
-writes: the patron's account page and the staff console show its label, `audit export`
-writes its name.
+change without its row, or a row without its change, cannot happen). The one exception is a
+failed login (and the block it may start): written as work the answer does not wait for, so a
+wrong password for a real account and an unknown name cost the same before the patron is
+answered (`auth.pages.trail`). The table refuses UPDATE, DELETE and TRUNCATE (migration 0010).
+`ACTIONS` lists every action the gateway writes: the patron's account page and the staff
+console show its words (`label`, from auth/locales), `audit export` writes its name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
+
+from auth.pages import i18n
 
 ActorKind = Literal["patron", "staff", "operator", "system"]
 
@@ -36,6 +40,12 @@ class Actor:
 
 
 SYSTEM = Actor("system")
+
+
+def patron(account_id: str | None = None, username: str | None = None) -> Actor:
+    """A patron acting as `account_id`; without one, somebody not logged in (a failed login,
+    a reset link asked for) whose claim to an account is the row's `account_id`."""
+    return Actor("patron", account_id, username)
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,51 +92,68 @@ class Event:
             raise ValueError(f"unknown audit action {self.action!r}: add it to auth.audit.ACTIONS")
 
 
-# Every action the trail holds, with the words the account page and the console show.
-# Grouped by who acts; a patron sees the rows about their own account.
-ACTIONS: dict[str, str] = {
+# Every action the trail holds. Its words, for the account page (NL/EN) and the console, are
+# in auth/locales as `audit.<action>`; `ACTIONS` maps each to its English words. Grouped by
+# who acts; a patron sees the rows about their own account.
+_NAMES = (
     # a patron's security events
-    "login_succeeded": "Signed in",
-    "login_failed": "Sign-in failed (wrong password)",
-    "login_blocked": "Sign-ins blocked after too many failures",
-    "logout": "Signed out",
-    "password_changed": "Password changed",
-    "password_reset": "Password reset by mail link",
-    "password_reset_requested": "Password reset link requested",
-    "username_changed": "Username changed",
-    "email_changed": "E-mail address changed",
-    "account_activated": "Account activated",
-    "session_ended": "Session ended",
-    "sessions_ended": "All sessions ended",
-    "account_merged": "Another account merged into this one",
-    "pass_linked": "Library pass added",
-    "membership_ended": "Library pass ended",
-    "legacy_hash_upgraded": "Password storage upgraded",
-    "refresh_token_reuse": "A spent refresh token was presented again",
+    "login_succeeded",
+    "login_failed",
+    "login_blocked",
+    "logout",
+    "password_changed",
+    "password_reset",
+    "password_reset_requested",
+    "username_changed",
+    "email_changed",
+    "account_activated",
+    "session_ended",
+    "sessions_ended",
+    "account_merged",
+    "account_absorbed",
+    "pass_linked",
+    "membership_ended",
+    "legacy_hash_upgraded",
+    "refresh_token_reuse",
     # a helpdesk's (or admin's) actions on a patron
-    "helpdesk_viewed": "Account looked up by the helpdesk",
-    "helpdesk_reset_sent": "Helpdesk sent a password-reset link",
-    "helpdesk_activation_resent": "Helpdesk resent the activation mail",
-    "helpdesk_block_lifted": "Helpdesk lifted the sign-in block",
-    "helpdesk_sessions_ended": "Helpdesk ended all sessions",
-    "helpdesk_disabled": "Helpdesk disabled the account",
-    "helpdesk_enabled": "Helpdesk enabled the account",
-    "helpdesk_email_corrected": "Helpdesk corrected the e-mail address",
+    "helpdesk_viewed",
+    "helpdesk_reset_sent",
+    "helpdesk_activation_resent",
+    "helpdesk_block_lifted",
+    "helpdesk_sessions_ended",
+    "helpdesk_disabled",
+    "helpdesk_enabled",
+    "helpdesk_email_corrected",
     # staff: their own login, and an admin's management of staff
-    "staff_login_succeeded": "Staff signed in",
-    "staff_login_failed": "Staff sign-in failed",
-    "staff_login_blocked": "Staff sign-ins blocked after too many failures",
-    "staff_logout": "Staff signed out",
-    "staff_factor_added": "Staff second factor added",
-    "staff_factor_removed": "Staff second factor removed",
-    "staff_recovery_code_used": "Staff recovery code used",
-    "staff_added": "Staff account added",
-    "staff_activated": "Staff account activated",
-    "staff_disabled": "Staff account disabled",
-    "staff_enabled": "Staff account enabled",
-    "staff_role_changed": "Staff role changed",
+    "staff_login_succeeded",
+    "staff_login_failed",
+    "staff_login_blocked",
+    "staff_logout",
+    "staff_factor_added",
+    "staff_factor_removed",
+    "staff_recovery_code_used",
+    "staff_added",
+    "staff_activated",
+    "staff_disabled",
+    "staff_enabled",
+    "staff_role_changed",
+    "staff_reset",
+    "staff_recovery_codes_renewed",
     # an operator at the command line
-    "operator_account_added": "Account added on the command line",
-    "operator_account_changed": "Account changed on the command line",
-    "operator_import": "Accounts imported on the command line",
-}
+    "operator_account_added",
+    "operator_account_changed",
+    "operator_import",
+)
+
+# A name without its words in both languages fails here, at import, not on a page.
+ACTIONS: dict[str, str] = {name: i18n.MESSAGES["en"][f"audit.{name}"] for name in _NAMES}
+for _lang, _messages in i18n.MESSAGES.items():
+    _missing = [name for name in _NAMES if f"audit.{name}" not in _messages]
+    if _missing:
+        raise LookupError(f"auth/locales/{_lang}.json has no words for {_missing}")
+
+
+def label(action: str, lang: str) -> str:
+    """What an action is called in `lang`; a name this version does not know (a row written
+    by a newer one) as it is."""
+    return i18n.translator(lang).get(f"audit.{action}", action)

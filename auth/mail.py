@@ -41,6 +41,9 @@ class Mail:
     subject: str
     text: str
     html: str
+    kind: str | None = None
+    """The template it was composed from (`reset`, `activate`, `email_changed`…): what the
+    helpdesk is shown of a mail instead of its subject or body."""
 
 
 class Composer:
@@ -60,7 +63,7 @@ class Composer:
         html = self._env.get_template("mail/layout.html").render(
             subject=subject.strip(), paragraphs=paragraphs, lang=lang, **context
         )
-        return Mail(recipient, subject.strip(), body, html)
+        return Mail(recipient, subject.strip(), body, html, kind)
 
 
 class Outbox:
@@ -68,20 +71,29 @@ class Outbox:
         self._pool = pool
 
     @staticmethod
-    async def put(conn: Any, mail: Mail) -> None:
-        """Queue a mail inside the caller's transaction; the worker hears of it on commit."""
+    async def put(
+        conn: Any, mail: Mail, *, account_id: str | None = None, kind: str | None = None
+    ) -> None:
+        """Queue a mail inside the caller's transaction; the worker hears of it on commit.
+        `account_id`: the patron it is about, so the helpdesk sees it among theirs; `kind`:
+        what it is (default: the template it was composed from)."""
         await conn.execute(
-            "INSERT INTO outbox (recipient, subject, body_text, body_html) VALUES ($1,$2,$3,$4)",
+            "INSERT INTO outbox (recipient, subject, body_text, body_html, account_id, kind)"
+            " VALUES ($1, $2, $3, $4, $5::uuid, $6)",
             mail.recipient,
             mail.subject,
             mail.text,
             mail.html,
+            account_id,
+            kind or mail.kind,
         )
         await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
 
-    async def send(self, mail: Mail) -> None:
+    async def send(
+        self, mail: Mail, *, account_id: str | None = None, kind: str | None = None
+    ) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            await self.put(conn, mail)
+            await self.put(conn, mail, account_id=account_id, kind=kind)
 
     async def purge(self, older_than: float = 7 * 86400.0) -> int:
         """Forget mails older than a week: sent ones (only their envelope is left) and ones

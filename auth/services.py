@@ -16,7 +16,7 @@ from auth import urls
 from auth.credentials.devices import DeviceCodec
 from auth.credentials.mail_limits import MailLimits
 from auth.credentials.password_policy import PasswordPolicy
-from auth.credentials.passwords import PasswordHasher
+from auth.credentials.passwords import Hashing
 from auth.credentials.throttle import Throttle
 from auth.credentials.usernames import check_username
 from auth.mail import Composer, Outbox
@@ -34,7 +34,7 @@ from auth.store.links import Links
 @dataclass
 class AuthServices:
     accounts: Accounts
-    hasher: PasswordHasher
+    hasher: Hashing
     registry: SessionRegistry
     authenticator: Authenticator
     keys: KeyStore
@@ -91,6 +91,7 @@ class AuthServices:
                 self.composer.compose(
                     "password_changed", lang, account.email, username=account.username, reset=reset
                 ),
+                account_id=account.id,
             )
 
     def after_response(self, work: Coroutine[Any, Any, None]) -> None:

@@ -350,6 +350,13 @@ def add_patron(data_dir: Path, key: str, pass_number: str, email: str) -> None:
     )
 
 
+def otlp_batches(stack: Stack) -> int:
+    """The batches of spans the OTLP sink has taken so far (its log: a line a batch)."""
+    log = stack.workdir / "otlp.batches.log"
+    lines = log.read_text().splitlines() if log.exists() else []
+    return sum(1 for line in lines if '"POST ' in line and '" 200 ' in line)
+
+
 def machine() -> str:
     model = "unknown CPU"
     with open("/proc/cpuinfo") as cpuinfo:
@@ -365,6 +372,8 @@ def machine() -> str:
 
 
 QUIET = "library-gateway, access log off"
+TRACED = "library-gateway, OTLP export on"
+SAMPLED = "library-gateway, OTLP export on, 1 in 10 sampled"
 
 
 def main() -> int:
@@ -411,6 +420,9 @@ def main() -> int:
             "gateway_quiet",
             "gateway2",
             "sink",
+            "gateway_traced",
+            "gateway_sampled",
+            "otlp",
         )
     }
     stack = Stack(workdir)
@@ -448,6 +460,13 @@ def main() -> int:
             f"http://127.0.0.1:{ports['static']}",
         )
         stack.spawn(PYTHON, str(ROOT / "bench/peers/upload_sink.py"), str(ports["sink"]))
+        # An OTLP/HTTP collector that takes every batch and drops it (nginx answers 200 and
+        # discards the body); a line a batch in its own, unbuffered log.
+        stack.nginx(
+            "otlp",
+            f"server {{ listen 127.0.0.1:{ports['otlp']}; "
+            f"access_log {workdir / 'otlp.batches.log'}; return 200; }}",
+        )
         routes = workdir / "routes.yaml"
         routes.write_text(f"""routes:
   - name: library
@@ -469,6 +488,24 @@ def main() -> int:
             key,
             env={"GATEWAY_LOG_LEVEL": "WARNING"},
         )
+        # The same, exporting its spans over OTLP (every OTEL_* setting at its default), and
+        # once more with the sampler an operator would reach for at this rate.
+        otlp = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{ports['otlp']}"}
+        traced = start_gateway(
+            stack, routes, ports["gateway_traced"], workdir / "var", key, env=otlp
+        )
+        sampled = start_gateway(
+            stack,
+            routes,
+            ports["gateway_sampled"],
+            workdir / "var",
+            key,
+            env={
+                **otlp,
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0.1",
+            },
+        )
         add_patron(workdir / "var", key, "900001", "bench@example.org")
         for port in (ports["auth"], ports["session"], ports["sink"]):
             wait_http(f"http://127.0.0.1:{port}/")
@@ -483,12 +520,24 @@ def main() -> int:
             ("aiohttp-session proxy", ports["session"], peer_cookie),
             ("library-gateway", ports["gateway"], cookie),
             (QUIET, ports["gateway_quiet"], cookie),
+            (TRACED, ports["gateway_traced"], cookie),
+            (SAMPLED, ports["gateway_sampled"], cookie),
         ]
         for name, port, with_cookie in targets:  # warm-up, then the measured run
             wrk(name, f"http://127.0.0.1:{port}/index.html", 2, connections, with_cookie)
+            batches = otlp_batches(stack)
             rows.append(
                 wrk(name, f"http://127.0.0.1:{port}/index.html", duration, connections, with_cookie)
             )
+            if name == TRACED:
+                # Three spans a request (the request, its session check, the call to the
+                # backend); full batches go out at once, so all but the last are in by now.
+                made = round(rows[-1].rps * duration) * 3
+                sent = otlp_batches(stack) - batches
+                extra["otlp"] = (
+                    f"the measured run made about {made:,} spans; {sent:,} batches of 512 "
+                    f"(the default batch), {sent * 512:,} spans, reached the sink during it"
+                )
 
         if not args.no_pinned and os.cpu_count() and os.cpu_count() >= 2:  # type: ignore[operator]
             print("small GET, the same one core for each setup …", file=sys.stderr)
@@ -499,8 +548,10 @@ def main() -> int:
                 "aiohttp-session proxy": [session.pid],
                 "library-gateway": [gateway.pid],
                 QUIET: [quiet.pid],
+                TRACED: [traced.pid],
+                SAMPLED: [sampled.pid],
             }
-            with pinned(stack.nginx_workers("static"), {1}):
+            with pinned([*stack.nginx_workers("static"), *stack.nginx_workers("otlp")], {1}):
                 for name, port, with_cookie in targets:
                     with pinned(own[name], {0}):
                         url = f"http://127.0.0.1:{port}/index.html"
@@ -660,6 +711,11 @@ def ratios(rows: list[Result]) -> list[str]:
         f"{by_name['aiohttp-session proxy'].p99_ms:.1f} ms",
         f"- the access log costs the gateway {1 - gateway.rps / by_name[QUIET].rps:.0%} of its "
         f"requests/s ({gateway.rps:,.0f} with it, {by_name[QUIET].rps:,.0f} without)",
+        f"- exporting spans over OTLP costs the gateway "
+        f"{1 - by_name[TRACED].rps / gateway.rps:.0%} of its requests/s "
+        f"({gateway.rps:,.0f} with export off, the default, "
+        f"{by_name[TRACED].rps:,.0f} with it on, {by_name[SAMPLED].rps:,.0f} with one request "
+        "in ten sampled)",
     ]
 
 
@@ -697,6 +753,7 @@ Ratios (library-gateway, one worker, against each):
 - `--workers 2`: {scale}.
 - 1 GiB download: {extra.get("download", "not measured")}.
 - 1 GiB upload: {extra.get("upload", "not measured")}.
+- OTLP export: {extra.get("otlp", "not measured")}.
 - Logins: {extra.get("capacity", "not measured")}.
 - Login storms, at 20 logins/s and at that capacity: {extra.get("storm", "not measured")};
   the proxied p99 during each is its "during … logins/s" row.

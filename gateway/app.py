@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -22,11 +23,12 @@ from aiohttp import WSCloseCode, web
 from aiohttp_session import session_middleware
 from cryptography.fernet import MultiFernet
 
-from auth import notify
+from auth import notify, urls
 from auth.credentials.devices import DeviceCodec
 from auth.credentials.mail_limits import MailLimits
 from auth.credentials.passwords import PasswordHasher
 from auth.credentials.throttle import Throttle
+from auth.helpdesk.service import HELPDESK, Helpdesk
 from auth.mail import CHANNEL as MAIL_CHANNEL
 from auth.mail import Composer, Outbox, OutboxWorker, Transport, transport_for
 from auth.memberships import single_institution
@@ -56,16 +58,21 @@ from auth.sessions.lifetimes import Lifetimes
 from auth.sessions.registry import CHANNEL as SESSIONS_CHANNEL
 from auth.sessions.registry import SessionRegistry
 from auth.signing import IdentitySigner, KeyStore
-from auth.store import schema
+from auth.staff import console as staff_console
+from auth.staff.services import STAFF_SERVICES, StaffServices
+from auth.staff.sessions import Lifetimes as StaffLifetimes
 from auth.store.accounts import Accounts
 from auth.store.audit import AuditTrail
 from auth.store.links import Links
 from auth.store.memberships import Memberships
+from auth.store.staff import StaffMembers
+from auth.store.staff_sessions import StaffSessions
 from gateway import appkeys, database, middleware
 from gateway.config.reload import ClientMap, InstitutionMap, RouteMap, watcher
 from gateway.config.settings import Settings
 from gateway.ops import health, metrics
 from gateway.ops.lifecycle import Lifecycle
+from gateway.ops.tracing import Tracing
 from gateway.proxy.handler import Proxy
 from gateway.proxy.upstream import Upstream
 
@@ -115,6 +122,16 @@ async def _housekeeping(
         await asyncio.sleep(every)
 
 
+def _closing(tracing: Tracing) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The cleanup context that sends the last spans and stops tracing's thread."""
+
+    async def ctx(_app: web.Application) -> AsyncIterator[None]:
+        yield
+        await tracing.close()
+
+    return ctx
+
+
 def create_app(
     settings: Settings,
     route_map: RouteMap,
@@ -128,11 +145,14 @@ def create_app(
     backchannel_timing: BackchannelTiming | None = None,
     institution_map: InstitutionSource | None = None,
     session_ttl: float = 30.0,
+    tracing: Tracing | None = None,
 ) -> web.Application:
     """The gateway's application. `backchannel_timing`: the back-channel logout worker's
     retry delays and timeout (tests make them short); its give-up time is always the
     setting's. `session_ttl`: seconds a session record read from the database is trusted
-    without asking again (`SessionRegistry`; tests make it short)."""
+    without asking again (`SessionRegistry`; tests make it short). `tracing`: spans exported
+    (`gateway.ops.tracing.from_environment`), sent off and stopped when the app is cleaned up;
+    None, none are made."""
     storage = SessionCookieStorage(
         cookie_keys, secure=settings.https, cache_size=settings.session_cache_size
     )
@@ -163,17 +183,28 @@ def create_app(
     )
     app[appkeys.LIFECYCLE] = Lifecycle()
     app[appkeys.WEBSOCKETS] = weakref.WeakSet()
+    app[appkeys.TRACING] = tracing
     app[TEMPLATES] = template_environment()
     lifetimes = Lifetimes(idle=settings.session_idle_timeout, absolute=settings.session_lifetime)
+    staff_lifetimes = StaffLifetimes(
+        idle=settings.staff_idle_timeout, absolute=settings.staff_session_lifetime
+    )
 
     async def resources_ctx(app: web.Application) -> AsyncIterator[None]:
-        # Requests wait for the database at most GATEWAY_DATABASE_TIMEOUT at each step;
-        # migrations and the background workers (mail, back-channel logouts, housekeeping)
-        # have a small pool of their own with longer deadlines.
-        pool = await database.create_pool(database_url, deadline=settings.database_timeout)
-        background_pool = await database.create_pool(database_url, min_size=0, max_size=3)
-        async with background_pool.acquire() as conn:
-            await schema.migrate(conn)
+        # Requests wait for the database at most GATEWAY_DATABASE_TIMEOUT at each step; the
+        # background workers (mail, back-channel logouts, housekeeping) have a small pool of
+        # their own with longer deadlines. The migrations (their lock is the session's) and
+        # LISTEN take direct connections: behind a transaction pooler, over
+        # GATEWAY_DATABASE_LISTEN_URL, while the pools keep nothing prepared.
+        direct_url = database.direct_url(settings, database_url)
+        pooler = settings.database_pooler
+        await database.migrate(direct_url)
+        pool = await database.create_pool(
+            database_url, deadline=settings.database_timeout, pooler=pooler
+        )
+        background_pool = await database.create_pool(
+            database_url, min_size=0, max_size=3, pooler=pooler
+        )
         key_store = KeyStore(pool, cookie_keys)
         await key_store.load()
         registry = SessionRegistry(
@@ -207,7 +238,7 @@ def create_app(
         )
         services = AuthServices(
             accounts=Accounts(pool),
-            hasher=own_hasher,
+            hasher=own_hasher if tracing is None else tracing.hasher(own_hasher),
             registry=registry,
             authenticator=authenticator,
             keys=key_store,
@@ -228,6 +259,19 @@ def create_app(
             audit=AuditTrail(pool),
         )
         app[SERVICES] = services
+        app[HELPDESK] = Helpdesk(pool, services, clients=client_map)
+        app[STAFF_SERVICES] = StaffServices.assemble(
+            pool,
+            cookie_keys=cookie_keys,
+            hasher=services.hasher,
+            throttle=services.throttle,
+            audit=services.audit,
+            composer=services.composer,
+            public_url=settings.public_url,
+            library_name=settings.theme_name or "De Bibliotheek",
+            lifetimes=staff_lifetimes,
+            link_ttl=settings.activation_token_ttl,
+        )
         await Memberships(pool).settle_default(app[INSTITUTIONS].table.default.id)
         grants = Grants(pool)
         if client_map is not None:
@@ -268,6 +312,10 @@ def create_app(
                         MailLimits(background_pool).purge,
                         Grants(background_pool).purge,
                         logouts.purge,
+                        functools.partial(
+                            StaffSessions(background_pool).purge, staff_lifetimes.absolute
+                        ),
+                        StaffMembers(background_pool).purge_links,
                     )
                 )
             ),
@@ -287,7 +335,11 @@ def create_app(
             background.append(asyncio.create_task(backchannel.run()))
         try:
             async with notify.listening(
-                database_url, handlers, registry.listening_up, on_lost=registry.listening_lost
+                direct_url,
+                handlers,
+                registry.listening_up,
+                on_lost=registry.listening_lost,
+                proven_by=background_pool,
             ):
                 app[appkeys.LIFECYCLE].database_ok = True
                 yield
@@ -306,6 +358,9 @@ def create_app(
     route_map.on_change.append(lambda _table: metrics.RELOADS.labels("ok").inc())
     route_map.on_failure.append(lambda _problems: metrics.RELOADS.labels("failed").inc())
     app.on_shutdown.append(_drain)
+    if tracing is not None:
+        # Before the resources, so closed after them: the spans of their last work go out too.
+        app.cleanup_ctx.append(_closing(tracing))
     app.cleanup_ctx.append(resources_ctx)
     # institutions.yaml first: a SIGHUP reloads the files in this order, and the routes and
     # clients are checked against the institutions.
@@ -319,6 +374,8 @@ def create_app(
     for module in (auth_login, account, linking, recovery, activation):
         module.add_routes(app)
     static_files.add_routes(app)
+    if settings.staff_console:  # the staff console: on by default, absent (404) when off
+        app.add_subapp(urls.STAFF, staff_console.application(settings.staff_networks))
     if client_map is not None:  # federation: on with a clients file, absent (404) without
         oidc_authorize.add_routes(app)
         oidc_token.add_routes(app)

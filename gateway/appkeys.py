@@ -16,6 +16,7 @@ from auth.mail import OutboxWorker
 from gateway.config.reload import ClientMap, RouteMap
 from gateway.config.settings import Settings
 from gateway.ops.lifecycle import Lifecycle
+from gateway.ops.tracing import Tracing
 from gateway.proxy.handler import Proxy
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -27,3 +28,5 @@ LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 OUTBOX_WORKER = web.AppKey("outbox_worker", OutboxWorker)
 WEBSOCKETS = web.AppKey("websockets", weakref.WeakSet[web.WebSocketResponse])
 PROXY = web.AppKey("proxy", Proxy)
+# None: no OTLP endpoint set, no spans made (gateway.ops.tracing).
+TRACING: web.AppKey[Tracing | None] = web.AppKey("tracing")

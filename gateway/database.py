@@ -6,6 +6,12 @@ process to need it starts it; `accounts` commands run beside a gateway find the 
 last process to let go of it stops it.
 
 The tables are `auth`'s, and so are their migrations (`auth.store.schema`).
+
+Behind a transaction pooler (PgBouncer `pool_mode = transaction`, `GATEWAY_DATABASE_POOLER`),
+each transaction may run on another server connection: the pools keep no statement prepared
+from one to the next (`pooler_options`), and what needs a session of its own (the LISTEN
+connection, the migrations' session-level lock) goes straight to PostgreSQL over
+`GATEWAY_DATABASE_LISTEN_URL` (`direct_url`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
+
+from auth.store import schema
+from gateway.config.settings import Settings
 
 log = logging.getLogger("gateway.database")
 
@@ -79,12 +88,49 @@ class _DeadlinePool(asyncpg.Pool):  # type: ignore[misc]  # asyncpg is untyped
         return super().acquire(timeout=self._acquire_timeout if timeout is None else timeout)
 
 
-async def create_pool(url: str, *, deadline: float | None = None, **options: Any) -> asyncpg.Pool:
+def direct_url(settings: Settings, database_url: str) -> str:
+    """Where a connection that keeps session state goes: `GATEWAY_DATABASE_LISTEN_URL`, or
+    `database_url` (which then reaches PostgreSQL itself) when that is unset."""
+    return settings.database_listen_url.reveal() or database_url
+
+
+def pooler_options(pooler: str) -> dict[str, Any]:
+    """asyncpg options for a pool whose URL leads to `pooler` (`GATEWAY_DATABASE_POOLER`).
+
+    Through a transaction pooler a statement prepared in one transaction is not there in the
+    next (another server connection, or another client's statement of the same name), and
+    PgBouncer before 1.21 cannot keep them: asyncpg's statement cache is off, which also makes
+    it parse every statement afresh, in the same exchange that runs it, rather than trust a
+    statement it prepared a message earlier. Nothing else needs changing: the gateway sends
+    no startup parameter beyond asyncpg's own (`client_encoding`, `user`, `database`, which
+    PgBouncer accepts), and its pools reset nothing on release (`_keep_session`)."""
+    if pooler == "transaction":
+        return {"statement_cache_size": 0}
+    return {}
+
+
+async def migrate(url: str, *, connect_timeout: float = 10.0) -> list[str]:
+    """Apply the account database's migrations over a connection of their own to `url`,
+    which must reach PostgreSQL itself (`direct_url`): the lock that keeps two instances
+    from migrating at once is held by the session."""
+    conn = await asyncpg.connect(url, timeout=connect_timeout)
+    try:
+        return await schema.migrate(conn)
+    finally:
+        await conn.close()
+
+
+async def create_pool(
+    url: str, *, deadline: float | None = None, pooler: str = "none", **options: Any
+) -> asyncpg.Pool:
     """A pool of connections to `url`. `deadline`: the deadline, in seconds, of each step a
     request takes with the database (connecting, waiting for a free connection, each
     statement), so a database that is away fails a request quickly instead of holding it
     (`GATEWAY_DATABASE_TIMEOUT`); without it asyncpg's own defaults, and 10 s a statement,
-    for background work that may wait longer."""
+    for background work that may wait longer. `pooler`: what `url` leads to
+    (`GATEWAY_DATABASE_POOLER`, `pooler_options`)."""
+    for name, value in pooler_options(pooler).items():
+        options.setdefault(name, value)
     options.setdefault("min_size", 1)
     options.setdefault("max_size", 10)
     options.setdefault("command_timeout", 10 if deadline is None else deadline)

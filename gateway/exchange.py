@@ -4,10 +4,12 @@ Every request, proxied or a page, takes the same steps, opened here by `open_exc
 `gateway.server.front`, the one way in) and closed by `guarded`:
 
 1. context  request id, the client's address (X-Forwarded-For is believed only from configured
-            proxies) and the normalised target, kept in one `Exchange` on the request
+            proxies), the W3C trace and the normalised target, kept in one `Exchange` on the
+            request; with spans exported (`gateway.ops.tracing`), the request's span starts
 2. respond  the proxy (`gateway.proxy.handler`) or the application's page handler
 3. errors   every failure becomes a small page or JSON; no stack trace ever reaches a client
-4. measure  counts and times the request for Prometheus, by route and final status
+4. measure  counts and times the request for Prometheus, by route and final status, and ends
+            its span
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from aiohttp import web
 
@@ -25,6 +27,9 @@ from gateway.error_pages import error_response
 from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
 from gateway.ops import metrics
 from gateway.proxy import headers
+
+if TYPE_CHECKING:
+    from gateway.ops.tracing import RequestSpans, Tracing
 
 log = logging.getLogger("gateway")
 
@@ -53,6 +58,7 @@ class Exchange:
         "refusal",
         "request_id",
         "route",
+        "spans",
         "started",
         "target",
         "trace",
@@ -71,14 +77,18 @@ class Exchange:
         self.route: str | None = None
         self.user_id: str | None = None
         self.trace: headers.TraceContext | None = None
+        # The request's spans while they are exported (gateway.ops.tracing), else None.
+        self.spans: RequestSpans | None = None
 
 
 EXCHANGE = web.RequestKey("exchange", Exchange)
 
 
-def open_exchange(request: web.Request, trusted: tuple[headers.Network, ...]) -> Exchange:
-    """The request's `Exchange`: its id (also set for the logs), the client's address and
-    the X-Forwarded-For chain to pass on."""
+def open_exchange(
+    request: web.Request, trusted: tuple[headers.Network, ...], tracing: Tracing | None = None
+) -> Exchange:
+    """The request's `Exchange`: its id (also set for the logs), the client's address, the
+    X-Forwarded-For chain to pass on, its trace and, with `tracing`, its span."""
     rid = headers.request_id(request.headers.get("X-Request-Id"))
     request_id_var.set(rid)
     peer = request.remote or "unknown"  # the socket peer, as aiohttp keeps it per connection
@@ -94,6 +104,8 @@ def open_exchange(request: web.Request, trusted: tuple[headers.Network, ...]) ->
         request.headers.get("tracestate"),
         trusted_peer=bool(trusted) and headers.is_trusted(peer, trusted),
     )
+    if tracing is not None:
+        exchange.spans = tracing.request(request, exchange)
     request[EXCHANGE] = exchange
     return exchange
 
@@ -127,6 +139,8 @@ async def guarded(
         route = exchange.route or unrouted
         metrics.requests_child(route, request.method, status).inc()
         metrics.route_histograms(route)[0].observe(time.perf_counter() - exchange.started)
+        if exchange.spans is not None:
+            exchange.spans.finish(request, status)
 
 
 def _failure_page(request: web.Request, exc: Exception, route: str) -> web.Response:

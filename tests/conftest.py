@@ -38,6 +38,7 @@ from gateway.config.reload import ClientMap, InstitutionMap, RouteMap
 from gateway.config.routes_file import parse_routes
 from gateway.config.settings import Settings
 from gateway.demo.mailcatcher import MailCatcher
+from gateway.ops.tracing import Tracing
 from tests import system_packages
 from tests.helpers import (
     FAST_ARGON2,
@@ -151,7 +152,7 @@ def make_gateway(
     institutions.yaml) replaces the one built-in institution, and routes and clients are
     checked against it; `database_url` points the gateway at another way to the test
     database (a relay that can fail); `session_ttl` shortens how long a session record is
-    trusted without asking the database."""
+    trusted without asking the database; `tracing` exports spans (tests/test_tracing.py)."""
 
     async def make(
         routes_text: str,
@@ -166,6 +167,7 @@ def make_gateway(
         institutions: str | None = None,
         database_url: str = database_url,
         session_ttl: float = 30.0,
+        tracing: Tracing | None = None,
         **overrides: Any,
     ) -> Gateway:
         settings = Settings.from_env(
@@ -196,6 +198,7 @@ def make_gateway(
             backchannel_timing=backchannel_timing,
             institution_map=institution_map,
             session_ttl=session_ttl,
+            tracing=tracing,
         )
         # pytest-aiohttp types a client of any test server as serving no Application; a
         # TestServer serves one.

@@ -25,6 +25,8 @@ APACHE = "/usr/sbin/apache2"
 """Where Debian's apache2 package puts httpd."""
 MOD_AUTH_OPENIDC = "/usr/lib/apache2/modules/mod_auth_openidc.so"
 """Where Debian's libapache2-mod-auth-openidc package puts the module."""
+PGBOUNCER = "/usr/sbin/pgbouncer"
+"""Where Debian's pgbouncer package puts the connection pooler."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,11 @@ PACKAGES: tuple[SystemPackage, ...] = (
         "libapache2-mod-auth-openidc",
         "The OpenID Connect client tests (tests/test_oidc_clients.py)",
         (MOD_AUTH_OPENIDC,),
+    ),
+    SystemPackage(
+        "pgbouncer",
+        "The tests behind a transaction pooler (tests/test_pgbouncer.py)",
+        (PGBOUNCER,),
     ),
 )
 

@@ -57,8 +57,11 @@ CONTEXT = {
     "when": "3 mei 2026 om 14:05",
     "absorbed_username": EVIL,
     "passes": "kb:12345678, obs:RL-55012",
+    "to_new_address": True,
+    "email": EVIL,
+    "role": "helpdesk",
 }
-LINKED = {"activate", "reset", "new_signin"}
+LINKED = {"activate", "reset", "new_signin", "staff_activate"}
 SHOWS_A_NAME = {
     "reset",
     "password_changed",
@@ -66,6 +69,8 @@ SHOWS_A_NAME = {
     "forgot_username",
     "new_signin",
     "account_merged",
+    "email_changed",
+    "staff_activate",
 }
 
 
@@ -107,10 +112,12 @@ def test_every_kind_of_mail_exists_in_every_language() -> None:
     assert kinds == {
         "account_merged",
         "activate",
+        "email_changed",
         "forgot_username",
         "new_signin",
         "password_changed",
         "reset",
+        "staff_activate",
         "username_changed",
     }
     assert set(TEMPLATES) == {(kind, lang) for kind in kinds for lang in i18n.LANGUAGES}

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import logging
 from typing import Any
 from urllib.parse import quote_plus
@@ -113,6 +114,23 @@ async def test_a_used_refresh_token_presented_again_ends_the_whole_grant(
     events = [r for r in caplog.records if getattr(r, "event", None) == "refresh_token_reuse"]
     assert len(events) == 1 and events[0].__dict__["account_id"] == patron.id
     assert first["refresh_token"] not in caplog.text
+
+
+async def test_a_used_refresh_token_presented_again_is_on_the_patrons_trail(
+    gw: Gateway, patron: Account, pool: asyncpg.Pool
+) -> None:
+    await login(gw, patron.username)
+    first = await tokens_for(gw)
+    assert (await refresh(gw, first["refresh_token"])).status == 200
+    replay = await refresh(gw, first["refresh_token"])
+    assert replay.status == 400
+    [row] = await pool.fetch(
+        "SELECT * FROM audit_events WHERE account_id = $1::uuid AND action = 'refresh_token_reuse'",
+        patron.id,
+    )
+    assert row["actor_kind"] == "system" and row["request_id"] == replay.headers["X-Request-Id"]
+    assert json.loads(row["details"]) == {"client_id": "online-library"}
+    assert first["refresh_token"] not in str(dict(row))
 
 
 async def test_another_clients_refresh_token_is_refused_and_left_alone(

@@ -44,6 +44,7 @@ from passlib.hash import django_pbkdf2_sha256, django_salted_sha1, ldap_salted_s
 __all__ = [
     "BCRYPT_MIN_COST",
     "HasherBusy",
+    "Hashing",
     "PasswordHasher",
     "Verification",
     "identify",
@@ -83,6 +84,15 @@ class Verification(NamedTuple):
 
 
 _FAILED = Verification(ok=False, new_hash=None)
+
+
+class Hashing(Protocol):
+    """What the pages ask of a hasher: `PasswordHasher`, or something that wraps one (the
+    gateway's tracing times each call)."""
+
+    async def hash(self, password: str) -> str: ...
+
+    async def verify(self, stored: str | None, password: str) -> Verification: ...
 
 
 class HasherBusy(Exception):

@@ -78,6 +78,19 @@ class Policy:
     forget_after: float = 86400.0  # a counter idle this long starts again from zero
 
 
+@dataclass(frozen=True)
+class Blocked:
+    """The blocks one failure started, in seconds per counter (0: none); false when it
+    started none. The audit trail records a block as it starts (`login_blocked`)."""
+
+    account: float = 0.0
+    address: float = 0.0
+    device: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.account or self.address or self.device)
+
+
 def address_key(address: str) -> str:
     """IPv6 clients are counted per /64: one machine can hold a whole /64."""
     try:
@@ -121,20 +134,27 @@ class Throttle:
         )
         return float(seconds or 0.0)
 
-    async def failed(self, account: str, address: str) -> None:
-        """Count a failure without a trusted device: against the account and the address."""
+    async def failed(self, account: str, address: str) -> Blocked:
+        """Count a failure without a trusted device: against the account and the address.
+        The blocks it started."""
         policy = self.policy
         async with self._pool.acquire() as conn, conn.transaction():
             failures, _ = await self._count(conn, account)
-            await self._block(conn, account, policy.account.block_for(failures))
+            account_block = policy.account.block_for(failures)
+            await self._block(conn, account, account_block)
             _, score = await self._count(conn, address)
-            await self._block(conn, address, policy.address.block_for(score))
+            address_block = policy.address.block_for(score)
+            await self._block(conn, address, address_block)
+        return Blocked(account=account_block, address=address_block)
 
-    async def failed_on_device(self, device: str) -> None:
-        """Count a failure from a trusted device: against that device alone."""
+    async def failed_on_device(self, device: str) -> Blocked:
+        """Count a failure from a trusted device: against that device alone. The block it
+        started."""
         async with self._pool.acquire() as conn, conn.transaction():
             failures, _ = await self._count(conn, device)
-            await self._block(conn, device, self.policy.device.block_for(failures))
+            device_block = self.policy.device.block_for(failures)
+            await self._block(conn, device, device_block)
+        return Blocked(device=device_block)
 
     async def _count(self, conn: asyncpg.Connection, key: str) -> tuple[int, float]:
         row = await conn.fetchrow(

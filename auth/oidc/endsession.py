@@ -27,9 +27,9 @@ from auth.oidc.provider import PROVIDER, Provider
 from auth.pages import csrf
 from auth.pages.forms import FormError, read_form
 from auth.pages.i18n import translator
+from auth.pages.login import end_this_session
 from auth.pages.render import FORM_TARGETS, language, refusal, render
 from auth.services import SERVICES
-from auth.sessions.authenticator import IDENTITY
 
 PENDING = "oidc_logout"
 _PARAMETERS = ("id_token_hint", "client_id", "post_logout_redirect_uri", "state", "decision")
@@ -54,7 +54,7 @@ async def end_session(request: web.Request) -> web.StreamResponse:
     if identity is None:
         return await _finish(request, redirect, state)
     if claims is not None and claims.get("sid") == identity.session[:32]:
-        await _log_out(request, session)
+        await end_this_session(request)  # /auth/logout's own
         return await _finish(request, redirect, state)
     session[PENDING] = {
         "client_id": client.client_id if client is not None else None,
@@ -138,16 +138,8 @@ async def _decided(
         if client is not None and wanted in client.post_logout_redirect_uris:
             redirect, state = wanted, pending.get("state")
     if identity is not None:
-        await _log_out(request, session)
+        await end_this_session(request)  # /auth/logout's own
     return await _finish(request, redirect, state)
-
-
-async def _log_out(request: web.Request, session: Session) -> None:
-    sid = session.get("sid")
-    if isinstance(sid, str):
-        await request.app[SERVICES].registry.revoke(sid)
-    request[IDENTITY] = None
-    session.invalidate()
 
 
 async def _finish(

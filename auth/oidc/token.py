@@ -20,6 +20,7 @@ from urllib.parse import unquote
 from aiohttp import web
 
 from auth import urls
+from auth.audit import SYSTEM, Event, origin_of
 from auth.oidc.clients import SCOPES, Client
 from auth.oidc.grants import Purchase, RefreshRefused, RefreshReused, Spent
 from auth.oidc.provider import ACCESS_TOKEN_TTL, ID_TOKEN_TTL, PROVIDER, Provider
@@ -58,7 +59,7 @@ async def token(request: web.Request) -> web.Response:
         if grant == "authorization_code":
             return _json(await _exchange_code(request, form, client, provider))
         if grant == "refresh_token":
-            return _json(await _refresh(form, client, provider))
+            return _json(await _refresh(request, form, client, provider))
         raise TokenError(
             "unsupported_grant_type", "authorization_code and refresh_token are served here"
         )
@@ -220,7 +221,9 @@ def _tokens(
     return answer
 
 
-async def _refresh(form: dict[str, str], client: Client, provider: Provider) -> dict[str, Any]:
+async def _refresh(
+    request: web.Request, form: dict[str, str], client: Client, provider: Provider
+) -> dict[str, Any]:
     """RFC 6749 6: the refresh token is spent and the next one issued (rotation); a spent one
     presented again ends the grant for every holder (OAuth 2.0 Security BCP 4.14.2)."""
     presented = form.get("refresh_token")
@@ -246,6 +249,16 @@ async def _refresh(form: dict[str, str], client: Client, provider: Provider) -> 
                 "client_id": exc.client_id,
                 "account_id": exc.account_id,
             },
+        )
+        # On the patron's trail: a stolen refresh token shows itself this way.
+        await request.app[SERVICES].audit.record(
+            Event(
+                "refresh_token_reuse",
+                SYSTEM,
+                origin_of(request),
+                account_id=exc.account_id,
+                details={"client_id": exc.client_id},
+            )
         )
         raise TokenError("invalid_grant", exc.reason) from None
     except RefreshRefused as exc:

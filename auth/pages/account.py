@@ -13,7 +13,9 @@ connected library those sessions signed in to. A form naming a session that is n
 patron's (or none at all) ends nothing and gets the same answer.
 
 It lists the patron's library passes too (`auth.pages.passes`), with the form to link a pass
-of another library (`auth.pages.linking`, which answers with this page when it refuses).
+of another library (`auth.pages.linking`, which answers with this page when it refuses), and
+the patron's recent security events (`auth.pages.events_list`). Every change here writes its
+row of the audit trail in the change's own transaction (`auth.pages.trail`).
 """
 
 from __future__ import annotations
@@ -26,12 +28,13 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from auth import urls
+from auth.audit import patron
 from auth.credentials import throttle
 from auth.credentials.password_policy import PasswordRejected
 from auth.credentials.passwords import HasherBusy
 from auth.credentials.usernames import UsernameRejected, character_problem
 from auth.identity import Identity
-from auth.pages import passes
+from auth.pages import events_list, passes, trail
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
 from auth.pages.render import language, render
@@ -66,6 +69,7 @@ async def _page(
         new_username=context.pop("new_username", ""),
         outdated_username=_outdated_username(account, language(request)),
         passes=passes.listing(request, identity),
+        events=await events_list.listing(request, account.id),
         institutions=request.app[INSTITUTIONS].table.institutions,
         link_institution=context.pop("link_institution", ""),
         link_pass_number=context.pop("link_pass_number", ""),
@@ -116,7 +120,17 @@ async def change_username(request: web.Request) -> web.StreamResponse:
     except UsernameRejected as exc:
         return await refuse(422, "new_username", f"error.username.{exc.code}")
     try:
-        await services.accounts.set_username(account.id, username)
+        async with services.accounts.transaction() as conn:
+            await services.accounts.set_username(account.id, username, conn=conn)
+            await trail.record(
+                request,
+                "username_changed",
+                account.id,
+                account.username,
+                conn=conn,
+                old=account.username,
+                new=username,
+            )
     except UsernameTaken:
         return await refuse(409, "new_username", "error.username_taken")
     await services.registry.account_changed(account.id)
@@ -128,7 +142,8 @@ async def change_username(request: web.Request) -> web.StreamResponse:
                 account.email,
                 username=username,
                 old_username=account.username,
-            )
+            ),
+            account_id=account.id,
         )
     (await get_session(request))["notice"] = "account.saved.username"
     raise web.HTTPSeeOther(urls.ACCOUNT)
@@ -163,6 +178,7 @@ async def change_password(request: web.Request) -> web.StreamResponse:
             reset=False,
             keep_sid=sid if isinstance(sid, str) else None,
         )
+        await trail.record(request, "password_changed", account.id, account.username, conn=conn)
     session["notice"] = "account.saved.password"
     raise web.HTTPSeeOther(urls.ACCOUNT)
 
@@ -174,9 +190,15 @@ async def end_session(request: web.Request) -> web.StreamResponse:
     handle = form["session"]
     # The patron's own session is ended by logging out, not here.
     if _HANDLE.fullmatch(handle) and handle != identity.session:
-        await request.app[SERVICES].registry.revoke_hashed(
-            bytes.fromhex(handle), account_id=account.id
-        )
+        services = request.app[SERVICES]
+        async with services.accounts.transaction() as conn:
+            ended = await services.registry.revoke_hashed(
+                bytes.fromhex(handle), account_id=account.id, conn=conn
+            )
+            if ended:
+                await trail.record(
+                    request, "session_ended", account.id, account.username, conn=conn
+                )
     (await get_session(request))["notice"] = "sessions.ended"
     raise web.HTTPSeeOther(urls.ACCOUNT)
 
@@ -189,9 +211,15 @@ async def end_other_sessions(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
     sid = session.get("sid")
     if isinstance(sid, str):
-        await request.app[SERVICES].registry.revoke_account(
-            account.id, keep_sid=sid, credentials=False
-        )
+        services = request.app[SERVICES]
+        async with services.accounts.transaction() as conn:
+            ended = await services.registry.revoke_account(
+                account.id, keep_sid=sid, credentials=False, conn=conn
+            )
+            if ended:
+                await trail.record(
+                    request, "sessions_ended", account.id, account.username, conn=conn, count=ended
+                )
     session["notice"] = "sessions.ended_others"
     raise web.HTTPSeeOther(urls.ACCOUNT)
 
@@ -215,7 +243,19 @@ async def _password_ok(request: web.Request, account: Account, password: str) ->
         except HasherBusy:
             raise web.HTTPServiceUnavailable(headers={"Retry-After": "5"}) from None
     if not ok:
-        await services.throttle.failed(account_key, address_key)
+        blocked = await services.throttle.failed(account_key, address_key)
+        # The patron's own account, logged in: its timing hides nothing, but one path for
+        # every wrong password keeps the rows alike.
+        trail.record_after_answer(
+            request,
+            trail.failed_attempt(
+                request,
+                account.id,
+                blocked,
+                form="account",
+                actor=patron(account.id, account.username),
+            ),
+        )
     return ok
 
 

@@ -8,19 +8,23 @@ number as username or picks their own, under the same rules as a username change
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 
 from auth import urls
+from auth.audit import SYSTEM, Actor, Event
 from auth.credentials.password_policy import PasswordRejected
 from auth.credentials.usernames import UsernameRejected
 from auth.mail import Composer, Outbox
+from auth.pages import trail
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
 from auth.pages.render import language, message, render
 from auth.services import SERVICES
 from auth.store.accounts import Account, Accounts, PassNumberTaken, UsernameTaken
+from auth.store.audit import AuditTrail
 from auth.store.links import Links
 
 
@@ -35,37 +39,66 @@ class Invitations:
     composer: Composer
     public_url: str
     ttl: float
+    audit: AuditTrail | None = None
+    """Where the invitation's rows go (an account made, an address changed); None: nowhere."""
 
-    async def send(self, pass_number: str, email: str, lang: str = "nl") -> str:
+    async def send(
+        self,
+        pass_number: str,
+        email: str,
+        lang: str = "nl",
+        *,
+        actor: Actor = SYSTEM,
+        details: dict[str, Any] | None = None,
+    ) -> str:
         """Create (or find, if not yet activated) the account and queue its activation
-        mail. Returns the account id."""
+        mail, with the rows (and their `details`) of what `actor` changed. Returns the
+        account id."""
         account = await self.accounts.by_login_name(pass_number)
         if account is not None and account.pass_number != pass_number:
             account = None  # matched somebody's username, not this pass number
-        if account is None:
-            try:
-                account = await self.accounts.add(pass_number=pass_number, email=email)
-            except (PassNumberTaken, UsernameTaken):
-                raise AlreadyActive(pass_number) from None
-        elif account.password_hash:
+        if account is not None and account.password_hash:
             raise AlreadyActive(pass_number)
+        rows: list[Event] = []
+        facts = details or {}
         async with self.accounts.transaction() as conn:
-            if account.email != email:
+            if account is None:
+                try:
+                    account = await self.accounts.add(
+                        pass_number=pass_number, email=email, conn=conn
+                    )
+                except (PassNumberTaken, UsernameTaken):
+                    raise AlreadyActive(pass_number) from None
+                rows.append(
+                    Event("operator_account_added", actor, account_id=account.id, details=facts)
+                )
+            elif account.email != email:
                 await self.accounts.set_email(account.id, email, conn=conn)
-            token = await self.links.issue(account.id, "activate", self.ttl, conn=conn)
-            link = f"{self.public_url}{urls.ACTIVATE}?token={quote(token)}"
-            await Outbox.put(
-                conn,
-                self.composer.compose(
-                    "activate",
-                    lang,
-                    email,
-                    pass_number=pass_number,
-                    link=link,
-                    days=max(1, int(self.ttl // 86400)),
-                ),
-            )
+                rows.append(Event("email_changed", actor, account_id=account.id, details=facts))
+            await self.queue_mail(conn, account.id, pass_number, email, lang)
+            if self.audit is not None and rows:
+                await self.audit.record_all(rows, conn=conn)
         return account.id
+
+    async def queue_mail(
+        self, conn: Any, account_id: str, pass_number: str, email: str, lang: str
+    ) -> None:
+        """A fresh activation link and its mail, queued in the caller's transaction: the
+        same mail for an invitation and for the helpdesk resending it (`auth.helpdesk`)."""
+        token = await self.links.issue(account_id, "activate", self.ttl, conn=conn)
+        link = f"{self.public_url}{urls.ACTIVATE}?token={quote(token)}"
+        await Outbox.put(
+            conn,
+            self.composer.compose(
+                "activate",
+                lang,
+                email,
+                pass_number=pass_number,
+                link=link,
+                days=max(1, int(self.ttl // 86400)),
+            ),
+            account_id=account_id,
+        )
 
 
 async def _live(request: web.Request, token: str) -> Account | None:
@@ -130,6 +163,7 @@ async def activate(request: web.Request) -> web.StreamResponse:
             if username != account.username:
                 await services.accounts.set_username(account.id, username, conn=conn)
             await services.accounts.set_password_hash(account.id, new_hash, conn=conn)
+            await trail.record(request, "account_activated", account.id, username, conn=conn)
     except UsernameTaken:
         return await refuse(409, "username", "error.username_taken")
     raise web.HTTPSeeOther(f"{urls.LOGIN}?notice=activated")

@@ -11,7 +11,8 @@ Once proved, the pass's account goes into the patron's in one transaction
 (`auth.store.merges`): its live memberships move, it is disabled and marked merged, its
 username is freed, every session, token, device cookie and mailed link of it dies, both
 accounts are re-read on every instance, and both addresses get a notice. Every pass number
-then logs in to the one account left.
+then logs in to the one account left. Both accounts' audit trails tell of it; a wrong password
+for a pass's account is on that account's trail as a failed login (`auth.pages.trail`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from aiohttp import web
 from aiohttp_session import get_session
 
 from auth import urls
+from auth.audit import Event, patron
 from auth.credentials import throttle
 from auth.credentials.passwords import HasherBusy
 from auth.credentials.usernames import canonical
 from auth.mail import Outbox
+from auth.pages import trail
 from auth.pages.account import account_page_with, current_patron
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
@@ -84,7 +87,18 @@ async def link_pass(request: web.Request) -> web.StreamResponse:
         response.headers["Retry-After"] = "5"
         return response
     if holder is None or not usable or not verdict.ok:
-        await services.throttle.failed(account_key, address_key)
+        blocked = await services.throttle.failed(account_key, address_key)
+        if holder is not None:  # a wrong password for that account, on its trail
+            trail.record_after_answer(
+                request,
+                trail.failed_attempt(
+                    request,
+                    holder.id,
+                    blocked,
+                    form="link",
+                    actor=patron(account.id, account.username),
+                ),
+            )
         return await refuse(403, "link_password", "error.link.failed")
     await services.throttle.succeeded(account_key)
 
@@ -101,8 +115,36 @@ async def link_pass(request: web.Request) -> web.StreamResponse:
         await services.links.void_all(conn, absorbed)
         await services.registry.account_changed(account.id, conn)
         await _mail_both(request, conn, account, outcome)
+        await services.audit.record_all(_rows(request, account, outcome), conn=conn)
     (await get_session(request))["notice"] = "account.saved.linked"
     raise web.HTTPSeeOther(urls.ACCOUNT)
+
+
+def _rows(request: web.Request, account: Account, merged: merges.Merged) -> list[Event]:
+    """The merge on both accounts' trails: the passes added to the patron's, the other
+    account gone into it."""
+    absorbed = merged.absorbed
+    passes = list(merged.passes)
+    return [
+        trail.event(
+            request,
+            "account_merged",
+            account.id,
+            account.username,
+            absorbed=absorbed.id,
+            absorbed_username=absorbed.username,
+            passes=passes,
+        ),
+        trail.event(request, "pass_linked", account.id, account.username, passes=passes),
+        trail.event(
+            request,
+            "account_absorbed",
+            absorbed.id,
+            actor=patron(account.id, account.username),
+            merged_into=account.id,
+            passes=passes,
+        ),
+    ]
 
 
 async def _mail_both(
@@ -126,6 +168,7 @@ async def _mail_both(
                 absorbed_username=merged.absorbed.username,
                 passes=", ".join(merged.passes),
             ),
+            account_id=account.id,  # the one account both are now
         )
 
 

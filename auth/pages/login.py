@@ -7,6 +7,12 @@ is a local path. The session records the browser it started in (its User-Agent),
 patron's list of sessions; with `GATEWAY_SIGNIN_NOTICES` on, a login from a browser that has
 never logged in to the account before (no device cookie vouches for it) is mailed to the
 patron.
+
+Each login is on the patron's audit trail (`auth.pages.trail`): a success costs the login one
+INSERT after its session's, without a transaction of its own (should it fail, the answer is an
+error and the session, whose id nobody was given, is never used); a wrong password for an
+existing account is written as work the answer does not wait for, and an unknown name not at
+all.
 """
 
 from __future__ import annotations
@@ -19,17 +25,18 @@ from aiohttp import hdrs, web
 from aiohttp_session import get_session, new_session
 
 from auth import urls
-from auth.credentials import devices, throttle
+from auth.credentials import devices, passwords, throttle
 from auth.credentials.passwords import HasherBusy
 from auth.credentials.usernames import canonical
 from auth.oidc.provider import PROVIDER
-from auth.pages import csrf
+from auth.pages import csrf, trail
 from auth.pages.forms import read_checked_form
 from auth.pages.redirects import safe_next
 from auth.pages.render import FORM_TARGETS, render
 from auth.pages.sessions_list import send_signin_notice
 from auth.services import SERVICES
 from auth.sessions.authenticator import IDENTITY
+from auth.store.accounts import Account
 from auth.telemetry import LOGINS
 
 MAX_LOGIN_NAME = 256
@@ -115,22 +122,28 @@ async def login(request: web.Request) -> web.StreamResponse:
         return response
     if not verdict.ok or account is None or not usable:
         if device:
-            await services.throttle.failed_on_device(device.throttle_key)
+            blocked = await services.throttle.failed_on_device(device.throttle_key)
         else:
-            await services.throttle.failed(account_key, address_key)
+            blocked = await services.throttle.failed(account_key, address_key)
         LOGINS.labels("failure").inc()
+        if account is not None:  # an unknown name is on nobody's trail
+            trail.record_after_answer(
+                request, trail.failed_attempt(request, account.id, blocked, form="login")
+            )
         return await failed(401, "login.failed")
     # A trusted device's success leaves the account's counter alone: an attacker blocked
     # elsewhere stays blocked while the patron gets in.
     await services.throttle.succeeded(device.throttle_key if device else account_key)
     LOGINS.labels("success").inc()
     if verdict.new_hash is not None:
-        await services.accounts.set_password_hash(
-            account.id, verdict.new_hash, expected=account.password_hash
-        )
+        await _upgrade_hash(request, account, verdict.new_hash)
 
     sid = await services.registry.create(
         account.id, services.lifetimes.absolute, user_agent=request.headers.get(hdrs.USER_AGENT)
+    )
+    # After the session, not before: a row never tells of a login that did not happen.
+    await trail.record(
+        request, "login_succeeded", account.id, account.username, new_device=device is None
     )
     if services.signin_notices and device is None:
         await send_signin_notice(request, account)
@@ -148,21 +161,50 @@ async def login(request: web.Request) -> web.StreamResponse:
     raise onward
 
 
+async def _upgrade_hash(request: web.Request, account: Account, new_hash: str) -> None:
+    """Replace an imported (or outdated) hash the patron's password just matched, with its
+    row, unless the password changed meanwhile."""
+    services = request.app[SERVICES]
+    old = account.password_hash
+    async with services.accounts.transaction() as conn:
+        if await services.accounts.set_password_hash(account.id, new_hash, expected=old, conn=conn):
+            await trail.record(
+                request,
+                "legacy_hash_upgraded",
+                account.id,
+                account.username,
+                conn=conn,
+                scheme=passwords.identify(old) if old else None,
+            )
+
+
 async def logout_form(request: web.Request) -> web.Response:
     identity = await request.app[SERVICES].authenticator.identify(request)
     return await render(request, "logout.html", username=identity.username if identity else None)
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
+    await read_checked_form(request, ())
+    await end_this_session(request)
+    raise web.HTTPSeeOther(location=urls.LOGIN)
+
+
+async def end_this_session(request: web.Request) -> None:
+    """Log this browser out: its session ends on every instance (and at the connected
+    libraries it signed in to), with the patron's `logout` row in the same transaction.
+    Also RP-initiated logout's (`auth.oidc.endsession`)."""
     services = request.app[SERVICES]
     session = await get_session(request)
-    await read_checked_form(request, ())
-    sid = session.get("sid")
+    identity = await services.authenticator.identify(request)
+    sid, uid = session.get("sid"), session.get("uid")
     if isinstance(sid, str):
-        await services.registry.revoke(sid)
+        async with services.accounts.transaction() as conn:
+            ended = await services.registry.revoke(sid, conn=conn)
+            if ended and isinstance(uid, str):
+                username = identity.username if identity is not None else None
+                await trail.record(request, "logout", uid, username, conn=conn)
     request[IDENTITY] = None
     session.invalidate()
-    raise web.HTTPSeeOther(location=urls.LOGIN)
 
 
 async def jwks(request: web.Request) -> web.Response:

@@ -4,10 +4,11 @@ Both forms answer the same page, status and timing whether or not anything match
 whether or not a limit held the mail back: the lookup, the limits on recovery mail
 (`auth.credentials.mail_limits`: per account or mailbox, and per client address), the token
 and the mail happen after the answer is sent, as background work, each outcome counted in
-`gateway_recovery_mails_total`. Links in the mails are built from GATEWAY_PUBLIC_URL, never
-from Host or X-Forwarded-*. A reset link is single-use, expires, is bound to one account,
-and using it ends every session of the patron without logging them in; GET only shows the
-form, because mail scanners open links.
+`gateway_recovery_mails_total` and, for an account that matched, written to its audit trail
+(`password_reset_requested`; a request that matched nobody is on nobody's). Links in the
+mails are built from GATEWAY_PUBLIC_URL, never from Host or X-Forwarded-*. A reset link is
+single-use, expires, is bound to one account, and using it ends every session of the patron
+without logging them in; GET only shows the form, because mail scanners open links.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import asyncpg
 from aiohttp import web
 
 from auth import urls
+from auth.audit import Event, Origin, origin_of, patron
 from auth.credentials import throttle
 from auth.credentials.password_policy import PasswordRejected
 from auth.mail import Outbox
+from auth.pages import trail
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
 from auth.pages.redirects import safe_next
@@ -54,6 +57,7 @@ class _Asked:
     lang: str
     destination: str
     address: str  # the client, as the limits count it (`throttle.address_key`)
+    origin: Origin  # the request, for the audit trail
 
 
 def _counted(form: Form, outcome: Outcome, **extra: str) -> None:
@@ -93,7 +97,8 @@ async def _same_answer_always(
         )
     services = request.app[SERVICES]
     address = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
-    services.after_response(work(services, _Asked(value, language(request), destination, address)))
+    asked = _Asked(value, language(request), destination, address, origin_of(request))
+    services.after_response(work(services, asked))
     return await render(request, template, sent=True, next=destination)
 
 
@@ -112,6 +117,17 @@ async def _send_reset(services: AuthServices, asked: _Asked) -> None:
             matched = True
             async with services.accounts.transaction() as conn:
                 outcome = await _queue_reset(services, conn, account, account.email, asked)
+                # Whoever asked is not logged in: the account is the one the form named.
+                await services.audit.record(
+                    Event(
+                        "password_reset_requested",
+                        patron(),
+                        asked.origin,
+                        account_id=account.id,
+                        details={"outcome": outcome},
+                    ),
+                    conn=conn,
+                )
             _counted("forgot_password", outcome, user_id=account.id, client=asked.address)
         if not matched:
             _counted("forgot_password", "no_match")
@@ -139,21 +155,36 @@ async def _queue_reset(
     if token is None:
         return "limited_account"
     await limits.sent(conn, asked.address)
+    await queue_reset_mail(services, conn, account, email, token, asked.lang, asked.destination)
+    return "sent"
+
+
+async def queue_reset_mail(
+    services: AuthServices,
+    conn: asyncpg.Connection,
+    account: Account,
+    email: str,
+    token: str,
+    lang: str,
+    destination: str = "",
+) -> None:
+    """The mail carrying reset link `token`, queued in the caller's transaction: one mail,
+    whether the patron asked for it here or the helpdesk sent it (`auth.helpdesk`)."""
     link = f"{services.public_url}{urls.RESET_PASSWORD}?token={quote(token)}"
-    if asked.destination:
-        link += f"&next={quote(asked.destination, safe='')}"
+    if destination:
+        link += f"&next={quote(destination, safe='')}"
     await Outbox.put(
         conn,
         services.composer.compose(
             "reset",
-            asked.lang,
+            lang,
             email,
             username=account.username,
             link=link,
             minutes=int(services.reset_ttl // 60),
         ),
+        account_id=account.id,
     )
-    return "sent"
 
 
 async def _matching(services: AuthServices, identifier: str) -> list[Account]:
@@ -222,6 +253,7 @@ async def reset(request: web.Request) -> web.StreamResponse:
         if spent_for != account.id:
             return await _link_dead(request)
         await services.replace_password(conn, account, new_hash, lang=language(request), reset=True)
+        await trail.record(request, "password_reset", account.id, account.username, conn=conn)
         # Whoever guessed at the old password is locked out by the new one; the patron,
         # who just proved they read the account's mail, need not wait out the block.
         await services.throttle.succeeded(throttle.account_key(account.id, ""), conn=conn)
@@ -279,6 +311,9 @@ async def _queue_usernames(
             email,
             usernames=[account.username for account in accounts],
         ),
+        # One mail for every account on the address: the helpdesk sees it with the account
+        # when there is one, and with none of several (the outbox holds one account a mail).
+        account_id=accounts[0].id if len(accounts) == 1 else None,
     )
     return "sent"
 

@@ -133,5 +133,6 @@ async def send_signin_notice(request: web.Request, account: Account) -> None:
             browser=browser_text(request.headers.get("User-Agent"), lang),
             when=when(datetime.now(UTC), lang),
             link=services.public_url + urls.ACCOUNT,
-        )
+        ),
+        account_id=account.id,
     )

@@ -198,13 +198,19 @@ class SessionRegistry:
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
 
-    async def revoke(self, sid: str) -> None:
-        await self.revoke_hashed(sid_hash(sid))
+    async def revoke(self, sid: str, *, conn: Any = None) -> bool:
+        return await self.revoke_hashed(sid_hash(sid), conn=conn)
 
-    async def revoke_hashed(self, key: bytes, *, account_id: str | None = None) -> bool:
+    async def revoke_hashed(
+        self, key: bytes, *, account_id: str | None = None, conn: Any = None
+    ) -> bool:
         """End one session by its hash (only if it is `account_id`'s, when given): on every
-        instance, and at every connected library it signed in to. Whether it was live."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        instance, and at every connected library it signed in to; in the caller's
+        transaction when `conn` is given (the audit row of it with it). Whether it was live."""
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self._pool.acquire())
+                await stack.enter_async_context(conn.transaction())
             ended = await conn.fetchval(
                 "UPDATE sessions SET revoked_at = now() WHERE sid_hash = $1"
                 " AND revoked_at IS NULL AND ($2::uuid IS NULL OR account_id = $2::uuid)"

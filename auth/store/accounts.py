@@ -78,11 +78,15 @@ class Accounts:
         username: str | None = None,
         password_hash: str | None = None,
         institution: str | None = None,
+        conn: Any = None,
     ) -> Account:
         """A new account, with its pass as a membership of `institution` (None: the default
-        institution)."""
+        institution); in the caller's transaction when `conn` is given (its audit row with
+        it)."""
         username = username or pass_number
-        async with self._pool.acquire() as conn, conn.transaction():
+        async with contextlib.AsyncExitStack() as stack:
+            if conn is None:
+                conn = await stack.enter_async_context(self.transaction())
             # A pass number may not equal another account's username either: login accepts
             # both, so the two would shadow each other.
             taken = await conn.fetchval(

@@ -4,7 +4,7 @@ the account page, the staff console and `library-gateway audit export`."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,6 +51,29 @@ def _row(record: asyncpg.Record) -> Row:
     return Row(**values)
 
 
+_INSERT = (
+    "INSERT INTO audit_events (actor_kind, actor_id, actor_name, action, account_id,"
+    " staff_id, remote, user_agent, reason, request_id, details)"
+    " VALUES ($1, $2, $3, $4, $5::uuid, $6::uuid, $7, $8, $9, $10, $11::jsonb)"
+)
+
+
+def _values(event: Event) -> tuple[Any, ...]:
+    return (
+        event.actor.kind,
+        event.actor.id,
+        event.actor.name,
+        event.action,
+        event.account_id,
+        event.staff_id,
+        event.origin.remote,
+        event.origin.user_agent,
+        event.reason[:REASON_LIMIT] if event.reason else None,
+        event.origin.request_id,
+        orjson.dumps(event.details).decode(),
+    )
+
+
 class AuditTrail:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self._pool = pool
@@ -58,22 +81,13 @@ class AuditTrail:
     async def record(self, event: Event, *, conn: Any = None) -> None:
         """Append `event`; inside the caller's transaction when `conn` is given."""
         executor = conn if conn is not None else self._pool
-        await executor.execute(
-            "INSERT INTO audit_events (actor_kind, actor_id, actor_name, action, account_id,"
-            " staff_id, remote, user_agent, reason, request_id, details)"
-            " VALUES ($1, $2, $3, $4, $5::uuid, $6::uuid, $7, $8, $9, $10, $11::jsonb)",
-            event.actor.kind,
-            event.actor.id,
-            event.actor.name,
-            event.action,
-            event.account_id,
-            event.staff_id,
-            event.origin.remote,
-            event.origin.user_agent,
-            event.reason[:REASON_LIMIT] if event.reason else None,
-            event.origin.request_id,
-            orjson.dumps(event.details).decode(),
-        )
+        await executor.execute(_INSERT, *_values(event))
+
+    async def record_all(self, events: Sequence[Event], *, conn: Any = None) -> None:
+        """Append `events` in one round trip, all or none (asyncpg's `executemany` is one
+        transaction of its own when `conn` is in none)."""
+        executor = conn if conn is not None else self._pool
+        await executor.executemany(_INSERT, [_values(event) for event in events])
 
     async def for_account(
         self, account_id: str, *, limit: int = 20, actions: tuple[str, ...] | None = None
@@ -104,19 +118,23 @@ class AuditTrail:
         )
         return [_row(r) for r in records]
 
-    async def since(self, when: dt.datetime, *, batch: int = 1000) -> AsyncIterator[Row]:
-        """Every row from `when` on, oldest first, read in batches (for `audit export`)."""
-        last_id = 0
+    async def since(
+        self, when: dt.datetime, *, until: dt.datetime | None = None, batch: int = 1000
+    ) -> AsyncIterator[Row]:
+        """Every row from `when` on (and before `until`, when given), oldest first (by time,
+        then id), read in batches of `batch` (for `audit export`): memory stays flat however
+        long the trail, and each batch goes on from the last row of the one before."""
+        after: tuple[dt.datetime, int] = (when, 0)
         while True:
             records = await self._pool.fetch(
-                f"SELECT {_COLUMNS} FROM audit_events WHERE at >= $1 AND id > $2"
-                " ORDER BY id LIMIT $3",
-                when,
-                last_id,
+                f"SELECT {_COLUMNS} FROM audit_events WHERE (at, id) > ($1, $2)"
+                " AND ($3::timestamptz IS NULL OR at < $3) ORDER BY at, id LIMIT $4",
+                *after,
+                until,
                 batch,
             )
             for record in records:
                 yield _row(record)
             if len(records) < batch:
                 return
-            last_id = records[-1]["id"]
+            after = (records[-1]["at"], records[-1]["id"])

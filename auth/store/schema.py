@@ -33,10 +33,14 @@ async def migrate(conn: asyncpg.Connection) -> list[str]:
     applied_now: list[str] = []
     await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
     try:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations ("
-            " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        # Asked first, not `CREATE TABLE IF NOT EXISTS`: that needs the right to create in
+        # the schema even when the table is there, and the gateway may run as a role that
+        # only uses the tables (docs/operations.md, "The application's database role").
+        if await conn.fetchval("SELECT to_regclass('schema_migrations')") is None:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations ("
+                " version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
         done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
         for name, sql in migration_files():
             if name in done:

@@ -8,6 +8,7 @@ import sys
 
 import asyncpg
 
+from auth.credentials.emails import plausible as _plausible_email
 from auth.credentials.password_policy import PasswordPolicy, PasswordRejected
 from auth.credentials.passwords import PasswordHasher
 from auth.credentials.usernames import UsernameRejected, check_username
@@ -16,30 +17,17 @@ from auth.pages.activation import AlreadyActive, Invitations
 from auth.services import template_environment
 from auth.sessions.registry import SessionRegistry
 from auth.signing import KeyStore
-from auth.store import schema
 from auth.store.accounts import Account, Accounts, PassNumberTaken, UsernameTaken
+from auth.store.audit import AuditTrail
 from auth.store.links import Links
-from gateway.cli import bootstrap
+from gateway import database
+from gateway.cli import bootstrap, operator
 from gateway.cli.main import load_settings
 
 
 def _fail(message: str) -> int:
     print(f"library-gateway: {message}", file=sys.stderr)
     return 1
-
-
-def _plausible_email(email: str) -> bool:
-    """One @, something on both sides, no white space or control characters (a line break
-    in an address would be a header injection in every mail to it)."""
-    local, at, domain = email.partition("@")
-    return (
-        bool(at)
-        and bool(local)
-        and "." in domain
-        and "@" not in domain
-        and len(email) <= 254
-        and all(c.isprintable() and not c.isspace() for c in email)
-    )
 
 
 def add_command(args: argparse.Namespace) -> int:
@@ -69,13 +57,20 @@ def add_command(args: argparse.Namespace) -> int:
             password_hash = await hasher.hash(password)
         finally:
             hasher.close()
-        async with bootstrap.migrated_pool(url) as pool:
-            account = await Accounts(pool).add(
-                pass_number=pass_number,
-                email=args.email,
-                username=username,
-                password_hash=password_hash,
-            )
+        async with bootstrap.migrated_pool(url, settings) as pool:
+            accounts = Accounts(pool)
+            async with accounts.transaction() as conn:
+                account = await accounts.add(
+                    pass_number=pass_number,
+                    email=args.email,
+                    username=username,
+                    password_hash=password_hash,
+                    conn=conn,
+                )
+                await AuditTrail(pool).record(
+                    operator.event("operator_account_added", "accounts add", account.id),
+                    conn=conn,
+                )
         return account.id
 
     try:
@@ -95,16 +90,21 @@ def invite_command(args: argparse.Namespace) -> int:
     url = bootstrap.database_url(settings)
 
     async def go() -> tuple[str, int]:
-        async with bootstrap.migrated_pool(url) as pool:
+        async with bootstrap.migrated_pool(url, settings) as pool:
             invitations = Invitations(
                 Accounts(pool),
                 Links(pool),
                 Composer(template_environment(), settings.theme_name or "De Bibliotheek"),
                 settings.public_url,
                 settings.activation_token_ttl,
+                audit=AuditTrail(pool),
             )
             account_id = await invitations.send(
-                args.pass_number.strip(), args.email.strip(), args.lang
+                args.pass_number.strip(),
+                args.email.strip(),
+                args.lang,
+                actor=operator.os_actor(),
+                details={"command": "accounts invite"},
             )
             # Try to send at once; if mail is down, the gateway's worker retries it later.
             worker = OutboxWorker(
@@ -137,7 +137,7 @@ def _set_disabled(args: argparse.Namespace, *, disabled: bool) -> int:
     url = bootstrap.database_url(settings)
 
     async def go() -> tuple[Account | None, bool, int]:
-        async with bootstrap.migrated_pool(url) as pool:
+        async with bootstrap.migrated_pool(url, settings) as pool:
             accounts = Accounts(pool)
             account = (
                 await accounts.by_pass_number(args.pass_number)
@@ -155,6 +155,18 @@ def _set_disabled(args: argparse.Namespace, *, disabled: bool) -> int:
                     ended = await SessionRegistry(pool).revoke_account(account.id, conn=conn)
                     # A reset link mailed before must not reopen the account once enabled.
                     await Links(pool).void_all(conn, account.id)
+                command = "accounts disable" if disabled else "accounts enable"
+                await AuditTrail(pool).record(
+                    operator.event(
+                        "operator_account_changed",
+                        command,
+                        account.id,
+                        disabled=disabled,
+                        changed=changed,
+                        sessions_ended=ended,
+                    ),
+                    conn=conn,
+                )
             return account, changed, ended
 
     account, changed, ended = asyncio.run(go())
@@ -182,7 +194,7 @@ def _with_keys(args: argparse.Namespace, action: str) -> int:
     fernet = bootstrap.cookie_keys(settings)
 
     async def go() -> None:
-        async with bootstrap.migrated_pool(url) as pool:
+        async with bootstrap.migrated_pool(url, settings) as pool:
             store = KeyStore(pool, fernet)
             await store.load()
             if action == "rotate":
@@ -222,15 +234,8 @@ def migrate_command(args: argparse.Namespace) -> int:
     settings = load_settings(data_dir=args.data_dir)
     url = bootstrap.database_url(settings)
 
-    async def go() -> list[str]:
-        conn = await asyncpg.connect(url)
-        try:
-            return await schema.migrate(conn)
-        finally:
-            await conn.close()
-
     try:
-        applied = asyncio.run(go())
+        applied = asyncio.run(database.migrate(database.direct_url(settings, url)))
     except (OSError, asyncpg.PostgresError) as exc:
         return _fail(f"cannot migrate the database: {exc}")
     print("applied: " + ", ".join(applied) if applied else "the database schema is up to date")

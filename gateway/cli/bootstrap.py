@@ -14,7 +14,6 @@ import asyncpg
 from cryptography.fernet import MultiFernet
 
 from auth.sessions.cookies import load_or_create_key_file, parse_keys
-from auth.store import schema
 from gateway import database
 from gateway.config.settings import Settings
 
@@ -40,11 +39,14 @@ def cookie_keys(settings: Settings) -> MultiFernet:
 
 
 @asynccontextmanager
-async def migrated_pool(url: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await database.create_pool(url, min_size=1, max_size=4)
+async def migrated_pool(url: str, settings: Settings | None = None) -> AsyncIterator[asyncpg.Pool]:
+    """A small pool on the account database at `url`, its migrations applied first.
+    `settings`: where a pooler stands (`GATEWAY_DATABASE_POOLER`,
+    `GATEWAY_DATABASE_LISTEN_URL`); without them `url` reaches PostgreSQL itself."""
+    settings = settings or Settings()
+    await database.migrate(database.direct_url(settings, url))
+    pool = await database.create_pool(url, min_size=1, max_size=4, pooler=settings.database_pooler)
     try:
-        async with pool.acquire() as conn:
-            await schema.migrate(conn)
         yield pool
     finally:
         await pool.close()

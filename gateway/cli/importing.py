@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -27,12 +28,15 @@ from typing import TextIO
 
 import asyncpg
 
+from auth.audit import Event
 from auth.credentials.passwords import wrap_legacy
 from auth.importer import Candidate, FileRefused, Refusal, Tally, read_import
 from auth.store.accounts import Accounts, PassNumberTaken, UsernameTaken
-from gateway.cli import bootstrap
+from auth.store.audit import AuditTrail
+from gateway.cli import bootstrap, operator
 from gateway.cli.institutions import InstitutionUnknown, institution_for
 from gateway.cli.main import load_settings
+from gateway.config.settings import Settings
 
 UNUSABLE = 2
 # Rows in flight per hashing thread: enough that a thread never waits for the database.
@@ -70,7 +74,7 @@ def import_command(args: argparse.Namespace) -> int:
         )
         failure: BaseException | None = None
         try:
-            asyncio.run(run.all(rows, url))
+            asyncio.run(run.all(rows, url, settings))
         except* (OSError, asyncpg.PostgresError) as group:
             failure = group.exceptions[0]
     run.print_summary(sys.stdout)
@@ -99,20 +103,36 @@ class _Import:
             print("dry run: nothing was written; an import would have", file=out)
         print(f"{self._path}: {self.tally.summary()}", file=out)
 
-    async def all(self, rows: Iterator[Candidate | Refusal], url: str) -> None:
+    async def all(self, rows: Iterator[Candidate | Refusal], url: str, settings: Settings) -> None:
         slots = asyncio.Semaphore(self._workers * _ROWS_PER_WORKER)
         with ThreadPoolExecutor(self._workers, thread_name_prefix="import-hasher") as hashers:
-            async with bootstrap.migrated_pool(url) as pool, asyncio.TaskGroup() as group:
-                accounts = Accounts(pool)
-                # Reading stops while every slot is taken, so the file is never read ahead
-                # of the hashing by more than the slots.
-                for row in rows:
-                    if isinstance(row, Refusal):
-                        self._refuse(row.line, row.reason)
-                        continue
-                    await slots.acquire()
-                    task = group.create_task(self._land(row, accounts, hashers))
-                    task.add_done_callback(lambda _task: slots.release())
+            async with bootstrap.migrated_pool(url, settings) as pool:
+                try:
+                    async with asyncio.TaskGroup() as group:
+                        accounts = Accounts(pool)
+                        # Reading stops while every slot is taken, so the file is never read
+                        # ahead of the hashing by more than the slots.
+                        for row in rows:
+                            if isinstance(row, Refusal):
+                                self._refuse(row.line, row.reason)
+                                continue
+                            await slots.acquire()
+                            task = group.create_task(self._land(row, accounts, hashers))
+                            task.add_done_callback(lambda _task: slots.release())
+                finally:
+                    # One row for the run (also one cut short: what landed is on it), not
+                    # one an account: a library's import is one operator action.
+                    if not self._dry_run:
+                        await AuditTrail(pool).record(self._event())
+
+    def _event(self) -> Event:
+        return operator.event(
+            "operator_import",
+            "accounts import",
+            file=Path(self._path).name,
+            institution=self._institution,
+            **dataclasses.asdict(self.tally),
+        )
 
     async def _land(self, row: Candidate, accounts: Accounts, hashers: ThreadPoolExecutor) -> None:
         try:

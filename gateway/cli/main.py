@@ -1,5 +1,5 @@
-"""The `library-gateway` command: run, demo, routes, clients, institutions, accounts, keys,
-migrate, settings.
+"""The `library-gateway` command: run, demo, routes, clients, institutions, accounts, staff,
+keys, audit, migrate, settings.
 
 Each subcommand is a small function taking parsed arguments; `--data-dir` is accepted by every
 command that touches the database, so they all find the same embedded PostgreSQL.
@@ -197,6 +197,35 @@ def build_parser() -> argparse.ArgumentParser:
         _data_dir(sub)
         sub.set_defaults(func=_lazy("gateway.cli.memberships", command))
 
+    staff = commands.add_parser("staff", help="manage the staff console's accounts")
+    staff_commands = staff.add_subparsers(dest="staff_command", required=True)
+    for name, help_text, options in (
+        ("add", "add a staff member and mail them an activation link", ("role", "lang")),
+        (
+            "reset",
+            "start a member's sign-in over (a lost second factor): password, factors and "
+            "recovery codes removed, sessions ended, a new activation link mailed",
+            ("lang",),
+        ),
+        ("disable", "disable a member: they can no longer sign in, their sessions end", ()),
+        ("enable", "let a disabled member sign in again", ()),
+        ("role", "change a member's role", ("role",)),
+    ):
+        sub = staff_commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--email", required=True)
+        if "role" in options:
+            sub.add_argument("--role", required=True, choices=("helpdesk", "admin"))
+        if "lang" in options:
+            sub.add_argument(
+                "--lang", choices=("nl", "en"), default="nl", help="the mail's language"
+            )
+        sub.add_argument("--reason", help="why, for the audit trail")
+        _data_dir(sub)
+        sub.set_defaults(func=_lazy("gateway.cli.staff", f"{name}_command"))
+    listing = staff_commands.add_parser("list", help="list the staff members")
+    _data_dir(listing)
+    listing.set_defaults(func=_lazy("gateway.cli.staff", "list_command"))
+
     keys = commands.add_parser("keys", help="cookie and signing keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True)
     new_cookie = keys_commands.add_parser("new-cookie-key", help="print a new Fernet key")
@@ -209,6 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
         sub = keys_commands.add_parser(name, help=help_text)
         _data_dir(sub)
         sub.set_defaults(func=_lazy("gateway.cli.accounts", f"keys_{name}_command"))
+
+    audit = commands.add_parser("audit", help="the audit trail")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    export = audit_commands.add_parser(
+        "export",
+        help="write the audit trail as JSON lines",
+        description="Write every row of the audit trail from --since (and before --until) to "
+        "stdout, one JSON object a line, oldest first, streamed. WHEN is an ISO 8601 date or "
+        "time (without an offset: UTC), e.g. 2026-05-01 or 2026-05-01T08:00+02:00, or a "
+        "duration back from now: 90m, 24h, 7d, 2w.",
+    )
+    export.add_argument("--since", required=True, metavar="WHEN")
+    export.add_argument("--until", metavar="WHEN", help="rows before this moment only")
+    _data_dir(export)
+    export.set_defaults(func=_lazy("gateway.cli.audit", "export_command"))
 
     migrate = commands.add_parser(
         "migrate",

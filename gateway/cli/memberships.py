@@ -17,8 +17,9 @@ from auth.importer import pass_number_problem, type_problem, valid_until_from
 from auth.memberships import Membership
 from auth.sessions.registry import SessionRegistry
 from auth.store.accounts import Account, Accounts
+from auth.store.audit import AuditTrail
 from auth.store.memberships import Memberships, MembershipTaken
-from gateway.cli import bootstrap
+from gateway.cli import bootstrap, operator
 from gateway.cli.institutions import ChosenInstitution, InstitutionUnknown, institution_for
 from gateway.cli.main import load_settings
 
@@ -87,7 +88,7 @@ def membership_add_command(args: argparse.Namespace) -> int:
     url = bootstrap.database_url(settings)
 
     async def go() -> Account:
-        async with bootstrap.migrated_pool(url) as pool:
+        async with bootstrap.migrated_pool(url, settings) as pool:
             accounts, memberships = Accounts(pool), Memberships(pool)
             account = await accounts.by_login_name(args.account.strip())
             if account is None:
@@ -105,6 +106,15 @@ def membership_add_command(args: argparse.Namespace) -> int:
                 except MembershipTaken:
                     raise _Refused(await _taken(memberships, membership, account)) from None
                 await SessionRegistry(pool).account_changed(account.id, conn)
+                await AuditTrail(pool).record(
+                    operator.event(
+                        "pass_linked",
+                        "accounts membership add",
+                        account.id,
+                        passes=[f"{membership.institution}:{membership.pass_number}"],
+                    ),
+                    conn=conn,
+                )
             return account
 
     try:
@@ -127,13 +137,22 @@ def membership_end_command(args: argparse.Namespace) -> int:
     url = bootstrap.database_url(settings)
 
     async def go() -> Account | None:
-        async with bootstrap.migrated_pool(url) as pool:
+        async with bootstrap.migrated_pool(url, settings) as pool:
             accounts = Accounts(pool)
             async with accounts.transaction() as conn:
                 account_id = await Memberships(pool).end(institution, number, conn=conn)
                 if account_id is None:
                     return None
                 await SessionRegistry(pool).account_changed(account_id, conn)
+                await AuditTrail(pool).record(
+                    operator.event(
+                        "membership_ended",
+                        "accounts membership end",
+                        account_id,
+                        passes=[f"{institution}:{number}"],
+                    ),
+                    conn=conn,
+                )
             return await accounts.by_id(account_id)
 
     account = asyncio.run(go())

@@ -125,6 +125,18 @@ def _grace(value: str) -> float:
     return seconds
 
 
+POOLERS = ("none", "transaction")
+"""What GATEWAY_DATABASE_URL may lead to: PostgreSQL itself (or a pooler that gives each
+client a server connection of its own, PgBouncer's session mode), or a transaction pooler."""
+
+
+def _pooler(value: str) -> str:
+    word = value.lower() or "none"
+    if word not in POOLERS:
+        raise ValueError("must be none or transaction")
+    return word
+
+
 def _positive_int(value: str) -> int:
     number = int(value)
     if number <= 0:
@@ -165,6 +177,22 @@ class Settings:
         "postgresql://… of the account database; unset: an embedded PostgreSQL under the data dir",
         _secret,
         secret=True,
+    )
+    database_listen_url: Secret = _setting(
+        "GATEWAY_DATABASE_LISTEN_URL",
+        "",
+        "postgresql://… straight to the same database, never through a pooler: for the LISTEN "
+        "connection and the migrations' lock; unset: GATEWAY_DATABASE_URL",
+        _secret,
+        secret=True,
+    )
+    database_pooler: str = _setting(
+        "GATEWAY_DATABASE_POOLER",
+        "none",
+        "transaction: GATEWAY_DATABASE_URL leads to a pooler in transaction mode (PgBouncer "
+        "pool_mode = transaction), so no statement is kept prepared; needs "
+        "GATEWAY_DATABASE_LISTEN_URL. none: it leads to PostgreSQL, or a session pooler",
+        _pooler,
     )
     public_url: str = _setting(
         "GATEWAY_PUBLIC_URL",
@@ -246,6 +274,32 @@ class Settings:
         "true: mail the patron when a browser that never logged in to their account before "
         "does (browser, system and time; never where from)",
         _flag,
+    )
+    staff_console: bool = _setting(
+        "GATEWAY_STAFF_CONSOLE",
+        "on",
+        "on: the staff console (helpdesk and admins) is served under /staff/; off: every "
+        "/staff/ URL is 404",
+        _flag,
+    )
+    staff_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = _setting(
+        "GATEWAY_STAFF_NETWORKS",
+        "",
+        "comma-separated CIDR ranges the staff console may be reached from (the client address "
+        "as the gateway trusts it); anywhere else every /staff/ URL is 404; unset: no limit",
+        _networks,
+    )
+    staff_idle_timeout: float = _setting(
+        "GATEWAY_STAFF_IDLE_TIMEOUT",
+        "900",
+        "seconds without a request after which a staff session ends",
+        _seconds,
+    )
+    staff_session_lifetime: float = _setting(
+        "GATEWAY_STAFF_SESSION_LIFETIME",
+        "28800",
+        "seconds after sign-in after which a staff session ends, active or not",
+        _seconds,
     )
     theme_name: str = _setting(
         "GATEWAY_THEME_NAME",
@@ -341,6 +395,8 @@ class Settings:
         if not self.public_url:
             host = self.host if ":" not in self.host else f"[{self.host}]"
             object.__setattr__(self, "public_url", f"http://{host}:{self.port}")
+        if problem := _database_problem(self):
+            raise SettingsError(problem)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -377,6 +433,34 @@ class Settings:
         if self.mail_from:
             return self.mail_from
         return f"no-reply@{urlsplit(self.public_url).hostname}"
+
+
+def _database_problem(settings: Settings) -> str | None:
+    """Why the database settings cannot work together, if they cannot. A transaction pooler
+    hands each transaction to whichever server connection is free, so what lives in a
+    session (LISTEN, the migrations' session-level lock) needs a direct connection, or
+    revocations would silently stop reaching this instance."""
+    direct = settings.database_listen_url.reveal()
+    if direct and not settings.database_url:
+        return (
+            "GATEWAY_DATABASE_LISTEN_URL is set without GATEWAY_DATABASE_URL: it must lead to "
+            "the same database as GATEWAY_DATABASE_URL; set both, or neither for the "
+            "embedded PostgreSQL"
+        )
+    if settings.database_pooler != "transaction":
+        return None
+    if not direct:
+        return (
+            "GATEWAY_DATABASE_POOLER=transaction needs GATEWAY_DATABASE_LISTEN_URL: LISTEN/NOTIFY"
+            " and the migrations' lock cannot pass a transaction pooler; set it to a postgresql://"
+            " URL that reaches PostgreSQL itself (docs/operations.md, Running behind PgBouncer)"
+        )
+    if direct == settings.database_url.reveal():
+        return (
+            "GATEWAY_DATABASE_LISTEN_URL is GATEWAY_DATABASE_URL, which GATEWAY_DATABASE_POOLER="
+            "transaction says leads to a transaction pooler: it must reach PostgreSQL itself"
+        )
+    return None
 
 
 SETTINGS: tuple[Setting, ...] = tuple(

@@ -106,10 +106,25 @@ class Proxy:
         continues = route is not None and _expects_continue(request)
         authenticator = self._authenticator
         cookie = authenticator.storage.load_cookie(request)
-        known = authenticator.identify_cookie(cookie)
-        identity, renewal = (
-            await self._settle(known, route, target.path) if isinstance(known, Unsettled) else known
-        )
+        spans = exchange.spans
+        if spans is None:
+            known = authenticator.identify_cookie(cookie)
+            identity, renewal = (
+                await self._settle(known, route, target.path)
+                if isinstance(known, Unsettled)
+                else known
+            )
+        else:
+            with spans.session_check() as check:
+                known = authenticator.identify_cookie(cookie)
+                identity, renewal = (
+                    await self._settle(known, route, target.path)
+                    if isinstance(known, Unsettled)
+                    else known
+                )
+                check.outcome(
+                    logged_in=identity is not None, asked_database=isinstance(known, Unsettled)
+                )
         # What the patron's cookie needs on the way back, if anything (a refresh once a
         # minute, or clearing); None nearly always.
         renew = None if cookie is None or renewal is Renewal.KEEP else (cookie, renewal)
@@ -135,6 +150,13 @@ class Proxy:
             exchange.user_id = identity.user_id
         route = decision.route
         upgrade = websocket.is_upgrade(request)
+        upstream_path = route.upstream_path(target.path)
+        # With spans exported, the backend's parent is the gateway's upstream span.
+        trace = (
+            exchange.trace
+            if spans is None
+            else spans.start_upstream(request.method, route, upstream_path)
+        )
         upstream_headers = headers.upstream_request_headers(
             request.headers,
             backend_host=route.backend.host_header,
@@ -143,7 +165,7 @@ class Proxy:
             public_host=self._public_host,
             request_id=exchange.request_id,
             cookie_name=authenticator.cookie_name,
-            trace=exchange.trace,
+            trace=trace,
             identity=(
                 _identity_headers(authenticator, identity, route.name)
                 if decision.with_identity and identity is not None
@@ -151,9 +173,7 @@ class Proxy:
             ),
             websocket=upgrade,
         )
-        upstream_target = route.upstream_path(target.path)
-        if target.query:
-            upstream_target += "?" + target.query
+        upstream_target = upstream_path + "?" + target.query if target.query else upstream_path
         if upgrade:
             return await self.bridge(
                 request, exchange, route, upstream_target, upstream_headers, renew
@@ -218,9 +238,11 @@ class Proxy:
         asked = time.perf_counter()
         _, overhead, upstream_time = metrics.route_histograms(route.name)
         overhead.observe(asked - exchange.started)
-        backend_response, connection = await self._upstream.request(
+        call = self._upstream.request(
             route, request.method, upstream_target, upstream_headers, body
         )
+        spans = exchange.spans
+        backend_response, connection = await (call if spans is None else spans.upstream_call(call))
         authenticator = self._authenticator
         try:
             upstream_time.observe(time.perf_counter() - asked)

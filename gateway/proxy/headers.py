@@ -159,12 +159,14 @@ _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16
 
 class TraceContext(NamedTuple):
     """W3C Trace Context for one request: the trace it belongs to, the gateway's own span in
-    it (the parent the backend sees), and the flags."""
+    it (the parent the backend sees), and the flags; `parent_id` is the span of the trusted
+    proxy that sent the trace (None for a trace the gateway began)."""
 
     trace_id: str
     span_id: str
     flags: str
     state: str | None = None
+    parent_id: str | None = None
 
     @property
     def traceparent(self) -> str:
@@ -183,7 +185,7 @@ def trace_context(
         found = _TRACEPARENT.fullmatch(traceparent.strip())
         if found and found.group(1) != _ZERO_TRACE and found.group(2) != _ZERO_SPAN:
             state = tracestate.strip() if tracestate and len(tracestate) <= 512 else None
-            return TraceContext(found.group(1), span, found.group(3), state)
+            return TraceContext(found.group(1), span, found.group(3), state, found.group(2))
     return TraceContext(ids[:32], span, "01")
 
 

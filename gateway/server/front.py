@@ -39,11 +39,12 @@ class Front:
         self._application = application_handler
         self._trusted = settings.trusted_proxies
         self._https = settings.https
+        self._tracing = app.get(appkeys.TRACING)
 
     async def __call__(self, base_request: web.BaseRequest) -> web.StreamResponse:
         # The application runner's request factory makes every request a web.Request.
         request = cast(web.Request, base_request)
-        exchange = open_exchange(request, self._trusted)
+        exchange = open_exchange(request, self._trusted, self._tracing)
         try:
             exchange.target = target = Target(*normalise(request.raw_path))
         except BadPath as exc:

@@ -30,8 +30,8 @@ from gateway.config.clients_file import load_clients
 from gateway.config.institutions_file import load_institutions
 from gateway.config.reload import ClientMap, InstitutionMap, RouteMap
 from gateway.config.routes_file import load_routes
-from gateway.config.settings import Settings
-from gateway.ops import logs
+from gateway.config.settings import Settings, SettingsError
+from gateway.ops import logs, tracing
 from gateway.ops.admin import create_admin_app
 from gateway.server.runner import GatewayRunner
 
@@ -55,6 +55,10 @@ def run_command(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
     )
     logs.configure(settings.log_level)
+    try:
+        tracing.check()  # before any worker starts: an OTLP setting it cannot use stops here
+    except SettingsError as exc:
+        raise SystemExit(f"library-gateway: {exc}") from None
     institutions_file = institutions_path(args.routes, args.institutions)
     institutions = None
     if institutions_file is not None:
@@ -115,6 +119,8 @@ def serve(
         cookie_keys=bootstrap.cookie_keys(settings),
         client_map=client_map,
         institution_map=institution_map,
+        # Made in the worker itself: the exporting thread does not survive a fork.
+        tracing=tracing.from_environment(settings.public_url),
     )
     if admin and settings.admin_port:
         app.cleanup_ctx.append(_admin_site(settings, app))
@@ -273,5 +279,5 @@ def _forget_worker_metrics(pid: int) -> None:
 async def _prepare(database_url: str, settings: Settings) -> None:
     from auth.signing import KeyStore
 
-    async with bootstrap.migrated_pool(database_url) as pool:
+    async with bootstrap.migrated_pool(database_url, settings) as pool:
         await KeyStore(pool, bootstrap.cookie_keys(settings)).load()
