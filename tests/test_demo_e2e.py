@@ -20,6 +20,7 @@ from gateway.demo import public_library
 from gateway.demo.runner import (
     DEMO_PASS_NUMBER,
     DEMO_PASSWORD,
+    DEMO_STAFF_EMAIL,
     DEMO_USERNAME,
     LAPSED_PASS_NUMBER,
     LAPSED_UNTIL,
@@ -139,6 +140,26 @@ async def test_the_lapsed_patron_is_told_at_the_digital_library_that_their_membe
         assert 'href="https://www.kb.nl/lid-worden"' in text
         async with client.get("/catalogue/search?q=max") as resp:
             assert resp.status == 200 and LAPSED_PASS_NUMBER in await resp.text()
+
+
+async def test_the_demo_staff_admin_gets_an_activation_link_that_opens(demo: Demo) -> None:
+    assert f"{demo.url}/staff/   as {DEMO_STAFF_EMAIL}" in demo.banner
+    assert demo.process.stdout is not None
+    link = None
+    for line in demo.process.stdout:  # the mail catcher prints the invitation
+        found = re.search(r"(http://\S+/staff/activate\?token=\S+)", line)
+        if found:
+            link = found.group(1)
+            break
+    assert link is not None and link.startswith(demo.url)
+    jar = aiohttp.CookieJar(unsafe=True)
+    async with aiohttp.ClientSession(cookie_jar=jar) as client:
+        async with client.get(link) as resp:
+            assert resp.status == 200
+            page = await resp.text()
+        assert 'name="password"' in page and 'name="csrf_token"' in page
+        async with client.get(f"{demo.url}/staff/") as resp:
+            assert resp.url.path == "/staff/login"
 
 
 def test_ctrl_c_stops_everything(demo: Demo) -> None:

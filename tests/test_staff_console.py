@@ -325,7 +325,13 @@ async def test_console_pages_carry_the_documents_policy(gw: Gateway) -> None:
     assert "publickey-credentials-get=()" in patron.headers["Permissions-Policy"]
 
 
-async def test_the_passkey_page_may_run_its_own_script_and_nothing_else(gw: Gateway) -> None:
+async def test_the_passkey_page_may_run_its_own_script_and_nothing_else(
+    make_gateway: MakeGateway, backend: TestServer
+) -> None:
+    # A console at a domain name: at an IP address there is no passkey page (see below).
+    gw = await make_gateway(
+        routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": "http://localhost:8080"}
+    )
     member = await add_member(gw)
     await sign_in(gw, member)
     resp = await gw.get("/staff/security/passkey")
@@ -339,3 +345,31 @@ async def test_the_passkey_page_may_run_its_own_script_and_nothing_else(gw: Gate
     assert page.count("<script") == 1
     script = await gw.get("/staff/static/passkey.js")
     assert script.status == 200 and "javascript" in script.headers["Content-Type"]
+
+
+async def test_a_console_at_an_ip_address_offers_no_passkey(
+    make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool
+) -> None:
+    """Browsers refuse WebAuthn for an IP address (the demo's http://127.0.0.1:8080): the
+    console says so instead of a ceremony that can only fail, and the app stays on offer."""
+    gw = await make_gateway(
+        routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": "http://127.0.0.1:8080"}
+    )
+    member = await add_member(gw)
+    await sign_in(gw, member)
+    security = await (await gw.get("/staff/security")).text()
+    assert 'href="/staff/security/passkey"' not in security
+    resp = await gw.get("/staff/security/passkey")
+    assert resp.status == 409
+    assert "IP" in await resp.text()
+    token = await page_token(gw, "/staff/security")
+    resp = await gw.post(
+        "/staff/security/passkey",
+        data={"csrf_token": token, "credential": "{}", "name": "x", "password": PASSWORD},
+    )
+    assert resp.status == 409
+    passkeys = await pool.fetchval(
+        "SELECT count(*) FROM staff_factors WHERE staff_id = $1::uuid AND kind = 'passkey'",
+        member.id,
+    )
+    assert passkeys == 0

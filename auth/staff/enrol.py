@@ -25,7 +25,7 @@ from auth.staff import passkeys, totp, trail
 from auth.staff.forms import read_checked
 from auth.staff.guard import at_stage
 from auth.staff.identity import SESSION
-from auth.staff.render import CLEAR_SESSION, page, set_session_cookie
+from auth.staff.render import CLEAR_SESSION, page, refusal, set_session_cookie
 from auth.staff.secrets import SecretUnreadable
 from auth.staff.security import Refused, confirm_password, issue_codes
 from auth.staff.services import STAFF_SERVICES
@@ -117,7 +117,18 @@ async def totp_add(request: web.Request) -> web.StreamResponse:
 
 @at_stage("enrol", "full")
 async def passkey_form(request: web.Request) -> web.StreamResponse:
+    await _refuse_without_domain(request)
     return await _passkey_page(request)
+
+
+async def _refuse_without_domain(request: web.Request) -> None:
+    if not request.config_dict[STAFF_SERVICES].relying_party.usable:
+        raise await refusal(
+            request,
+            web.HTTPConflict,
+            "staff.passkey.no_domain.title",
+            "staff.passkey.no_domain.text",
+        )
 
 
 async def _passkey_page(request: web.Request, *, status: int = 200, **context: Any) -> web.Response:
@@ -149,6 +160,7 @@ async def passkey_add(request: web.Request) -> web.StreamResponse:
     services = request.config_dict[STAFF_SERVICES]
     session = request[SESSION]
     form = await read_checked(request, ("credential", "name", "password"))
+    await _refuse_without_domain(request)
     name = _name(request, form["name"], "staff.enrol.passkey_default_name")
     # The challenge answers one attempt: taken (and so spent) whatever happens next.
     challenge = await services.sessions.take_challenge(session.id)

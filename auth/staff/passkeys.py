@@ -11,6 +11,7 @@ one `PasskeyRefused`, converted here from whatever the library raised.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import uuid
 from collections.abc import Sequence
@@ -42,6 +43,17 @@ class RelyingParty:
     id: str
     name: str
     origin: str
+
+    @property
+    def usable(self) -> bool:
+        """Whether browsers will hold passkeys for it: WebAuthn takes a domain name as the
+        relying party's id, never an IP address (a console at http://127.0.0.1:8080, as in
+        the demo, offers the authenticator app alone)."""
+        try:
+            ipaddress.ip_address(self.id)
+        except ValueError:
+            return True
+        return False
 
     @classmethod
     def for_public_url(cls, public_url: str, name: str) -> RelyingParty:

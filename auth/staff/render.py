@@ -107,6 +107,7 @@ async def page(
             theme=request.config_dict[SERVICES].theme,
             language_links=_language_links(request),
             path=request.path,
+            passkeys_usable=request.config_dict[STAFF_SERVICES].relying_party.usable,
             **context,
         )
     )

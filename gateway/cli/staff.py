@@ -44,7 +44,7 @@ def _fail(message: str) -> int:
     return 1
 
 
-def _management(pool: asyncpg.Pool, settings: Settings) -> StaffManagement:
+def staff_management(pool: asyncpg.Pool, settings: Settings) -> StaffManagement:
     members, factors, sessions = StaffMembers(pool), StaffFactors(pool), StaffSessions(pool)
     composer = Composer(template_environment(), settings.theme_name or "De Bibliotheek")
     return StaffManagement(
@@ -68,7 +68,7 @@ def _run(
 
     async def go() -> tuple[_T, int]:
         async with bootstrap.migrated_pool(url, settings) as pool:
-            result = await work(_management(pool, settings))
+            result = await work(staff_management(pool, settings))
             if not mail:
                 return result, 0
             worker = OutboxWorker(

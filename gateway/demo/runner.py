@@ -27,6 +27,7 @@ from datetime import date
 
 from aiohttp import web
 
+from auth.audit import NO_ORIGIN, Actor
 from auth.credentials.passwords import PasswordHasher
 from auth.memberships import Membership
 from auth.store.accounts import Accounts
@@ -34,10 +35,12 @@ from auth.store.memberships import Memberships, MembershipTaken
 from gateway.app import create_app
 from gateway.cli import bootstrap
 from gateway.cli.main import load_settings
+from gateway.cli.staff import staff_management
 from gateway.config.clients_file import parse_clients
 from gateway.config.institutions_file import parse_institutions
 from gateway.config.reload import ClientMap, InstitutionMap, RouteMap
 from gateway.config.routes_file import parse_routes
+from gateway.config.settings import Settings
 from gateway.demo import public_library
 from gateway.demo.backends import catalogue_app, digital_app, reservations_app
 from gateway.demo.mailcatcher import MailCatcher
@@ -55,6 +58,9 @@ LAPSED_PASS_NUMBER = "20240131"
 LAPSED_USERNAME = "lapsed.patron"
 LAPSED_EMAIL = "lapsed.patron@example.org"
 LAPSED_UNTIL = date(2024, 1, 31)
+
+# The demo's staff console admin: activated through the link the mail catcher prints.
+DEMO_STAFF_EMAIL = "demo.admin@example.org"
 
 KB = "kb"
 PUBLIC_LIBRARY_INSTITUTION = "obs"
@@ -178,6 +184,25 @@ async def ensure_demo_patron(pool_url: str) -> None:
                 await memberships.change(KB, pass_number, type="adult", valid_until=LAPSED_UNTIL)
 
 
+async def ensure_demo_staff(pool_url: str, settings: Settings) -> bool:
+    """The demo's staff admin, invited at the first start (and invited again while not yet
+    activated): its activation mail goes through the outbox to the mail catcher, which prints
+    it. Whether a link was mailed by this start."""
+    async with bootstrap.migrated_pool(pool_url, settings) as pool:
+        management = staff_management(pool, settings)
+        member = await management.members.by_email(DEMO_STAFF_EMAIL)
+        if member is not None and member.state != "pending":
+            return False
+        demo = Actor("operator", "demo")
+        if member is None:
+            await management.invite(
+                DEMO_STAFF_EMAIL, "admin", actor=demo, origin=NO_ORIGIN, reason="demo", lang="en"
+            )
+        else:
+            await management.start_over(member.id, actor=demo, origin=NO_ORIGIN, lang="en")
+        return True
+
+
 async def run_demo(args: argparse.Namespace) -> None:
     catcher = MailCatcher(out=sys.stdout)
     catcher.start()
@@ -209,6 +234,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         )
         database_url = await asyncio.to_thread(bootstrap.database_url, settings)
         await ensure_demo_patron(database_url)
+        staff_mailed = await ensure_demo_staff(database_url, settings)
         gateway = create_app(
             settings,
             route_map,
@@ -225,7 +251,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         await runner.setup()
         runners.insert(0, runner)
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
-        print(_banner(settings.public_url, library_url), flush=True)
+        print(_banner(settings.public_url, library_url, staff_mailed=staff_mailed), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -238,7 +264,13 @@ async def run_demo(args: argparse.Namespace) -> None:
         catcher.stop()
 
 
-def _banner(url: str, library_url: str) -> str:
+def _banner(url: str, library_url: str, *, staff_mailed: bool) -> str:
+    staff = (
+        "its activation link (set a password, enrol an authenticator app or a passkey)\n"
+        "                is in the mail printed below"
+        if staff_mailed
+        else "sign in with the password and the second factor you chose at activation"
+    )
     return f"""
   library-gateway demo is running
 
@@ -258,6 +290,10 @@ def _banner(url: str, library_url: str) -> str:
                 {library_url}/
                 (logged in at the catalogue already? then no second login there;
                 it requires a membership of its own, which only the demo patron holds)
+
+    the helpdesk's staff console:
+                {url}/staff/   as {DEMO_STAFF_EMAIL} (an admin):
+                {staff}
 
   Mail the gateway sends is printed here. Press Ctrl-C to stop everything.
 """
