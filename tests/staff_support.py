@@ -12,8 +12,9 @@ import re
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Protocol
 
-from aiohttp import ClientResponse
+from aiohttp import ClientResponse, web
 
 from auth.staff import recovery, totp
 from auth.staff.services import STAFF_SERVICES, StaffServices
@@ -37,7 +38,14 @@ class Member:
         return totp.code_at(self.secret, totp.step_at(time.time()) + step_offset)
 
 
-def staff_services(client: Gateway) -> StaffServices:
+class Served(Protocol):
+    """A test client, or the browser tests' running gateway: whatever holds the app."""
+
+    @property
+    def app(self) -> web.Application: ...
+
+
+def staff_services(client: Served) -> StaffServices:
     return client.app[STAFF_SERVICES]
 
 
@@ -46,7 +54,7 @@ def unique_email(prefix: str = "staff") -> str:
 
 
 async def add_member(
-    client: Gateway, *, role: str = "helpdesk", email: str | None = None, password: str = PASSWORD
+    client: Served, *, role: str = "helpdesk", email: str | None = None, password: str = PASSWORD
 ) -> Member:
     """An activated staff member with a password, a TOTP app and ten recovery codes."""
     services = staff_services(client)

@@ -11,11 +11,22 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestServer
 
 from auth.pages import i18n
 from auth.staff import totp
 from gateway.demo.mailcatcher import MailCatcher
-from tests.helpers import PASSWORD, Gateway, cli, csrf_in, followed, link_in, mail_for
+from tests.helpers import (
+    PASSWORD,
+    Gateway,
+    MakeGateway,
+    cli,
+    csrf_in,
+    followed,
+    link_in,
+    mail_for,
+    routes_for,
+)
 from tests.staff_support import (
     STAFF_COOKIE,
     codes_on,
@@ -28,6 +39,15 @@ from tests.staff_support import (
 
 pytestmark = pytest.mark.timeout(300)
 T = i18n.translator("nl")
+
+
+@pytest.fixture
+async def gw(make_gateway: MakeGateway, backend: TestServer) -> Gateway:
+    """The console at a domain name, as an operator's is: passkeys are on offer beside the
+    app (at an IP address they are not: tests/test_staff_console.py)."""
+    return await make_gateway(
+        routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": "http://localhost:8080"}
+    )
 
 
 def staff_cli(database_url: str, catcher: MailCatcher, tmp: Path, *args: str) -> tuple[int, str]:

@@ -29,6 +29,8 @@ EVERY_CONSOLE_URL = (
     "/staff/security",
     "/staff/members",
     "/staff/audit",
+    "/staff/patrons?q=reader",
+    "/staff/patrons/6f1c1d2e-8f3a-4b7c-9d0e-1a2b3c4d5e6f",
     "/staff/static/passkey.js",
     "/staff/static/console.css",
     "/staff/no-such-page",

@@ -11,14 +11,13 @@ served from memory, like the patron pages' (`auth.pages.static_files`).
 
 from __future__ import annotations
 
-import mimetypes
 from collections.abc import Sequence
-from importlib import resources
 
 from aiohttp import web
 
 from auth import urls
-from auth.staff import activation, admin, audit_trail, enrol, login, security
+from auth.pages import static_files
+from auth.staff import activation, admin, audit_trail, enrol, login, patrons, security
 from auth.staff.guard import gate, signed_in
 from auth.staff.networks import Network
 from auth.staff.render import console_headers, page
@@ -36,31 +35,14 @@ async def to_home(_request: web.Request) -> web.StreamResponse:
     raise web.HTTPPermanentRedirect(urls.STAFF_HOME)
 
 
-def _static_routes(console: web.Application) -> None:
-    files: dict[str, tuple[bytes, str]] = {}
-    for entry in (resources.files("auth.staff") / "static").iterdir():
-        if entry.is_file():
-            content_type = mimetypes.guess_type(entry.name)[0] or "application/octet-stream"
-            files[entry.name] = (entry.read_bytes(), content_type)
-
-    async def static_file(request: web.Request) -> web.Response:
-        found = files.get(request.match_info["name"])
-        if found is None:
-            raise web.HTTPNotFound()
-        body, content_type = found
-        charset = "utf-8" if content_type.startswith(("text/", "application/javascript")) else None
-        return web.Response(body=body, content_type=content_type, charset=charset)
-
-    console.router.add_get(urls.STAFF_STATIC.removeprefix(urls.STAFF) + "/{name}", static_file)
-
-
 def application(networks: Sequence[Network]) -> web.Application:
     """The console, to mount at `auth.urls.STAFF`; outside `networks` (when any) it is 404."""
     console = web.Application(middlewares=[gate(tuple(networks))])
     console.on_response_prepare.append(console_headers)
     console.router.add_get(urls.STAFF_HOME.removeprefix(urls.STAFF), home)
     console.router.add_get("", to_home)  # /staff itself
-    for module in (login, activation, security, enrol, admin, audit_trail):
+    for module in (login, activation, security, enrol, admin, audit_trail, patrons):
         module.add_routes(console)
-    _static_routes(console)
+    static = urls.STAFF_STATIC.removeprefix(urls.STAFF) + "/{name}"
+    console.router.add_get(static, static_files.from_memory("auth.staff"))
     return console
