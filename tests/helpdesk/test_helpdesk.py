@@ -8,24 +8,18 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import gc
 import hashlib
 import uuid
-import warnings
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-from aiohttp.test_utils import TestServer
-from aiosmtpd.controller import Controller
-from pytest_aiohttp import AiohttpServer
 
 from auth.audit import Actor, Event, Origin
-from auth.credentials import emails, throttle
+from auth.credentials import emails
 from auth.credentials.passwords import PasswordHasher
 from auth.helpdesk import model
 from auth.helpdesk.errors import (
@@ -38,143 +32,47 @@ from auth.helpdesk.errors import (
 from auth.helpdesk.lookup import MAX_MATCHES
 from auth.helpdesk.model import PatronOverview
 from auth.helpdesk.service import HELPDESK, Helpdesk
-from auth.mail import SmtpTransport
 from auth.memberships import Membership
-from auth.pages.activation import Invitations
-from auth.services import SERVICES, AuthServices
+from auth.services import AuthServices
 from auth.store import merges
 from auth.store.accounts import Account, Accounts
 from auth.store.memberships import Memberships
 from gateway.demo.mailcatcher import MailCatcher
+from tests.helpdesk.support import BOUNCING, block, new_member, state_of
 from tests.helpers import (
     PASSWORD,
     Gateway,
-    MakeGateway,
     account_on,
     add_patron,
     attempt,
     can_log_in,
     followed,
-    free_port,
     jar_cookie,
     link_in,
     login,
     mail_for,
     outbox_for,
     plain_text,
-    routes_for,
     settle,
     token_of,
     unique_pass_number,
 )
-from tests.test_backchannel import FAST, Receiver, clients_yaml, signed_in_at
-from tests.test_oidc_provider import SECRET
+from tests.test_backchannel import Receiver, signed_in_at
 from tests.test_recovery import ask_reset
 
 STAFF = Actor("staff", str(uuid.uuid4()), "desk@library.example")
 AT_THE_DESK = Origin("192.0.2.10", "Mozilla/5.0 (X11; Linux x86_64) Firefox/128.0", "req-desk")
 FIREFOX = "Mozilla/5.0 (Windows NT 10.0; Win64; x64; rv:125.0) Gecko/20100101 Firefox/125.0"
-BOUNCING = "bounce.example"  # mail to this domain is refused by its (real) SMTP server
 
 pytestmark = pytest.mark.usefixtures("fresh_recovery_mails")
 
 
-# --- The gateway, its mail, and the libraries it is connected to --------------------------------
-
-
-class _RefuseEveryone:
-    """An aiosmtpd handler with no mailboxes: every recipient is refused at RCPT."""
-
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        return "550 5.1.1 No such mailbox here"
-
-
-class Routed:
-    """Mail to `BOUNCING` goes to an SMTP server that refuses it, any other to the catcher:
-    two real servers behind the gateway's one transport."""
-
-    def __init__(self, catcher: str, refusing: str) -> None:
-        self._catcher = SmtpTransport(catcher)
-        self._refusing = SmtpTransport(refusing)
-
-    async def deliver(self, message: EmailMessage) -> None:
-        bounces = str(message["To"]).endswith("@" + BOUNCING)
-        await (self._refusing if bounces else self._catcher).deliver(message)
-
-
-@pytest.fixture
-def refusing_smtp() -> Iterator[str]:
-    port = free_port()
-    controller = Controller(
-        _RefuseEveryone(), hostname="127.0.0.1", port=port, server_hostname="refusing.test"
-    )
-    controller.start()
-    yield f"smtp://127.0.0.1:{port}"
-    with warnings.catch_warnings():  # as the catcher's fixture: a cut-off session's socket
-        warnings.simplefilter("ignore", ResourceWarning)
-        controller.stop()
-        gc.collect()
-
-
-@pytest.fixture
-def receiver() -> Receiver:
-    return Receiver()
-
-
-@pytest.fixture
-async def gw(
-    make_gateway: MakeGateway,
-    backend: TestServer,
-    mail_catcher: MailCatcher,
-    refusing_smtp: str,
-    receiver: Receiver,
-    aiohttp_server: AiohttpServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Gateway:
-    """A gateway with two connected libraries whose back-channel logouts reach `receiver`,
-    mailing through the catcher (and `BOUNCING`'s refusing server)."""
-    monkeypatch.setenv("OIDC_TEST_SECRET", SECRET)
-    libraries = await aiohttp_server(receiver.app())
-    return await make_gateway(
-        routes_for(backend.port),
-        clients=clients_yaml(f"http://127.0.0.1:{libraries.port}"),
-        backchannel_timing=FAST,
-        mail_transport=Routed(mail_catcher.url, refusing_smtp),
-    )
+# --- The gateway, its mail, and the libraries it is connected to: tests/helpdesk_support.py ---
 
 
 @pytest.fixture
 def desk(gw: Gateway) -> Helpdesk:
     return gw.app[HELPDESK]
-
-
-@pytest.fixture
-def services(gw: Gateway) -> AuthServices:
-    return gw.app[SERVICES]
-
-
-@pytest.fixture
-async def patron(pool: asyncpg.Pool, hasher: PasswordHasher) -> Account:
-    return await add_patron(pool, hasher)
-
-
-async def new_member(gw: Gateway) -> Account:
-    """A member invited by mail (`accounts invite`), not yet activated."""
-    services = gw.app[SERVICES]
-    number = unique_pass_number()
-    account_id = await Invitations(
-        services.accounts,
-        services.links,
-        services.composer,
-        services.public_url,
-        services.activation_ttl,
-    ).send(number, f"member{number}@example.org")
-    await settle(gw)
-    account = await services.accounts.by_id(account_id)
-    assert account is not None and account.password_hash is None
-    return account
 
 
 # --- What the trail and the database hold ------------------------------------------------------
@@ -213,33 +111,6 @@ def the_row(rows: list[asyncpg.Record], action: str, reason: str) -> dict[str, A
     )
     details: dict[str, Any] = orjson.loads(row["details"])
     return details
-
-
-async def state_of(pool: asyncpg.Pool, account_id: str) -> dict[str, Any]:
-    """Everything an action could change: the account, its live links, sessions, throttle
-    and mails."""
-    account = await pool.fetchrow(
-        "SELECT username, email, disabled, password_hash FROM accounts WHERE id = $1::uuid",
-        account_id,
-    )
-    assert account is not None
-    counts = await pool.fetchrow(
-        "SELECT (SELECT count(*) FROM account_tokens WHERE account_id = $1::uuid"
-        "        AND used_at IS NULL) AS links,"
-        " (SELECT count(*) FROM sessions WHERE account_id = $1::uuid"
-        "        AND revoked_at IS NULL) AS sessions,"
-        " (SELECT count(*) FROM login_throttle WHERE key = $2) AS counters,"
-        " (SELECT count(*) FROM outbox WHERE account_id = $1::uuid) AS mails",
-        account_id,
-        throttle.account_key(account_id, ""),
-    )
-    return {**dict(account), **dict(counts)}
-
-
-async def block(services: AuthServices, account: Account) -> None:
-    """Five wrong passwords for the account from somewhere else: its login is blocked."""
-    for _ in range(5):
-        await services.throttle.failed(throttle.account_key(account.id, ""), "addr:198.51.100.9")
 
 
 async def mail_settled(gw: Gateway, pool: asyncpg.Pool, recipient: str) -> list[asyncpg.Record]:

@@ -6,23 +6,16 @@ helpdesk member on the admin pages, unknown and malformed ids, hostile names on 
 
 from __future__ import annotations
 
-import gc
 import html
 import uuid
-import warnings
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
 from aiohttp import ClientResponse
-from aiohttp.test_utils import TestServer
-from aiosmtpd.controller import Controller
 from markupsafe import escape
-from pytest_aiohttp import AiohttpServer
 
 from auth.credentials.passwords import PasswordHasher
 from auth.helpdesk import model
@@ -33,7 +26,6 @@ from auth.helpdesk.errors import (
     ReasonRequired,
 )
 from auth.helpdesk.model import PatronOverview
-from auth.mail import SmtpTransport
 from auth.memberships import Membership
 from auth.pages import i18n
 from auth.services import SERVICES, AuthServices
@@ -42,32 +34,27 @@ from auth.store import merges
 from auth.store.accounts import Account, Accounts
 from auth.store.memberships import Memberships
 from gateway.demo.mailcatcher import MailCatcher
+from tests.helpdesk.support import BOUNCING, block, new_member, state_of
 from tests.helpers import (
     PASSWORD,
     Gateway,
-    MakeGateway,
     account_on,
     add_patron,
     attempt,
     can_log_in,
-    free_port,
     jar_cookie,
     login,
     mail_for,
     outbox_for,
-    routes_for,
     settle,
     unique_pass_number,
 )
 from tests.staff_support import Member, add_member, page_token, sign_in
-from tests.test_backchannel import FAST, Receiver, clients_yaml, signed_in_at
-from tests.test_helpdesk import block, new_member, state_of
-from tests.test_oidc_provider import SECRET
+from tests.test_backchannel import signed_in_at
 
 pytestmark = pytest.mark.usefixtures("fresh_recovery_mails")
 
 NL, EN = i18n.translator("nl"), i18n.translator("en")
-BOUNCING = "bounce.example"
 EVERY_ACTION = patron_view.ACTIONS
 HOSTILE = '<img src=x onerror="alert(1)">'
 
@@ -77,74 +64,7 @@ def said(key: str, **values: object) -> str:
     return html.escape(NL[key].format(**values) if values else NL[key])
 
 
-# --- The gateway: mail to the catcher (and a refusing server), connected libraries -----------
-
-
-class _RefuseEveryone:
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
-    ) -> str:
-        return "550 5.1.1 No such mailbox here"
-
-
-class _Routed:
-    """Mail to `BOUNCING` goes to a server that refuses it, any other to the catcher."""
-
-    def __init__(self, catcher: str, refusing: str) -> None:
-        self._catcher, self._refusing = SmtpTransport(catcher), SmtpTransport(refusing)
-
-    async def deliver(self, message: EmailMessage) -> None:
-        bounces = str(message["To"]).endswith("@" + BOUNCING)
-        await (self._refusing if bounces else self._catcher).deliver(message)
-
-
-@pytest.fixture
-def refusing() -> Iterator[str]:
-    port = free_port()
-    controller = Controller(
-        _RefuseEveryone(), hostname="127.0.0.1", port=port, server_hostname="refusing.test"
-    )
-    controller.start()
-    yield f"smtp://127.0.0.1:{port}"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ResourceWarning)
-        controller.stop()
-        gc.collect()
-
-
-@pytest.fixture
-def receiver() -> Receiver:
-    return Receiver()
-
-
-@pytest.fixture
-async def gw(
-    make_gateway: MakeGateway,
-    backend: TestServer,
-    mail_catcher: MailCatcher,
-    refusing: str,
-    receiver: Receiver,
-    aiohttp_server: AiohttpServer,
-    monkeypatch: pytest.MonkeyPatch,
-) -> Gateway:
-    monkeypatch.setenv("OIDC_TEST_SECRET", SECRET)
-    libraries = await aiohttp_server(receiver.app())
-    return await make_gateway(
-        routes_for(backend.port),
-        clients=clients_yaml(f"http://127.0.0.1:{libraries.port}"),
-        backchannel_timing=FAST,
-        mail_transport=_Routed(mail_catcher.url, refusing),
-    )
-
-
-@pytest.fixture
-def services(gw: Gateway) -> AuthServices:
-    return gw.app[SERVICES]
-
-
-@pytest.fixture
-async def patron(pool: asyncpg.Pool, hasher: PasswordHasher) -> Account:
-    return await add_patron(pool, hasher)
+# --- The gateway: tests/helpdesk_support.py ----------------------------------------------------
 
 
 @pytest.fixture
