@@ -629,6 +629,21 @@ def main() -> int:
             storms.append(f"{rate * duration} logins in {duration} s answered {answers}")
         extra["storm"] = "; ".join(storms)
 
+        print("in turns: the log, and nginx + auth_request …", file=sys.stderr)
+        gateway_url = f"{base}/index.html"
+        extra["log_turns"] = in_turns(
+            (gateway_url, cookie),
+            (f"http://127.0.0.1:{ports['gateway_quiet']}/index.html", cookie),
+            connections,
+            "with the log on over the log off",
+        )
+        extra["auth_turns"] = in_turns(
+            (gateway_url, cookie),
+            (f"http://127.0.0.1:{ports['nginx_auth']}/index.html", peer_cookie),
+            connections,
+            "the gateway over nginx + auth_request",
+        )
+
         print("--workers 2 …", file=sys.stderr)
         start_gateway(stack, routes, ports["gateway2"], workdir / "var", key, workers=2)
         url2 = f"http://127.0.0.1:{ports['gateway2']}/index.html"
@@ -656,6 +671,40 @@ def main() -> int:
     if args.write:
         write_results(ROOT / "docs" / "performance.md", report)
     return 0
+
+
+TURN_PAIRS, TURN_SECONDS = 6, 4
+
+
+def in_turns(
+    a: tuple[str, str | None], b: tuple[str, str | None], connections: int, what: str
+) -> str:
+    """The requests/s of `a` over `b` (each a URL and its cookie), measured in turns: pairs of
+    short runs back to back, A then B and B then A in alternation, so the machine's drift
+    (as large as the differences measured here) falls on both alike; the median of the pairs'
+    ratios, and their range."""
+    for url, with_cookie in (a, b):
+        wrk("warm-up", url, 1, connections, with_cookie)
+
+    def run(side: tuple[str, str | None]) -> float:
+        return wrk("turn", side[0], TURN_SECONDS, connections, side[1]).rps
+
+    ratios_ab = []
+    for pair in range(TURN_PAIRS):
+        if pair % 2 == 0:
+            rps_a = run(a)
+            rps_b = run(b)
+        else:
+            rps_b = run(b)
+            rps_a = run(a)
+        ratios_ab.append(rps_a / rps_b)
+    ratios_ab.sort()
+    middle = len(ratios_ab) // 2
+    median = (ratios_ab[middle - 1] + ratios_ab[middle]) / 2
+    return (
+        f"{median:.2f}x {what} (the median of {TURN_PAIRS} pairs of {TURN_SECONDS} s runs "
+        f"back to back, {ratios_ab[0]:.2f}x to {ratios_ab[-1]:.2f}x)"
+    )
 
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -749,6 +798,12 @@ of the cores.
 Ratios (library-gateway, one worker, against each):
 
 {chr(10).join(ratios(rows))}
+
+Measured in turns, so that the machine's drift between two rows of the table cannot pass
+for a difference between two setups:
+
+- the access log: {extra.get("log_turns", "not measured")};
+- against nginx + auth_request: {extra.get("auth_turns", "not measured")}.
 
 - `--workers 2`: {scale}.
 - 1 GiB download: {extra.get("download", "not measured")}.
