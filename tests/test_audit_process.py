@@ -10,16 +10,8 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.test_scale_out import (
-    Launch,
-    add_account,
-    backend,
-    base_env,
-    cookie_keys,
-    http,
-    launch,
-    log_in,
-)
+from tests.gateway_processes import add_account, base_env, log_in
+from tests.test_scale_out import Launch, backend, cookie_keys, http, launch
 
 __all__ = ["backend", "cookie_keys", "http", "launch"]  # fixtures, imported to be used here
 

