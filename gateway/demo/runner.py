@@ -184,23 +184,28 @@ async def ensure_demo_patron(pool_url: str) -> None:
                 await memberships.change(KB, pass_number, type="adult", valid_until=LAPSED_UNTIL)
 
 
-async def ensure_demo_staff(pool_url: str, settings: Settings) -> bool:
-    """The demo's staff admin, invited at the first start (and invited again while not yet
-    activated): its activation mail goes through the outbox to the mail catcher, which prints
-    it. Whether a link was mailed by this start."""
+async def demo_staff_pending(pool_url: str, settings: Settings) -> bool:
+    """Whether the demo's staff admin still needs an activation link: not made yet, or made
+    and never activated."""
+    async with bootstrap.migrated_pool(pool_url, settings) as pool:
+        member = await staff_management(pool, settings).members.by_email(DEMO_STAFF_EMAIL)
+    return member is None or member.state == "pending"
+
+
+async def invite_demo_staff(pool_url: str, settings: Settings) -> None:
+    """Mail the demo's staff admin an activation link (a new one when the first was never
+    used). Called once the gateway runs: its outbox worker sends the mail at once to the mail
+    catcher, which prints it below the banner."""
     async with bootstrap.migrated_pool(pool_url, settings) as pool:
         management = staff_management(pool, settings)
         member = await management.members.by_email(DEMO_STAFF_EMAIL)
-        if member is not None and member.state != "pending":
-            return False
         demo = Actor("operator", "demo")
         if member is None:
             await management.invite(
                 DEMO_STAFF_EMAIL, "admin", actor=demo, origin=NO_ORIGIN, reason="demo", lang="en"
             )
-        else:
+        elif member.state == "pending":
             await management.start_over(member.id, actor=demo, origin=NO_ORIGIN, lang="en")
-        return True
 
 
 async def run_demo(args: argparse.Namespace) -> None:
@@ -234,7 +239,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         )
         database_url = await asyncio.to_thread(bootstrap.database_url, settings)
         await ensure_demo_patron(database_url)
-        staff_mailed = await ensure_demo_staff(database_url, settings)
+        staff_mailed = await demo_staff_pending(database_url, settings)
         gateway = create_app(
             settings,
             route_map,
@@ -252,6 +257,8 @@ async def run_demo(args: argparse.Namespace) -> None:
         runners.insert(0, runner)
         await web.TCPSite(runner, "127.0.0.1", args.port).start()
         print(_banner(settings.public_url, library_url, staff_mailed=staff_mailed), flush=True)
+        if staff_mailed:
+            await invite_demo_staff(database_url, settings)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
