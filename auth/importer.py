@@ -23,7 +23,7 @@ from typing import Protocol
 
 from auth.credentials.passwords import identify, is_weak, wrap_legacy
 from auth.credentials.usernames import UsernameRejected, canonical, check_username
-from auth.memberships import Institution
+from auth.memberships import Institution, word_problem
 
 __all__ = [
     "COLUMNS",
@@ -32,7 +32,6 @@ __all__ = [
     "Refusal",
     "Tally",
     "check_password_hash",
-    "label_problem",
     "pass_number_problem",
     "read_import",
     "type_problem",
@@ -44,7 +43,6 @@ _REQUIRED = COLUMNS[:3]
 MAX_PASS_NUMBER = 64
 MAX_EMAIL = 254
 MAX_HASH = 512
-MAX_LABEL = 64
 # A real row is a few hundred characters; a longer line is refused without reading it whole.
 MAX_LINE = 16 * 1024
 
@@ -200,17 +198,6 @@ def valid_until_from(text: str) -> date | None:
         except ValueError:
             pass
     raise ValueError(f"valid_until {text!r} is not a date of the form YYYY-MM-DD")
-
-
-def label_problem(what: str, text: str) -> str | None:
-    """Why `text` cannot be an institution id or a membership type, or None. Both travel in
-    `X-Library-Memberships` (`kb:adult:2027-01-31,oba:youth:`), so neither may hold `:` or
-    `,`, nor spaces or control characters."""
-    if len(text) > MAX_LABEL:
-        return f"{what} longer than {MAX_LABEL} characters"
-    if not _visible(text) or ":" in text or "," in text:
-        return f"{what} {text!r} may not contain spaces, control characters, ':' or ','"
-    return None
 
 
 class _LineTooLong(Exception):
@@ -400,7 +387,7 @@ def pass_number_problem(pass_number: str, institution: Institution | None = None
 def type_problem(kind: str, institution: Institution | None = None) -> str | None:
     """Why `kind` cannot be a membership's type (of `institution`, when it lists its
     types), or None."""
-    problem = label_problem("type", kind)
+    problem = word_problem(kind, "type")
     if problem is None and institution is not None and kind not in (institution.types or (kind,)):
         known = ", ".join(institution.types)
         return f"type {kind!r} is not one of {institution.id}'s: {known}"

@@ -7,6 +7,11 @@ into files under DATA_DIR/outbox/; failures are retried with backoff, so an SMTP
 nothing and never fails a patron's request. Several instances share one outbox safely
 (FOR UPDATE SKIP LOCKED). Sent mails keep their envelope but lose their bodies, which may
 hold links.
+
+A command on the operator's shell (`accounts invite`, `staff add`) sends the mail it queued
+itself at once, through the shell's own settings, and nothing else: it learns which mails those
+are by queueing them inside `queued_here()`. The rest of the outbox is the gateway's, whose
+mail settings may differ from the shell's.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -33,6 +40,30 @@ log = logging.getLogger("auth.mail")
 CHANNEL = "library_gateway_outbox"
 _RETRY_DELAYS = (10, 30, 60, 300, 900, 3600)
 MAX_ATTEMPTS = 30
+
+_COLUMNS = "SELECT id, recipient, subject, body_text, body_html, attempts FROM outbox"
+_DUE = (
+    _COLUMNS + " WHERE sent_at IS NULL AND next_attempt_at <= now() AND attempts < $2"
+    " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+)
+_THESE = (
+    _COLUMNS + " WHERE id = ANY($1::bigint[]) AND sent_at IS NULL AND next_attempt_at <= now()"
+    " AND attempts < $2 ORDER BY id FOR UPDATE SKIP LOCKED"
+)
+
+_queued_here: ContextVar[list[int] | None] = ContextVar("queued_here", default=None)
+
+
+@contextlib.contextmanager
+def queued_here() -> Iterator[list[int]]:
+    """The outbox ids of the mails queued by the code run inside, in this task: what a
+    command on the shell may send itself (`OutboxWorker.send_these`)."""
+    ids: list[int] = []
+    token = _queued_here.set(ids)
+    try:
+        yield ids
+    finally:
+        _queued_here.reset(token)
 
 
 @dataclass(frozen=True)
@@ -73,21 +104,27 @@ class Outbox:
     @staticmethod
     async def put(
         conn: Any, mail: Mail, *, account_id: str | None = None, kind: str | None = None
-    ) -> None:
+    ) -> int:
         """Queue a mail inside the caller's transaction; the worker hears of it on commit.
         `account_id`: the patron it is about, so the helpdesk sees it among theirs; `kind`:
-        what it is (default: the template it was composed from)."""
-        await conn.execute(
-            "INSERT INTO outbox (recipient, subject, body_text, body_html, account_id, kind)"
-            " VALUES ($1, $2, $3, $4, $5::uuid, $6)",
-            mail.recipient,
-            mail.subject,
-            mail.text,
-            mail.html,
-            account_id,
-            kind or mail.kind,
+        what it is (default: the template it was composed from). Returns its id."""
+        outbox_id = int(
+            await conn.fetchval(
+                "INSERT INTO outbox (recipient, subject, body_text, body_html, account_id, kind)"
+                " VALUES ($1, $2, $3, $4, $5::uuid, $6) RETURNING id",
+                mail.recipient,
+                mail.subject,
+                mail.text,
+                mail.html,
+                account_id,
+                kind or mail.kind,
+            )
         )
         await conn.execute("SELECT pg_notify($1, '')", CHANNEL)
+        recorded = _queued_here.get()
+        if recorded is not None:
+            recorded.append(outbox_id)
+        return outbox_id
 
     async def send(
         self, mail: Mail, *, account_id: str | None = None, kind: str | None = None
@@ -106,6 +143,15 @@ class Outbox:
 
     async def pending(self) -> int:
         return int(await self._pool.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"))
+
+    async def unsent(self, ids: Sequence[int]) -> int:
+        """How many of the mails `ids` have not been sent (yet)."""
+        return int(
+            await self._pool.fetchval(
+                "SELECT count(*) FROM outbox WHERE id = ANY($1::bigint[]) AND sent_at IS NULL",
+                list(ids),
+            )
+        )
 
 
 class Transport(Protocol):
@@ -197,14 +243,16 @@ class OutboxWorker:
 
     async def send_due(self, batch: int = 10) -> int:
         """Send up to `batch` due mails; return how many were attempted."""
+        return await self._send(_DUE, batch, MAX_ATTEMPTS)
+
+    async def send_these(self, ids: Sequence[int]) -> int:
+        """Send the mails `ids` (from `queued_here`) that are due and that no other sender
+        holds, and no other mail; return how many were attempted."""
+        return await self._send(_THESE, list(ids), MAX_ATTEMPTS)
+
+    async def _send(self, query: str, *args: object) -> int:
         async with self._pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(
-                "SELECT id, recipient, subject, body_text, body_html, attempts FROM outbox"
-                " WHERE sent_at IS NULL AND next_attempt_at <= now() AND attempts < $2"
-                " ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                batch,
-                MAX_ATTEMPTS,
-            )
+            rows = await conn.fetch(query, *args)
             for row in rows:
                 try:
                     await self._transport.deliver(build_message(self._sender, row))

@@ -19,6 +19,22 @@ from auth.pages.theme import Theme
 DEFAULT_ID = "default"
 """The one institution there is without an institutions file."""
 
+WORD = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+"""An institution's id and a membership type: what rules name, and headers and claims carry as
+they are. One rule wherever either is given (institutions.yaml, a `require:`, an import, `accounts
+membership add`): a membership whose id or type no rule can name would count for nothing."""
+
+
+def word_problem(value: str, what: str) -> str | None:
+    """Why `value` cannot be an institution id or a membership type, None when it can."""
+    if WORD.fullmatch(value):
+        return None
+    shown = value if len(value) <= 60 else value[:57] + "..."
+    return (
+        f"{what} {shown!r} must be 1-32 lowercase letters, digits, '-' or '_', "
+        "starting with a letter or digit"
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Membership:

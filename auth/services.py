@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -59,12 +59,14 @@ class AuthServices:
     # cannot tell whether an account matched. Kept here so shutdown can wait for it.
     background: set[asyncio.Task[None]] = field(default_factory=set)
 
-    def username_for(self, account: Account, wanted: str) -> str:
+    def username_for(self, account: Account, wanted: str, passes: Iterable[str] = ()) -> str:
         """`wanted` as `account`'s username under the rules (``UsernameRejected`` if not):
-        the same for a member choosing one at activation and a patron changing theirs."""
+        the same for a member choosing one at activation and a patron changing theirs.
+        `passes`: the pass numbers the account holds (passes linked from other libraries
+        among them); each may be the username as its first may."""
         return check_username(
             wanted,
-            own_pass_number=account.pass_number,
+            own_pass_number=(account.pass_number, *passes),
             pass_number_pattern=self.pass_number_pattern,
         )
 

@@ -4,29 +4,38 @@
 Plain, small, no script, no version numbers, nothing echoed from the request: HTML for
 browsers, JSON for everything else (chosen by Accept, like the login redirect). The HTML pages
 carry the same document policy as the /auth/ pages (`auth.pages.render.DOCUMENT_HEADERS`).
+An error page speaks the patron's language, chosen as the /auth/ pages choose it
+(`auth.pages.render.language`), and says what to do next in words of the locale files (the
+error's `page`); its English `reason` is for API clients' JSON only. The language is chosen
+here, on the way out of a failure, so a request that succeeds never pays for it.
 """
 
 from __future__ import annotations
 
 import html
 import json
+import secrets
 
 import jinja2
 from aiohttp import web
 
 from auth.memberships import InstitutionTable
+from auth.pages import i18n
 from auth.pages.membership import membership_page
-from auth.pages.render import DOCUMENT_HEADERS
+from auth.pages.render import DOCUMENT_HEADERS, NONCE, language
 from auth.pages.theme import Theme
+from gateway.errors import GatewayError
 from gateway.proxy.access import LoginRequired, MembershipRequired, wants_html
 
+# The style carries the page's nonce: on /auth/ paths the pages' CSP allows no other inline
+# style (`auth.pages.render.page_headers`).
 _PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
+<html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
-<style>body{{font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;padding:0 1rem;
-color:#1d1d1b}}h1{{font-size:1.5rem}}</style></head>
-<body><main><h1>{title}</h1><p>{text}</p><p><a href="/">Back to the library</a></p></main></body>
+<style nonce="{nonce}">body{{font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;
+padding:0 1rem;color:#1d1d1b}}h1{{font-size:1.5rem}}</style></head>
+<body><main><h1>{title}</h1><p>{text}</p><p><a href="/">{home}</a></p></main></body>
 </html>
 """
 
@@ -34,6 +43,7 @@ _CODES = {
     400: "bad_request",
     401: "authentication_required",
     404: "not_found",
+    405: "method_not_allowed",
     413: "payload_too_large",
     431: "headers_too_large",
     500: "internal_error",
@@ -43,14 +53,27 @@ _CODES = {
 }
 
 
-def error_response(status: int, title: str, text: str, accept: str | None) -> web.Response:
-    if wants_html(accept):
-        body = _PAGE.format(title=html.escape(title), text=html.escape(text))
-        return web.Response(
-            status=status, text=body, content_type="text/html", headers=DOCUMENT_HEADERS
+def error_response(request: web.Request, error: GatewayError) -> web.Response:
+    """`error` as a small page in the patron's language for a browser, else as JSON with
+    its English reason."""
+    if wants_html(request.headers.get("Accept")):
+        lang = language(request)
+        t = i18n.translator(lang)
+        nonce = request[NONCE] = secrets.token_urlsafe(16)
+        body = _PAGE.format(
+            lang=lang,
+            nonce=nonce,
+            title=html.escape(t[f"{error.page}.title"]),
+            text=html.escape(t[f"{error.page}.text"]),
+            home=html.escape(t["gateway_error.home"]),
         )
-    payload = {"error": _CODES.get(status, "error"), "message": text}
-    return web.Response(status=status, text=json.dumps(payload), content_type="application/json")
+        return web.Response(
+            status=error.status, text=body, content_type="text/html", headers=DOCUMENT_HEADERS
+        )
+    payload = {"error": _CODES.get(error.status, "error"), "message": error.reason}
+    return web.Response(
+        status=error.status, text=json.dumps(payload), content_type="application/json"
+    )
 
 
 def login_required(decision: LoginRequired) -> web.Response:

@@ -24,7 +24,13 @@ from aiohttp import web
 
 from auth.store.availability import unavailable
 from gateway.error_pages import error_response
-from gateway.errors import GatewayError, ServiceUnavailable, UpstreamError, UpstreamTimeout
+from gateway.errors import (
+    GatewayError,
+    MethodNotAllowed,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from gateway.ops import metrics
 from gateway.proxy import headers
 
@@ -154,12 +160,7 @@ def _failure_page(request: web.Request, exc: Exception, route: str) -> web.Respo
         unreachable.__cause__ = exc
         return _error_page(request, unreachable)
     log.exception("unhandled error")
-    return error_response(
-        500,
-        "Something went wrong",
-        "The gateway could not handle this request.",
-        request.headers.get("Accept"),
-    )
+    return error_response(request, GatewayError("The gateway could not handle this request."))
 
 
 def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
@@ -177,7 +178,9 @@ def _error_page(request: web.Request, exc: GatewayError) -> web.Response:
                 "error": repr(exc.__cause__) if exc.__cause__ is not None else None,
             },
         )
-    response = error_response(exc.status, exc.title, exc.reason, request.headers.get("Accept"))
+    response = error_response(request, exc)
     if exc.retry_after is not None:
         response.headers["Retry-After"] = str(exc.retry_after)
+    if isinstance(exc, MethodNotAllowed):
+        response.headers["Allow"] = exc.allow
     return response

@@ -7,15 +7,18 @@ import asyncpg
 import markupsafe
 import pytest
 from aiohttp import ClientResponse
+from aiohttp.test_utils import TestServer
 from yarl import URL
 
 from auth.credentials.passwords import PasswordHasher
+from auth.mail import SmtpTransport
 from auth.pages import i18n
 from auth.store.accounts import Account, Accounts
 from gateway.demo.mailcatcher import MailCatcher
 from tests.helpers import (
     PASSWORD,
     Gateway,
+    MakeGateway,
     account_on,
     add_patron,
     can_log_in,
@@ -29,6 +32,7 @@ from tests.helpers import (
     page_text,
     plain_text,
     post_form,
+    routes_for,
     unique_pass_number,
 )
 
@@ -224,6 +228,60 @@ async def test_going_back_to_ones_own_pass_number_as_username_is_allowed(
     assert (await backend_sees(gw))["x-library-username"] == patron.pass_number
     assert not await can_log_in(gw, patron.username)
     assert await can_log_in(gw, patron.pass_number)
+
+
+TWO_LIBRARIES = """\
+institutions:
+  - id: bib
+    name: De Bibliotheek
+    default: true
+  - id: kb
+    name: Koninklijke Bibliotheek
+"""
+OTHER_PASSWORD = "another library's own password"
+
+
+async def test_a_pass_number_linked_from_another_library_may_become_the_username(
+    make_gateway: MakeGateway,
+    backend: TestServer,
+    mail_catcher: MailCatcher,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+) -> None:
+    """After linking a second library's pass (the other account merged in), each of the
+    patron's pass numbers is their own, not just the first; somebody else's still is not."""
+    lgw = await make_gateway(
+        routes_for(backend.port),
+        institutions=TWO_LIBRARIES,
+        mail_transport=SmtpTransport(mail_catcher.url),
+    )
+    patron = await signed_in(lgw, pool, hasher)
+    linked_number = unique_pass_number()
+    await Accounts(pool).add(
+        pass_number=linked_number,
+        email=f"kb{linked_number}@example.org",
+        username=f"kb-reader-{linked_number}",
+        password_hash=await hasher.hash(OTHER_PASSWORD),
+        institution="kb",
+    )
+    stranger = await add_patron(pool, hasher)
+    linked = await post_account(
+        lgw,
+        "/auth/account/link",
+        {"institution": "kb", "pass_number": linked_number, "password": OTHER_PASSWORD},
+    )
+    assert linked.status == 303
+
+    refused = await change_username(lgw, stranger.pass_number, PASSWORD)
+    assert refused.status == 422
+    assert reason("error.username.pass_number") in await refused.text()
+    resp = await change_username(lgw, linked_number, PASSWORD)
+    assert resp.status == 303
+    assert (await stored(pool, patron)).username == linked_number
+    page = await (await lgw.get("/auth/account")).text()
+    assert reason("account.saved.username") in page
+    assert (await backend_sees(lgw))["x-library-username"] == linked_number
+    assert await can_log_in(lgw, linked_number)
 
 
 # --- Usernames from before the character rules ------------------------------------------------

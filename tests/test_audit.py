@@ -599,6 +599,10 @@ def test_when_is_a_date_a_time_or_a_duration_back_from_now() -> None:
     for bad in ("yesterday", "24", "h", "-1d", "3y", "2026-13-01", ""):
         with pytest.raises(ValueError, match="neither an ISO 8601"):
             moment(bad, now)
+    # Before the calendar begins: refused as well, never an OverflowError's traceback.
+    for far in ("999999d", "999999w", "0001-01-01T00:00+01:00"):
+        with pytest.raises(ValueError, match="before the year 1"):
+            moment(far, now)
 
 
 async def old_rows(pool: asyncpg.Pool, day: str, count: int, **facts: Any) -> list[int]:
@@ -667,6 +671,7 @@ async def test_audit_export_writes_the_window_oldest_first_as_json_lines(
     [
         (("--since", "yesterday"), "neither an ISO 8601"),
         (("--since", "1d", "--until", "2d"), "--until must come after --since"),
+        (("--since", "999999d"), "before the year 1"),
     ],
 )
 async def test_audit_export_refuses_a_when_it_cannot_read(

@@ -15,13 +15,14 @@ import asyncpg
 import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestServer
+from multidict import CIMultiDict
 from pytest_aiohttp import AiohttpServer
 
 from auth.credentials.passwords import PasswordHasher
 from auth.store.accounts import Account
 from gateway.ops.logs import JsonFormatter
 from gateway.proxy import handler
-from gateway.proxy.headers import downstream_response_headers
+from gateway.proxy.headers import downstream_response_headers, keep_from_shared_caches
 from tests.helpers import COOKIE, Gateway, MakeGateway, add_patron, login, routes_for
 
 # What the backends answer under /<route>/<policy>.
@@ -266,3 +267,24 @@ def test_an_anonymous_answer_keeps_its_headers_exactly() -> None:
         ("Vary", "Accept-Language"),
     ]
     assert downstream_response_headers(fields, cookie_name=COOKIE) == (fields, None, False)
+
+
+@pytest.mark.parametrize(
+    ("sent", "kept"),
+    [
+        ([], "private"),
+        (["public, max-age=600, s-maxage=600"], "max-age=600, private"),
+        (["PUBLIC", "max-age=60"], "max-age=60, private"),
+        (["no-store"], "no-store"),
+        (["private, max-age=5"], "private, max-age=5"),
+        (['private="X-Mine", max-age=5'], 'private="X-Mine", max-age=5, private'),
+    ],
+)
+def test_an_answer_carrying_the_gateways_cookie_is_kept_from_shared_caches(
+    sent: list[str], kept: str
+) -> None:
+    """The rule `handler` applies to an answer it puts the session cookie on
+    (tests/security/test_session_cookie.py attacks it end to end)."""
+    out = CIMultiDict([("Cache-Control", value) for value in sent])
+    keep_from_shared_caches(out)
+    assert out.getall("Cache-Control") == [kept]

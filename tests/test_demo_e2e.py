@@ -144,14 +144,21 @@ async def test_the_lapsed_patron_is_told_at_the_digital_library_that_their_membe
 
 async def test_the_demo_staff_admin_gets_an_activation_link_that_opens(demo: Demo) -> None:
     assert f"{demo.url}/staff/   as {DEMO_STAFF_EMAIL}" in demo.banner
+    # At an IP address the console offers the authenticator app alone, and both say so.
+    assert "authenticator app; passkeys" in demo.banner
+    assert "or a passkey" not in demo.banner
     assert demo.process.stdout is not None
     link = None
+    mail = []
     for line in demo.process.stdout:  # the mail catcher prints the invitation
+        mail.append(line)
         found = re.search(r"(http://\S+/staff/activate\?token=\S+)", line)
         if found:
             link = found.group(1)
             break
     assert link is not None and link.startswith(demo.url)
+    text = "".join(mail)
+    assert "second factor (an authenticator app)" in text and "passkey" not in text, text
     jar = aiohttp.CookieJar(unsafe=True)
     async with aiohttp.ClientSession(cookie_jar=jar) as client:
         async with client.get(link) as resp:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Callable
@@ -19,7 +20,10 @@ import pytest
 from passlib.hash import django_pbkdf2_sha256, django_salted_sha1, ldap_salted_sha1, md5_crypt
 
 from auth.credentials.passwords import PasswordHasher, identify
+from auth.store import schema
 from auth.store.accounts import Accounts
+from auth.store.memberships import Memberships
+from gateway import database
 from tests.helpers import Gateway, add_patron, login
 
 pytestmark = pytest.mark.slow
@@ -288,6 +292,33 @@ async def test_dry_run_reports_what_would_happen_and_writes_nothing(
     real = await import_file(database_url, file)
     assert real.stdout.strip() == (
         "dry.csv: imported 2 (without password 1), refused 2 (of them already present 1)"
+    )
+
+
+async def test_a_refusal_names_the_default_institution_the_gateway_settled(
+    tmp_path: Path, postgres_server: str, hasher: PasswordHasher
+) -> None:
+    """Without `--institution` the rows are the default institution's; once a gateway has
+    said which one that is (`kb` here), a refusal names it, as the README shows."""
+    url = await database.ensure_database(
+        postgres_server, f"t_import_default_{secrets.token_hex(3)}"
+    )
+    pool = await database.create_pool(url, min_size=1, max_size=2)
+    try:
+        async with pool.acquire() as conn:
+            await schema.migrate(conn)
+        await Memberships(pool).settle_default("kb")
+        await add_patron(pool, hasher, pass_number="37001")
+        file = write(tmp_path / "kb.csv", HEADER, "37001,a@example.org,,", "37002,b@example.org,,")
+        result = await import_file(url, file)
+    finally:
+        await pool.close()
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines() == [
+        "kb.csv:2: pass number '37001' of kb exists already; the account was left as it is"
+    ]
+    assert result.stdout.strip() == (
+        "kb.csv: imported 1 (without password 1), refused 1 (of them already present 1)"
     )
 
 

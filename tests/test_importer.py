@@ -250,6 +250,24 @@ def test_the_pass_number_pattern_is_the_configured_one() -> None:
     assert "looks like a pass number" in row.reason
 
 
+def test_a_membership_type_is_a_word_rules_can_name_even_without_the_institutions_file() -> None:
+    """A `require:` rule names types of 1-32 of a-z 0-9 - _ only: a pass imported with any
+    other type would keep its holder out of every service that asks for one, silently."""
+    text = (
+        "pass_number,email,password_hash,type\n"
+        "1,a@example.org,,student\n"
+        "2,b@example.org,,Student\n"
+        "3,c@example.org,,volwassene+\n"
+        "4,d@example.org,,\n"
+    )
+    rule = "must be 1-32 lowercase letters, digits, '-' or '_', starting with a letter or digit"
+    assert refusals(text) == {
+        3: f"type 'Student' {rule}",
+        4: f"type 'volwassene+' {rule}",
+    }
+    assert [row.type for row in candidates(text).values()] == ["student", None]
+
+
 def test_bytes_that_are_not_utf8_refuse_their_row_only() -> None:
     raw = (HEADER + "1001,j\xe9n@example.org,,\n1002,jan@example.org,,\n").encode("latin-1")
     stream = io.TextIOWrapper(

@@ -223,6 +223,11 @@ def test_institutions_check_lists_the_institutions_or_every_problem(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     assert "2 institutions OK" in result.stdout and "kb" in result.stdout
     assert "(default)" in result.stdout and "types: adult, youth" in result.stdout
+    single = tmp_path / "single.yaml"
+    single.write_text("institutions:\n  - id: kb\n    name: KB\n")
+    alone = cli("institutions", "check", str(single))
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.splitlines()[0] == f"{single}: 1 institution OK"
     bad = tmp_path / "bad.yaml"
     bad.write_text("institutions:\n  - id: x\n    name: X\n    tone: loud\n")
     refused = cli("institutions", "check", str(bad))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import uuid
+from collections.abc import AsyncIterator
 from datetime import date, datetime, timedelta
 
 import aiohttp
@@ -16,15 +17,16 @@ import pytest
 from aiohttp import ClientResponse
 from aiohttp.test_utils import TestServer
 
-from auth.credentials.passwords import PasswordHasher
+from auth.clock import ZONE
+from auth.credentials.passwords import PasswordHasher, Verification
 from auth.mail import SmtpTransport
 from auth.memberships import Membership
-from auth.pages.sessions_list import ZONE
 from auth.store.accounts import Account, Accounts
 from auth.store.memberships import Memberships
 from gateway.demo.mailcatcher import MailCatcher
 from tests.helpers import (
     COOKIE,
+    FAST_ARGON2,
     PASSWORD,
     Gateway,
     MakeGateway,
@@ -52,6 +54,37 @@ institutions:
     renew_url: https://www.kb.nl/lid-worden
 """
 OTHER_PASSWORD = "another library's own password"
+
+
+class PausingHasher(PasswordHasher):
+    """The real hasher, told to stop before its next password check until the test lets it
+    go on: what happens between a link's check and its merge, in an order fixed by the test."""
+
+    def __init__(self, **kwargs: int) -> None:
+        super().__init__(**kwargs)
+        self._pause: tuple[asyncio.Event, asyncio.Event] | None = None
+
+    def pause_next_check(self) -> tuple[asyncio.Event, asyncio.Event]:
+        """(set when the check is reached, set it to let the check go on)."""
+        pause = (asyncio.Event(), asyncio.Event())
+        self._pause = pause
+        return pause
+
+    async def verify(self, stored: str | None, password: str) -> Verification:
+        pause, self._pause = self._pause, None
+        if pause is not None:
+            reached, go_on = pause
+            reached.set()
+            await go_on.wait()
+        return await super().verify(stored, password)
+
+
+@pytest.fixture
+async def hasher() -> AsyncIterator[PausingHasher]:
+    """The gateway's hasher in this module: the usual one, which can be paused."""
+    hasher = PausingHasher(max_workers=2, **FAST_ARGON2)
+    yield hasher
+    hasher.close()
 
 
 @pytest.fixture
@@ -358,6 +391,29 @@ async def test_a_merge_racing_a_login_of_the_absorbed_account_leaves_it_no_sessi
         other.id,
     )
     assert live == 0
+
+
+async def test_a_password_changed_between_the_proof_and_the_merge_stops_the_merge(
+    lgw: Gateway, pool: asyncpg.Pool, hasher: PausingHasher
+) -> None:
+    """The pass's owner changes its password (say, worried about a leak) while somebody who
+    knew the old one is linking it: the old password proves nothing any more, and the pass
+    stays its owner's."""
+    patron = await add_patron(pool, hasher)
+    other = await kb_patron(pool, hasher)
+    cookie = await logged_in(lgw, patron)
+    token = await _form_of(lgw, cookie)
+    reached, go_on = hasher.pause_next_check()
+    linking = asyncio.ensure_future(_post_link(lgw, cookie, token, other.pass_number))
+    await reached.wait()  # the old password's hash is read; its check is about to run
+    assert await Accounts(pool).set_password_hash(other.id, await hasher.hash("a brand new one"))
+    go_on.set()
+    assert await linking == 403
+    assert await Memberships(pool).holder("kb", other.pass_number) == other.id
+    assert await Memberships(pool).of(patron.id) == (Membership("bib", patron.pass_number),)
+    assert await pool.fetchval(
+        "SELECT merged_into IS NULL AND NOT disabled FROM accounts WHERE id = $1::uuid", other.id
+    )
 
 
 async def test_the_account_page_lists_the_passes_with_their_dates_and_renewal(

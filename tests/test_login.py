@@ -374,6 +374,53 @@ async def test_logout_with_its_token_ends_the_session_and_clears_the_cookie(
     assert await account_on(gw, cookie) is None
 
 
+LOGGED_OUT = {
+    lang: html.escape(i18n.translator(lang)["login.notice.logged_out"]) for lang in ("nl", "en")
+}
+
+
+async def log_out(gw: Gateway) -> None:
+    token = await form_token(gw, "/auth/logout")
+    resp = await post_form(gw, "/auth/logout", {"csrf_token": token})
+    assert resp.status == 303
+    assert resp.headers["Location"] == "/auth/login"
+
+
+@pytest.mark.parametrize("lang", ["nl", "en"])
+async def test_after_logout_the_login_page_says_so_once(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, lang: str
+) -> None:
+    patron = await add_patron(pool, hasher)
+    await login(gw, patron.username)
+    await log_out(gw)
+    page = await gw.get("/auth/login", headers={"Accept-Language": lang})
+    assert LOGGED_OUT[lang] in await page.text()
+    again = await gw.get("/auth/login", headers={"Accept-Language": lang})
+    assert LOGGED_OUT[lang] not in await again.text()
+
+
+async def test_the_logged_out_notice_cannot_be_summoned_by_a_link(gw: Gateway) -> None:
+    """No query parameter makes the login page say "logged out" (or anything it was given):
+    the word comes only after a logout in this browser."""
+    for query in ("?notice=logged_out", "?notice=login.notice.logged_out", "?logged_out=1"):
+        text = await (await gw.get("/auth/login" + query)).text()
+        assert LOGGED_OUT["nl"] not in text, query
+
+
+async def test_a_logged_in_browser_is_never_told_it_is_logged_out(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """Logged out and straight back in, the login page unseen in between: the login page,
+    opened while logged in, does not claim otherwise."""
+    patron = await add_patron(pool, hasher)
+    await login(gw, patron.username)
+    await log_out(gw)
+    token = await form_token(gw, "/auth/forgot-password")
+    fields = {"csrf_token": token, "username": patron.username, "password": PASSWORD}
+    assert (await post_form(gw, "/auth/login", fields)).status == 303
+    assert LOGGED_OUT["nl"] not in await (await gw.get("/auth/login")).text()
+
+
 # --- Headers of the /auth/ pages --------------------------------------------------------------
 
 

@@ -60,6 +60,7 @@ CONTEXT = {
     "to_new_address": True,
     "email": EVIL,
     "role": "helpdesk",
+    "passkeys": True,
 }
 LINKED = {"activate", "reset", "new_signin", "staff_activate"}
 SHOWS_A_NAME = {
@@ -121,6 +122,23 @@ def test_every_kind_of_mail_exists_in_every_language() -> None:
         "username_changed",
     }
     assert set(TEMPLATES) == {(kind, lang) for kind in kinds for lang in i18n.LANGUAGES}
+
+
+@pytest.mark.parametrize("kind", ["activate", "staff_activate"])
+@pytest.mark.parametrize(
+    ("lang", "one", "many"), [("en", "1 day:", "7 days:"), ("nl", "1 dag:", "7 dagen:")]
+)
+def test_an_activation_link_of_one_day_says_one_day(
+    kind: str, lang: str, one: str, many: str
+) -> None:
+    """An operator may make activation links live a day (GATEWAY_ACTIVATION_TOKEN_TTL): the
+    mail then says "1 day", not "1 days"."""
+    composer = Composer(template_environment(), "De Bibliotheek")
+    for days, said in ((1, one), (7, many)):
+        mail = composer.compose(
+            kind, lang, "lezer@example.org", link=LINK, **{**CONTEXT, "days": days}
+        )
+        assert said in mail.text, days
 
 
 @pytest.mark.parametrize(("kind", "lang"), TEMPLATES)

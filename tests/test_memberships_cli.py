@@ -228,7 +228,17 @@ async def test_a_membership_add_is_refused_with_the_reason(
             "valid_until '2027-13-01' is not a date of the form YYYY-MM-DD"
         ),
         (*base, "k:b", "--pass-number", "KB300009"): (
-            "institution 'k:b' may not contain spaces, control characters, ':' or ','"
+            "institution 'k:b' must be 1-32 lowercase letters, digits, '-' or '_', starting"
+            " with a letter or digit"
+        ),
+        # An id no institutions.yaml can hold, so no rule, link form or claim would know it.
+        (*base, "KB", "--pass-number", "KB300009"): (
+            "institution 'KB' must be 1-32 lowercase letters, digits, '-' or '_', starting"
+            " with a letter or digit"
+        ),
+        (*base, "kb", "--pass-number", "KB300009", "--type", "Adult"): (
+            "type 'Adult' must be 1-32 lowercase letters, digits, '-' or '_', starting"
+            " with a letter or digit"
         ),
         (*base, "oba", "--pass-number", "KB300009", *with_file): (
             "no institution 'oba' in institutions.yaml (it has bib, kb)"

@@ -6,14 +6,19 @@ memberships backends and clients are told (X-Library-Memberships, the identity J
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import jwt
 import pytest
 from aiohttp.test_utils import TestServer
 
+from auth import clock
 from auth.credentials.passwords import PasswordHasher
 from auth.memberships import Membership, Requirement, Shortfall
 from auth.services import SERVICES
@@ -47,7 +52,7 @@ clients:
 """
 HTML = {"Accept": "text/html", "Accept-Language": "en"}
 API = {"Accept": "application/json"}
-YESTERDAY = date.today() - timedelta(days=1)
+YESTERDAY = clock.today() - timedelta(days=1)
 
 
 def routes(port: int | None) -> str:
@@ -250,6 +255,60 @@ async def test_the_identity_jwt_carries_the_memberships(
     assert claims["memberships"] == [
         {"institution": "kb", "type": "adult", "valid_until": "2027-01-31"}
     ]
+
+
+# --- the library's calendar ---------------------------------------------------------------
+
+LIBRARY_ZONE = ZoneInfo("Europe/Amsterdam")
+
+
+@pytest.fixture
+def server_zone_off_the_librarys() -> Iterator[None]:
+    """The process's own time zone set to one whose date is not the library's at this moment,
+    as on a server abroad, or a container on UTC just after a Dutch midnight: UTC+14 or
+    UTC-12, whichever disagrees with Amsterdam now (one of them always does)."""
+    now = datetime.now(UTC)
+    library_day = now.astimezone(LIBRARY_ZONE).date()
+    zone = next(
+        name
+        for name in ("Etc/GMT-14", "Etc/GMT+12")
+        if now.astimezone(ZoneInfo(name)).date() != library_day
+    )
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+async def test_a_membership_is_valid_through_its_last_day_as_the_library_counts_days(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, server_zone_off_the_librarys: None
+) -> None:
+    """`valid_until` is the last valid day in the Netherlands, as the account page shows it,
+    whatever time zone the server runs in: on a route and at a client that require it."""
+    today = datetime.now(LIBRARY_ZONE).date()
+    memberships = Memberships(pool)
+    last_day, ran_out = await add_patron(pool, hasher), await add_patron(pool, hasher)
+    for patron, until in ((last_day, today), (ran_out, today - timedelta(days=1))):
+        await memberships.change("kb", patron.pass_number, type="student", valid_until=until)
+
+    await login(gw, last_day.username)
+    assert (await gw.get("/digital/book", headers=API)).status == 200
+    _, params = answer(await gw.get(authorize_url("study-app", STUDY), allow_redirects=False))
+    assert "code" in params and "error" not in params
+
+    await login(gw, ran_out.username)
+    resp = await gw.get("/digital/book", headers=API)
+    assert resp.status == 403
+    assert (await resp.json())["expired_on"] == (today - timedelta(days=1)).isoformat()
+    _, params = answer(await gw.get(authorize_url("study-app", STUDY), allow_redirects=False))
+    assert params["error"] == "access_denied" and "code" not in params
 
 
 # --- OpenID Connect ------------------------------------------------------------------------

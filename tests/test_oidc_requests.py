@@ -11,11 +11,14 @@ import pytest
 from auth.memberships import Membership
 from auth.oidc.clients import Client, ClientSecret, ClientTable
 from auth.oidc.requests import (
+    QUESTION_TTL,
     AuthorizationRequest,
     ErrorRedirect,
     NotRedirectable,
     answer_location,
+    answerable,
     claims_for,
+    hinted_subject,
     needs_login,
     pairwise_subject,
     pkce_matches,
@@ -155,3 +158,37 @@ def test_the_library_scope_carries_the_memberships_without_their_pass_numbers() 
 
 def held_free() -> dict[str, Any]:
     return {"username": "j", "email": None, "pass_number": "1"}
+
+
+def test_max_age_0_always_asks_for_a_new_login() -> None:
+    """OIDC Core 3.1.2.1: max_age=0 is prompt=login, also for a login within the second."""
+    read = read_authorization(params(max_age="0"), TABLE)
+    assert isinstance(read, AuthorizationRequest)
+    assert needs_login(read, auth_time=1000, now=1000)
+
+
+def test_a_hint_names_a_subject_only_for_the_client_it_was_issued_to() -> None:
+    """`hinted_subject` takes the claims the signer verified; an empty `id_token_hint` is as
+    if none was sent (RFC 6749 3.1)."""
+    assert hinted_subject({"aud": "web", "sub": "s1"}, CONFIDENTIAL) == "s1"
+    assert hinted_subject({"aud": ["web"], "sub": "s1"}, CONFIDENTIAL) == "s1"
+    for claims in (
+        None,
+        {"aud": "app", "sub": "s1"},
+        {"aud": ["web", "app"], "sub": "s1"},
+        {"aud": "web"},
+        {"aud": "web", "sub": ""},
+        {"aud": "web", "sub": 7},
+    ):
+        assert hinted_subject(claims, CONFIDENTIAL) is None, claims
+    read = read_authorization(params(id_token_hint=""), TABLE)
+    assert isinstance(read, AuthorizationRequest) and read.id_token_hint is None
+
+
+def test_a_consent_page_answers_only_its_own_question_of_its_own_patron_in_time() -> None:
+    pending = {"id": "q1", "uid": "u1", "asked_at": 1000}
+    assert answerable(pending, account_id="u1", question="q1", now=1000 + QUESTION_TTL)
+    assert not answerable(pending, account_id="u1", question="q2", now=1000)
+    assert not answerable(pending, account_id="u2", question="q1", now=1000)
+    assert not answerable(pending, account_id="u1", question="q1", now=1001 + QUESTION_TTL)
+    assert not answerable({"id": "q1", "uid": "u1"}, account_id="u1", question="q1", now=1000)

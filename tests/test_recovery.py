@@ -7,7 +7,7 @@ import asyncio
 import hashlib
 import re
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import asyncpg
 import pytest
@@ -316,6 +316,94 @@ async def test_a_patron_who_resets_the_password_on_the_way_lands_where_they_were
     arrived = await login(gw, patron.username, NEW_PASSWORD, next=going)
     assert arrived.status == 303
     assert arrived.headers["Location"] == going
+
+
+THEMED_CLIENTS = """\
+clients:
+  - client_id: online-library
+    name: De Online Bibliotheek
+    redirect_uris: [https://online.example.nl/callback]
+    theme: {name: De Online Bibliotheek, colour: "#e4003b", text_colour: "#fffff0"}
+"""
+THEMED = ("--brand:#e4003b", "--brand-text:#fffff0", "De Online Bibliotheek")
+
+
+async def test_the_recovery_pages_of_a_connected_librarys_login_wear_its_theme(
+    make_gateway: MakeGateway,
+    backend: TestServer,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    mail_catcher: MailCatcher,
+) -> None:
+    """Sent to the login by a connected library (its authorization request), the patron
+    follows "forgot your password?" and "forgot your username?": those pages, the answers
+    to their forms, the reset page the mail leads to and the way back wear that library's
+    colours, as the login did, from clients.yaml and nothing else."""
+    gw = await make_gateway(
+        routes_for(backend.port),
+        clients=THEMED_CLIENTS,
+        mail_transport=SmtpTransport(mail_catcher.url),
+    )
+    patron = await add_patron(pool, hasher)
+    assert patron.email is not None
+    authorize = "/auth/oidc/authorize?" + urlencode(
+        {
+            "response_type": "code",
+            "client_id": "online-library",
+            "redirect_uri": "https://online.example.nl/callback",
+            "scope": "openid",
+            "state": "s",
+            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+            "code_challenge_method": "S256",
+        }
+    )
+    sent_to_login = await gw.get(authorize, allow_redirects=False)
+    going = URL(sent_to_login.headers["Location"]).query["next"]
+    assert URL(going).path == "/auth/oidc/authorize"
+    login_page = await (await gw.get(sent_to_login.headers["Location"])).text()
+    assert all(mark in login_page for mark in THEMED)
+    pages = {}
+    for path, field, value in (
+        ("/auth/forgot-password", "identifier", patron.username),
+        ("/auth/forgot-username", "email", patron.email),
+    ):
+        opened = href_of(login_page, path)
+        assert URL(opened).query["next"] == going
+        form = await (await gw.get(opened)).text()
+        answer = await post_form(
+            gw, path, {"csrf_token": csrf_in(form), field: value, "next": going}
+        )
+        assert answer.status == 200
+        pages[path] = form
+        pages[path + " sent"] = await answer.text()
+    await settle(gw)
+    link = link_in(await mail_for(mail_catcher, patron.email, "reset"))
+    pages["reset"] = await (await gw.get(followed(link))).text()
+    for name, page in pages.items():
+        assert all(mark in page for mark in THEMED), name
+        if name != "reset":
+            back = await (await gw.get(href_of(page, "/auth/login"))).text()
+            assert all(mark in back for mark in THEMED), name
+
+
+async def test_the_recovery_pages_take_no_theme_from_a_parameter(
+    make_gateway: MakeGateway, backend: TestServer
+) -> None:
+    """Only a registered client's own theme: colours or names in the page's query, or in a
+    `next` naming no registered client, leave the library's own."""
+    gw = await make_gateway(routes_for(backend.port), clients=THEMED_CLIENTS)
+    forged = {"theme": "#000000", "colour": "#000000", "name": "Evil Corp"}
+    unknown = "/auth/oidc/authorize?" + urlencode({"client_id": "evil", **forged})
+    twice = "/auth/oidc/authorize?client_id=online-library&client_id=evil"
+    for path in ("/auth/forgot-password", "/auth/forgot-username"):
+        for query in (
+            {"next": unknown},
+            {"next": twice},
+            {**forged, "next": "/auth/oidc/authorize?client_id=nobody"},
+        ):
+            page = await (await gw.get(f"{path}?{urlencode(query)}")).text()
+            assert "#e4003b" not in page and "#000000" not in page, (path, query)
+            assert "Evil Corp" not in page, (path, query)
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,26 @@ async def test_cookie_is_httponly_lax_site_wide_and_ends_with_the_browser(
     assert set_cookies(logged_in, HOST_COOKIE) == []
 
 
+@pytest.mark.parametrize("page_path", ["/auth/login", "/staff/login"])
+@pytest.mark.parametrize(
+    ("public_url", "secure"),
+    [("https://login.example.org", True), ("http://127.0.0.1:8080", False)],
+)
+async def test_the_language_cookie_is_secure_exactly_when_the_public_url_is_https(
+    make_gateway: MakeGateway, backend: TestServer, public_url: str, secure: bool, page_path: str
+) -> None:
+    """The language choice is no secret, but over https it must not travel in clear nor be
+    set by a plain-http page on the same host, like every other cookie of the gateway's: the
+    patrons' pages and the staff console's alike."""
+    gw = await make_gateway(routes_for(backend.port), env={"GATEWAY_PUBLIC_URL": public_url})
+    page = await gw.get(f"{page_path}?lang=en")
+    assert page.status == 200
+    [morsel] = set_cookies(page, "library_lang")
+    assert morsel.value == "en"
+    assert bool(morsel["secure"]) is secure
+    assert morsel["httponly"] is True and morsel["samesite"] == "Lax" and morsel["path"] == "/"
+
+
 async def test_https_public_url_makes_the_cookie_secure_and_host_prefixed(
     make_gateway: MakeGateway, backend: TestServer, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:

@@ -4,20 +4,27 @@ member's password), and leaves its row on the audit trail."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 
 import asyncpg
+import pytest
 
+from auth.audit import Origin
 from auth.pages import i18n
+from auth.staff.model import NotAnAdmin
+from auth.staff.trail import actor as trail_actor
 from gateway.demo.mailcatcher import MailCatcher
 from tests.helpers import PASSWORD, Gateway, followed, link_in, mail_for, settle
 from tests.staff_support import (
+    Member,
     add_member,
     code_step,
     codes_on,
     page_token,
     password_step,
     sign_in,
+    staff_services,
     unique_email,
 )
 
@@ -126,6 +133,69 @@ async def test_an_admin_disables_enables_changes_role_and_starts_over(
     )
 
 
+async def test_an_admin_cannot_act_on_themselves_by_spelling_their_id_another_way(
+    gw: Gateway, pool: asyncpg.Pool
+) -> None:
+    """A uuid is read in capitals and without dashes too: each is still the admin's own
+    account, and the console must keep its admin."""
+    admin = await add_member(gw, role="admin")
+    await sign_in(gw, admin)
+    spellings = (admin.id.upper(), admin.id.replace("-", ""), admin.id.replace("-", "").upper())
+    for url in (
+        "/staff/members/role",
+        "/staff/members/disable",
+        "/staff/members/reset",
+    ):
+        for spelling in spellings:
+            status, _, page = await post(
+                gw, url, {"staff_id": spelling, "role": "helpdesk", "reason": "step down"}
+            )
+            assert status == 409 and said("staff.members.error.self") in page, (url, spelling)
+    row = await pool.fetchrow(
+        "SELECT role, disabled, password_hash IS NOT NULL AS has_password FROM staff_members"
+        " WHERE id = $1::uuid",
+        admin.id,
+    )
+    assert dict(row) == {"role": "admin", "disabled": False, "has_password": True}
+    assert [row[0] for row in await trail(pool, admin.id)] == ["staff_login_succeeded"]
+
+
+async def _remove(gw: Gateway, change: str, target: Member, by: Member) -> bool:
+    """`by` demotes or disables `target` through the console's service; False if refused
+    because `by` is no admin any more."""
+    management, actor = staff_services(gw).management, trail_actor(by.id, by.email)
+    try:
+        if change == "role":
+            await management.set_role(
+                target.id, "helpdesk", actor=actor, origin=Origin(), reason="reorganised"
+            )
+        else:
+            await management.set_disabled(
+                target.id, True, actor=actor, origin=Origin(), reason="reorganised"
+            )
+    except NotAnAdmin:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("change", ["role", "disable"])
+async def test_two_admins_removing_each_other_at_once_leave_one_admin(
+    gw: Gateway, pool: asyncpg.Pool, change: str
+) -> None:
+    """Each change locks the admin acting with the member it changes, so the second of two
+    admins demoting (or disabling) each other at the same moment finds itself no admin and
+    is refused: the console never ends up without one."""
+    one, two = await add_member(gw, role="admin"), await add_member(gw, role="admin")
+    done = await asyncio.gather(_remove(gw, change, two, one), _remove(gw, change, one, two))
+    assert sorted(done) == [False, True]
+    left = await pool.fetchval(
+        "SELECT count(*) FROM staff_members WHERE id = ANY($1::uuid[])"
+        " AND role = 'admin' AND NOT disabled",
+        [one.id, two.id],
+    )
+    assert left == 1
+
+
 async def test_the_audit_trail_page_newest_first_paged_and_by_actor(
     gw: Gateway, pool: asyncpg.Pool
 ) -> None:
@@ -154,6 +224,16 @@ async def test_the_audit_trail_page_newest_first_paged_and_by_actor(
     assert second.status == 200 and "round 2" in await second.text()
     for junk in ("abc", "-1", "9" * 40, "1e3"):
         assert (await gw.get(f"/staff/audit?before_id={junk}")).status == 200
+
+
+async def test_an_actor_no_row_can_name_shows_no_rows_never_an_error(gw: Gateway) -> None:
+    admin = await add_member(gw, role="admin")
+    await sign_in(gw, admin)
+    for junk in ("%00", "a%00b", "%1B%5B2J", "nobody"):
+        resp = await gw.get(f"/staff/audit?actor={junk}")
+        assert resp.status == 200, junk
+        page = await resp.text()
+        assert said("staff.audit.none") in page and admin.email not in page.split("</select>")[1]
 
 
 async def test_my_security_keeps_the_last_factor_and_asks_for_the_password(

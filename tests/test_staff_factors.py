@@ -111,7 +111,18 @@ def test_staff_addresses_and_reasons() -> None:
         with pytest.raises(NotAnEmail):
             checked_email(bad)
     assert checked_reason("  lost   phone ") == "lost phone"
-    for bad in ("", "  ", "no", "x" * 301):
+    assert checked_reason("lost\r\nphone") == "lost phone"  # one line, whatever was typed
+    # Characters that show nothing, or turn what follows around, have no place on the trail
+    # an admin reads (a reason could otherwise pass for another).
+    for bad in (
+        "",
+        "  ",
+        "no",
+        "x" * 301,
+        "lost\x1b[2Jphone",
+        "lost \u202eenohp",
+        "\u200b\u200b\u200b",
+    ):
         with pytest.raises(ReasonMissing):
             checked_reason(bad)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import html
+import time
 
 import asyncpg
 
@@ -29,8 +30,10 @@ from tests.staff_support import (
     forget_last_step,
     page_token,
     password_step,
+    secret_on,
     sign_in,
     staff_cookie,
+    staff_services,
     unique_email,
 )
 
@@ -223,6 +226,40 @@ async def test_failures_block_the_member_even_with_the_right_password(
     assert (await code_step(gw, other.code())).status == 429
 
 
+async def test_codes_guessed_all_at_once_get_five_tries_not_one_each(
+    gw: Gateway, pool: asyncpg.Pool
+) -> None:
+    """A code is quick to check, so an attacker with the password sends many guesses at
+    once: each is counted before it is judged, so no more of them are judged than the five
+    one at a time would get."""
+    member = await add_member(gw)
+    assert (await password_step(gw, member.email)).status == 303
+    token = await page_token(gw, "/staff/login/factor")
+    valid = {member.code(offset) for offset in (-1, 0, 1)}
+    guesses = [code for n in range(40) if (code := f"{n:06d}") not in valid][:30]
+
+    async def guess(code: str) -> int:
+        resp = await gw.post(
+            "/staff/login/factor",
+            data={"csrf_token": token, "method": "totp", "code": code},
+            allow_redirects=False,
+        )
+        return resp.status
+
+    statuses = await asyncio.gather(*(guess(code) for code in guesses))
+    assert sorted(statuses) == [401] * 5 + [429] * 25
+    assert (
+        sorted(await _trail(pool, member.id))
+        == ["staff_login_blocked"] + ["staff_login_failed"] * 5
+    )
+    failures = await pool.fetchval(
+        "SELECT failures FROM login_throttle WHERE key = $1", f"staff:{member.id}"
+    )
+    assert failures == 5
+    await forget_last_step(gw, member)
+    assert (await code_step(gw, member.code())).status == 429
+
+
 async def test_a_session_idle_too_long_ends(gw: Gateway, pool: asyncpg.Pool) -> None:
     member = await add_member(gw)
     await sign_in(gw, member)
@@ -355,3 +392,59 @@ async def test_one_code_sent_twice_at_once_signs_in_once(gw: Gateway) -> None:
         )
     )
     assert sorted(answer.status for answer in answers) == [303, 401]
+
+
+async def test_an_enrolment_left_open_ends_once_the_member_is_activated_elsewhere(
+    gw: Gateway, pool: asyncpg.Pool
+) -> None:
+    """Somebody with the password of a member who has not enrolled yet gets the enrolment
+    (no factor to ask for); once the member has enrolled a factor in their own browser, that
+    session must not go on to plant a second one and read out new recovery codes."""
+    services = staff_services(gw)
+    email = unique_email("enrolling")
+    password_hash = await services.hasher.hash(PASSWORD)
+    async with services.members.transaction() as conn:
+        member = await services.members.add(email, "admin", conn=conn)
+        await services.members.set_password_hash(member.id, password_hash, conn=conn)
+    resp = await password_step(gw, email)
+    assert resp.status == 303 and resp.headers["Location"] == "/staff/security"
+    page = await (await gw.get("/staff/security/totp")).text()
+    secret = secret_on(page)
+    # Meanwhile the member enrols a passkey in their own browser, and is activated.
+    async with services.members.transaction() as conn:
+        await conn.execute(
+            "INSERT INTO staff_factors (staff_id, kind, name, credential_id, public_key,"
+            " sign_count, transports) VALUES ($1::uuid, 'passkey', 'Laptop', $2, $3, 0, '{}')",
+            member.id,
+            b"credential of the member's own",
+            b"public key",
+        )
+        await services.members.mark_activated(member.id, conn=conn)
+    codes = await pool.fetchval(
+        "SELECT count(*) FROM staff_recovery_codes WHERE staff_id = $1::uuid", member.id
+    )
+    token = csrf_in(page)
+    resp = await gw.post(
+        "/staff/security/totp",
+        data={
+            "csrf_token": token,
+            "code": totp.code_at(secret, totp.step_at(time.time())),
+            "name": "Mine now",
+        },
+        allow_redirects=False,
+    )
+    assert resp.status == 303 and resp.headers["Location"] == "/staff/login?notice=expired"
+    kinds = await pool.fetch("SELECT kind FROM staff_factors WHERE staff_id = $1::uuid", member.id)
+    assert [row["kind"] for row in kinds] == ["passkey"]
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM staff_recovery_codes WHERE staff_id = $1::uuid", member.id
+        )
+        == codes
+    )
+    assert (await gw.get("/staff/", allow_redirects=False)).status == 303
+    live = await pool.fetchval(
+        "SELECT count(*) FROM staff_sessions WHERE staff_id = $1::uuid AND ended_at IS NULL",
+        member.id,
+    )
+    assert live == 0

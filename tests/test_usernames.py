@@ -370,6 +370,19 @@ def test_own_pass_number_is_allowed_also_in_full_width() -> None:
     assert check("\uff12\uff10\uff14\uff18\uff11\uff12\uff13\uff14") == OWN
 
 
+def test_every_pass_number_the_account_holds_is_its_own() -> None:
+    """A patron who linked another library's pass holds several pass numbers: each one may
+    be the username (also one with signs the library put in it), and no other."""
+    held = (OWN, "77001234", "KB-7700/12")
+    for number in held:
+        assert check_username(number, own_pass_number=held, pass_number_pattern=DIGITS) == number
+        assert character_problem(number, own_pass_number=held) is None
+    with pytest.raises(UsernameRejected) as caught:
+        check_username("99999999", own_pass_number=held, pass_number_pattern=DIGITS)
+    assert caught.value.code == "pass_number"
+    assert rejected("77001234") == "pass_number"  # not the account's that holds only OWN
+
+
 def test_pass_number_pattern_is_configurable_and_case_blind() -> None:
     pattern = re.compile(r"^L[0-9]{6}$")
     assert check("l999999", own="X1", pattern=DIGITS) == "l999999"

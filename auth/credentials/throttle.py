@@ -106,15 +106,18 @@ def account_key(account_id: str | None, canonical_name: str) -> str:
     return f"account:{account_id}" if account_id else f"name:{canonical_name}"
 
 
-_COUNT_FAILURE = (
+_COUNT = (
     "INSERT INTO login_throttle AS t (key, failures, score) VALUES ($1, 1, 1)"
     " ON CONFLICT (key) DO UPDATE SET"
     "   failures = CASE WHEN t.last_failure_at < now() - make_interval(secs => $2)"
     "              THEN 1 ELSE t.failures + 1 END,"
     "   score = t.score * power(0.5, EXTRACT(EPOCH FROM now() - t.last_failure_at) / $3) + 1,"
     "   last_failure_at = now()"
-    " RETURNING failures, score"
 )
+_COUNT_FAILURE = _COUNT + " RETURNING failures, score"
+# The same count, unless the key is blocked (then no row comes back): the row's lock makes
+# simultaneous tries take their turns, and each sees the block the one before it started.
+_RESERVE = _COUNT + " WHERE t.blocked_until IS NULL OR t.blocked_until <= now() RETURNING failures"
 _BLOCK = (
     "UPDATE login_throttle SET blocked_until = now() + make_interval(secs => $2) WHERE key = $1"
 )
@@ -146,6 +149,31 @@ class Throttle:
             address_block = policy.address.block_for(score)
             await self._block(conn, address, address_block)
         return Blocked(account=account_block, address=address_block)
+
+    async def reserve(self, account: str) -> Blocked | None:
+        """Count a try as a failure of `account` before it is judged; None (nothing counted)
+        while `account` is blocked. For checks quick enough that many tries sent at once
+        would all be judged before the first failure was counted (a staff member's second
+        factor): a right answer clears the count with `succeeded`, a wrong one is counted
+        against the address alone (`failed_from`). The block it started."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            failures = await conn.fetchval(
+                _RESERVE, account, self.policy.forget_after, self.policy.address.half_life
+            )
+            if failures is None:
+                return None
+            block = self.policy.account.block_for(int(failures))
+            await self._block(conn, account, block)
+        return Blocked(account=block)
+
+    async def failed_from(self, address: str) -> Blocked:
+        """Count a failure against the address alone (its try was `reserve`d). The block it
+        started."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            _, score = await self._count(conn, address)
+            block = self.policy.address.block_for(score)
+            await self._block(conn, address, block)
+        return Blocked(address=block)
 
     async def failed_on_device(self, device: str) -> Blocked:
         """Count a failure from a trusted device: against that device alone. The block it

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Collection
 
 __all__ = [
     "ALLOWED_SIGNS",
@@ -115,8 +116,13 @@ def looks_like_pass_number(name: str, pattern: re.Pattern[str]) -> bool:
     return any(pattern.fullmatch(reading) for reading in readings)
 
 
-def check_username(name: str, *, own_pass_number: str, pass_number_pattern: re.Pattern[str]) -> str:
-    """The NFKC display form of ``name`` to store, or ``UsernameRejected``."""
+def check_username(
+    name: str, *, own_pass_number: str | Collection[str], pass_number_pattern: re.Pattern[str]
+) -> str:
+    """The NFKC display form of ``name`` to store, or ``UsernameRejected``.
+
+    ``own_pass_number``: the account's pass number, or every pass number it holds (a patron
+    who linked another library's pass has several, each their own)."""
     if len(name) > _MAX_RAW_LENGTH:
         raise _too_long()
     display = unicodedata.normalize("NFKC", name)
@@ -127,8 +133,8 @@ def check_username(name: str, *, own_pass_number: str, pass_number_pattern: re.P
     problem = character_problem(name, own_pass_number=own_pass_number)
     if problem is not None:
         raise problem
-    if looks_like_pass_number(display, pass_number_pattern) and canonical(display) != canonical(
-        own_pass_number
+    if looks_like_pass_number(display, pass_number_pattern) and not _is_own(
+        display, own_pass_number
     ):
         raise UsernameRejected(
             "pass_number",
@@ -137,7 +143,9 @@ def check_username(name: str, *, own_pass_number: str, pass_number_pattern: re.P
     return display
 
 
-def character_problem(name: str, *, own_pass_number: str) -> UsernameRejected | None:
+def character_problem(
+    name: str, *, own_pass_number: str | Collection[str]
+) -> UsernameRejected | None:
     """What is wrong with the characters of ``name``, or None: the rule a new username must
     pass, and the test that tells the account page to ask for a new one.
 
@@ -150,7 +158,7 @@ def character_problem(name: str, *, own_pass_number: str) -> UsernameRejected | 
     always go back to it, so it only has to be free of invisible characters.
     """
     display = unicodedata.normalize("NFKC", name)
-    own = canonical(display) == canonical(own_pass_number)
+    own = _is_own(display, own_pass_number)
     found = dict.fromkeys(
         char for char in display if (_invisible(char) if own else not _allowed(char))
     )
@@ -189,6 +197,13 @@ def shown(characters: str) -> str:
         else f"U+{ord(char):04X}"
         for char in characters
     )
+
+
+def _is_own(name: str, own_pass_number: str | Collection[str]) -> bool:
+    """Whether ``name`` is (one of) the account's own pass number(s)."""
+    owned = (own_pass_number,) if isinstance(own_pass_number, str) else own_pass_number
+    key = canonical(name)
+    return any(key == canonical(number) for number in owned)
 
 
 def _allowed(char: str) -> bool:

@@ -1,5 +1,6 @@
-"""The provider's tables: authorization codes, the access tokens they produced, consents, and
-the pairwise-subject secret. Every SQL statement on them is here.
+"""The provider's tables: authorization codes, the access tokens they produced, consents (and
+the consent questions answered), and the pairwise-subject secret. Every SQL statement on them
+is here.
 
 A code is kept only as its SHA-256 (a database leak gives no usable code), is spent by one
 atomic UPDATE (two racing exchanges cannot both win), and a second use revokes every token the
@@ -203,11 +204,16 @@ class Grants:
             OFFLINE_TTL,
         )
         if row is None:
+            # Everything the grant the code started has issued: the first access token,
+            # and the refresh tokens and the access tokens they bought since, whether or
+            # not that first access token was revoked on its own meanwhile.
             await self._pool.execute(
-                "WITH bought AS (UPDATE oidc_tokens SET revoked_at = now() WHERE code_hash = $1"
-                " AND revoked_at IS NULL RETURNING family)"
-                " UPDATE oidc_refresh_tokens SET revoked_at = now() WHERE revoked_at IS NULL"
-                " AND family IN (SELECT family FROM bought)",
+                "WITH bought AS (SELECT DISTINCT family FROM oidc_tokens WHERE code_hash = $1"
+                " AND family IS NOT NULL),"
+                " refreshing AS (UPDATE oidc_refresh_tokens SET revoked_at = now()"
+                " WHERE revoked_at IS NULL AND family IN (SELECT family FROM bought))"
+                " UPDATE oidc_tokens SET revoked_at = now() WHERE revoked_at IS NULL"
+                " AND (code_hash = $1 OR family IN (SELECT family FROM bought))",
                 key,
             )
             raise Spent()
@@ -274,20 +280,24 @@ class Grants:
                     digest(token),
                 )
                 await conn.execute(
+                    # The next refresh token keeps the whole grant (RFC 6749 6): a narrower
+                    # `scope` narrows this access token only.
                     "INSERT INTO oidc_refresh_tokens (token_hash, family, client_id, account_id,"
                     " session, scope, offline, auth_time, expires_at)"
-                    " SELECT $1, family, client_id, account_id, session, $3, offline, auth_time,"
-                    " CASE WHEN offline THEN now() + make_interval(secs => $4) ELSE expires_at"
-                    " END FROM oidc_refresh_tokens WHERE token_hash = $2",
+                    " SELECT $1, family, client_id, account_id, session, scope, offline,"
+                    " auth_time, CASE WHEN offline THEN now() + make_interval(secs => $3)"
+                    " ELSE expires_at END FROM oidc_refresh_tokens WHERE token_hash = $2",
                     digest(next_token),
                     digest(token),
-                    granted,
                     OFFLINE_TTL,
                 )
                 await conn.execute(
+                    # Offline only if its own scope says so: narrowed without
+                    # offline_access, it ends with the patron's session.
                     "INSERT INTO oidc_tokens (jti, client_id, account_id, session, scope,"
                     " expires_at, family, offline) SELECT $1, client_id, account_id, session,"
-                    " $3, now() + make_interval(secs => $4), family, offline"
+                    " $3, now() + make_interval(secs => $4), family,"
+                    " offline AND 'offline_access' = ANY(string_to_array($3, ' '))"
                     " FROM oidc_refresh_tokens WHERE token_hash = $2",
                     jti,
                     digest(next_token),
@@ -395,6 +405,18 @@ class Grants:
             " ".join(sorted(scopes)),
         )
 
+    async def answer(self, question: str, expires_at: int) -> bool:
+        """Record the one answer to the consent question `question` (kept until
+        `expires_at`, epoch seconds, when the question expires anyway); False when it was
+        answered before."""
+        recorded = await self._pool.fetchval(
+            "INSERT INTO oidc_consent_answers (question_hash, expires_at)"
+            " VALUES ($1, to_timestamp($2)) ON CONFLICT (question_hash) DO NOTHING RETURNING true",
+            digest(question),
+            expires_at,
+        )
+        return bool(recorded)
+
     async def pairwise_secret(self) -> bytes:
         """The secret behind pairwise subjects: made once, kept in the database (it must
         outlive every key rotation, or a client would see its patrons change)."""
@@ -416,6 +438,7 @@ class Grants:
         await self._pool.execute(
             "DELETE FROM oidc_refresh_tokens WHERE expires_at < now() - interval '1 day'"
         )
+        await self._pool.execute("DELETE FROM oidc_consent_answers WHERE expires_at < now()")
 
 
 _ENDED = "the patron's session has ended"
@@ -437,4 +460,7 @@ def _refusal(
         return RefreshRefused(_ENDED)
     if scope is not None and not scope <= frozenset(row["scope"].split()):
         return RefreshRefused("scope exceeds what was granted", error="invalid_scope")
+    if scope is not None and "offline_access" not in scope and not row["session_live"]:
+        # Such an access token would end with the session, which has: the grant lives on.
+        return RefreshRefused("without offline_access, the patron's session must be live")
     return None

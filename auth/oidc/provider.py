@@ -47,11 +47,16 @@ class Provider:
     def client_of_login(self, next_path: str) -> tuple[Client, dict[str, str]] | None:
         """The registered client a login page was opened for (its `next` is this provider's
         authorization endpoint), with that request's parameters. A theme or a name can only
-        come from clients.yaml this way, never from a parameter of the login page itself."""
+        come from clients.yaml this way, never from a parameter of the login page itself.
+        A request giving a parameter twice names no client: the authorization endpoint
+        refuses it, so no page may wear one of its clients' colours."""
         parts = urlsplit(next_path)
         if parts.path != urls.OIDC_AUTHORIZE:
             return None
-        params = dict(parse_qsl(parts.query))
+        pairs = parse_qsl(parts.query)
+        params = dict(pairs)
+        if len(params) != len(pairs):
+            return None
         client = self.clients.table.get(params.get("client_id", ""))
         return (client, params) if client is not None else None
 

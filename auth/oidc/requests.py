@@ -19,7 +19,7 @@ import base64
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from urllib.parse import urlencode
 
@@ -27,6 +27,27 @@ from auth.memberships import Membership
 from auth.oidc.clients import SCOPES, Client, ClientTable
 
 PROMPTS = frozenset({"none", "login", "consent"})
+PARAMETERS = frozenset(
+    {
+        "response_type",
+        "response_mode",
+        "client_id",
+        "redirect_uri",
+        "scope",
+        "state",
+        "nonce",
+        "code_challenge",
+        "code_challenge_method",
+        "prompt",
+        "max_age",
+        "login_hint",
+        "id_token_hint",
+        "ui_locales",
+        "request",
+        "request_uri",
+    }
+)
+"""The parameters an authorization request is read for."""
 _CHALLENGE = re.compile(r"[A-Za-z0-9._~-]{43,128}")
 _VERIFIER = _CHALLENGE
 MAX_PARAMETER = 2048
@@ -68,6 +89,8 @@ class AuthorizationRequest:
     max_age: int | None
     login_hint: str | None
     ui_locales: tuple[str, ...]
+    id_token_hint: str | None = None
+    """As sent, not yet checked: `hinted_subject` reads it once verified."""
 
     @property
     def scope(self) -> str:
@@ -84,26 +107,38 @@ def answer_location(redirect_uri: str, params: Mapping[str, str | None], issuer:
 
 
 def read_authorization(
-    params: Mapping[str, str], clients: ClientTable
+    params: Mapping[str, str], clients: ClientTable, *, repeated: Collection[str] = ()
 ) -> AuthorizationRequest | NotRedirectable | ErrorRedirect:
+    """`repeated` names the parameters the request gave more than once (`params` holds one
+    of their values): RFC 6749 3.1 allows each once, and taking either copy would let
+    whoever added the other choose. A repeated `client_id` or `redirect_uri` leaves nowhere
+    to send the refusal; any other is `invalid_request`, and `state` is then not echoed."""
     if any(len(value) > MAX_PARAMETER for value in params.values()):
         return NotRedirectable("oidc.error.too_long")
+    if "client_id" in repeated or "redirect_uri" in repeated:
+        return NotRedirectable("oidc.error.malformed")
     client = clients.get(params.get("client_id", ""))
     if client is None:
         return NotRedirectable("oidc.error.unknown_client")
     redirect_uri = params.get("redirect_uri", "")
     if redirect_uri not in client.redirect_uris:
         return NotRedirectable("oidc.error.unknown_redirect")
-    state = params.get("state")
+    state = params.get("state") if "state" not in repeated else None
 
     def refuse(error: str, description: str) -> ErrorRedirect:
         return ErrorRedirect(redirect_uri, error, description, state)
 
+    if repeated:
+        # Named only when it is one of ours: a name is the sender's choice, never echoed.
+        known = sorted(set(repeated) & PARAMETERS)
+        return refuse("invalid_request", f"{known[0] if known else 'a parameter'} was given twice")
     if "request" in params:
         return refuse("request_not_supported", "request objects are not supported")
     if "request_uri" in params:
         return refuse("request_uri_not_supported", "request_uri is not supported")
-    if params.get("response_type") != "code":
+    if not params.get("response_type"):
+        return refuse("invalid_request", "response_type is required")
+    if params["response_type"] != "code":
         return refuse("unsupported_response_type", "only response_type=code is served")
     if params.get("response_mode", "query") != "query":
         return refuse("invalid_request", "only response_mode=query is served")
@@ -147,12 +182,51 @@ def read_authorization(
         max_age=max_age,
         login_hint=params.get("login_hint"),
         ui_locales=tuple(params.get("ui_locales", "").split()),
+        # RFC 6749 3.1: a parameter without a value is as if it was not sent.
+        id_token_hint=params.get("id_token_hint") or None,
     )
 
 
 def needs_login(request: AuthorizationRequest, auth_time: int, now: int) -> bool:
-    """Whether the patron must enter the password again even with a live session."""
-    return request.max_age is not None and now - auth_time > request.max_age
+    """Whether the patron must enter the password again even with a live session; max_age=0
+    always (OIDC Core 3.1.2.1: it is prompt=login), also right after a login."""
+    if request.max_age is None:
+        return False
+    return request.max_age == 0 or now - auth_time > request.max_age
+
+
+def hinted_subject(claims: Mapping[str, object] | None, client: Client) -> str | None:
+    """The `sub` an `id_token_hint` names, from its claims as verified (None: not an ID token
+    of ours), when it was issued to `client`; None otherwise. The `sub` is in the client's
+    own subject space (pairwise or not), as the client was given it."""
+    if claims is None:
+        return None
+    audience = claims.get("aud")
+    if isinstance(audience, list) and len(audience) == 1:
+        audience = audience[0]
+    sub = claims.get("sub")
+    if audience != client.client_id or not isinstance(sub, str) or not sub:
+        return None
+    return sub
+
+
+QUESTION_TTL = 3600
+"""How long a consent page may wait for its answer, in seconds."""
+
+
+def answerable(
+    pending: Mapping[str, object], *, account_id: str, question: str, now: float
+) -> bool:
+    """Whether a consent page whose token names `question` may answer the question pending in
+    the session: the same question, asked of this patron, less than QUESTION_TTL ago. (That it
+    was not answered before is the database's to say.)"""
+    asked_at = pending.get("asked_at")
+    return (
+        pending.get("uid") == account_id
+        and pending.get("id") == question
+        and isinstance(asked_at, int)
+        and now <= asked_at + QUESTION_TTL
+    )
 
 
 def pkce_matches(verifier: str | None, challenge: str | None) -> bool:

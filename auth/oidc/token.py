@@ -15,7 +15,7 @@ import logging
 import secrets
 import uuid
 from typing import Any
-from urllib.parse import unquote
+from urllib.parse import unquote_plus
 
 from aiohttp import web
 
@@ -31,6 +31,21 @@ log = logging.getLogger("auth.oidc")
 
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 MAX_FORM = 16 * 1024
+# The fields the token, revocation and introspection endpoints read.
+_FIELDS = frozenset(
+    {
+        "grant_type",
+        "code",
+        "redirect_uri",
+        "code_verifier",
+        "refresh_token",
+        "scope",
+        "client_id",
+        "client_secret",
+        "token",
+        "token_type_hint",
+    }
+)
 
 
 class TokenError(Exception):
@@ -56,6 +71,8 @@ async def token(request: web.Request) -> web.Response:
         form = await _form(request)
         client = _authenticate(request, form, provider)
         grant = form.get("grant_type")
+        if not grant:
+            raise TokenError("invalid_request", "grant_type is required")
         if grant == "authorization_code":
             return _json(await _exchange_code(request, form, client, provider))
         if grant == "refresh_token":
@@ -79,12 +96,17 @@ async def _form(request: web.Request) -> dict[str, str]:
         raise TokenError("invalid_request", "the body must be application/x-www-form-urlencoded")
     if request.content_length is not None and request.content_length > MAX_FORM:
         raise TokenError("invalid_request", "the body is too large")
-    posted = await request.post()
+    try:
+        posted = await request.post()
+    except ValueError:  # not UTF-8 (UnicodeDecodeError)
+        raise TokenError("invalid_request", "the body is not a readable form") from None
     form: dict[str, str] = {}
     for key in posted:
         values = posted.getall(key)
         if len(values) != 1 or not isinstance(values[0], str):
-            raise TokenError("invalid_request", f"{key} must be given once")
+            # Named only when it is one of ours: a name is the sender's choice, never echoed.
+            name = key if key in _FIELDS else "a parameter"
+            raise TokenError("invalid_request", f"{name} must be given once")
         form[key] = values[0]
     return form
 
@@ -108,7 +130,8 @@ def _authenticate(request: web.Request, form: dict[str, str], provider: Provider
         raw_id, sep, raw_secret = decoded.partition(":")
         if not sep:
             raise TokenError("invalid_client", "malformed client credentials", 401)
-        client_id, secret = unquote(raw_id), unquote(raw_secret)
+        # Each part was form-encoded before Basic (RFC 6749 2.3.1), so `+` is a space.
+        client_id, secret = unquote_plus(raw_id), unquote_plus(raw_secret)
         if "client_id" in form and form["client_id"] != client_id:
             raise TokenError("invalid_request", "client_id does not match the credentials")
     else:
@@ -295,9 +318,9 @@ async def revoke(request: web.Request) -> web.Response:
             raise TokenError("invalid_request", "token is required")
     except TokenError as exc:
         return _token_error(exc)
-    if form.get("token_type_hint") == "access_token" or not await provider.grants.revoke_refresh(
-        token, client.client_id
-    ):
+    # The hint only orders a search (RFC 7009 2.1), so a wrong one never makes the
+    # revocation a no-op: a refresh token sent as an `access_token` still ends its grant.
+    if not await provider.grants.revoke_refresh(token, client.client_id):
         claims = provider.signer.verify_access_token(token)
         jti = claims.get("jti") if claims is not None else None
         if isinstance(jti, str):
@@ -382,6 +405,9 @@ async def userinfo(request: web.Request) -> web.Response:
     if claims is None or live is None:
         return _bearer_error("invalid_token")
     account_id, scope = live
+    if "openid" not in scope.split():
+        # Narrowed on a refresh to no `openid`: not a token of an OpenID Connect grant.
+        return _bearer_error("insufficient_scope", 403)
     client = provider.clients.table.get(str(claims.get("client_id", "")))
     account = await request.app[SERVICES].accounts.by_id(account_id)
     if client is None or account is None:
@@ -403,9 +429,9 @@ async def userinfo(request: web.Request) -> web.Response:
     return _json(payload)
 
 
-def _bearer_error(error: str | None) -> web.Response:
+def _bearer_error(error: str | None, status: int = 401) -> web.Response:
     challenge = 'Bearer realm="library"' + (f', error="{error}"' if error else "")
-    return _json({"error": error or "invalid_request"}, 401, **{"WWW-Authenticate": challenge})
+    return _json({"error": error or "invalid_request"}, status, **{"WWW-Authenticate": challenge})
 
 
 async def discovery(request: web.Request) -> web.Response:

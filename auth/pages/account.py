@@ -67,7 +67,7 @@ async def _page(
         sessions=await listing(request, identity) if identity is not None else [],
         personal_data_url=services.personal_data_url,
         new_username=context.pop("new_username", ""),
-        outdated_username=_outdated_username(account, language(request)),
+        outdated_username=_outdated_username(account, identity, language(request)),
         passes=passes.listing(request, identity),
         events=await events_list.listing(request, account.id),
         institutions=request.app[INSTITUTIONS].table.institutions,
@@ -83,9 +83,17 @@ current_patron = _current
 account_page_with = _page
 
 
-def _outdated_username(account: Account, lang: str) -> str | None:
+def _pass_numbers(identity: Identity | None) -> tuple[str, ...]:
+    """Every pass number the patron holds (the first, and those linked from other libraries
+    by `auth.pages.linking`): each is theirs to use as a username."""
+    return tuple(m.pass_number for m in identity.memberships) if identity is not None else ()
+
+
+def _outdated_username(account: Account, identity: Identity | None, lang: str) -> str | None:
     """What to tell a patron whose username the character rules refuse today, or None."""
-    problem = character_problem(account.username, own_pass_number=account.pass_number)
+    problem = character_problem(
+        account.username, own_pass_number=(account.pass_number, *_pass_numbers(identity))
+    )
     if problem is None:
         return None
     t = translator(lang)
@@ -102,7 +110,7 @@ async def account_page(request: web.Request) -> web.Response:
 
 
 async def change_username(request: web.Request) -> web.StreamResponse:
-    _, account = await _current(request)
+    identity, account = await _current(request)
     services = request.app[SERVICES]
     form = await read_checked_form(request, ("new_username", "password"))
     t = translator(language(request))
@@ -116,7 +124,7 @@ async def change_username(request: web.Request) -> web.StreamResponse:
     if not await _password_ok(request, account, form["password"]):
         return await refuse(403, "password", "error.wrong_password")
     try:
-        username = services.username_for(account, wanted)
+        username = services.username_for(account, wanted, _pass_numbers(identity))
     except UsernameRejected as exc:
         return await refuse(422, "new_username", f"error.username.{exc.code}")
     try:

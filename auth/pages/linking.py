@@ -8,11 +8,13 @@ account without a password. A pass nobody holds is never created here: only the 
 its account proves a pass.
 
 Once proved, the pass's account goes into the patron's in one transaction
-(`auth.store.merges`): its live memberships move, it is disabled and marked merged, its
-username is freed, every session, token, device cookie and mailed link of it dies, both
-accounts are re-read on every instance, and both addresses get a notice. Every pass number
-then logs in to the one account left. Both accounts' audit trails tell of it; a wrong password
-for a pass's account is on that account's trail as a failed login (`auth.pages.trail`).
+(`auth.store.merges`), unless its password changed since it was checked (then 403, as for a
+wrong one: the old password proves nothing): its live memberships move, it is disabled and
+marked merged, its username is freed, every session, token, device cookie and mailed link of
+it dies, both accounts are re-read on every instance, and both addresses get a notice. Every
+pass number then logs in to the one account left. Both accounts' audit trails tell of it; a
+wrong password for a pass's account is on that account's trail as a failed login
+(`auth.pages.trail`).
 """
 
 from __future__ import annotations
@@ -76,17 +78,15 @@ async def link_pass(request: web.Request) -> web.StreamResponse:
         response = await refuse(429, "link_password", "login.throttled")
         response.headers["Retry-After"] = str(math.ceil(wait))
         return response
-    usable = holder is not None and holder.password_hash is not None
+    proved = holder.password_hash if holder is not None else None
     try:
         # An unknown pass costs the same argon2 work as a real one (a dummy hash).
-        verdict = await services.hasher.verify(
-            holder.password_hash if holder is not None and usable else None, password
-        )
+        verdict = await services.hasher.verify(proved, password)
     except HasherBusy:
         response = await refuse(503, "link_password", "login.busy")
         response.headers["Retry-After"] = "5"
         return response
-    if holder is None or not usable or not verdict.ok:
+    if holder is None or proved is None or not verdict.ok:
         blocked = await services.throttle.failed(account_key, address_key)
         if holder is not None:  # a wrong password for that account, on its trail
             trail.record_after_answer(
@@ -103,7 +103,11 @@ async def link_pass(request: web.Request) -> web.StreamResponse:
     await services.throttle.succeeded(account_key)
 
     async with services.accounts.transaction() as conn:
-        outcome = await merges.merge(conn, account.id, holder.id, institution.id, number)
+        outcome = await merges.merge(
+            conn, account.id, holder.id, institution.id, number, proved=proved
+        )
+        if outcome is merges.Refusal.UNPROVED:  # its password changed since it was checked
+            return await refuse(403, "link_password", "error.link.failed")
         if isinstance(outcome, merges.Refusal):
             key = "error.link.own" if outcome is merges.Refusal.OWN else "error.link.elsewhere"
             if outcome is merges.Refusal.BLOCKED:

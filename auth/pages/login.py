@@ -6,7 +6,7 @@ successful login always starts a brand-new session (no fixation) and goes to `ne
 is a local path. The session records the browser it started in (its User-Agent), for the
 patron's list of sessions; with `GATEWAY_SIGNIN_NOTICES` on, a login from a browser that has
 never logged in to the account before (no device cookie vouches for it) is mailed to the
-patron.
+patron. After a logout the login page says, once, that it worked.
 
 Each login is on the patron's audit trail (`auth.pages.trail`): a success costs the login one
 INSERT after its session's, without a transaction of its own (should it fail, the answer is an
@@ -28,6 +28,7 @@ from auth import urls
 from auth.credentials import devices, passwords, throttle
 from auth.credentials.passwords import HasherBusy
 from auth.credentials.usernames import canonical
+from auth.oidc.clients import Client
 from auth.oidc.provider import PROVIDER
 from auth.pages import csrf, trail
 from auth.pages.forms import read_checked_form
@@ -44,26 +45,55 @@ MAX_PASSWORD = 1024
 
 
 _NOTICES = {"reset": "login.notice.reset", "activated": "login.notice.activated"}
+# Set by a logout on its way to the login page, which then says "you are logged out" once.
+# A cookie and not the URL: the logout goes to the bare login page, no link can make that
+# page say it, and the cookie holds no text (only the page's own words are ever shown).
+LOGGED_OUT_COOKIE = "library_logged_out"
 
 
 async def login_form(request: web.Request) -> web.Response:
     next_path = safe_next(request.query.get("next"))
     context = {"username": "", **_for_client(request, next_path)}
-    return await render(
-        request,
-        "login.html",
-        next=next_path,
-        notice=_NOTICES.get(request.query.get("notice", "")),
-        **context,
-    )
+    logged_out = LOGGED_OUT_COOKIE in request.cookies
+    notice = _NOTICES.get(request.query.get("notice", ""))
+    if notice is None and logged_out and await _anonymous(request):
+        notice = "login.notice.logged_out"
+    response = await render(request, "login.html", next=next_path, notice=notice, **context)
+    if logged_out:
+        response.del_cookie(LOGGED_OUT_COOKIE, **_logged_out_flags(request))
+    return response
+
+
+async def _anonymous(request: web.Request) -> bool:
+    return await request.app[SERVICES].authenticator.identify(request) is None
+
+
+def _logged_out_flags(request: web.Request) -> dict[str, Any]:
+    """Sent only to the login page, only from this site's own pages (a logout)."""
+    secure = request.app[SERVICES].public_url.startswith("https://")
+    return {"path": urls.LOGIN, "secure": secure, "httponly": True, "samesite": "Strict"}
+
+
+def _client_of(request: web.Request, next_path: str) -> tuple[Client, dict[str, str]] | None:
+    provider = request.app.get(PROVIDER)
+    return provider.client_of_login(next_path) if provider is not None else None
+
+
+def client_theme(request: web.Request, next_path: str) -> dict[str, Any]:
+    """The theme for a page on the way to a connected library's login (the recovery pages
+    carry the same `next` as the login): that client's, from clients.yaml only, or nothing
+    (the library's own)."""
+    found = _client_of(request, next_path)
+    if found is None or found[0].theme is None:
+        return {}
+    return {"theme": found[0].theme}
 
 
 def _for_client(request: web.Request, next_path: str) -> dict[str, Any]:
     """The login page opened for a connected library (its `next` is the provider's
     authorization endpoint): that client's name and theme, from clients.yaml only, and the
     username it suggested (`login_hint`)."""
-    provider = request.app.get(PROVIDER)
-    found = provider.client_of_login(next_path) if provider is not None else None
+    found = _client_of(request, next_path)
     if found is None:
         return {}
     client, params = found
@@ -186,7 +216,9 @@ async def logout_form(request: web.Request) -> web.Response:
 async def logout(request: web.Request) -> web.StreamResponse:
     await read_checked_form(request, ())
     await end_this_session(request)
-    raise web.HTTPSeeOther(location=urls.LOGIN)
+    onward = web.HTTPSeeOther(location=urls.LOGIN)
+    onward.set_cookie(LOGGED_OUT_COOKIE, "1", max_age=600, **_logged_out_flags(request))
+    raise onward
 
 
 async def end_this_session(request: web.Request) -> None:

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 
 from aiohttp import web
 
+from auth import clock
 from auth.identity import Identity
 from auth.memberships import InstitutionTable, Membership
 from auth.pages.i18n import translator
 from auth.pages.render import language
-from auth.pages.sessions_list import ZONE
 from auth.services import INSTITUTIONS
 
 RENEW_WITHIN = timedelta(days=30)
@@ -76,6 +76,6 @@ def listing(request: web.Request, identity: Identity | None) -> list[PassEntry]:
     """The passes of the patron the request belongs to, for the account page."""
     if identity is None:
         return []
-    today = datetime.now(ZONE).date()
+    today = clock.today()
     table = request.app[INSTITUTIONS].table
     return entries(identity.memberships, table, today, language(request))

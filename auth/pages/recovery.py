@@ -9,6 +9,10 @@ and the mail happen after the answer is sent, as background work, each outcome c
 mails are built from GATEWAY_PUBLIC_URL, never from Host or X-Forwarded-*. A reset link is
 single-use, expires, is bound to one account, and using it ends every session of the patron
 without logging them in; GET only shows the form, because mail scanners open links.
+
+Where the patron was going (`next`) travels through these pages, the mail and back to the
+login; when that is a connected library's login, they wear its theme as the login does
+(`auth.pages.login.client_theme`: from clients.yaml, never from a parameter).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from auth.mail import Outbox
 from auth.pages import trail
 from auth.pages.forms import read_checked_form
 from auth.pages.i18n import translator
+from auth.pages.login import client_theme
 from auth.pages.redirects import safe_next
 from auth.pages.render import language, message, render
 from auth.services import SERVICES, AuthServices
@@ -73,8 +78,13 @@ def _destination(value: str | None) -> str:
 
 
 async def forgot_password_form(request: web.Request) -> web.Response:
+    return await _form_page(request, "forgot_password.html")
+
+
+async def _form_page(request: web.Request, template: str) -> web.Response:
+    destination = _destination(request.query.get("next"))
     return await render(
-        request, "forgot_password.html", sent=False, next=_destination(request.query.get("next"))
+        request, template, sent=False, next=destination, **client_theme(request, destination)
     )
 
 
@@ -90,16 +100,23 @@ async def _same_answer_always(
     form = await read_checked_form(request, (field, "next"))
     value = form[field].strip()
     destination = _destination(form["next"])
+    themed = client_theme(request, destination)
     if not plausible(value) or len(value) > 320:
         t = translator(language(request))
         return await render(
-            request, template, status=422, sent=False, error=t["error.required"], next=destination
+            request,
+            template,
+            status=422,
+            sent=False,
+            error=t["error.required"],
+            next=destination,
+            **themed,
         )
     services = request.app[SERVICES]
     address = throttle.address_key(request.get(throttle.CLIENT_ADDRESS, "unknown"))
     asked = _Asked(value, language(request), destination, address, origin_of(request))
     services.after_response(work(services, asked))
-    return await render(request, template, sent=True, next=destination)
+    return await render(request, template, sent=True, next=destination, **themed)
 
 
 async def forgot_password(request: web.Request) -> web.Response:
@@ -201,12 +218,14 @@ async def reset_form(request: web.Request) -> web.Response:
     account = await services.accounts.by_id(account_id) if account_id else None
     if account is None or account.disabled:
         return await _link_dead(request)
+    destination = _destination(request.query.get("next"))
     return await render(
         request,
         "reset_password.html",
         token=token,
         username=account.username,
-        next=_destination(request.query.get("next")),
+        next=destination,
+        **client_theme(request, destination),
     )
 
 
@@ -244,6 +263,7 @@ async def reset(request: web.Request) -> web.StreamResponse:
             username=account.username,
             error=t[f"error.password.{exc.code}"],
             next=destination,
+            **client_theme(request, destination),
         )
     new_hash = await services.hasher.hash(form["new_password"])
     async with services.accounts.transaction() as conn:
@@ -262,9 +282,7 @@ async def reset(request: web.Request) -> web.StreamResponse:
 
 
 async def forgot_username_form(request: web.Request) -> web.Response:
-    return await render(
-        request, "forgot_username.html", sent=False, next=_destination(request.query.get("next"))
-    )
+    return await _form_page(request, "forgot_username.html")
 
 
 async def forgot_username(request: web.Request) -> web.Response:

@@ -23,17 +23,18 @@ LANG = web.RequestKey[str]("auth.lang")
 # consent page was opened for (browsers apply form-action to the redirects after a submit).
 FORM_TARGETS = web.RequestKey[tuple[str, ...]]("auth.form_targets")
 
-# The powerful features a browser lets a page use, by their Permissions Policy names (the W3C
-# registry, w3c/webappsec-permissions-policy features.md, as browsers ship them; a name a
-# browser does not know costs a console warning): the pages need none, so nothing that ever
-# got into one can ask for the camera or a payment. `browsing-topics` is what became of
-# FLoC's `interest-cohort`.
+# The powerful features a browser lets a page use, by their Permissions Policy names: the
+# pages need none, so nothing that ever got into one can ask for the camera or a payment.
+# Only names Chromium knows on every platform it ships on (its permissions_policy_features.json5
+# without a `depends_on` on an API some platforms lack): any other name costs every page a
+# console warning "Unrecognized feature" there. So `ambient-light-sensor` and `bluetooth`
+# (behind flags on some platforms), `web-share`, `hid`, `serial`, `local-fonts` and
+# `picture-in-picture` (missing on some) and `browsing-topics` (being retired) are not named;
+# the pages run no script (their CSP), so none of those is reachable from them anyway.
+# Firefox does not read the header.
 _FEATURES_OFF = (
     "accelerometer",
-    "ambient-light-sensor",
     "autoplay",
-    "bluetooth",
-    "browsing-topics",
     "camera",
     "clipboard-read",
     "clipboard-write",
@@ -43,19 +44,14 @@ _FEATURES_OFF = (
     "gamepad",
     "geolocation",
     "gyroscope",
-    "hid",
     "idle-detection",
-    "local-fonts",
     "magnetometer",
     "microphone",
     "midi",
     "payment",
-    "picture-in-picture",
     "publickey-credentials-get",
     "screen-wake-lock",
-    "serial",
     "usb",
-    "web-share",
     "xr-spatial-tracking",
 )
 PERMISSIONS_POLICY = ", ".join(f"{feature}=()" for feature in _FEATURES_OFF)
@@ -169,7 +165,13 @@ async def _fill(response: _R, request: web.Request, template: str, context: dict
     )
     if request.query.get("lang") in i18n.LANGUAGES:
         response.set_cookie(
-            i18n.LANG_COOKIE, lang, path="/", httponly=True, samesite="Lax", max_age=365 * 86400
+            i18n.LANG_COOKIE,
+            lang,
+            path="/",
+            secure=services.public_url.startswith("https://"),
+            httponly=True,
+            samesite="Lax",
+            max_age=365 * 86400,
         )
     return response
 

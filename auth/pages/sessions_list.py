@@ -11,14 +11,13 @@ time zone is not known without a script, and the library's patrons are Dutch.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from auth import urls
+from auth.clock import ZONE as ZONE  # (where the staff pages find it too)
 from auth.identity import Identity
 from auth.oidc.provider import PROVIDER
 from auth.pages.i18n import translator
@@ -27,19 +26,6 @@ from auth.services import SERVICES
 from auth.sessions.browsers import describe
 from auth.sessions.registry import MAX_USER_AGENT
 from auth.store.accounts import Account
-
-
-def _zone() -> tzinfo:
-    try:
-        return ZoneInfo("Europe/Amsterdam")
-    except ZoneInfoNotFoundError:
-        logging.getLogger("auth.pages").warning(
-            "no time zone database (install tzdata): session times are shown in UTC"
-        )
-        return UTC
-
-
-ZONE = _zone()
 
 
 @dataclass(frozen=True, slots=True)

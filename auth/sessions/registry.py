@@ -19,6 +19,9 @@ The patron's own list of sessions (`live_sessions`) shows the browser each one s
 when it was last used. That time is noted in memory (`seen`, on the proxy's path, no I/O) at
 most once a minute a session, and written for all noted sessions in one UPDATE every
 `ACTIVITY_EVERY` seconds (`record_activity`), never a query per request.
+
+A connection that outlives its handshake (a proxied WebSocket) is held under its session
+(`hold`, `auth.sessions.held`) and ended with it by the same revocations and forgettings.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import math
 import secrets
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -41,6 +45,7 @@ import asyncpg
 
 from auth.identity import Identity
 from auth.oidc.logout import sessions_ended
+from auth.sessions.held import HeldConnections
 from auth.sessions.lifetimes import REFRESH_EVERY
 from auth.store.availability import DatabaseUnavailable, unavailable
 from auth.store.memberships import MEMBERSHIPS_OF_A, memberships_from_json
@@ -115,6 +120,8 @@ class SessionRegistry:
         self._forgotten = 0
         # Activity noted since the last write: hex session hash -> Unix time, oldest first.
         self._seen: dict[str, float] = {}
+        # Connections held open under a session (WebSockets), ended with it.
+        self._held = HeldConnections(self._live_among)
 
     async def create(
         self, account_id: str, lifetime: float, *, user_agent: str | None = None
@@ -198,6 +205,40 @@ class SessionRegistry:
         while len(self._cache) > self._max:
             self._cache.popitem(last=False)
 
+    def hold(self, identity: Identity, end: Callable[[], None]) -> Callable[[], None]:
+        """Call `end` once the session of `identity` is over, whichever instance hears of it
+        first: for a connection that acts under the session for longer than a request (a
+        WebSocket). The returned function forgets it, for when the connection closes.
+        `identity` was just found live; if that answer is no longer the cache's (a revocation
+        was heard since, or it was never cached), the session is looked up again."""
+        release = self._held.hold(identity.session, identity.user_id, end)
+        entry = self._cache.get(bytes.fromhex(identity.session))
+        if (
+            entry is None
+            or entry[0] is None
+            or entry[0].user_id != identity.user_id
+            or not self._fresh(entry[1], time.monotonic())
+        ):
+            self._held.check(identity.session)
+        return release
+
+    @property
+    def held(self) -> int:
+        """How many connections are held open under a session on this instance."""
+        return len(self._held)
+
+    async def _live_among(self, sessions: list[str]) -> dict[str, str]:
+        """Of these sessions (hex hashes), those that are live, with their account ids; what
+        `lookup` asks of one, in one query for all."""
+        rows = await self._pool.fetch(
+            "SELECT encode(s.sid_hash, 'hex') AS session, s.account_id::text AS account"
+            " FROM sessions s JOIN accounts a ON a.id = s.account_id"
+            " WHERE s.sid_hash = ANY($1::bytea[]) AND s.revoked_at IS NULL"
+            " AND s.expires_at > now() AND NOT a.disabled",
+            [bytes.fromhex(session) for session in sessions],
+        )
+        return {row["session"]: row["account"] for row in rows}
+
     async def revoke(self, sid: str, *, conn: Any = None) -> bool:
         return await self.revoke_hashed(sid_hash(sid), conn=conn)
 
@@ -255,6 +296,7 @@ class SessionRegistry:
                 credentials=credentials,
             )
             await conn.execute("SELECT pg_notify($1, $2)", CHANNEL, "account:" + account_id)
+        self._held.end(row["session"] for row in rows)
         self.forget_account(account_id)
         SESSIONS_REVOKED.inc(len(rows))
         return len(rows)
@@ -268,6 +310,7 @@ class SessionRegistry:
     def _forget_session(self, key: bytes) -> None:
         self._forgotten += 1
         self._cache.pop(key, None)
+        self._held.end((key.hex(),))
 
     def forget_account(self, account_id: str) -> None:
         self._forgotten += 1
@@ -278,6 +321,7 @@ class SessionRegistry:
         ]
         for key in stale:
             del self._cache[key]
+        self._held.check_account(account_id)
 
     def listening_up(self) -> None:
         """The LISTEN connection is (again) up: what was read before may have missed a
@@ -286,15 +330,21 @@ class SessionRegistry:
         self._listening = True
 
     def listening_lost(self) -> None:
-        """The LISTEN connection is gone: entries are trusted for `ttl` only until it is back."""
+        """The LISTEN connection is gone (or a try to get it back failed): entries are trusted
+        for `ttl` only until it is back, and the sessions of held connections, which are not
+        looked up by requests, are looked up at each try."""
         self._listening = False
+        self._held.check_all()
 
     def forget_all(self) -> None:
         """Notifications may have been missed (the listening connection was lost and is back):
         every entry is looked up again before it is used. The entries stay, for `grace` while
-        the database cannot be asked; a revocation heard before dropped its entry already."""
+        the database cannot be asked; a revocation heard before dropped its entry already.
+        The sessions of held connections are looked up again too, and only the connections of
+        those found over end: a database restart must not close every patron's sockets."""
         self._forgotten += 1
         self._fresh_from = time.monotonic()
+        self._held.check_all()
 
     def on_notification(self, payload: str) -> None:
         kind, _, value = payload.partition(":")

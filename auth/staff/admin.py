@@ -27,6 +27,7 @@ _STATUS = {
     "role": 422,
     "email_taken": 409,
     "self": 409,
+    "not_admin": 403,
     "unknown": 404,
 }
 _NOTICES = {

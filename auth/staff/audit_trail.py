@@ -23,7 +23,12 @@ async def trail_page(request: web.Request) -> web.StreamResponse:
     before = request.query.get("before_id", "")
     before_id = int(before) if before.isascii() and before.isdigit() and len(before) < 19 else None
     actor = request.query.get("actor", "").strip()[:MAX_ACTOR] or None
-    rows = await services.audit.newest(limit=PAGE_SIZE + 1, before_id=before_id, actor_id=actor)
+    # An id with a control character is nobody's (and one PostgreSQL's text cannot hold).
+    rows = (
+        await services.audit.newest(limit=PAGE_SIZE + 1, before_id=before_id, actor_id=actor)
+        if actor is None or actor.isprintable()
+        else []
+    )
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     members = await services.members.everyone()

@@ -195,7 +195,9 @@ async def passkey_add(request: web.Request) -> web.StreamResponse:
 
 
 class _Ended(Exception):
-    """The session ended while its enrolment was being stored."""
+    """The session ended while its enrolment was being stored, or the member was activated
+    meanwhile (by an enrolment in another browser): an enrolment stage is for a member with
+    no factor yet, never a way round the factor they have now."""
 
 
 async def _enrolled(
@@ -225,11 +227,13 @@ async def _enrolled(
                 )
                 if token is None:  # ended meanwhile: nothing of this may stay
                     raise _Ended
-                await services.members.mark_activated(session.staff_id, conn=conn)
+                if not await services.members.mark_activated(session.staff_id, conn=conn):
+                    raise _Ended
                 codes = await issue_codes(
                     request, session.staff_id, session.email, "staff_activated", conn=conn
                 )
     except _Ended:
+        await services.sessions.end(session.id)  # its successor was rolled back with the rest
         request[CLEAR_SESSION] = True
         raise web.HTTPSeeOther(f"{urls.STAFF_LOGIN}?notice=expired") from None
     if token is None or codes is None:

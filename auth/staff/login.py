@@ -5,8 +5,10 @@ The first step answers the same way, after the same argon2 work, for an unknown 
 wrong password and a disabled member. A right password opens only the second step (a
 session at stage `password`, good for `Lifetimes.pending`); the second factor makes a new,
 signed-in session with a new token. Failures of either step count against the member and
-the address (`auth.staff.attempts`), and a block refuses even the right answer (429). Each
-attempt on a real member's account is on the audit trail.
+the address (`auth.staff.attempts`; a try of the second factor is counted before it is
+judged, so guesses sent all at once get no more turns than one at a time), and a block
+refuses even the right answer (429). Each attempt on a real member's account is on the audit
+trail.
 """
 
 from __future__ import annotations
@@ -142,21 +144,39 @@ async def factor(request: web.Request) -> web.StreamResponse:
     session = request[SESSION]
     form = await read_checked(request, ("method", "code"))
     method, code = form["method"], form["code"][:MAX_CODE]
-    key = attempts.member_key(session.staff_id)
-    if wait := await attempts.wait(request, key):
-        response = await _factor_page(request, status=429, error="staff.login.throttled")
-        response.headers["Retry-After"] = str(wait)
-        return response
+    reserved = await _reserve(request, session)
+    if reserved is None:
+        return await _throttled(request, session)
     if method == "totp":
         if await _totp_accepted(request, session, code):
-            return await _complete(request, session, "totp")
+            return await _complete(request, session, "totp", reserved)
     elif method == "recovery":
         plain = recovery.normalised(code)
         if plain is not None:
             return await _complete(
-                request, session, "recovery", code_hash=recovery.code_hash(session.staff_id, plain)
+                request,
+                session,
+                "recovery",
+                reserved,
+                code_hash=recovery.code_hash(session.staff_id, plain),
             )
-    return await _second_step_failed(request, session, method)
+    return await _second_step_failed(request, session, method, reserved)
+
+
+async def _reserve(request: web.Request, session: StaffSession) -> Blocked | None:
+    """This try of the second step, counted against the member before it is judged
+    (`attempts.reserve`); None while the member or the address is blocked."""
+    key = attempts.member_key(session.staff_id)
+    if await attempts.wait(request, key):
+        return None
+    return await attempts.reserve(request, key)
+
+
+async def _throttled(request: web.Request, session: StaffSession) -> web.Response:
+    wait = await attempts.wait(request, attempts.member_key(session.staff_id))
+    response = await _factor_page(request, status=429, error="staff.login.throttled")
+    response.headers["Retry-After"] = str(max(wait, 1))
+    return response
 
 
 async def _totp_accepted(request: web.Request, session: StaffSession, code: str) -> bool:
@@ -180,11 +200,9 @@ async def passkey(request: web.Request) -> web.StreamResponse:
     services = request.config_dict[STAFF_SERVICES]
     session = request[SESSION]
     form = await read_checked(request, ("credential",))
-    key = attempts.member_key(session.staff_id)
-    if wait := await attempts.wait(request, key):
-        response = await _factor_page(request, status=429, error="staff.login.throttled")
-        response.headers["Retry-After"] = str(wait)
-        return response
+    reserved = await _reserve(request, session)
+    if reserved is None:
+        return await _throttled(request, session)
     # The challenge answers one attempt: taken (and so spent) whatever happens next.
     challenge = await services.sessions.take_challenge(session.id)
     if challenge is not None:
@@ -201,16 +219,16 @@ async def passkey(request: web.Request) -> web.StreamResponse:
                     stored.sign_count,
                 )
                 if await services.factors.passkey_used(stored.id, stored.sign_count, count):
-                    return await _complete(request, session, "passkey")
+                    return await _complete(request, session, "passkey", reserved)
         except passkeys.PasskeyRefused:
             pass
-    return await _second_step_failed(request, session, "passkey")
+    return await _second_step_failed(request, session, "passkey", reserved)
 
 
 async def _second_step_failed(
-    request: web.Request, session: StaffSession, method: str
+    request: web.Request, session: StaffSession, method: str, reserved: Blocked
 ) -> web.Response:
-    blocked = await attempts.failed(request, attempts.member_key(session.staff_id))
+    blocked = await attempts.failed_reserved(request, reserved)
     for row in _failure_rows(
         request, session.staff_id, session.email, blocked, step="second_factor", method=method[:20]
     ):
@@ -219,7 +237,12 @@ async def _second_step_failed(
 
 
 async def _complete(
-    request: web.Request, session: StaffSession, method: str, *, code_hash: bytes | None = None
+    request: web.Request,
+    session: StaffSession,
+    method: str,
+    reserved: Blocked,
+    *,
+    code_hash: bytes | None = None,
 ) -> web.StreamResponse:
     """The second factor was right: the pending session ends and a signed-in one begins, with
     its row (and, for a recovery code, the code spent) in the same transaction."""
@@ -250,7 +273,7 @@ async def _complete(
                 )
     if token is None:
         if code_hash is not None:
-            return await _second_step_failed(request, session, method)
+            return await _second_step_failed(request, session, method, reserved)
         request[CLEAR_SESSION] = True  # ended meanwhile (a second request got there first)
         raise web.HTTPSeeOther(f"{urls.STAFF_LOGIN}?notice=expired")
     await attempts.succeeded(request, attempts.member_key(session.staff_id))

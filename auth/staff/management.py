@@ -16,6 +16,7 @@ from auth import urls
 from auth.audit import Actor, Event, Origin
 from auth.mail import Composer, Outbox
 from auth.staff.model import (
+    NotAnAdmin,
     NotOnYourself,
     Role,
     StaffMember,
@@ -23,6 +24,7 @@ from auth.staff.model import (
     checked_email,
     checked_role,
 )
+from auth.staff.passkeys import RelyingParty
 from auth.store.audit import AuditTrail
 from auth.store.staff import StaffMembers
 from auth.store.staff_factors import StaffFactors
@@ -80,11 +82,8 @@ class StaffManagement:
         """The lost-factor procedure, and a new link for one who never finished activating:
         password, factors and recovery codes gone, sessions ended, a new activation link
         mailed (the old ones void)."""
-        self._not_yourself(actor, member_id)
         async with self.members.transaction() as conn:
-            member = await self.members.by_id(member_id, conn=conn, lock=True)
-            if member is None:
-                raise UnknownMember(member_id)
+            member = await self._other(actor, member_id, conn)
             await self.factors.remove_all(member.id, conn=conn)
             await self.members.start_over(member.id, conn=conn)
             await self.sessions.end_all(member.id, conn=conn)
@@ -106,11 +105,8 @@ class StaffManagement:
     ) -> tuple[StaffMember, bool, int]:
         """Disable (every session ends, the activation link is void) or enable a member;
         returns the member, whether anything changed, and how many sessions ended."""
-        self._not_yourself(actor, member_id)
         async with self.members.transaction() as conn:
-            member = await self.members.by_id(member_id, conn=conn, lock=True)
-            if member is None:
-                raise UnknownMember(member_id)
+            member = await self._other(actor, member_id, conn)
             changed = await self.members.set_disabled(member.id, disabled, conn=conn)
             ended = 0
             if disabled:
@@ -141,11 +137,8 @@ class StaffManagement:
         reason: str | None = None,
     ) -> tuple[StaffMember, bool]:
         new_role: Role = checked_role(role)
-        self._not_yourself(actor, member_id)
         async with self.members.transaction() as conn:
-            member = await self.members.by_id(member_id, conn=conn, lock=True)
-            if member is None:
-                raise UnknownMember(member_id)
+            member = await self._other(actor, member_id, conn)
             changed = await self.members.set_role(member.id, new_role, conn=conn)
             if changed:
                 await self.audit.record(
@@ -161,10 +154,31 @@ class StaffManagement:
                 )
         return member, changed
 
-    @staticmethod
-    def _not_yourself(actor: Actor, member_id: str) -> None:
-        if actor.kind == "staff" and actor.id == member_id:
-            raise NotOnYourself(member_id)
+    async def _other(self, actor: Actor, member_id: str, conn: object) -> StaffMember:
+        """The member `member_id` names, locked; never the staff member acting. Judged by the
+        id as stored: PostgreSQL reads a uuid in capitals, without dashes or in braces too,
+        and each of those is still the actor's own account.
+
+        A staff member acting is locked with the member and must still be an active admin
+        once both rows are held: two admins demoting or disabling each other at the same
+        moment are done one after the other, and the second finds itself no admin any more
+        (the console keeps an admin; the command line, an operator, is not held to this)."""
+        member = await self.members.by_id(member_id, conn=conn)
+        if member is None:
+            raise UnknownMember(member_id)
+        acting_id = actor.id if actor.kind == "staff" else None
+        if acting_id is None:
+            locked = await self.members.lock([member.id], conn=conn)
+        elif acting_id == member.id:
+            raise NotOnYourself(member.id)
+        else:
+            locked = await self.members.lock([member.id, acting_id], conn=conn)
+            acting = locked.get(acting_id)
+            if acting is None or acting.role != "admin" or acting.disabled:
+                raise NotAnAdmin(acting_id)
+        if member.id not in locked:
+            raise UnknownMember(member_id)
+        return locked[member.id]
 
     async def _mail_link(self, conn: object, member: StaffMember, lang: str) -> None:
         token = await self.members.issue_link(member.id, self.link_ttl, conn=conn)
@@ -179,5 +193,7 @@ class StaffManagement:
                 role=member.role,
                 link=link,
                 days=max(1, int(self.link_ttl // 86400)),
+                # At an IP address (the demo's console) the enrolment offers the app alone.
+                passkeys=RelyingParty.for_public_url(self.public_url, "").usable,
             ),
         )

@@ -51,6 +51,13 @@ class UnknownMember(StaffError):
     code = "unknown"
 
 
+class NotAnAdmin(StaffError):
+    """The admin acting was demoted or disabled by another admin at the same moment: the
+    change is judged with both rows locked, so two admins cannot remove each other."""
+
+    code = "not_admin"
+
+
 @dataclass(frozen=True, slots=True)
 class StaffMember:
     id: str
@@ -94,8 +101,10 @@ def checked_role(role: str) -> Role:
 
 
 def checked_reason(reason: str) -> str:
-    """The reason an admin gives for an action: required, short, one line."""
+    """The reason an admin gives for an action: required, short, one line of visible text
+    (line breaks become spaces; a control or format character, such as one that turns the
+    text after it around, is refused, as the helpdesk's reasons are)."""
     reason = " ".join(reason.split())
-    if not REASON_MIN <= len(reason) <= REASON_MAX:
+    if not REASON_MIN <= len(reason) <= REASON_MAX or not reason.isprintable():
         raise ReasonMissing(reason)
     return reason

@@ -113,7 +113,13 @@ async def page(
     )
     if request.query.get("lang") in i18n.LANGUAGES:
         out.set_cookie(
-            i18n.LANG_COOKIE, lang, path="/", httponly=True, samesite="Lax", max_age=365 * 86400
+            i18n.LANG_COOKIE,
+            lang,
+            path="/",
+            secure=request.config_dict[STAFF_SERVICES].secure,
+            httponly=True,
+            samesite="Lax",
+            max_age=365 * 86400,
         )
     return out
 

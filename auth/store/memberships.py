@@ -117,6 +117,11 @@ class Memberships:
         )
         return str(value) if value is not None else None
 
+    async def default_id(self) -> str:
+        """The default institution's id as the gateway last settled it (or `default`)."""
+        value: str = await self._pool.fetchval(f"SELECT {DEFAULT_INSTITUTION}")
+        return value
+
     async def settle_default(self, institution_id: str) -> int:
         """Record the default institution for SQL, and give it the memberships migrated
         before it was named (`default`). Returns how many moved."""

@@ -38,6 +38,7 @@ class Refusal(enum.Enum):
     OWN = "own"  # the pass is the patron's already
     MOVED = "moved"  # the pass is no longer the account's it was proved on (merged meanwhile)
     BLOCKED = "blocked"  # one of the two accounts is disabled or merged
+    UNPROVED = "unproved"  # the password proved is no longer the account's (changed meanwhile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +61,23 @@ async def pass_holder(conn: Any, institution: str, pass_number: str) -> Holder |
 
 
 async def merge(
-    conn: Any, survivor: str, absorbed: str, institution: str, pass_number: str
+    conn: Any,
+    survivor: str,
+    absorbed: str,
+    institution: str,
+    pass_number: str,
+    *,
+    proved: str | None,
 ) -> Merged | Refusal:
     """Move every live membership of `absorbed` to `survivor` and retire `absorbed`, if the
-    pass (proved a moment ago) is still `absorbed`'s and neither account is blocked or merged
-    once both are locked. Call inside a transaction; the caller ends the absorbed account's
-    sessions and links, and tells every instance, in the same one."""
+    pass (proved a moment ago against the password hash `proved`) is still `absorbed`'s, its
+    password is still that one, and neither account is blocked or merged once both are
+    locked. Call inside a transaction; the caller ends the absorbed account's sessions and
+    links, and tells every instance, in the same one.
+
+    The password is checked before the locks (argon2 takes a while, and must not hold them):
+    a password changed or reset in between, by an owner who fears it leaked, leaves the
+    proof worthless, so the merge is refused rather than done on the old one's word."""
     if survivor == absorbed:
         return Refusal.OWN
     states = {}
@@ -87,6 +99,8 @@ async def merge(
         return Refusal.MOVED
     if any(row is None or row["disabled"] or row["merged_into"] for row in states.values()):
         return Refusal.BLOCKED
+    if states[absorbed]["password_hash"] != proved:
+        return Refusal.UNPROVED
     moved = await conn.fetch(
         "UPDATE memberships SET account_id = $1::uuid WHERE account_id = $2::uuid"
         " AND ended_at IS NULL RETURNING institution, pass_number",

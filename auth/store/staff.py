@@ -89,14 +89,15 @@ class StaffMembers:
         )
         return [member for row in rows if (member := _member(row)) is not None]
 
-    async def admins_active(self, *, conn: Any = None) -> int:
-        executor = conn if conn is not None else self._pool
-        return int(
-            await executor.fetchval(
-                "SELECT count(*) FROM staff_members WHERE role = 'admin' AND NOT disabled"
-                " AND activated_at IS NOT NULL"
-            )
+    async def lock(self, staff_ids: list[str], *, conn: Any) -> dict[str, StaffMember]:
+        """The members `staff_ids` name (uuids as stored), their rows locked in one order by
+        id: two changes that lock the same two rows wait for each other, never deadlock."""
+        rows = await conn.fetch(
+            f"SELECT {_COLUMNS} FROM staff_members WHERE id = ANY($1::uuid[])"
+            " ORDER BY id FOR UPDATE",
+            staff_ids,
         )
+        return {member.id: member for row in rows if (member := _member(row)) is not None}
 
     async def set_disabled(self, staff_id: str, disabled: bool, *, conn: Any) -> bool:
         """Whether anything changed."""
@@ -127,12 +128,14 @@ class StaffMembers:
         )
         return bool(status.endswith(" 1"))
 
-    async def mark_activated(self, staff_id: str, *, conn: Any) -> None:
-        await conn.execute(
+    async def mark_activated(self, staff_id: str, *, conn: Any) -> bool:
+        """Whether this activated the member (False: activated already)."""
+        status = await conn.execute(
             "UPDATE staff_members SET activated_at = now() WHERE id = $1::uuid"
             " AND activated_at IS NULL",
             staff_id,
         )
+        return bool(status.endswith(" 1"))
 
     async def start_over(self, staff_id: str, *, conn: Any) -> None:
         """Back to a new member's state: no password, not activated (the lost-factor

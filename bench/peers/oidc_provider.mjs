@@ -4,11 +4,15 @@
 // then a consent page), its in-memory storage, its generated development signing key (RS256)
 // and its default `findAccount`. Nothing here tunes it.
 //
+// With OIDC_DATABASE_URL set, it stores what it keeps (sessions, grants, codes, tokens,
+// interactions) in that PostgreSQL database through postgres_adapter.mjs and npm `pg`, as a
+// production deployment must: the in-memory store is for development only.
+//
 //   node oidc_provider.mjs
 //
 // Read from the environment: OIDC_PROVIDER_PREFIX (the npm prefix oidc-provider is installed
-// under), OIDC_PORT, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET and OIDC_REDIRECT_URI. It listens on
-// 127.0.0.1 only; the issuer is http://127.0.0.1:OIDC_PORT.
+// under), OIDC_PORT, OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, OIDC_REDIRECT_URI and, optionally,
+// OIDC_DATABASE_URL. It listens on 127.0.0.1 only; the issuer is http://127.0.0.1:OIDC_PORT.
 import { createServer } from "node:http";
 import { createRequire } from "node:module";
 import { join } from "node:path";
@@ -24,8 +28,18 @@ function setting(name) {
 const resolve = createRequire(join(setting("OIDC_PROVIDER_PREFIX"), "package.json")).resolve;
 const { default: Provider } = await import(pathToFileURL(resolve("oidc-provider")).href);
 
+// The production store, when asked for: a pool of 10 connections (the gateway's default too).
+let adapter;
+if (process.env.OIDC_DATABASE_URL) {
+  const { default: pg } = await import(pathToFileURL(resolve("pg")).href);
+  const { postgresAdapter } = await import("./postgres_adapter.mjs");
+  const pool = new pg.Pool({ connectionString: process.env.OIDC_DATABASE_URL, max: 10 });
+  adapter = await postgresAdapter(pool);
+}
+
 const port = Number(setting("OIDC_PORT"));
 const provider = new Provider(`http://127.0.0.1:${port}`, {
+  ...(adapter && { adapter }),
   clients: [
     {
       client_id: setting("OIDC_CLIENT_ID"),

@@ -12,7 +12,7 @@ from auth.credentials.emails import plausible as _plausible_email
 from auth.credentials.password_policy import PasswordPolicy, PasswordRejected
 from auth.credentials.passwords import PasswordHasher
 from auth.credentials.usernames import UsernameRejected, check_username
-from auth.mail import Composer, OutboxWorker, transport_for
+from auth.mail import Composer
 from auth.pages.activation import AlreadyActive, Invitations
 from auth.services import template_environment
 from auth.sessions.registry import SessionRegistry
@@ -21,7 +21,7 @@ from auth.store.accounts import Account, Accounts, PassNumberTaken, UsernameTake
 from auth.store.audit import AuditTrail
 from auth.store.links import Links
 from gateway import database
-from gateway.cli import bootstrap, operator
+from gateway.cli import bootstrap, mailing, operator
 from gateway.cli.main import load_settings
 
 
@@ -89,7 +89,7 @@ def invite_command(args: argparse.Namespace) -> int:
         return _fail(f"not an e-mail address: {args.email!r}")
     url = bootstrap.database_url(settings)
 
-    async def go() -> tuple[str, int]:
+    async def go() -> tuple[str, str]:
         async with bootstrap.migrated_pool(url, settings) as pool:
             invitations = Invitations(
                 Accounts(pool),
@@ -99,28 +99,23 @@ def invite_command(args: argparse.Namespace) -> int:
                 settings.activation_token_ttl,
                 audit=AuditTrail(pool),
             )
-            account_id = await invitations.send(
-                args.pass_number.strip(),
-                args.email.strip(),
-                args.lang,
-                actor=operator.os_actor(),
-                details={"command": "accounts invite"},
-            )
-            # Try to send at once; if mail is down, the gateway's worker retries it later.
-            worker = OutboxWorker(
+            return await mailing.queue_and_send(
                 pool,
-                transport_for(settings.smtp_url.reveal(), settings.data_dir),
-                settings.sender,
+                settings,
+                lambda: invitations.send(
+                    args.pass_number.strip(),
+                    args.email.strip(),
+                    args.lang,
+                    actor=operator.os_actor(),
+                    details={"command": "accounts invite"},
+                ),
             )
-            await worker.send_due()
-            return account_id, worker.sent_total
 
     try:
-        account_id, sent = asyncio.run(go())
+        account_id, where = asyncio.run(go())
     except AlreadyActive:
         return _fail(f"pass number {args.pass_number} belongs to an active account already")
-    state = "sent" if sent else "queued (the gateway will retry sending it)"
-    print(f"invitation for account {account_id}: activation mail {state}")
+    print(f"invitation for account {account_id}: activation mail {where}")
     return 0
 
 

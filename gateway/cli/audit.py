@@ -35,18 +35,23 @@ def moment(text: str, now: dt.datetime) -> dt.datetime:
     8601 date (its midnight, UTC) or date and time (UTC unless it says otherwise).
     ValueError for anything else."""
     text = text.strip()
-    duration = _DURATION.fullmatch(text)
-    if duration is not None:
-        amount, unit = duration.groups()
-        return now - dt.timedelta(**{_UNITS[unit]: int(amount)})
     try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        raise ValueError(
-            f"{text!r} is neither an ISO 8601 date or time (2026-05-01, 2026-05-01T08:00+02:00)"
-            " nor a duration back from now (90m, 24h, 7d, 2w)"
-        ) from None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
+        duration = _DURATION.fullmatch(text)
+        if duration is not None:
+            amount, unit = duration.groups()
+            return now - dt.timedelta(**{_UNITS[unit]: int(amount)})
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is neither an ISO 8601 date or time (2026-05-01,"
+                " 2026-05-01T08:00+02:00) nor a duration back from now (90m, 24h, 7d, 2w)"
+            ) from None
+        if parsed.tzinfo is None:
+            return parsed.replace(tzinfo=dt.UTC)
+        return parsed.astimezone(dt.UTC)  # what the database is given: it must exist in UTC
+    except OverflowError:
+        raise ValueError(f"{text!r} reaches back before the year 1") from None
 
 
 def export_command(args: argparse.Namespace) -> int:

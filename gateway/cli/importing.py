@@ -31,8 +31,10 @@ import asyncpg
 from auth.audit import Event
 from auth.credentials.passwords import wrap_legacy
 from auth.importer import Candidate, FileRefused, Refusal, Tally, read_import
+from auth.memberships import DEFAULT_ID
 from auth.store.accounts import Accounts, PassNumberTaken, UsernameTaken
 from auth.store.audit import AuditTrail
+from auth.store.memberships import Memberships
 from gateway.cli import bootstrap, operator
 from gateway.cli.institutions import InstitutionUnknown, institution_for
 from gateway.cli.main import load_settings
@@ -95,6 +97,9 @@ class _Import:
         self.tally = Tally()
         self._path = shown_path
         self._institution = institution  # None: the default institution
+        # How a refusal names the institution: its id, or, for the built-in one that no
+        # institutions.yaml named, "the default institution".
+        self._shown_institution = institution or "the default institution"
         self._dry_run = dry_run
         self._workers = workers
 
@@ -107,6 +112,10 @@ class _Import:
         slots = asyncio.Semaphore(self._workers * _ROWS_PER_WORKER)
         with ThreadPoolExecutor(self._workers, thread_name_prefix="import-hasher") as hashers:
             async with bootstrap.migrated_pool(url, settings) as pool:
+                if self._institution is None:
+                    default = await Memberships(pool).default_id()
+                    if default != DEFAULT_ID:
+                        self._shown_institution = default
                 try:
                     async with asyncio.TaskGroup() as group:
                         accounts = Accounts(pool)
@@ -167,11 +176,10 @@ class _Import:
             return
         if present:
             self.tally.present += 1
-            of = self._institution or "the default institution"
             self._refuse(
                 row.line,
-                f"pass number {row.pass_number!r} of {of} exists already; the account was left"
-                " as it is",
+                f"pass number {row.pass_number!r} of {self._shown_institution} exists already;"
+                " the account was left as it is",
             )
             return
         self.tally.imported += 1

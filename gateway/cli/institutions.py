@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from auth.importer import label_problem
-from auth.memberships import Institution, InstitutionTable
+from auth.memberships import Institution, InstitutionTable, word_problem
 from gateway.config.institutions_file import InstitutionsInvalid, load_institutions
 
 
@@ -43,7 +42,7 @@ def institution_for(args: argparse.Namespace) -> ChosenInstitution:
 def chosen(given: str | None, table: InstitutionTable | None) -> ChosenInstitution:
     if given is not None:
         given = given.strip()
-        problem = label_problem("institution", given) if given else "institution is empty"
+        problem = word_problem(given, "institution") if given else "institution is empty"
         if problem:
             raise InstitutionUnknown(problem)
     if table is None:

@@ -231,7 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     new_cookie = keys_commands.add_parser("new-cookie-key", help="print a new Fernet key")
     new_cookie.set_defaults(func=new_cookie_key)
     for name, help_text in (
-        ("rotate", "make a new identity-signing key active"),
+        ("rotate", "make a new signing key of each kind active (identity headers, OpenID Connect)"),
         ("prune", "unpublish signing keys retired over an hour ago"),
         ("list", "list signing keys"),
     ):
@@ -337,7 +337,7 @@ def routes_check(args: argparse.Namespace) -> int:
     table = load_routes_or_report(args.file, institutions)
     if table is None:
         return 1
-    print(f"{args.file}: {len(table.routes)} routes OK")
+    print(f"{args.file}: {counted(len(table.routes), 'route')} OK")
     for route in sorted(table.routes, key=lambda item: item.prefix):
         print(
             f"  {route.prefix:<24} -> {route.backend.origin}{route.backend.base_path}"
@@ -385,7 +385,7 @@ def clients_check(args: argparse.Namespace) -> int:
     table = load_clients_or_report(args.file, routes, institutions)
     if table is None or (routes_file is not None and routes is None):
         return 1
-    print(f"{args.file}: {len(table.clients)} clients OK")
+    print(f"{args.file}: {counted(len(table.clients), 'client')} OK")
     for client in table.clients:
         kind = "public" if client.public else "confidential"
         print(
@@ -404,6 +404,11 @@ def institutions_path(beside: Path, given: Path | None) -> Path | None:
     return found if found.exists() else None
 
 
+def counted(number: int, noun: str) -> str:
+    """`1 route`, `3 routes`: what a check found, in words."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def load_institutions_or_report(path: Path) -> InstitutionTable | None:
     """The institutions in `path`; None once every problem with the file is on stderr."""
     from gateway.config.institutions_file import InstitutionsInvalid, load_institutions
@@ -420,7 +425,7 @@ def institutions_check(args: argparse.Namespace) -> int:
     table = load_institutions_or_report(args.file)
     if table is None:
         return 1
-    print(f"{args.file}: {len(table.institutions)} institutions OK")
+    print(f"{args.file}: {counted(len(table.institutions), 'institution')} OK")
     for institution in table.institutions:
         marks = " (default)" if institution.default else ""
         types = f"  types: {', '.join(institution.types)}" if institution.types else ""

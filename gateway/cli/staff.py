@@ -1,10 +1,11 @@
 """`library-gateway staff …`: staff accounts of the console, from the command line.
 
 `add` makes a member and mails their activation link (through the outbox, like `accounts
-invite`: without GATEWAY_SMTP_URL the mail is a file in DATA_DIR/outbox/; the link is never
-printed, since a terminal's scrollback and a CI log are no place for it). `reset` is the
-lost-factor procedure; `disable`, `enable` and `role` do what an admin's pages do. Every
-change writes its audit row (actor kind `operator`: the OS user) in its own transaction.
+invite`, sending that mail and no other at once: without GATEWAY_SMTP_URL it is a file in
+DATA_DIR/outbox/; the link is never printed, since a terminal's scrollback and a CI log are
+no place for it). `reset` is the lost-factor procedure; `disable`, `enable` and `role` do
+what an admin's pages do. Every change writes its audit row (actor kind `operator`: the OS
+user) in its own transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import TypeVar
 import asyncpg
 
 from auth.audit import NO_ORIGIN
-from auth.mail import Composer, OutboxWorker, transport_for
+from auth.mail import Composer
 from auth.services import template_environment
 from auth.staff.management import StaffManagement
 from auth.staff.model import StaffError, StaffMember
@@ -26,7 +27,7 @@ from auth.store.audit import AuditTrail
 from auth.store.staff import StaffMembers
 from auth.store.staff_factors import StaffFactors
 from auth.store.staff_sessions import StaffSessions
-from gateway.cli import bootstrap, operator
+from gateway.cli import bootstrap, mailing, operator
 from gateway.cli.main import load_settings
 from gateway.config.settings import Settings
 
@@ -60,24 +61,18 @@ def staff_management(pool: asyncpg.Pool, settings: Settings) -> StaffManagement:
 
 def _run(
     args: argparse.Namespace, work: Callable[[StaffManagement], Awaitable[_T]], *, mail: bool
-) -> tuple[_T, int]:
+) -> tuple[_T, str]:
     """`work` on the database; with `mail`, the mail it queued is sent at once if it can be
-    (otherwise the gateway's worker retries it). The result, and how many mails went."""
+    (and no other: `gateway.cli.mailing`). The result, and where that mail went."""
     settings = load_settings(data_dir=args.data_dir)
     url = bootstrap.database_url(settings)
 
-    async def go() -> tuple[_T, int]:
+    async def go() -> tuple[_T, str]:
         async with bootstrap.migrated_pool(url, settings) as pool:
-            result = await work(staff_management(pool, settings))
+            management = staff_management(pool, settings)
             if not mail:
-                return result, 0
-            worker = OutboxWorker(
-                pool,
-                transport_for(settings.smtp_url.reveal(), settings.data_dir),
-                settings.sender,
-            )
-            await worker.send_due()
-            return result, worker.sent_total
+                return await work(management), ""
+            return await mailing.queue_and_send(pool, settings, lambda: work(management))
 
     return asyncio.run(go())
 
@@ -93,10 +88,6 @@ class _Unknown(StaffError):
     code = "unknown"
 
 
-def _mailed(sent: int) -> str:
-    return "sent" if sent else "queued (the gateway will retry sending it)"
-
-
 def add_command(args: argparse.Namespace) -> int:
     async def work(management: StaffManagement) -> StaffMember:
         return await management.invite(
@@ -109,12 +100,11 @@ def add_command(args: argparse.Namespace) -> int:
         )
 
     try:
-        member, sent = _run(args, work, mail=True)
+        member, where = _run(args, work, mail=True)
     except StaffError as exc:
         return _fail(f"{_WHY.get(exc.code, exc.code)}: {args.email!r}")
     print(
-        f"staff member {member.id} ({member.email}, {member.role}) added: activation mail "
-        f"{_mailed(sent)}"
+        f"staff member {member.id} ({member.email}, {member.role}) added: activation mail {where}"
     )
     return 0
 
@@ -131,12 +121,12 @@ def reset_command(args: argparse.Namespace) -> int:
         )
 
     try:
-        member, sent = _run(args, work, mail=True)
+        member, where = _run(args, work, mail=True)
     except StaffError as exc:
         return _fail(f"{_WHY.get(exc.code, exc.code)}: {args.email!r}")
     print(
         f"staff member {member.email}: password, second factors and recovery codes removed, "
-        f"sessions ended; new activation mail {_mailed(sent)}"
+        f"sessions ended; new activation mail {where}"
     )
     return 0
 

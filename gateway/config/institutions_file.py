@@ -20,9 +20,8 @@ from typing import TypeVar
 
 from yaml.nodes import Node, ScalarNode
 
-from auth.memberships import Institution, InstitutionTable
+from auth.memberships import Institution, InstitutionTable, word_problem
 from gateway.config.clients_file import read_theme, read_uri
-from gateway.config.requirements import word_problem
 from gateway.config.yamlfile import (
     BOOL,
     STR,

@@ -10,26 +10,12 @@ would refuse every patron, which is never what the operator meant.
 
 from __future__ import annotations
 
-import re
-
 from yaml.nodes import Node, ScalarNode
 
-from auth.memberships import InstitutionTable, Requirement
+from auth.memberships import InstitutionTable, Requirement, word_problem
 from gateway.config.yamlfile import STR, Reader, kind_of, line_of, show
 
 _KEYS = ("institution", "types")
-WORD = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
-"""An institution's id and a membership type: what headers and rules can carry as they are."""
-
-
-def word_problem(value: str, what: str) -> str | None:
-    """Why `value` cannot be an institution id or a membership type, None when it can."""
-    if WORD.fullmatch(value):
-        return None
-    return (
-        f"{what} '{show(value)}' must be 1-32 lowercase letters, digits, '-' or '_', "
-        "starting with a letter or digit"
-    )
 
 
 def read_requirement(

@@ -6,9 +6,11 @@ cookies and the gateway's never mix), its own house colours and its own sessions
 patrons in the way any connected library would, with Authlib, an OpenID Connect client library
 nobody here wrote: the authorization code flow with PKCE S256, state and nonce; the code
 exchanged with the client's secret; the ID token checked against the provider's published
-keys (signature, iss, aud, nonce, exp, at_hash). Like the other demo services it plays another
-team's code, so it imports nothing from the gateway or auth. docs/federation.md shows the same
-client, shorter.
+keys (signature, iss, aud, nonce, exp, at_hash). It hears of the end of a gateway session
+through OpenID Connect Back-Channel Logout 1.0 (`/logout/backchannel`, registered with the
+gateway) and ends its own sessions of that login. Like the other demo services it plays
+another team's code, so it imports nothing from the gateway or auth. docs/federation.md shows
+the same client, shorter.
 """
 
 from __future__ import annotations
@@ -40,6 +42,12 @@ port, so the site's cookies and the gateway's stay apart as on two real domains.
 
 SCOPE = "openid profile email library"
 ID_TOKEN_ALGORITHMS = ["RS256"]  # what the site registered (the provider's default)
+CALLBACK_PATH = "/callback"
+BACKCHANNEL_LOGOUT_PATH = "/logout/backchannel"
+LOGOUT_EVENT = "http://schemas.openid.net/event/backchannel-logout"
+# A logout token says what it is (Back-Channel Logout 1.0, 2.4); RFC 7515 4.1.9 lets the
+# media type go with or without its "application/", in any case.
+LOGOUT_TOKEN_TYPES = ("logout+jwt", "application/logout+jwt")
 LOGIN_TTL = 600
 """Seconds a patron may take between leaving for the gateway and coming back."""
 LEEWAY = 60
@@ -74,6 +82,10 @@ class Registration:
 
 class LoginFailed(Exception):
     """A callback that logs nobody in; the message is shown to the patron."""
+
+
+class LogoutRefused(Exception):
+    """A back-channel logout request whose token is not a valid logout token for this site."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +127,20 @@ class _Visits:
     def log_out(self, key: str | None) -> None:
         if key:
             self._patrons.pop(key, None)
+
+    def end_sessions(self, *, sid: str | None, sub: str | None) -> int:
+        """End every session started from an ID token of gateway session `sid` (and of
+        patron `sub`, when given); with `sub` alone, every session of that patron. Returns
+        how many ended."""
+        ended = [
+            key
+            for key, claims in self._patrons.items()
+            if (sid is None or claims.get("sid") == sid)
+            and (sub is None or claims.get("sub") == sub)
+        ]
+        for key in ended:
+            del self._patrons[key]
+        return len(ended)
 
     def _keep(self, table: dict[str, Any], value: Any) -> str:
         key = secrets.token_urlsafe(32)
@@ -246,22 +272,23 @@ class _Site:
             raise LoginFailed(f"The login could not be completed ({exc}).") from exc
         return await self._verified_id_token(token, login.nonce)
 
+    async def _decoded(self, token: str) -> jwt.Token:
+        """`token` with its signature checked against the provider's keys, by `kid`, with the
+        algorithm the site registered (never `none`)."""
+        try:
+            return jwt.decode(token, await self.provider.keys(), algorithms=ID_TOKEN_ALGORITHMS)
+        except InvalidKeyIdError:
+            # A key we have not seen yet: the provider rotated; fetch the set once more.
+            return jwt.decode(
+                token, await self.provider.keys(fresh=True), algorithms=ID_TOKEN_ALGORITHMS
+            )
+
     async def _verified_id_token(self, token: dict[str, Any], nonce: str) -> dict[str, Any]:
         reg = self.registration
         if not isinstance(token.get("id_token"), str):
             raise LoginFailed("The login service sent no ID token.")
         try:
-            try:
-                decoded = jwt.decode(
-                    token["id_token"], await self.provider.keys(), algorithms=ID_TOKEN_ALGORITHMS
-                )
-            except InvalidKeyIdError:
-                # A key we have not seen yet: the provider rotated; fetch the set once more.
-                decoded = jwt.decode(
-                    token["id_token"],
-                    await self.provider.keys(fresh=True),
-                    algorithms=ID_TOKEN_ALGORITHMS,
-                )
+            decoded = await self._decoded(token["id_token"])
             claims = CodeIDToken(
                 decoded.claims,
                 decoded.header,
@@ -282,6 +309,61 @@ class _Site:
         resp = _redirect("/", status=303)
         resp.del_cookie(SESSION_COOKIE, path="/")
         return resp
+
+    async def backchannel_logout(self, request: web.Request) -> web.Response:
+        """OpenID Connect Back-Channel Logout 1.0: the gateway says a session of its own
+        ended (a logout there, a password change, the helpdesk ending it); every session of
+        this site started in it ends too. 200 once done (also when none was left: the
+        gateway may say it twice), 400 for anything that is not a valid logout token."""
+        form = await request.post()
+        token = form.get("logout_token")
+        try:
+            if not isinstance(token, str) or not token:
+                raise LogoutRefused("the request carries no logout_token")
+            claims = await self._verified_logout_token(token)
+        except LogoutRefused as exc:
+            error = {"error": "invalid_request", "error_description": str(exc)}
+            return web.json_response(error, status=400, headers=_NO_STORE)
+        except LoginFailed as exc:  # the provider's keys could not be fetched
+            error = {"error": "temporarily_unavailable", "error_description": str(exc)}
+            return web.json_response(error, status=503, headers=_NO_STORE)
+        self.visits.end_sessions(sid=claims.get("sid"), sub=claims.get("sub"))
+        return web.Response(status=200, headers=_NO_STORE)
+
+    async def _verified_logout_token(self, token: str) -> dict[str, Any]:
+        """The claims of a logout token the provider signed for this site (Back-Channel
+        Logout 1.0, 2.6), or LogoutRefused saying why not."""
+        reg = self.registration
+        try:
+            decoded = await self._decoded(token)
+            typ = decoded.header.get("typ")
+            if not isinstance(typ, str) or typ.lower() not in LOGOUT_TOKEN_TYPES:
+                raise LogoutRefused("not a logout token (typ)")
+            jwt.JWTClaimsRegistry(
+                leeway=LEEWAY,
+                iss={"essential": True, "value": reg.issuer},
+                aud={"essential": True, "value": reg.client_id},
+                iat={"essential": True},
+                exp={"essential": True},
+                jti={"essential": True},
+            ).validate(decoded.claims)
+        except (JoseError, ValueError) as exc:
+            raise LogoutRefused(f"the logout token did not verify ({exc})") from exc
+        claims = decoded.claims
+        events = claims.get("events")
+        if not isinstance(events, dict) or not isinstance(events.get(LOGOUT_EVENT), dict):
+            raise LogoutRefused("not a logout token (events)")
+        if "nonce" in claims:  # an ID token (2.4: a logout token never has one)
+            raise LogoutRefused("not a logout token (nonce)")
+        sid, sub = claims.get("sid"), claims.get("sub")
+        if sid is None and sub is None:
+            raise LogoutRefused("the logout token names neither a session nor a patron")
+        if not all(value is None or (isinstance(value, str) and value) for value in (sid, sub)):
+            raise LogoutRefused("the logout token's sid or sub is not a string")
+        return claims
+
+
+_NO_STORE = {"Cache-Control": "no-store"}
 
 
 def _redirect(location: str, status: int = 302) -> web.Response:
@@ -332,7 +414,8 @@ def _page(
 
 
 def public_library_app(registration: Registration) -> web.Application:
-    """The site: `/`, `/login`, `/callback` (its registered redirect URI) and `/logout`."""
+    """The site: `/`, `/login`, `/callback` (its registered redirect URI), `/logout` and
+    `/logout/backchannel` (its registered back-channel logout URI)."""
     site = _Site(registration)
 
     async def http_client(_app: web.Application) -> AsyncIterator[None]:
@@ -345,8 +428,9 @@ def public_library_app(registration: Registration) -> web.Application:
     app.cleanup_ctx.append(http_client)
     app.router.add_get("/", site.home)
     app.router.add_get("/login", site.login)
-    app.router.add_get("/callback", site.callback)
+    app.router.add_get(CALLBACK_PATH, site.callback)
     app.router.add_post("/logout", site.logout)
+    app.router.add_post(BACKCHANNEL_LOGOUT_PATH, site.backchannel_logout)
     return app
 
 

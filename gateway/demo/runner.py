@@ -105,7 +105,8 @@ DEMO_CLIENTS = f"""\
 clients:
   - client_id: {PUBLIC_LIBRARY_ID}
     name: {public_library.NAME}
-    redirect_uris: ["{{redirect_uri}}"]
+    redirect_uris: ["{{site}}{public_library.CALLBACK_PATH}"]
+    backchannel_logout_uri: "{{site}}{public_library.BACKCHANNEL_LOGOUT_PATH}"
     secret_env: {PUBLIC_LIBRARY_SECRET_ENV}
     theme:
       name: {public_library.NAME}
@@ -134,7 +135,7 @@ async def _start_public_library(issuer: str, secret: str) -> tuple[web.AppRunner
         issuer=issuer,
         client_id=PUBLIC_LIBRARY_ID,
         client_secret=secret,
-        redirect_uri=f"{url}/callback",
+        redirect_uri=f"{url}{public_library.CALLBACK_PATH}",
     )
     runner = web.AppRunner(public_library.public_library_app(registration), access_log=None)
     try:
@@ -231,7 +232,7 @@ async def run_demo(args: argparse.Namespace) -> None:
         table = parse_routes(DEMO_ROUTES.format(**ports), "demo routes", institution_map.table)
         route_map = RouteMap(table, institutions=institution_map)
         clients = parse_clients(
-            DEMO_CLIENTS.format(redirect_uri=f"{library_url}/callback"),
+            DEMO_CLIENTS.format(site=library_url),
             "demo clients",
             env={PUBLIC_LIBRARY_SECRET_ENV: secret},
             routes=table,
@@ -273,8 +274,9 @@ async def run_demo(args: argparse.Namespace) -> None:
 
 def _banner(url: str, library_url: str, *, staff_mailed: bool) -> str:
     staff = (
-        "its activation link (set a password, enrol an authenticator app or a passkey)\n"
-        "                is in the mail printed below"
+        "its activation link (set a password, enrol an authenticator app; passkeys\n"
+        "                need the console at a host name, not an IP address) is in the mail\n"
+        "                printed below"
         if staff_mailed
         else "sign in with the password and the second factor you chose at activation"
     )

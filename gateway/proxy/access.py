@@ -13,7 +13,7 @@ from datetime import date
 from typing import NamedTuple
 from urllib.parse import quote
 
-from auth import urls
+from auth import clock, urls
 from auth.memberships import Membership, Shortfall, shortfall
 from gateway.config.routes import Route
 
@@ -89,13 +89,13 @@ def decide(
 ) -> Decision:
     """What to do with a request for `path` (normalised, never a reserved one), given the
     route that matched it, if any, and the logged-in patron's `memberships` (checked only on
-    a route that requires one, on `today`: the day it is, unless given)."""
+    a route that requires one, on `today`: the library's date, unless given)."""
     if route is None:
         return LANDING if path == "/" else UNROUTED
     if logged_in:
         requirement = route.require
         if requirement is not None and route.needs_login(path):
-            short = shortfall(memberships, requirement, today or date.today())
+            short = shortfall(memberships, requirement, today or clock.today())
             if short is not None:
                 return MembershipRequired(route, short, browser=wants_html(accept))
         return Forward(route, with_identity=True)

@@ -23,6 +23,10 @@ from gateway.proxy.coalesce import Coalescer
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
+MAX_HEAD_BYTES = 64 * 1024
+"""The largest answer head taken from a backend (its 1xx heads included); a larger one is
+refused like a broken answer (502), rather than held in memory and passed on to browsers,
+which refuse far less (nginx allows 4 or 8 KiB by default)."""
 
 
 class ConnectionClosed(ConnectionError):
@@ -67,6 +71,10 @@ class BackendConnection(asyncio.Protocol):
         self._head_due = math.inf  # no deadline until `response_head`: an upload takes its time
         self._header_items: list[tuple[str, str]] = []
         self._header_name = b""
+        # The answer's head so far, counted two ways (the fields parsed, and the reads that
+        # ended with the head still incomplete): each is at most the head's size.
+        self._head_fields = 0
+        self._head_read = 0
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._data_waiter: asyncio.Future[None] | None = None
@@ -100,6 +108,14 @@ class BackendConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._fail(ConnectionClosed(sent_nothing=False))
             self._abort()
+            return
+        head = self._head
+        if head is not None and not head.done():
+            # One field too long for a single read never reaches `on_header`; count it here.
+            self._head_read += len(data)
+            if self._head_read > MAX_HEAD_BYTES:
+                self._fail(ConnectionClosed(sent_nothing=False))
+                self._abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._stop_watch()
@@ -133,6 +149,9 @@ class BackendConnection(asyncio.Protocol):
             raise ConnectionClosed(sent_nothing=False)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_fields += len(name) + len(value)
+        if self._head_fields > MAX_HEAD_BYTES:
+            raise ConnectionClosed(sent_nothing=False)  # the parser fails; see data_received
         if name.lower() in _FRAMING:
             self._framed = True
         self._header_items.append((name.decode("latin-1"), value.decode("utf-8", "replace")))
@@ -179,6 +198,7 @@ class BackendConnection(asyncio.Protocol):
         self._head_due = math.inf
         self._head = self._loop.create_future()
         self._header_items = []
+        self._head_fields = self._head_read = 0
         self._chunks.clear()
         self._buffered = 0
         self._complete = self._until_close = self._received_any = self._framed = False

@@ -32,7 +32,13 @@ from gateway.config.reload import RouteMap
 from gateway.config.routes import Route
 from gateway.config.settings import Settings
 from gateway.error_pages import login_required, membership_required
-from gateway.errors import ExpectationFailed, NotFound, PayloadTooLarge, ServiceBusy
+from gateway.errors import (
+    ExpectationFailed,
+    Forbidden,
+    NotFound,
+    PayloadTooLarge,
+    ServiceBusy,
+)
 from gateway.exchange import Exchange
 from gateway.ops import metrics
 from gateway.proxy import access, headers, websocket
@@ -94,6 +100,8 @@ class Proxy:
         self._public_proto = settings.public_proto
         self._public_host = settings.public_host
         self._https = settings.https
+        # What the Origin of a WebSocket handshake that carries a session must be.
+        self._origin = websocket.origin_of(settings.public_url)
         # When each route was last logged for letting shared caches keep patrons' answers.
         self._shared_cache_warned: dict[str, float] = {}
 
@@ -150,6 +158,10 @@ class Proxy:
             exchange.user_id = identity.user_id
         route = decision.route
         upgrade = websocket.is_upgrade(request)
+        # Cross-site WebSocket hijacking: the patron's cookie came along with a handshake
+        # another site's page started, and the socket would carry the patron's data there.
+        if upgrade and decision.with_identity and websocket.cross_site(request, self._origin):
+            raise Forbidden("This connection was opened by another site.")
         upstream_path = route.upstream_path(target.path)
         # With spans exported, the backend's parent is the gateway's upstream span.
         trace = (
@@ -176,7 +188,13 @@ class Proxy:
         upstream_target = upstream_path + "?" + target.query if target.query else upstream_path
         if upgrade:
             return await self.bridge(
-                request, exchange, route, upstream_target, upstream_headers, renew
+                request,
+                exchange,
+                route,
+                upstream_target,
+                upstream_headers,
+                renew,
+                identity if decision.with_identity else None,
             )
         return await self.forward(
             request,
@@ -197,8 +215,10 @@ class Proxy:
         upstream_target: str,
         upstream_headers: list[tuple[str, str]],
         renew: tuple[str, Renewal] | None,
+        identity: Identity | None = None,
     ) -> web.StreamResponse:
-        """Relay a WebSocket the access decision let through."""
+        """Relay a WebSocket the access decision let through; one that tells the backend who
+        the patron is (`identity`) is held under the patron's session and ends with it."""
         url = route.backend.origin + upstream_target
         return await websocket.bridge(
             request,
@@ -208,6 +228,11 @@ class Proxy:
             self._upstream,
             self._websockets,
             functools.partial(self._before_start, request, exchange.request_id, renew),
+            (
+                functools.partial(self._authenticator.registry.hold, identity)
+                if identity is not None
+                else None
+            ),
         )
 
     async def forward(
@@ -264,6 +289,7 @@ class Proxy:
                 )
                 if renew is not None:
                     await authenticator.renew(request, small, *renew)
+                    headers.keep_from_shared_caches(small.headers)
                 return small
             response = web.StreamResponse(
                 status=backend_response.status,
@@ -337,6 +363,7 @@ class Proxy:
         headers.stamp_response(response.headers, request_id, self._https)
         if renew is not None:
             await self._authenticator.renew(request, response, *renew)
+            headers.keep_from_shared_caches(response.headers)
 
 
 def _refusal(decision: access.LoginRequired | access.Redirect | access.Unrouted) -> web.Response:

@@ -16,6 +16,9 @@ from typing import NamedTuple
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from auth.credentials.devices import COOKIE_NAME as DEVICE_COOKIE
+from auth.sessions.cookies import COOKIE_NAME as SESSION_COOKIE
+
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Headers = CIMultiDict[str] | CIMultiDictProxy[str]
 
@@ -74,6 +77,34 @@ _STEERING = frozenset(
     }
 )
 
+# Where proxies and CDNs other than the gateway tell a backend the scheme, the client's address
+# or the host, and frameworks believe it: `Front-End-Https: on` (IIS, Rails) and X-Url-Scheme
+# (Rack) for "the client used https", X-Scheme (Tornado), X-Original-Host (ASP.NET) and the
+# host overrides for the host links are built on, the client-address family (PHP's
+# HTTP_CLIENT_IP, Rack's X-Cluster-Client-IP, the CDNs' own) for allowlists and rate limits.
+# The gateway says all of this in X-Forwarded-* alone; a client's claim under another name is
+# dropped like its X-Forwarded-*.
+_CLAIMS = frozenset(
+    {
+        "front-end-https",
+        "x-url-scheme",
+        "x-scheme",
+        "x-original-host",
+        "x-host",
+        "x-http-host-override",
+        "client-ip",
+        "true-client-ip",
+        "x-client-ip",
+        "x-cluster-client-ip",
+        "fastly-client-ip",
+        "cf-connecting-ip",
+        "x-originating-ip",
+        "x-remote-ip",
+        "x-remote-addr",
+        "x-original-forwarded-for",
+    }
+)
+
 # Response headers the gateway owns: its own banner, nothing that changes framing, and HSTS,
 # which pins the whole public host and so is the gateway's to send or not (a backend's
 # `max-age=0` would unpin it, a backend's HSTS behind an http public URL would pin a host
@@ -81,6 +112,10 @@ _STEERING = frozenset(
 _RESPONSE_DROPPED = HOP_BY_HOP | {"server", "content-length", "date", "strict-transport-security"}
 
 IDENTITY_PREFIX = "x-library-"
+# The whole X-Forwarded- family is the gateway's to speak (backends are told to believe it):
+# frameworks read more of it than the three the gateway sets (Rack's -Scheme and -Ssl,
+# Spring's -Prefix, Envoy's -Client-Cert), so a client's never passes, whatever its name.
+FORWARDED_PREFIX = "x-forwarded-"
 _REQUEST_ID = re.compile(r"[A-Za-z0-9._:@/+=-]{1,128}")
 
 
@@ -215,7 +250,9 @@ def _request_rule(name: str) -> tuple[str, int]:
         lower in HOP_BY_HOP
         or folded in _REPLACED
         or folded in _STEERING
+        or folded in _CLAIMS
         or folded.startswith(IDENTITY_PREFIX)
+        or folded.startswith(FORWARDED_PREFIX)
     ):
         return lower, _DROP
     if lower == "cookie":
@@ -389,6 +426,28 @@ def _shared_caches_may_keep(cache_control: str) -> bool:
     return bool(directives & {"public", "s-maxage"}) and not directives & {"private", "no-store"}
 
 
+def keep_from_shared_caches(out: CIMultiDict[str]) -> None:
+    """Make an answer that carries the gateway's own Set-Cookie (a session refreshed or
+    cleared) one that no shared cache stores: `public` and `s-maxage` go, `private` is added
+    unless `private` or `no-store` is there. The backend's policy may stand for its page,
+    never for the patron's cookie, which a stored copy would hand to the next person. Runs
+    only for the answers that carry the cookie (at most one a minute per session)."""
+    kept: list[str] = []
+    private = False
+    for value in out.getall("Cache-Control", ()):
+        for part in value.split(","):
+            directive = part.strip()
+            name = directive.split("=", 1)[0].strip().lower()
+            if not directive or name in ("public", "s-maxage"):
+                continue
+            # A `private` that names fields keeps only those from shared caches.
+            private = private or name == "no-store" or directive.lower() == "private"
+            kept.append(directive)
+    if not private:
+        kept.append("private")
+    out["Cache-Control"] = ", ".join(kept)
+
+
 BANNER = "library-gateway"
 # One year, every subdomain; no `preload`, which is a promise to the browsers' preload list
 # that an operator makes deliberately (hstspreload.org), not a default.
@@ -407,7 +466,23 @@ def stamp_response(out: CIMultiDict[str], request_id: str | None, https: bool) -
         out["Strict-Transport-Security"] = HSTS
 
 
+# The cookies no backend may set or clear, in every name the gateway gives them (the session's,
+# and the login's device cookie, which vouches for the patron's own browser), in lower case.
+_GATEWAY_COOKIES = frozenset(
+    f"{prefix}{base}".lower()
+    for base in (SESSION_COOKIE, DEVICE_COOKIE)
+    for prefix in ("", "__Host-", "__Secure-")
+)
+
+
 def _sets_cookie(set_cookie: str, name: str) -> bool:
+    """Whether a backend's Set-Cookie would set or clear one of the gateway's cookies."""
+    key, sep, value = set_cookie.split(";", 1)[0].partition("=")
+    key = key.strip()
+    if sep and not key:
+        # A pair with an empty name (`=library_session=x`) makes a nameless cookie, which
+        # browsers send back as its value alone: `library_session=x` (RFC 6265bis 5.6).
+        key = value.split("=", 1)[0].strip()
     # Browsers match the `__Host-` prefix without regard to case, so compare that way.
-    key = set_cookie.split("=", 1)[0].strip()
-    return key.lower() == name.lower()
+    key = key.lower()
+    return key == name.lower() or key in _GATEWAY_COOKIES

@@ -68,6 +68,7 @@ PAGES = {
     "account-password-refused": 403,
     "account-link-refused": 403,
     "logout": 200,
+    "logged-out": 200,
     "forgot-password": 200,
     "forgot-password-refused": 422,
     "forgot-password-sent": 200,
@@ -79,6 +80,7 @@ PAGES = {
     "activate-refused": 422,
     "dead-link": 410,
     "form-expired": 403,
+    "not-found": 404,
 }
 
 
@@ -141,6 +143,12 @@ async def test_every_auth_page_has_no_serious_accessibility_problem(
     )
 
     await check("logout", t["logout.title"], await visit(page, "/auth/logout"))
+    await check(
+        "logged-out",
+        t["login.title"],
+        await submit(page, page.get_by_role("button", name=t["logout.submit"])),
+    )
+    await expect(page.get_by_role("status")).to_have_text(t["login.notice.logged_out"])
 
     await check("forgot-password", t["forgot.title"], await visit(page, "/auth/forgot-password"))
     send_link = page.get_by_role("button", name=t["forgot.submit"])
@@ -194,6 +202,9 @@ async def test_every_auth_page_has_no_serious_accessibility_problem(
         t["csrf.title"],
         await submit(page, page.get_by_role("button", name=t["forgot_username.submit"])),
     )
+
+    # The gateway's own error page, for a wrong address under /auth/.
+    await check("not-found", t["gateway_error.not_found.title"], await visit(page, "/auth/nothing"))
 
     assert sorted(found) == sorted(PAGES)
     assert found == {name: [] for name in PAGES}

@@ -250,7 +250,14 @@ async def test_an_ended_pass_and_a_merged_account_still_lead_somewhere(
 
     survivor, absorbed = await add_patron(pool, hasher), await add_patron(pool, hasher)
     async with Accounts(pool).transaction() as conn:
-        merged = await merges.merge(conn, survivor.id, absorbed.id, "default", absorbed.pass_number)
+        merged = await merges.merge(
+            conn,
+            survivor.id,
+            absorbed.id,
+            "default",
+            absorbed.pass_number,
+            proved=absorbed.password_hash,
+        )
     assert isinstance(merged, merges.Merged)
     found_both = await desk.find(absorbed.pass_number)
     assert {match.account_id: match.state for match in found_both} == {
@@ -836,7 +843,14 @@ async def test_no_action_reaches_an_account_merged_away_or_one_that_does_not_exi
     survivor, absorbed = await add_patron(pool, hasher), await add_patron(pool, hasher)
     async with Accounts(pool).transaction() as conn:
         assert isinstance(
-            await merges.merge(conn, survivor.id, absorbed.id, "default", absorbed.pass_number),
+            await merges.merge(
+                conn,
+                survivor.id,
+                absorbed.id,
+                "default",
+                absorbed.pass_number,
+                proved=absorbed.password_hash,
+            ),
             merges.Merged,
         )
     before = await state_of(pool, absorbed.id)

@@ -410,7 +410,14 @@ async def test_an_account_merged_away_is_shown_with_the_way_to_its_survivor_and_
 ) -> None:
     survivor, absorbed = await add_patron(pool, hasher), await add_patron(pool, hasher)
     async with Accounts(pool).transaction() as conn:
-        merged = await merges.merge(conn, survivor.id, absorbed.id, "default", absorbed.pass_number)
+        merged = await merges.merge(
+            conn,
+            survivor.id,
+            absorbed.id,
+            "default",
+            absorbed.pass_number,
+            proved=absorbed.password_hash,
+        )
     assert isinstance(merged, merges.Merged)
     text = await (await gw.get("/staff/patrons", params={"q": absorbed.pass_number})).text()
     assert f'href="{page_of(survivor.id)}"' in text and f'href="{page_of(absorbed.id)}"' in text

@@ -155,6 +155,77 @@ async def test_a_forged_client_address_from_an_untrusted_peer_is_replaced_by_the
     assert spelled_as(seen, "X-Forwarded-Host") == ["127.0.0.1:8080"]
 
 
+FORWARDED_FAMILY = [
+    pytest.param("X-Forwarded-Scheme", "https", id="X-Forwarded-Scheme-Rack-nginx"),
+    pytest.param("X-Forwarded-Ssl", "on", id="X-Forwarded-Ssl-Rack-Rails"),
+    pytest.param("X-Forwarded-Protocol", "https", id="X-Forwarded-Protocol"),
+    pytest.param("X-Forwarded-Server", "evil.example", id="X-Forwarded-Server-Apache"),
+    pytest.param("X-Forwarded-Port", "443", id="X-Forwarded-Port"),
+    pytest.param("X-Forwarded-Prefix", "/evil", id="X-Forwarded-Prefix-Spring"),
+    pytest.param("X-Forwarded-Client-Cert", "By=evil;Hash=00", id="XFCC-Envoy"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), FORWARDED_FAMILY)
+async def test_no_x_forwarded_header_of_the_clients_reaches_the_backend(
+    gw: Gateway, recorder: RecordingBackend, name: str, value: str
+) -> None:
+    """Backends are told to believe `X-Forwarded-*` (docs/security.md), and frameworks read
+    more of that family than the three the gateway sets: Rack and Rails take the scheme from
+    X-Forwarded-Scheme or `X-Forwarded-Ssl: on`, Spring a path prefix from X-Forwarded-Prefix,
+    Envoy-fronted services a client certificate from X-Forwarded-Client-Cert. A client that
+    could send them would choose the scheme, host, prefix or certificate a backend builds its
+    links and trust on (Traefik CVE-2024-45410; ASVS 14.5.4). Every spelling a WSGI or CGI
+    server folds together is sent."""
+    folded = name.replace("-", "_")
+    resp = await gw.get("/open/x", headers={name: value, folded: value, name.upper(): value})
+    assert resp.status == 200
+    assert spelled_as(only(recorder), name) == []
+
+
+CLAIMS = [
+    pytest.param("Front-End-Https", "on", id="Front-End-Https-IIS-Rails"),
+    pytest.param("X-Url-Scheme", "https", id="X-Url-Scheme-Rack"),
+    pytest.param("X-Scheme", "https", id="X-Scheme-Tornado-nginx-ingress"),
+    pytest.param("X-Original-Host", "evil.example", id="X-Original-Host-ASP.NET"),
+    pytest.param("X-Host", "evil.example", id="X-Host-host-override"),
+    pytest.param("X-HTTP-Host-Override", "evil.example", id="X-HTTP-Host-Override"),
+    pytest.param("Client-IP", "6.6.6.6", id="Client-IP-PHP-HTTP_CLIENT_IP"),
+    pytest.param("True-Client-IP", "6.6.6.6", id="True-Client-IP-Akamai-Cloudflare"),
+    pytest.param("X-Client-IP", "6.6.6.6", id="X-Client-IP"),
+    pytest.param("X-Cluster-Client-IP", "6.6.6.6", id="X-Cluster-Client-IP-Rack"),
+    pytest.param("Fastly-Client-IP", "6.6.6.6", id="Fastly-Client-IP"),
+    pytest.param("CF-Connecting-IP", "6.6.6.6", id="CF-Connecting-IP"),
+    pytest.param("X-Originating-IP", "6.6.6.6", id="X-Originating-IP"),
+    pytest.param("X-Remote-IP", "6.6.6.6", id="X-Remote-IP"),
+    pytest.param("X-Remote-Addr", "6.6.6.6", id="X-Remote-Addr"),
+    pytest.param("X-Original-Forwarded-For", "6.6.6.6", id="X-Original-Forwarded-For"),
+]
+
+
+@pytest.mark.parametrize(("name", "value"), CLAIMS)
+async def test_no_client_claim_of_scheme_address_or_host_reaches_the_backend(
+    gw: Gateway, recorder: RecordingBackend, name: str, value: str
+) -> None:
+    """Proxies and CDNs tell backends the scheme, the client's address or the host under
+    names of their own, and frameworks believe them: Rails and IIS take `Front-End-Https: on`
+    and Rack `X-Url-Scheme` for "the client used https" (secure cookies, redirects), Tornado
+    `X-Scheme`, ASP.NET `X-Original-Host` for the host links are built on, PHP's
+    HTTP_CLIENT_IP and Rack's X-Cluster-Client-IP for the address an allowlist or a rate
+    limit is keyed on. The gateway says these things in `X-Forwarded-*` alone, so a client's
+    claim under any other name never arrives, in any spelling (ASVS 14.5.4). A header the
+    gateway has no opinion on passes beside it."""
+    folded = name.replace("-", "_")
+    sent = {name: value, folded: value, name.upper(): value, "X-Catalogue-View": "compact"}
+    resp = await gw.get("/open/x", headers=sent)
+    assert resp.status == 200
+    seen = only(recorder)
+    assert spelled_as(seen, name) == []
+    assert seen.all("X-Catalogue-View") == ["compact"]
+    assert seen.all("X-Forwarded-For") == ["127.0.0.1"]
+    assert seen.all("X-Forwarded-Proto") == ["http"]
+
+
 async def test_a_rotating_forged_address_never_resets_or_splits_the_throttle(
     gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher
 ) -> None:

@@ -9,6 +9,7 @@ The unit tests of the normaliser itself are in tests/test_paths.py.
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 
 import pytest
@@ -232,3 +233,30 @@ async def test_the_static_folder_lists_nothing_and_serves_its_own_file(
     assert await css.read() == (resources.files("auth") / "static" / "style.css").read_bytes()
     missing = await gw.get("/auth/static/missing.css")
     assert missing.status == 404
+
+
+ICON_LINK = re.compile(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">')
+
+
+async def test_the_gateways_pages_link_their_own_icon_and_leave_favicon_ico_to_the_routes(
+    make_gateway: MakeGateway, recorder: RecordingBackend
+) -> None:
+    """A browser asks for /favicon.ico only when the page names no icon, so the gateway's
+    pages name theirs, from its own static folder: no 404 on every page view. /favicon.ico is
+    not one of the gateway's paths: a route that claims every path keeps receiving it (a
+    backend has an icon of its own), and without such a route it is a 404 like any path no
+    route claims."""
+    gw = await make_gateway(SITE_WIDE.format(port=recorder.port))
+    page = await gw.get("/auth/login")
+    assert page.status == 200
+    [href] = ICON_LINK.findall(await page.text())
+    assert href.startswith("/auth/static/")
+    icon = await gw.get(href)
+    assert icon.status == 200
+    assert icon.headers["Content-Type"].startswith("image/svg+xml")
+    assert (await icon.read()).startswith(b"<svg ")
+    assert recorder.requests == []
+    assert await request(gw, "/favicon.ico") == 200
+    assert [r.target for r in recorder.requests] == ["/favicon.ico"]
+    alone = await make_gateway(routes_for(recorder.port))
+    assert await request(alone, "/favicon.ico") == 404

@@ -5,9 +5,10 @@ outside the cookie, backends that try to read or overwrite it, and methods that 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import asyncpg
@@ -167,6 +168,14 @@ async def test_the_login_redirect_never_carries_the_session(
         pytest.param(
             "library_session=planted; Domain=127.0.0.1; Path=/auth", id="narrower-path-ASVS-3.4.5"
         ),
+        # A pair without a name is stored as a nameless cookie and sent back as its value
+        # alone, `library_session=planted` (RFC 6265bis 5.6; the "nameless cookie" bypass).
+        pytest.param("=library_session=planted; Path=/", id="nameless-ASVS-3.4.5"),
+        pytest.param("= library_session=planted; Path=/", id="nameless-spaced-ASVS-3.4.5"),
+        # The login's device cookie is the gateway's too: clearing it makes the patron's own
+        # browser a stranger that an attacker's lockout stops (OWASP device cookies).
+        pytest.param("library_device=; Max-Age=0; Path=/auth/", id="device-cleared-ASVS-3.4.5"),
+        pytest.param("=library_device=planted; Path=/auth/", id="device-nameless-ASVS-3.4.5"),
     ],
 )
 async def test_a_backend_can_neither_plant_nor_clear_the_gateway_cookie(
@@ -197,6 +206,43 @@ async def test_a_backend_can_neither_plant_nor_clear_the_gateway_cookie(
     assert cookies == ["backend_pref=1; Path=/"]
     still = await gw.get("/reservations/mine", headers={"Accept": "application/json"})
     assert still.status == 200
+
+
+@pytest.mark.parametrize(
+    "set_cookie",
+    [
+        pytest.param("__Host-library_session=planted; Secure; Path=/", id="host-prefixed"),
+        pytest.param("__HOST-Library_Session=planted; Secure; Path=/", id="host-prefix-case"),
+        pytest.param("=__Host-library_session=planted; Secure; Path=/", id="nameless-host"),
+        pytest.param("__Secure-library_device=; Max-Age=0; Secure; Path=/auth/", id="device"),
+        pytest.param("=__Secure-library_device=x; Secure; Path=/auth/", id="nameless-device"),
+    ],
+)
+async def test_behind_https_a_backend_can_neither_plant_nor_clear_the_prefixed_cookies(
+    make_gateway: MakeGateway,
+    aiohttp_server: Callable[..., Awaitable[TestServer]],
+    set_cookie: str,
+) -> None:
+    """With an https public URL the gateway's cookies carry the `__Host-` and `__Secure-`
+    prefixes, which stop a sibling subdomain but not a backend answering on the gateway's
+    own host: those names, in any case and as a nameless cookie's value, are the gateway's
+    alone (ASVS 3.4.5)."""
+
+    async def handler(request: web.Request) -> web.Response:
+        resp = web.Response(text="ok")
+        resp.headers.add("Set-Cookie", set_cookie)
+        resp.headers.add("Set-Cookie", "backend_pref=1; Path=/")
+        return resp
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handler)
+    server = await aiohttp_server(app)
+    gw = await make_gateway(
+        routes_for(server.port), env={"GATEWAY_PUBLIC_URL": "https://login.example.org"}
+    )
+    resp = await gw.get("/catalogue/x")
+    assert resp.status == 200
+    assert resp.headers.getall("Set-Cookie", []) == ["backend_pref=1; Path=/"]
 
 
 async def test_a_backend_that_echoes_requests_never_sees_the_session(
@@ -236,3 +282,71 @@ async def test_a_backend_that_echoes_requests_never_sees_the_session(
         assert message.type == aiohttp.WSMsgType.TEXT
         assert cookie not in message.data
         assert COOKIE not in message.data
+
+
+@pytest.fixture
+async def public_pages() -> AsyncIterator[int]:
+    """A backend that calls every page of its shared-cacheable for ten minutes: with a length
+    (`/…/small`, the proxy's one-write path) or ended by closing (`/…/streamed`)."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
+        framing = (
+            "Content-Length: 6\r\n"
+            if head.split(" ", 2)[1].endswith("/small")
+            else "Connection: close\r\n"
+        )
+        writer.write(
+            f"HTTP/1.1 200 OK\r\nCache-Control: public, max-age=600, s-maxage=600\r\n"
+            f"{framing}\r\na page".encode()
+        )
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    yield int(server.sockets[0].getsockname()[1])
+    server.close()
+    await server.wait_closed()
+
+
+def shared_caches_may_store(resp: aiohttp.ClientResponse) -> bool:
+    directives = {
+        part.split("=", 1)[0].strip().lower()
+        for value in resp.headers.getall("Cache-Control", ())
+        for part in value.split(",")
+    }
+    return "private" not in directives and "no-store" not in directives
+
+
+@pytest.mark.parametrize("path", ["/catalogue/small", "/catalogue/streamed"])
+async def test_an_answer_carrying_the_gateways_cookie_is_never_left_to_shared_caches(
+    make_gateway: MakeGateway,
+    public_pages: int,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    cookie_keys: MultiFernet,
+    path: str,
+) -> None:
+    """Web cache deception's cousin (CWE-524, ASVS 8.1.1 and 3.4): the gateway puts a
+    refreshed session cookie, once a minute, on whatever answer the patron's request gets.
+    When that answer is one the backend lets shared caches keep, a CDN or a campus proxy
+    stores it with the cookie and hands the patron's session to everyone who asks for the
+    page next; a cookie cleared that way logs out everyone who gets the stored copy. The
+    backend's policy may stand for its page, never for the gateway's cookie."""
+    gw = await make_gateway(routes_for(public_pages))
+    patron = await add_patron(pool, hasher)
+    assert (await login(gw, patron.username)).status == 303
+    cookie = jar_cookie(gw)
+    assert cookie is not None
+    data = open_cookie(cookie_keys, cookie)
+    data["session"]["seen"] -= 120  # the activity is due to be recorded in a new cookie
+    data["session"]["iat"] -= 120
+    quiet = seal_cookie(cookie_keys, data)
+    for sent, refreshed in ((quiet, True), ("not-a-cookie-of-ours", False)):
+        resp = await fetch(gw, path, sent)
+        assert resp.status == 200
+        assert await resp.text() == "a page"
+        [set_cookie] = resp.headers.getall("Set-Cookie")
+        assert set_cookie.startswith(f"{COOKIE}=")
+        assert clears_cookie(resp) is not refreshed
+        assert not shared_caches_may_store(resp)

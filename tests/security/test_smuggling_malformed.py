@@ -14,6 +14,7 @@ a backend on their way to the patron, and for the one body the gateway parses it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from urllib.parse import quote
 
@@ -353,13 +354,48 @@ async def test_a_backend_body_that_breaks_its_framing_is_cut_off_not_completed(
     assert not body.endswith(b"0\r\n\r\n")
 
 
+@pytest.mark.parametrize(
+    "fields",
+    [
+        pytest.param([b"X-Huge: " + b"h" * (1024 * 1024)], id="one-field-of-1-MiB"),
+        pytest.param(
+            [b"X-Many-%d: %s" % (n, b"h" * 1000) for n in range(1000)], id="1000-fields-of-1-KiB"
+        ),
+    ],
+)
+async def test_a_backend_answer_with_a_huge_head_is_502_and_never_relayed(
+    make_gateway: MakeGateway, fields: list[bytes]
+) -> None:
+    """A compromised or broken backend that answers with megabytes of header fields would
+    have the gateway hold them all in memory, for every patron it answers that way, and pass
+    them on to browsers that refuse them (nginx answers such a backend 502, "upstream sent
+    too big header"; ASVS 12.1.1 applies to what the gateway reads from backends too)."""
+    answer = b"HTTP/1.1 200 OK\r\n" + b"\r\n".join(fields) + b"\r\nContent-Length: 2\r\n\r\nok"
+    raw = await through_gateway(make_gateway, answer)
+    assert statuses(raw) == [502]
+    assert b"hhhh" not in raw
+
+
+async def test_a_backend_answer_with_a_large_but_ordinary_head_is_relayed(
+    make_gateway: MakeGateway,
+) -> None:
+    """The limit leaves room for what real backends send: forty cookies of 600 bytes."""
+    cookies = [b"Set-Cookie: c%d=%s; Path=/" % (n, b"v" * 600) for n in range(40)]
+    answer = b"HTTP/1.1 200 OK\r\n" + b"\r\n".join(cookies) + b"\r\nContent-Length: 2\r\n\r\nok"
+    raw = await through_gateway(make_gateway, answer)
+    assert statuses(raw) == [200]
+    assert raw.count(b"Set-Cookie: c") == 40
+
+
 async def through_gateway(make_gateway: MakeGateway, answer: bytes) -> bytes:
     """What a client gets for one request whose backend answers exactly `answer`."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.readuntil(b"\r\n\r\n")
         writer.write(answer)
-        await writer.drain()
+        # The gateway may hang up before it has read an answer it refuses.
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
         writer.close()
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
@@ -477,3 +513,35 @@ async def test_a_semicolon_does_not_split_form_fields(
     assert resp.status == 401
     still = await gw.get("/reservations/mine", headers={"Accept": "application/json"})
     assert still.status == 401
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        pytest.param(b"HTTP/0.9", id="HTTP-0.9-RFC9112-2.3"),
+        pytest.param(b"HTTP/2.0", id="HTTP-2.0-in-an-HTTP-1-request-line-RFC9112-2.3"),
+    ],
+)
+async def test_a_version_other_than_http_1_is_refused_with_505_and_nothing_is_forwarded(
+    gw: Gateway, recorder: RecordingBackend, version: bytes
+) -> None:
+    """aiohttp's parser takes these request lines (others, such as HTTP/1.2 or HTTP/3.0, it
+    refuses with 400 itself), and a proxy that forwarded them as 1.1 would answer in a
+    version it does not speak ("HTTP/0.9 200") after reading a framing the client may not
+    have meant (RFC 9110 6.2, RFC 9112 2.3; ASVS 13.1.1). The answer is a 505 in HTTP/1.1
+    and the connection closes, on a route and on the gateway's own paths alike."""
+    assert gw.port is not None
+    for target in (b"/open/x", b"/healthz"):
+        answer = await exchange(gw.port, b"GET " + target + b" " + version + b"\r\nHost: x\r\n\r\n")
+        head = answer.partition(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 505 HTTP Version Not Supported\r\n"), answer
+        assert b"\r\nServer: library-gateway" in head, answer
+        assert statuses(answer) == [505], answer
+    assert_nothing_forwarded(recorder)
+
+
+async def test_http_1_0_is_still_forwarded(gw: Gateway, recorder: RecordingBackend) -> None:
+    assert gw.port is not None
+    answer = await exchange(gw.port, b"GET /open/x HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert statuses(answer) == [200], answer
+    assert [r.target for r in recorder.requests] == ["/open/x"]
