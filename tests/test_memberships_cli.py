@@ -14,6 +14,7 @@ import pytest
 from auth.credentials.passwords import PasswordHasher
 from auth.memberships import Membership
 from auth.services import SERVICES
+from auth.store import merges
 from auth.store.accounts import Accounts
 from auth.store.memberships import Memberships
 from tests.helpers import (
@@ -192,6 +193,38 @@ async def test_a_membership_added_and_ended_is_seen_at_once_by_a_running_gateway
     assert await memberships_seen() == "default::"
     assert not await can_log_in(gw, "KB200001")
     assert await can_log_in(gw, patron.username)
+
+
+async def test_a_membership_add_to_a_merged_away_account_is_refused(
+    tmp_path: Path, database_url: str, pool: asyncpg.Pool, hasher: PasswordHasher
+) -> None:
+    """An account merged into another keeps a row (and a `merged:` name) but never logs in
+    again: a pass added to it would never log in either, so the command names the account
+    it was merged into instead."""
+    survivor, absorbed = await add_patron(pool, hasher), await add_patron(pool, hasher)
+    async with pool.acquire() as conn, conn.transaction():
+        merged = await merges.merge(
+            conn,
+            survivor.id,
+            absorbed.id,
+            "default",
+            absorbed.pass_number,
+            proved=absorbed.password_hash,
+        )
+    assert isinstance(merged, merges.Merged)
+    retired = await pool.fetchval("SELECT username FROM accounts WHERE id = $1::uuid", absorbed.id)
+    code, out, err = await command(
+        database_url,
+        tmp_path,
+        *("accounts", "membership", "add", "--account", retired),
+        *("--institution", "kb", "--pass-number", "KB300077"),
+    )
+    assert (code, out) == (1, "")
+    assert err == (
+        f"library-gateway: account {retired!r} was merged into {survivor.username!r};"
+        " add the pass there\n"
+    )
+    assert await Memberships(pool).of(absorbed.id) == ()
 
 
 async def test_a_membership_add_is_refused_with_the_reason(

@@ -170,6 +170,17 @@ class Accounts:
         )
         return _account(row)
 
+    async def merged_into(self, account_id: str, *, conn: Any) -> str | None:
+        """The username of the account `account_id` was merged into, or None while it is an
+        account of its own; its row is locked until the caller's transaction ends, so a
+        merge cannot come between this answer and what the caller does with it."""
+        value = await conn.fetchval(
+            "SELECT s.username FROM accounts a LEFT JOIN accounts s ON s.id = a.merged_into"
+            " WHERE a.id = $1::uuid FOR UPDATE OF a",
+            account_id,
+        )
+        return str(value) if value is not None else None
+
     async def by_username(self, username: str) -> Account | None:
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM accounts WHERE username_canonical = $1",

@@ -101,6 +101,12 @@ def membership_add_command(args: argparse.Namespace) -> int:
                     f"pass number {membership.pass_number!r} is the username of another account"
                 )
             async with accounts.transaction() as conn:
+                survivor = await accounts.merged_into(account.id, conn=conn)
+                if survivor is not None:
+                    raise _Refused(
+                        f"account {account.username!r} was merged into {survivor!r};"
+                        " add the pass there"
+                    )
                 try:
                     await memberships.add(account.id, membership, conn=conn)
                 except MembershipTaken:
