@@ -82,10 +82,13 @@ class AuthServices:
     ) -> None:
         """Store a patron's new password inside the caller's transaction: every session of
         theirs ends (but `keep_sid`, the caller's own), every device cookie of theirs stops
-        vouching for a browser, and the notice to the stored address is queued with the
-        change, so none of it happens without the rest."""
+        vouching for a browser, every reset link mailed before stops working (whoever got
+        hold of one must not set a password after the patron chose a new one), and the
+        notice to the stored address is queued with the change, so none of it happens
+        without the rest."""
         await self.accounts.set_password_hash(account.id, new_hash, conn=conn)
         await self.accounts.void_devices(account.id, conn=conn)
+        await self.links.void_all(conn, account.id)
         await self.registry.revoke_account(account.id, keep_sid=keep_sid, conn=conn)
         if account.email:
             await Outbox.put(

@@ -33,6 +33,7 @@ _PAGE = """<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{title}</title>
+<link rel="icon" href="/auth/static/favicon.svg" type="image/svg+xml">
 <style nonce="{nonce}">body{{font:1.1rem/1.5 system-ui,sans-serif;max-width:36rem;margin:4rem auto;
 padding:0 1rem;color:#1d1d1b}}h1{{font-size:1.5rem}}</style></head>
 <body><main><h1>{title}</h1><p>{text}</p><p><a href="/">{home}</a></p></main></body>

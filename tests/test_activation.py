@@ -202,6 +202,63 @@ async def test_inviting_an_active_pass_number_fails_and_changes_nothing(
     assert await account(pool, patron.pass_number) == patron
 
 
+@pytest.mark.usefixtures("fresh_recovery_mails")
+async def test_links_mailed_to_an_address_an_invitation_corrected_stop_working(
+    gw: Gateway, pool: asyncpg.Pool, mail_catcher: MailCatcher
+) -> None:
+    """Defends against whoever received the invitation at a mistyped address (or asked for a
+    reset link there) activating the member's account after the library invited the member
+    again at the right address: the new member would find their pass taken over."""
+    number = unique_pass_number()
+    wrong, right = f"typo{number}@example.org", f"nieuw{number}@example.org"
+    services = gw.app[SERVICES]
+    invitations = Invitations(
+        services.accounts,
+        services.links,
+        services.composer,
+        services.public_url,
+        services.activation_ttl,
+    )
+    await invitations.send(number, wrong)
+    await settle(gw)
+    stale_activation = link_in(await mail_for(mail_catcher, wrong, "activate"))
+    page = await gw.get("/auth/forgot-password")
+    asked = await post_form(
+        gw,
+        "/auth/forgot-password",
+        {"csrf_token": csrf_in(await page.text()), "identifier": number},
+    )
+    assert asked.status == 200
+    await settle(gw)
+    stale_reset = link_in(await mail_for(mail_catcher, wrong, "reset"))
+
+    await invitations.send(number, right)
+    await settle(gw)
+    fresh = link_in(await mail_for(mail_catcher, right, "activate"))
+
+    for stale, path, field in (
+        (stale_activation, "/auth/activate", "password"),
+        (stale_reset, "/auth/reset-password", "new_password"),
+    ):
+        shown = await gw.get(followed(stale))
+        assert shown.status == 410
+        page = await gw.get("/auth/login")
+        taken = await post_form(
+            gw,
+            path,
+            {
+                "csrf_token": csrf_in(await page.text()),
+                "token": token_of(stale),
+                field: "the wrong recipient's password",
+            },
+        )
+        assert taken.status == 410
+    assert (await account(pool, number)).password_hash is None
+    assert (await activate(gw, fresh, "", PASSWORD)).status == 303
+    assert await can_log_in(gw, number)
+    assert not await can_log_in(gw, number, "the wrong recipient's password")
+
+
 # --- The activation page -----------------------------------------------------------------------
 
 

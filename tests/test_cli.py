@@ -13,7 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from auth.credentials.passwords import PasswordHasher
 from auth.store.accounts import Accounts
-from gateway.config.settings import SETTINGS
+from gateway.config.settings import SETTINGS, Settings
 from tests.helpers import (
     ROOT,
     MakeGateway,
@@ -61,6 +61,71 @@ def test_bad_settings_are_refused_with_the_variable_named() -> None:
     )
     assert result.returncode == 1
     assert "GATEWAY_THEME_COLOUR='red;}body{': must be a hex colour" in result.stderr
+
+
+# A password with a character a URL gives a meaning (`/`, `#`, `?`, `@`) that the operator did
+# not percent-encode: the URL then splits inside the password, and a parser that quotes the
+# piece it could not read (a port, a host, a query field) would print the password.
+LEAKY_URLS = [
+    ("GATEWAY_DATABASE_URL", "postgresql://gateway:hunter2/Qx7@127.0.0.1:5432/db", "hunter2"),
+    ("GATEWAY_DATABASE_URL", "postgresql://gateway:hunter2#Qx7@127.0.0.1/db", "hunter2"),
+    ("GATEWAY_DATABASE_URL", "postgresql://gateway:pw?hunter2Qx7@127.0.0.1/db", "hunter2"),
+    ("GATEWAY_DATABASE_URL", "postgresql://gateway:hunter2@Qx7@[::1/db", "hunter2"),
+    ("GATEWAY_DATABASE_URL", "postgres ql://gateway:hunter2@127.0.0.1/db", "hunter2"),
+    ("GATEWAY_DATABASE_LISTEN_URL", "postgresql://gateway:hunter2/Qx7@127.0.0.1/db", "hunter2"),
+    ("GATEWAY_SMTP_URL", "smtps://mailer:hunter2/Qx7@smtp.example.org:465", "hunter2"),
+    ("GATEWAY_SMTP_URL", "smtps://mailer:hunter2#Qx7@smtp.example.org:465", "hunter2"),
+    ("GATEWAY_SMTP_URL", "smtps://mailer:4711/hunter2Qx7@smtp.example.org:465", "4711"),
+    ("GATEWAY_SMTP_URL", "smtps://mailer:hunter2@Qx7@smtp.example.org:465", "Qx7"),
+]
+
+
+@pytest.mark.parametrize(("variable", "url", "fragment"), LEAKY_URLS)
+async def test_a_secret_url_that_cannot_be_read_is_refused_without_showing_it(
+    variable: str, url: str, fragment: str, database_url: str, tmp_path: Path
+) -> None:
+    """An operator's typo in a URL that holds a password stops the command with the variable
+    named and the value hidden, before anything connects: not a traceback that quotes part of
+    the password into a log collector, nor a mail sent to a "host" made of it."""
+    env = {"GATEWAY_DATABASE_URL": database_url, variable: url}
+    result = await asyncio.to_thread(
+        cli,
+        "accounts",
+        "invite",
+        "--pass-number",
+        unique_pass_number(),
+        "--email",
+        "reader@example.org",
+        "--data-dir",
+        str(tmp_path),
+        env=env,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert fragment not in result.stdout + result.stderr
+    assert f"library-gateway: {variable}=(hidden): " in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "url"),
+    [
+        ("GATEWAY_DATABASE_URL", "postgresql://gateway:hunter2%2FQx7@pgbouncer:6432/library"),
+        ("GATEWAY_DATABASE_URL", "postgres://gateway@[::1]:5432,db2.example.org:5433/library"),
+        ("GATEWAY_DATABASE_URL", "postgresql://postgres:@/library?host=/run/postgresql"),
+        ("GATEWAY_DATABASE_URL", "postgresql:///library?host=%2Frun%2Fpostgresql&port=5433"),
+        ("GATEWAY_DATABASE_LISTEN_URL", "postgresql://gateway:p%40ss%23w%3Frd@postgres/library"),
+        ("GATEWAY_SMTP_URL", "smtp://127.0.0.1:2525"),
+        ("GATEWAY_SMTP_URL", "smtps://mailer%40example.org:hunter2%2FQx7@smtp.example.org"),
+        ("GATEWAY_SMTP_URL", "smtps://mailer:p:ss@smtp.example.org:465/"),
+    ],
+)
+def test_every_url_the_gateway_can_read_as_meant_is_accepted(variable: str, url: str) -> None:
+    env = {variable: url}
+    if variable == "GATEWAY_DATABASE_LISTEN_URL":
+        env["GATEWAY_DATABASE_URL"] = url
+    assert (
+        getattr(Settings.from_env(env), variable.lower().removeprefix("gateway_")).reveal() == url
+    )
 
 
 CLI_PASSWORD = "a quiet reading room"

@@ -290,7 +290,7 @@ REFUSALS = [
     pytest.param(
         one_client("secret_env: a-secret-pasted-here-by-mistake"),
         5,
-        "secret_env 'a-secret-pasted-here-by-mistake' must be the name of an environment variable",
+        "secret_env must be the name of an environment variable",
         id="secret-in-the-file",
     ),
     pytest.param(
@@ -382,6 +382,27 @@ def test_a_secret_shorter_than_32_characters_is_refused_without_showing_it() -> 
         "secret (at least 32 characters; `openssl rand -hex 32` makes a good one)"
     ]
     assert short not in found[0]
+
+
+@pytest.mark.parametrize(
+    "pasted",
+    [
+        pytest.param("9f2c4be81d7a03e56c1f8b2a94d07e3c5a6b8d1e2f3a4b5c6d7e8f9a0b1c", id="hex"),
+        pytest.param("d41d8cd98f00b204e9800998ecf8427ed41d8cd98f00b204e9800998ec", id="hex-a"),
+        pytest.param("q8Zr0-KtX_3vWm9yLb2Nc7Hd5Fg1Jp4Sa6Ue8Io0Ry2T", id="token-urlsafe"),
+        pytest.param("Qm9va3MgYXJlIGEgdW5pcXVlbHkgcG9ydGFibGUgbWFnaWM+/=", id="base64"),
+        pytest.param("JBSWY3DPEHPK3PXPJBSWY3DPEHPK3PXP", id="base32"),
+    ],
+)
+def test_a_secret_pasted_into_secret_env_is_refused_without_showing_it(pasted: str) -> None:
+    """The mistake the rule is there for: the secret itself where its variable's name goes.
+    The problem is logged by a running gateway (a reload) and printed by `clients check`, so
+    it points at the line and never quotes the value, not even cut short."""
+    found = problems(one_client(f"secret_env: {pasted}"))
+
+    assert len(found) == 1 and found[0].startswith("clients.yaml:5: secret_env"), found
+    for piece in (pasted, pasted[:16], pasted[-16:]):
+        assert piece not in found[0]
 
 
 def test_a_secret_of_32_characters_is_enough() -> None:

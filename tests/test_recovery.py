@@ -514,6 +514,32 @@ async def test_a_reset_link_dies_when_the_account_is_disabled_and_stays_dead_aft
     assert not await can_log_in(gw, patron.username, NEW_PASSWORD)
 
 
+async def test_a_reset_link_mailed_before_a_password_change_dies_with_the_old_password(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against a reset link somebody else got hold of (a shared mailbox, one left
+    open) outliving the password change the patron made on the account page to lock them
+    out: the link would set a password of the intruder's choosing for another half hour."""
+    patron = await add_patron(pool, hasher)
+    link = await reset_link(gw, mail_catcher, patron)
+    assert (await login(gw, patron.username)).status == 303
+    csrf = await form_token(gw, "/auth/account")
+    changed = await post_form(
+        gw,
+        "/auth/account/password",
+        {"csrf_token": csrf, "current_password": PASSWORD, "new_password": NEW_PASSWORD},
+    )
+    assert changed.status == 303
+
+    gw.session.cookie_jar.clear()
+    page = await gw.get(followed(link))
+    assert page.status == 410 and is_dead_link(await page.text())
+    resp = await post_reset(gw, token_of(link), "the intruder's own password")
+    assert resp.status == 410 and is_dead_link(await resp.text())
+    assert await can_log_in(gw, patron.username, NEW_PASSWORD)
+    assert not await can_log_in(gw, patron.username, "the intruder's own password")
+
+
 async def test_a_used_link_is_gone(
     gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
 ) -> None:
@@ -575,6 +601,39 @@ async def test_two_simultaneous_uses_of_one_link_set_one_password(
         if row["subject"] == mail_subject("password_changed")
     ]
     assert len(notices) == 1
+
+
+async def test_two_links_of_one_patron_used_at_once_set_one_password_and_fail_cleanly(
+    gw: Gateway, pool: asyncpg.Pool, hasher: PasswordHasher, mail_catcher: MailCatcher
+) -> None:
+    """Defends against two reset links of one account (two mails, or the patron's and a
+    second party's) both setting a password when used at the same moment, and against the
+    loser getting a server error instead of the dead-link page (each use voids the other's
+    link: done in two orders at once, that would deadlock in PostgreSQL)."""
+    services = gw.app[SERVICES]
+    for _ in range(5):
+        patron = await add_patron(pool, hasher)
+        # The second link as the form's work makes it: only the race is of interest here.
+        tokens = [
+            token_of(await reset_link(gw, mail_catcher, patron)),
+            await services.links.issue(patron.id, "reset", services.reset_ttl),
+        ]
+        csrf = await form_token(gw, "/auth/forgot-password")
+        passwords = ("first of the two racers", "second of the two racers")
+        answers = await asyncio.gather(
+            *(
+                post_form(
+                    gw,
+                    "/auth/reset-password",
+                    {"csrf_token": csrf, "token": token, "new_password": password},
+                )
+                for token, password in zip(tokens, passwords, strict=True)
+            )
+        )
+        assert sorted(resp.status for resp in answers) == [303, 410]
+        winner, loser = passwords if answers[0].status == 303 else passwords[::-1]
+        assert await can_log_in(gw, patron.username, winner)
+        assert not await can_log_in(gw, patron.username, loser)
 
 
 async def test_reset_and_activation_links_do_not_open_each_others_door(

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from cryptography.fernet import Fernet
 from pytest_aiohttp import AiohttpServer
 
 from gateway import appkeys
@@ -278,6 +279,74 @@ async def test_a_route_removed_from_the_file_answers_404(
     assert resp.status == 404
     assert (await resp.json())["error"] == "not_found"
     assert await served_by(gw, "/catalogue/search") == "first"
+
+
+# --- SIGHUP while the gateway starts ---------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_a_sighup_while_the_gateway_starts_does_not_end_it(
+    route_file: Path, tmp_path: Path, workers: int
+) -> None:
+    """`systemctl reload` (the unit's `kill -HUP`) can come while `run` is still starting: a
+    systemd `Type=exec` service counts as started the moment the program runs. SIGHUP's
+    default action ends a process, so until the gateway listens for the signal it must be
+    ignored (the files are read afresh at start anyway). The gateway is held at its first
+    database connection, signalled there, then let go: it must end by its own error, not
+    by the signal."""
+    write_routes(route_file, routes_for(8101))
+    connected = asyncio.Event()
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        connected.set()
+
+    database = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = database.sockets[0].getsockname()[1]
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")},
+        "GATEWAY_DATABASE_URL": f"postgresql://gateway:secret@127.0.0.1:{port}/library",
+        "GATEWAY_COOKIE_KEYS": Fernet.generate_key().decode("ascii"),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        "run",
+        "--routes",
+        str(route_file),
+        "--port",
+        "0",
+        "--admin-port",
+        "0",
+        "--workers",
+        str(workers),
+        "--data-dir",
+        str(tmp_path / "data"),
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        async with asyncio.timeout(NEVER):
+            await connected.wait()
+            process.send_signal(signal.SIGHUP)
+            # Then the database goes away, so the start fails: a gateway that lived through
+            # the signal ends with its own error, one the signal ended has no say.
+            for writer in held:
+                writer.close()
+            _, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+        database.close()
+    assert process.returncode != -signal.SIGHUP, stderr.decode(errors="replace")
+    assert process.returncode == 1, stderr.decode(errors="replace")
 
 
 # --- library-gateway routes check ----------------------------------------------------------

@@ -1,7 +1,8 @@
 """New members: an invitation by mail, and the page where they choose username and password.
 
 `invite` makes the account (without a password, username = pass number) and mails a link;
-the link is single-use and expires (default 7 days). On the page the member keeps the pass
+the link is single-use and expires (default 7 days). Inviting again at another address voids
+every link mailed to the old one. On the page the member keeps the pass
 number as username or picks their own, under the same rules as a username change.
 """
 
@@ -74,6 +75,9 @@ class Invitations:
                 )
             elif account.email != email:
                 await self.accounts.set_email(account.id, email, conn=conn)
+                # Links mailed to the old address (an invitation, a reset) would let whoever
+                # reads it there take the account over: only the new address's link works.
+                await self.links.void_all(conn, account.id)
                 rows.append(Event("email_changed", actor, account_id=account.id, details=facts))
             await self.queue_mail(conn, account.id, pass_number, email, lang)
             if self.audit is not None and rows:

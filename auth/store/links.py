@@ -2,7 +2,11 @@
 
 A token is 256 bits from the CSPRNG; the database keeps only its SHA-256, so a copy of the
 database does not hold working links. Spending is one conditional UPDATE, so two concurrent
-uses of the same link cannot both succeed.
+uses of the same link cannot both succeed. Whatever touches several links of one account
+(spending one voids its siblings, voiding all, counting before issuing) first locks the
+account's row (`_lock`), as every change of an account does (a new password, a block, a new
+address, a merge): changes of one account take turns instead of locking each other's rows in
+opposite orders (a deadlock, and a server error for one of the patrons).
 """
 
 from __future__ import annotations
@@ -55,13 +59,10 @@ class Links:
         within: float,
     ) -> str | None:
         """`issue` inside the caller's transaction, unless `limit` links of this kind were
-        made for the account in the last `within` seconds (then None). A lock per account and
-        purpose, held until the transaction ends, makes simultaneous callers count one
-        another's links instead of all seeing the same old count."""
-        await conn.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            f"account_tokens:{purpose}:{account_id}",
-        )
+        made for the account in the last `within` seconds (then None). The account's lock,
+        held until the transaction ends, makes simultaneous callers count one another's links
+        instead of all seeing the same old count."""
+        await _lock(conn, account_id)
         count = await conn.fetchval(
             "SELECT count(*) FROM account_tokens WHERE account_id = $1::uuid AND purpose = $2"
             " AND created_at > now() - make_interval(secs => $3)",
@@ -86,7 +87,9 @@ class Links:
         return str(value) if value is not None else None
 
     async def void_all(self, conn: Any, account_id: str) -> None:
-        """Every live link of the account stops working (the account was blocked)."""
+        """Every live link of the account stops working (the account was blocked, its
+        address or its password changed)."""
+        await _lock(conn, account_id)
         await conn.execute(
             "UPDATE account_tokens SET used_at = now() WHERE account_id = $1::uuid"
             " AND used_at IS NULL",
@@ -97,6 +100,14 @@ class Links:
         """Use the token up inside the caller's transaction; None if it was not live."""
         if not plausible(token):
             return None
+        owner = await conn.fetchval(
+            "SELECT account_id::text FROM account_tokens WHERE token_hash = $1 AND purpose = $2",
+            token_hash(token),
+            purpose,
+        )
+        if owner is None:
+            return None
+        await _lock(conn, str(owner))
         value = await conn.fetchval(
             "UPDATE account_tokens SET used_at = now() WHERE token_hash = $1 AND purpose = $2"
             " AND used_at IS NULL AND expires_at > now() RETURNING account_id::text",
@@ -113,3 +124,10 @@ class Links:
             purpose,
         )
         return str(value)
+
+
+async def _lock(conn: Any, account_id: str) -> None:
+    """Lock the account's row until the caller's transaction ends: before its links, in the
+    order every change of an account takes the two. The lock an UPDATE of the row takes, so
+    it waits for such changes, and they for it."""
+    await conn.execute("SELECT 1 FROM accounts WHERE id = $1::uuid FOR NO KEY UPDATE", account_id)

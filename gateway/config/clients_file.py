@@ -188,6 +188,17 @@ _REQUIRED_KEYS = ("client_id", "name", "redirect_uris")
 _THEME_KEYS = ("name", "colour", "text_colour", "logo_url")
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._~-]{1,64}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_CONVENTIONAL_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
+
+
+def _shown_name(name: str) -> bool:
+    """Whether a secret_env value may be quoted: a name as variables are spelled (capitals,
+    digits, '_'), with a '_' or shorter than a secret may be. A pasted hex, base64 or
+    base32 secret is none of these."""
+    return bool(_CONVENTIONAL_NAME.fullmatch(name)) and (
+        "_" in name or len(name) < MIN_SECRET_LENGTH
+    )
+
 
 _T = TypeVar("_T")
 
@@ -309,18 +320,21 @@ class _ClientsReader(Reader):
         name = self.string(node, "secret_env")
         if name is None:
             return None
+        # The value is quoted only when it reads as a variable's name: the mistake this
+        # rule is for is the secret itself pasted here, and the problem is logged.
         if not _ENV_NAME.fullmatch(name):
             self.problem(
                 node,
-                f"secret_env '{show(name)}' must be the name of an environment variable "
-                "(letters, digits and '_'), never the secret itself",
+                "secret_env must be the name of an environment variable (letters, digits and "
+                "'_'), never the secret itself (what is there is not shown, in case it is one)",
             )
             return None
         secret = self._env.get(name, "")
         if not secret:
+            shown = name if _shown_name(name) else "it names (not shown: it may be the secret)"
             self.problem(
                 node,
-                f"secret_env: the environment variable {name} is not set or is empty; set it "
+                f"secret_env: the environment variable {shown} is not set or is empty; set it "
                 "to the client's secret, or remove secret_env for a public client",
             )
             return None

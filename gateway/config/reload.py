@@ -274,6 +274,7 @@ async def _watching(watched: list[WatchedFile[Any, Any]]) -> AsyncIterator[None]
         for file in watched:
             file.reload()
 
+    before = signal.getsignal(signal.SIGHUP)
     try:
         loop.add_signal_handler(signal.SIGHUP, reload_all)
         hup = True
@@ -284,6 +285,11 @@ async def _watching(watched: list[WatchedFile[Any, Any]]) -> AsyncIterator[None]
     finally:
         if hup:
             loop.remove_signal_handler(signal.SIGHUP)
+            # asyncio leaves SIGHUP's default action (ending the process) behind; put back
+            # what was there (`run` ignores it), so a reload while the gateway shuts down
+            # does not cut its last cleanup short.
+            if before is not None:
+                signal.signal(signal.SIGHUP, before)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

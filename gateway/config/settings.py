@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from gateway.config.secret_urls import postgres_url_problem, smtp_url_problem
+
 
 class Secret:
     """A string that does not show itself in `repr()`, logs or tracebacks."""
@@ -109,6 +111,18 @@ def _secret(value: str) -> Secret:
     return Secret(value)
 
 
+def _postgres_url(value: str) -> Secret:
+    if value and (problem := postgres_url_problem(value)):
+        raise ValueError(problem)
+    return Secret(value)
+
+
+def _smtp_url(value: str) -> Secret:
+    if value and (problem := smtp_url_problem(value)):
+        raise ValueError(problem)
+    return Secret(value)
+
+
 def _flag(value: str) -> bool:
     word = value.lower()
     if word in ("1", "true", "yes", "on"):
@@ -175,7 +189,7 @@ class Settings:
         "GATEWAY_DATABASE_URL",
         "",
         "postgresql://… of the account database; unset: an embedded PostgreSQL under the data dir",
-        _secret,
+        _postgres_url,
         secret=True,
     )
     database_listen_url: Secret = _setting(
@@ -183,7 +197,7 @@ class Settings:
         "",
         "postgresql://… straight to the same database, never through a pooler: for the LISTEN "
         "connection and the migrations' lock; unset: GATEWAY_DATABASE_URL",
-        _secret,
+        _postgres_url,
         secret=True,
     )
     database_pooler: str = _setting(
@@ -212,7 +226,7 @@ class Settings:
         "GATEWAY_SMTP_URL",
         "",
         "smtp://host:port or smtps://user:pass@host:port; unset: mail goes to DATA_DIR/outbox/",
-        _secret,
+        _smtp_url,
         secret=True,
     )
     mail_from: str = _setting(

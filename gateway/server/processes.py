@@ -33,7 +33,7 @@ from gateway.config.routes_file import load_routes
 from gateway.config.settings import Settings, SettingsError
 from gateway.ops import logs, tracing
 from gateway.ops.admin import create_admin_app
-from gateway.server.runner import GatewayRunner
+from gateway.server.runner import AdminRunner, GatewayRunner
 
 log = logging.getLogger("gateway")
 
@@ -47,6 +47,10 @@ def _event_loop_policy() -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    # SIGHUP (`systemctl reload`) may come while the gateway starts, before its file watcher
+    # listens for it, and its default action would end the process: ignore it until then.
+    # Nothing is lost: the files are read as they are now, after this line.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = load_settings(
         host=args.host,
         port=args.port,
@@ -162,7 +166,7 @@ async def _serve_until_signalled(
 
 def _admin_site(settings: Settings, app: web.Application):  # type: ignore[no-untyped-def]
     async def ctx(_app: web.Application):  # type: ignore[no-untyped-def]
-        runner = web.AppRunner(create_admin_app(app), access_log=None)
+        runner = AdminRunner(create_admin_app(app), access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, settings.admin_host, settings.admin_port, reuse_port=True)
         await site.start()
@@ -202,6 +206,9 @@ def supervise(
         if pid == 0:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_DFL)
+            # Not the supervisor's forwarding (to the pids it knew at the fork, which may be
+            # gone and reused by then): ignored until this worker's watcher listens.
+            signal.signal(signal.SIGHUP, signal.SIG_IGN)
             try:
                 institution_map = None
                 if institutions_file is not None:

@@ -92,3 +92,39 @@ class GatewayRunner(web.AppRunner):
             https=self.app[appkeys.SETTINGS].https,
             **server._kwargs,
         )
+
+
+class _AdminRequestHandler(web.RequestHandler):
+    """aiohttp's per-connection protocol for the admin listener, answering its parser's
+    errors as `GatewayRequestHandler` does: the status alone, the gateway's banner."""
+
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        response = super().handle_error(request, status, exc, None)
+        stamp_response(response.headers, None, False)
+        return response
+
+
+class _AdminServer(web.Server):
+    def __call__(self) -> _AdminRequestHandler:
+        return _AdminRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class AdminRunner(web.AppRunner):
+    """The admin listener's runner (gateway.ops.admin): aiohttp's server, whose parser's
+    refusals carry the gateway's versionless banner and nosniff and never echo the request,
+    as the public port's do (the admin app stamps its own answers)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        return _AdminServer(
+            server.request_handler,
+            request_factory=server.request_factory,
+            handler_cancellation=server.handler_cancellation,
+            **server._kwargs,
+        )

@@ -90,12 +90,20 @@ ROUTES = DEMO_ROUTES
 CLIENT_NAME = "De Online Bibliotheek"
 CLIENT_COLOUR = "#e4003b"
 CLIENT_REDIRECT = "https://online.example.nl/callback"
+# A site of another organisation: its patrons are asked once whether to share their details.
+PARTNER_ID = "partner-site"
+PARTNER_NAME = "Leesclub Noord"
+PARTNER_REDIRECT = "https://leesclub.example.nl/callback"
 CLIENTS = f"""\
 clients:
   - client_id: online-library
     name: {CLIENT_NAME}
     redirect_uris: [{CLIENT_REDIRECT}]
     theme: {{name: {CLIENT_NAME}, colour: "{CLIENT_COLOUR}", text_colour: "#ffffff"}}
+  - client_id: {PARTNER_ID}
+    name: {PARTNER_NAME}
+    redirect_uris: [{PARTNER_REDIRECT}]
+    first_party: false
 """
 
 _numbers = itertools.count(10**9 + secrets.randbelow(10**9))

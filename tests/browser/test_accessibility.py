@@ -12,20 +12,12 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import urlencode
 
 import pytest
-from playwright.async_api import Locator, Page, expect
+from playwright.async_api import Page, expect
 
-from auth.pages import i18n
-from tests.browser.conftest import (
-    CLIENT_NAME,
-    CLIENT_REDIRECT,
-    PASSWORD,
-    Library,
-    NewContext,
-    Shoot,
-)
+from tests.browser.conftest import CLIENT_NAME, PASSWORD, Library, NewContext, Shoot
+from tests.browser.patron_pages import CLIENT_LOGIN, PAGES, walk_patron_pages
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
 
@@ -49,163 +41,18 @@ async def blocking_violations(page: Page, axe_script: str) -> list[str]:
     ]
 
 
-async def submit(page: Page, button: Locator) -> int:
-    """Press a form's button and return the HTTP status of the page it leads to (after
-    redirects)."""
-    async with page.expect_navigation() as navigation:
-        await button.click()
-    response = await navigation.value
-    assert response is not None
-    return response.status
-
-
-# Every state of every /auth/* page a patron can meet, with the HTTP status it comes with.
-PAGES = {
-    "login": 200,
-    "login-failed": 401,
-    "account": 200,
-    "account-username-refused": 422,
-    "account-password-refused": 403,
-    "account-link-refused": 403,
-    "logout": 200,
-    "logged-out": 200,
-    "forgot-password": 200,
-    "forgot-password-refused": 422,
-    "forgot-password-sent": 200,
-    "forgot-username": 200,
-    "forgot-username-sent": 200,
-    "reset-password": 200,
-    "reset-password-refused": 422,
-    "activate": 200,
-    "activate-refused": 422,
-    "dead-link": 410,
-    "form-expired": 403,
-    "not-found": 404,
-}
-
-
-async def visit(page: Page, path: str) -> int:
-    response = await page.goto(path)
-    assert response is not None
-    return response.status
-
-
 @pytest.mark.parametrize("lang", ["nl", "en"])
 async def test_every_auth_page_has_no_serious_accessibility_problem(
     lang: str, library: Library, new_context: NewContext, axe_script: str, shoot: Shoot
 ) -> None:
-    t = i18n.translator(lang)
-    patron = await library.add_patron()
-    member = await library.add_patron(password=None)
-    links = library.services.links
     page = await (await new_context(lang, bypass_csp=True)).new_page()
     found: dict[str, list[str]] = {}
 
-    async def check(name: str, heading: str, status: int) -> None:
-        """axe the page, after making sure it is the page meant."""
-        assert status == PAGES[name], f"{name}: HTTP {status}"
-        await expect(page.get_by_role("heading", level=1)).to_have_text(heading)
-        await expect(page.locator("html")).to_have_attribute("lang", lang)
+    async def check(name: str) -> None:
         found[name] = await blocking_violations(page, axe_script)
         await shoot(page, name)
 
-    login_button = page.get_by_role("button", name=t["login.submit"])
-    await check("login", t["login.title"], await visit(page, "/auth/login?next=/auth/account"))
-    await page.get_by_label(t["login.username"]).fill(patron.username)
-    await page.get_by_label(t["login.password"], exact=True).fill("not the password")
-    await check("login-failed", t["login.title"], await submit(page, login_button))
-    await page.get_by_label(t["login.password"], exact=True).fill(PASSWORD)
-    await check("account", t["account.title"], await submit(page, login_button))
-
-    username_form = page.get_by_role("form", name=t["account.change_username"])
-    await username_form.get_by_label(t["account.new_username"]).fill("two words")
-    await username_form.get_by_label(t["account.current_password"]).fill(PASSWORD)
-    await check(
-        "account-username-refused",
-        t["account.title"],
-        await submit(page, username_form.get_by_role("button", name=t["account.save_username"])),
-    )
-    password_form = page.get_by_role("form", name=t["account.change_password"])
-    await password_form.get_by_label(t["account.current_password"]).fill("not the password")
-    await password_form.get_by_label(t["account.new_password"]).fill("a fine new password")
-    await check(
-        "account-password-refused",
-        t["account.title"],
-        await submit(page, password_form.get_by_role("button", name=t["account.save_password"])),
-    )
-    link_form = page.get_by_role("form", name=t["passes.link_title"])
-    await link_form.get_by_label(t["passes.link_pass_number"]).fill("no such pass")
-    await link_form.get_by_label(t["passes.link_password"]).fill("not the password")
-    await check(
-        "account-link-refused",
-        t["account.title"],
-        await submit(page, link_form.get_by_role("button", name=t["passes.link_save"])),
-    )
-
-    await check("logout", t["logout.title"], await visit(page, "/auth/logout"))
-    await check(
-        "logged-out",
-        t["login.title"],
-        await submit(page, page.get_by_role("button", name=t["logout.submit"])),
-    )
-    await expect(page.get_by_role("status")).to_have_text(t["login.notice.logged_out"])
-
-    await check("forgot-password", t["forgot.title"], await visit(page, "/auth/forgot-password"))
-    send_link = page.get_by_role("button", name=t["forgot.submit"])
-    await check("forgot-password-refused", t["forgot.title"], await submit(page, send_link))
-    await page.get_by_label(t["forgot.identifier"]).fill(patron.username)
-    await check("forgot-password-sent", t["forgot.title"], await submit(page, send_link))
-
-    await check(
-        "forgot-username", t["forgot_username.title"], await visit(page, "/auth/forgot-username")
-    )
-    await page.get_by_label(t["forgot_username.email"]).fill("nobody@example.org")
-    await check(
-        "forgot-username-sent",
-        t["forgot_username.title"],
-        await submit(page, page.get_by_role("button", name=t["forgot_username.submit"])),
-    )
-
-    token = await links.issue(patron.id, "reset", 600)
-    await check(
-        "reset-password", t["reset.title"], await visit(page, f"/auth/reset-password?token={token}")
-    )
-    await page.get_by_label(t["account.new_password"]).fill("short")
-    await check(
-        "reset-password-refused",
-        t["reset.title"],
-        await submit(page, page.get_by_role("button", name=t["reset.submit"])),
-    )
-
-    token = await links.issue(member.id, "activate", 600)
-    await check("activate", t["activate.title"], await visit(page, f"/auth/activate?token={token}"))
-    await page.get_by_label(t["activate.username"]).fill("two words")
-    await page.get_by_label(t["activate.password"]).fill("a fine new password")
-    await check(
-        "activate-refused",
-        t["activate.title"],
-        await submit(page, page.get_by_role("button", name=t["activate.submit"])),
-    )
-
-    await check(
-        "dead-link",
-        t["activate.invalid.title"],
-        await visit(page, "/auth/activate?token=used-up-or-never-issued"),
-    )
-
-    # A form whose session has gone (the browser was closed and reopened in between).
-    await visit(page, "/auth/forgot-username")
-    await page.context.clear_cookies()
-    await page.get_by_label(t["forgot_username.email"]).fill("nobody@example.org")
-    await check(
-        "form-expired",
-        t["csrf.title"],
-        await submit(page, page.get_by_role("button", name=t["forgot_username.submit"])),
-    )
-
-    # The gateway's own error page, for a wrong address under /auth/.
-    await check("not-found", t["gateway_error.not_found.title"], await visit(page, "/auth/nothing"))
-
+    await walk_patron_pages(page, library, lang, check)
     assert sorted(found) == sorted(PAGES)
     assert found == {name: [] for name in PAGES}
 
@@ -359,19 +206,7 @@ async def test_the_login_page_opened_from_a_connected_library_wears_its_colours(
     clients.yaml; a colour in the request's parameters is ignored), on a page as accessible
     as the library's own."""
     page = await (await new_context("en")).new_page()
-    query = urlencode(
-        {
-            "response_type": "code",
-            "client_id": "online-library",
-            "redirect_uri": CLIENT_REDIRECT,
-            "scope": "openid profile",
-            "state": "s",
-            "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
-            "code_challenge_method": "S256",
-            "colour": "#000000",
-        }
-    )
-    await page.goto(f"/auth/oidc/authorize?{query}")
+    await page.goto(CLIENT_LOGIN)
     await expect(page.get_by_role("heading", level=1)).to_have_text(f"Log in to {CLIENT_NAME}")
     await expect(
         page.get_by_text(f"Log in to {CLIENT_NAME} with your library account")
@@ -380,6 +215,6 @@ async def test_the_login_page_opened_from_a_connected_library_wears_its_colours(
     await shoot(page, "client-login", "readme-login-client.png")
     # axe's script needs the CSP out of its way; the colours were judged under it above.
     checked = await (await new_context("en", bypass_csp=True)).new_page()
-    await checked.goto(f"/auth/oidc/authorize?{query}")
+    await checked.goto(CLIENT_LOGIN)
     await expect(checked.get_by_role("heading", level=1)).to_have_text(f"Log in to {CLIENT_NAME}")
     assert await blocking_violations(checked, axe_script) == []

@@ -21,11 +21,9 @@ from aiohttp import web
 from cryptography.fernet import Fernet, MultiFernet
 from playwright.async_api import Browser, Page, expect
 
-from auth.audit import NO_ORIGIN, Actor
 from auth.credentials.passwords import PasswordHasher
 from auth.mail import SmtpTransport
 from auth.pages import i18n
-from auth.staff import totp
 from auth.staff.services import STAFF_SERVICES
 from gateway.app import create_app
 from gateway.config.reload import RouteMap
@@ -43,23 +41,18 @@ from tests.browser.conftest import (
     _listening_socket,
     _serve,
 )
+from tests.browser.staff_pages import (
+    STAFF_PAGES,
+    STAFF_PASSWORD,
+    invite,
+    sign_in_password,
+    sign_out,
+    walk_staff_console,
+)
 from tests.browser.test_accessibility import blocking_violations
-from tests.helpers import FAST_ARGON2, link_in, mail_for
+from tests.helpers import FAST_ARGON2
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
-
-STAFF_PASSWORD = "the index cards in the basement"
-OPERATOR = Actor("operator", "test")
-
-
-async def invite(
-    app: web.Application, catcher: MailCatcher, email: str, role: str, lang: str
-) -> str:
-    """Add a staff member as `library-gateway staff add` does; the link their mail carries."""
-    await app[STAFF_SERVICES].management.invite(
-        email, role, actor=OPERATOR, origin=NO_ORIGIN, lang=lang
-    )
-    return link_in(await mail_for(catcher, email, "staff_activate", lang))
 
 
 def local(url: str, link: str) -> str:
@@ -75,19 +68,6 @@ async def choose_password(page: Page, t: dict[str, str], path: str) -> None:
     await expect(page.get_by_role("heading", level=1)).to_have_text(t["staff.security.title"])
 
 
-async def sign_in_password(page: Page, t: dict[str, str], email: str) -> None:
-    await page.goto("/staff/login")
-    await page.get_by_label(t["staff.login.email"]).fill(email)
-    await page.get_by_label(t["staff.login.password"], exact=True).fill(STAFF_PASSWORD)
-    await page.get_by_role("button", name=t["staff.login.submit"]).click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text(t["staff.factor.title"])
-
-
-async def sign_out(page: Page, t: dict[str, str]) -> None:
-    await page.get_by_role("button", name=t["staff.sign_out"]).click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text(t["staff.login.title"])
-
-
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("lang", ["nl", "en"])
 async def test_a_new_admin_enrols_an_authenticator_app_and_signs_in_with_it(
@@ -97,83 +77,17 @@ async def test_a_new_admin_enrols_an_authenticator_app_and_signs_in_with_it(
     axe_script: str,
     shoot: Shoot,
 ) -> None:
-    t = dict(i18n.translator(lang))
-    email = f"admin-{lang}-{time.time_ns()}@library.example.org"
-    link = await invite(library.app, library.catcher, email, "admin", lang)
     # axe's script needs the CSP out of its way; the pages need no script of their own.
     page = await (await new_context(lang, bypass_csp=True)).new_page()
     found: dict[str, list[str]] = {}
 
     async def check(name: str) -> None:
-        await expect(page.locator("html")).to_have_attribute("lang", lang)
         found[name] = await blocking_violations(page, axe_script)
         await shoot(page, name)
 
-    await page.goto(library.path(link))
-    await check("activate")
-    await page.get_by_label(t["staff.activate.password"], exact=True).fill("password")
-    await page.get_by_role("button", name=t["staff.activate.submit"]).click()
-    await expect(page.get_by_label(t["staff.activate.password"], exact=True)).to_be_focused()
-    await check("activate-refused")
-    await page.get_by_label(t["staff.activate.password"], exact=True).fill(STAFF_PASSWORD)
-    await page.get_by_role("button", name=t["staff.activate.submit"]).click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text(t["staff.security.title"])
-    await check("enrol-choice")
-
-    await page.get_by_role("link", name=t["staff.enrol.choose_totp"]).click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text(t["staff.enrol.totp_title"])
-    await expect(page.locator("svg.qr")).to_be_visible()
-    await check("totp")
-    secret = "".join((await page.locator("#secret").text_content() or "").split())
-    await page.get_by_label(t["staff.factor.code"]).fill("000000")
-    await page.get_by_role("button", name=t["staff.enrol.totp_submit"]).click()
-    await expect(page.get_by_label(t["staff.factor.code"])).to_be_focused()
-    await check("totp-refused")
-    step = totp.step_at(time.time())
-    await page.get_by_label(t["staff.factor.code"]).fill(totp.code_at(secret, step))
-    await page.get_by_label(t["staff.enrol.name"]).fill("Work phone")
-    await page.get_by_role("button", name=t["staff.enrol.totp_submit"]).click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text(t["staff.codes.title"])
-    await expect(page.locator(".codes li")).to_have_count(10)
-    await check("recovery-codes")
-
-    await page.get_by_role("link", name=t["staff.codes.continue"]).click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text(t["staff.home.title"])
-    await expect(page.get_by_text(email)).to_be_visible()
-    await check("home")
-    for name, heading in (
-        ("staff.nav.members", "staff.members.title"),
-        ("staff.nav.audit", "staff.audit.title"),
-        ("staff.nav.security", "staff.security.title"),
-    ):
-        await (
-            page.get_by_role("navigation", name=t["staff.nav"])
-            .get_by_role("link", name=t[name])
-            .click()
-        )
-        await expect(page.get_by_role("heading", level=1)).to_have_text(t[heading])
-        await check(name.rsplit(".", 1)[1])
-
-    await sign_out(page, t)
-    await check("login")
-    await page.get_by_label(t["staff.login.email"]).fill(email)
-    await page.get_by_label(t["staff.login.password"], exact=True).fill("not the password")
-    await page.get_by_role("button", name=t["staff.login.submit"]).click()
-    await expect(page.get_by_role("alert")).to_have_text(t["staff.login.failed"])
-    await check("login-failed")
-    await sign_in_password(page, t, email)
-    await check("second-step")
-    # The code the enrolment used is spent; the app's next one is not.
-    await page.get_by_label(t["staff.factor.code"]).fill(totp.code_at(secret, step))
-    await page.get_by_role("button", name=t["staff.factor.totp_submit"]).click()
-    await expect(page.get_by_role("alert")).to_have_text(t["staff.login.factor_failed"])
-    await check("second-step-failed")
-    await page.get_by_label(t["staff.factor.code"]).fill(totp.code_at(secret, step + 1))
-    await page.get_by_role("button", name=t["staff.factor.totp_submit"]).click()
-    await expect(page.get_by_role("heading", level=1)).to_have_text(t["staff.home.title"])
-
+    await walk_staff_console(page, library, lang, check)
+    assert list(found) == list(STAFF_PAGES)
     assert found == {name: [] for name in found}, found
-    assert len(found) == 14
 
 
 # --- passkeys, on a gateway at http://localhost ------------------------------------------

@@ -16,7 +16,9 @@ from yarl import URL
 
 from auth.credentials.passwords import PasswordHasher
 from auth.pages.render import PERMISSIONS_POLICY
+from gateway.ops.admin import create_admin_app
 from gateway.proxy.websocket import is_upgrade as websocket_upgrade
+from gateway.server.runner import AdminRunner
 from tests.helpers import (
     PASSWORD,
     Gateway,
@@ -565,7 +567,7 @@ async def test_a_broken_websocket_handshake_is_refused_with_the_gateways_headers
     assert "Server: library-gateway" in lines
     assert "X-Request-Id: ws-broken-1" in lines
     assert "X-Content-Type-Options: nosniff" in lines
-    assert b"aiohttp" not in answer and b"Python" not in answer
+    assert "aiohttp" not in head_of(answer) and "Python" not in head_of(answer)
     assert recorder.requests == []
 
 
@@ -599,3 +601,46 @@ async def test_a_request_the_parser_refuses_gets_an_answer_without_version_or_ec
     assert head.startswith("HTTP/1.1 400") or head.startswith("HTTP/1.0 400")
     assert "aiohttp" not in head and "Python" not in head
     assert b"session=abc" not in answer
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        pytest.param(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "200", id="metrics"
+        ),
+        pytest.param(
+            b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "200", id="readyz"
+        ),
+        pytest.param(
+            b"GET /nothing HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "404", id="404"
+        ),
+        pytest.param(
+            b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Secret: session=abc\x01def\r\n\r\n",
+            "400",
+            id="parser-400",
+        ),
+    ],
+)
+async def test_the_admin_listener_names_no_version_and_echoes_nothing(
+    gw: Gateway, request_bytes: bytes, status: str
+) -> None:
+    """The admin listener (metrics and probes; `GATEWAY_ADMIN_HOST=0.0.0.0` in a pod makes it
+    reachable from the whole cluster) is served as `run` serves it, and answers like the
+    public port: a versionless banner, nosniff, and no echo of a request its parser refused
+    (ASVS 14.3.3)."""
+    runner = AdminRunner(create_admin_app(gw.app), access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        answer = await exchange(port, request_bytes)
+    finally:
+        await runner.cleanup()
+    status_line, *fields = head_of(answer).split("\r\n")
+    assert status_line.split(" ", 2)[1] == status
+    assert "aiohttp" not in head_of(answer) and "Python" not in head_of(answer)
+    assert "Server: library-gateway" in fields
+    assert "X-Content-Type-Options: nosniff" in fields
+    assert b"session=abc" not in answer and b"X-Secret" not in answer
