@@ -107,6 +107,34 @@ async def test_a_secret_url_that_cannot_be_read_is_refused_without_showing_it(
 
 
 @pytest.mark.parametrize(
+    ("keys", "reason"),
+    [
+        ("not-a-fernet-key-hunter2", "each key must be 32 url-safe base64-encoded bytes"),
+        (" , ", "no keys given"),
+    ],
+)
+@pytest.mark.parametrize("command", [("keys", "list"), ("run", "--port", "0")])
+async def test_cookie_keys_that_cannot_be_used_stop_a_command_with_one_line(
+    keys: str, reason: str, command: tuple[str, ...], tmp_path: Path
+) -> None:
+    """A mistyped GATEWAY_COOKIE_KEYS stops every command with the variable named, the
+    reason, and the value hidden: not a traceback."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(
+        "routes:\n  - name: library\n    prefix: /\n    backend: http://127.0.0.1:9\n"
+    )
+    if command[0] == "run":
+        command = (*command, "--routes", str(routes))
+    result = await asyncio.to_thread(
+        cli, *command, "--data-dir", str(tmp_path), env={"GATEWAY_COOKIE_KEYS": keys}
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.startswith(f"library-gateway: GATEWAY_COOKIE_KEYS=(hidden): {reason}")
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
     ("variable", "url"),
     [
         ("GATEWAY_DATABASE_URL", "postgresql://gateway:hunter2%2FQx7@pgbouncer:6432/library"),

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from auth.sessions.cookies import CookieKeyError, parse_keys
 from gateway.config.secret_urls import postgres_url_problem, smtp_url_problem
 
 
@@ -114,6 +115,17 @@ def _secret(value: str) -> Secret:
 def _postgres_url(value: str) -> Secret:
     if value and (problem := postgres_url_problem(value)):
         raise ValueError(problem)
+    return Secret(value)
+
+
+def _cookie_keys(value: str) -> Secret:
+    """Checked as the settings are read, so every command refuses a key it could not use
+    with one line instead of a traceback, and without showing the value."""
+    if value.strip():
+        try:
+            parse_keys(value)
+        except CookieKeyError as exc:
+            raise ValueError(str(exc)) from None
     return Secret(value)
 
 
@@ -219,7 +231,7 @@ class Settings:
         "",
         "comma-separated Fernet keys; the first encrypts, all decrypt; unset: a key kept in "
         "the data dir",
-        _secret,
+        _cookie_keys,
         secret=True,
     )
     smtp_url: Secret = _setting(
