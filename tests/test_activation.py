@@ -320,6 +320,40 @@ async def test_a_refused_activation_shows_the_reason_and_leaves_the_link_working
     assert await can_log_in(gw, f"Lid.{number}")
 
 
+async def test_a_disabled_account_cannot_be_activated_even_with_a_new_link(
+    gw: Gateway, pool: asyncpg.Pool, mail_catcher: MailCatcher
+) -> None:
+    """Disabling voids the links mailed before; an invitation sent again afterwards mails a new
+    one, which must not let anybody choose a password for the disabled account either."""
+    number, _ = await invite(gw, mail_catcher)
+    await Accounts(pool).set_disabled((await account(pool, number)).id, True)
+    services = gw.app[SERVICES]
+    email = f"opnieuw{number}@example.org"
+    await Invitations(
+        services.accounts,
+        services.links,
+        services.composer,
+        services.public_url,
+        services.activation_ttl,
+    ).send(number, email)
+    await settle(gw)
+    link = link_in(await mail_for(mail_catcher, email, "activate"))
+    assert (await gw.get(followed(link))).status == 410
+    page = await gw.get("/auth/login")
+    refused = await post_form(
+        gw,
+        "/auth/activate",
+        {
+            "csrf_token": csrf_in(await page.text()),
+            "token": token_of(link),
+            "username": "",
+            "password": PASSWORD,
+        },
+    )
+    assert refused.status == 410
+    assert (await account(pool, number)).password_hash is None
+
+
 async def test_an_activation_link_works_once(
     gw: Gateway, pool: asyncpg.Pool, mail_catcher: MailCatcher
 ) -> None:

@@ -109,7 +109,11 @@ async def _live(request: web.Request, token: str) -> Account | None:
     services = request.app[SERVICES]
     account_id = await services.links.peek(token, "activate")
     account = await services.accounts.by_id(account_id) if account_id else None
-    return account if account is not None and not account.password_hash else None
+    # A disabled account is activated by nobody, whatever link it was sent (disabling voids
+    # those mailed before; an invitation sent again after it mails a new one).
+    if account is None or account.password_hash or account.disabled:
+        return None
+    return account
 
 
 async def _dead(request: web.Request) -> web.Response:
