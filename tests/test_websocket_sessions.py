@@ -11,6 +11,7 @@ patrons logged in through the real form. Nothing sleeps: a close is awaited with
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -264,6 +265,40 @@ async def test_when_the_listener_is_back_only_the_sockets_of_ended_sessions_clos
 
     await closed_for_the_session(missed, sockets, "missed")
     await still_open(kept, sockets, "kept")
+
+
+async def test_a_socket_ends_when_its_sessions_lifetime_runs_out(
+    make_gateway: MakeGateway,
+    sockets: SocketBackend,
+    pool: asyncpg.Pool,
+    hasher: PasswordHasher,
+    cookie_keys: MultiFernet,
+) -> None:
+    """Nothing is pushed when a session's lifetime runs out: the once-a-minute look-up of the
+    held sessions ends its socket then; another patron's stays open."""
+    gw = await make_gateway(routes_for(sockets.server.port))
+    patron = await signed_in(gw, pool, hasher)
+    other = await signed_in(gw, pool, hasher)
+    ending = await open_socket(gw, sockets, "ending", patron.cookie, patron.id)
+    kept = await open_socket(gw, sockets, "other", other.cookie, other.id)
+    sid = open_cookie(cookie_keys, patron.cookie)["session"]["sid"]
+    # The session's lifetime over, as time would make it (GATEWAY_SESSION_LIFETIME).
+    expired = await pool.execute(
+        "UPDATE sessions SET expires_at = now() - interval '1 second' WHERE sid_hash = $1",
+        sid_hash(sid),
+    )
+    assert expired == "UPDATE 1"
+    await still_open(ending, sockets, "ending")  # nothing is pushed for it
+
+    # The activity's writes, which the gateway runs once a minute, here every 50 ms.
+    writes = asyncio.create_task(gw.app[SERVICES].registry.record_activity(every=0.05))
+    try:
+        await closed_for_the_session(ending, sockets, "ending")
+        await still_open(kept, sockets, "other")
+    finally:
+        writes.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writes
 
 
 # --- What is held, and what a check ends ---------------------------------------------------

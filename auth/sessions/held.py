@@ -12,7 +12,9 @@ that the session is over, on this instance or any other:
   afresh and those that are over end; a username change ends none;
 - notifications may have been missed (the listening connection was lost, and at each try to
   get it back): every held session is looked up afresh, and only those that are over end, so
-  a database restart does not throw every patron's sockets away.
+  a database restart does not throw every patron's sockets away;
+- a session's lifetime runs out, which nobody announces: every held session is looked up
+  afresh once a minute (`SessionRegistry.recheck_held`, with the activity's writes).
 
 A look-up the database cannot answer ends nothing (the next try of the listening connection,
 or its return, asks again); any other failure ends the connections it was about (fail closed).

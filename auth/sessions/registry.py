@@ -408,8 +408,17 @@ class SessionRegistry:
             while True:
                 await asyncio.sleep(every)
                 await self._flush_logged()
+                self.recheck_held()
         finally:
             await self._flush_logged()
+
+    def recheck_held(self) -> None:
+        """Look the sessions of held connections up again, so those whose lifetime ran out end
+        too: a revocation is pushed to every instance, the end of a session's lifetime is not.
+        Run with the activity's writes (once a minute): one query for all, none when nothing
+        is held."""
+        if len(self._held):
+            self._held.check_all()
 
     async def _flush_logged(self) -> None:
         try:
