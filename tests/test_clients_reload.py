@@ -8,6 +8,7 @@ Nothing here sleeps: each test waits for the maps' own `on_change` / `on_failure
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from gateway import appkeys
 from gateway.cli.main import clients_path
 from gateway.config.clients_file import ClientsInvalid, load_clients
-from gateway.config.reload import ClientMap, RouteMap, WatchedFile
+from gateway.config.reload import ClientMap, RouteMap, WatchedFile, watcher
 from gateway.config.routes_file import parse_routes
 from tests.helpers import Gateway, MakeGateway, cli, routes_for
 from tests.test_reload import NEVER, send_sighup
@@ -180,6 +181,35 @@ async def test_a_fixed_clients_file_takes_effect_after_a_refused_one(
     await follow.change()
 
     assert client_map.table.get("library-app") is not None
+
+
+async def test_a_clients_file_refused_for_a_route_is_read_again_once_the_route_is_renamed(
+    make_gateway: MakeGateway, backend: TestServer, client_file: Path, tmp_path: Path
+) -> None:
+    """A clients.yaml refused because of routes.yaml (a client named like a route) takes
+    effect once the operator renames the route: the clients file is read again when the
+    routes file it depended on changes, without being touched itself."""
+    route_file = tmp_path / "routes.yaml"
+    write_file(route_file, routes_for(backend.port))
+    gw = await make_gateway(routes_for(backend.port), route_file=route_file)
+    route_map = gw.app[appkeys.ROUTES]
+    client_map = ClientMap(load_clients(client_file), client_file, routes=route_map)
+    follow = Follow(client_map)
+    async with contextlib.asynccontextmanager(watcher(route_map, client_map))(gw.app):
+        # Each file read as its watcher would on seeing it change (what a change sets off is
+        # what is tested, not the polling that notices it).
+        write_file(client_file, ONLINE + APP.replace("library-app", "reservations"))
+        assert not client_map.reload()
+        await follow.failure()
+        assert client_map.table.get("reservations") is None
+
+        renamed = routes_for(backend.port).replace("name: reservations", "name: booking")
+        write_file(route_file, renamed)
+        assert route_map.reload()
+        await follow.change()
+
+    assert client_map.table.get("reservations") is not None
+    assert not client_map.refused
 
 
 async def test_sighup_reloads_the_routes_and_the_clients_together(

@@ -58,6 +58,8 @@ class WatchedFile(ABC, Generic[T, E]):
         self.path = path
         self.reloads_ok = 0
         self.reloads_failed = 0
+        # The last read of the file was refused: the table in force is an older one.
+        self.refused = False
         # Called after the new table is in force, or after a file was refused; they let a
         # caller (the tests, a metrics hook) follow reloads without polling.
         self.on_change: list[Callable[[T], None]] = []
@@ -82,6 +84,7 @@ class WatchedFile(ABC, Generic[T, E]):
             table = self.load(self.path)
         except self._invalid as exc:
             self.reloads_failed += 1
+            self.refused = True
             self._log.error(
                 f"{self._what} not reloaded, the last good one stays in force",
                 extra={"problems": [str(problem) for problem in exc.problems]},
@@ -89,6 +92,7 @@ class WatchedFile(ABC, Generic[T, E]):
             for failed in self.on_failure:
                 failed(exc)
             return False
+        self.refused = False
         if table.digest == self.table.digest:
             return False
         self.table = table
@@ -274,6 +278,22 @@ async def _watching(watched: list[WatchedFile[Any, Any]]) -> AsyncIterator[None]
         for file in watched:
             file.reload()
 
+    def retry_refused(changed: WatchedFile[Any, Any]) -> Callable[[object], None]:
+        """A file refused because of another (a client named like a route, a rule naming an
+        institution not yet listed) is read again once that other file changes: the
+        operator who fixes the other file need not touch this one too."""
+
+        def retry(_table: object) -> None:
+            for file in watched:
+                if file is not changed and file.refused:
+                    file.reload()
+
+        return retry
+
+    retries = [(file, retry_refused(file)) for file in watched]
+    for file, retry in retries:
+        file.on_change.append(retry)
+
     before = signal.getsignal(signal.SIGHUP)
     try:
         loop.add_signal_handler(signal.SIGHUP, reload_all)
@@ -290,6 +310,8 @@ async def _watching(watched: list[WatchedFile[Any, Any]]) -> AsyncIterator[None]
             # does not cut its last cleanup short.
             if before is not None:
                 signal.signal(signal.SIGHUP, before)
+        for file, retry in retries:
+            file.on_change.remove(retry)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
