@@ -163,17 +163,25 @@ async def _fill(response: _R, request: web.Request, template: str, context: dict
             **context,
         )
     )
+    keep_language_choice(request, response, lang, secure=services.public_url.startswith("https://"))
+    return response
+
+
+def keep_language_choice(
+    request: web.Request, response: web.StreamResponse, lang: str, *, secure: bool
+) -> None:
+    """A language chosen with `?lang=` is remembered for a year, for the patrons' pages and
+    the staff console alike (`Secure` when the gateway is reached over https)."""
     if request.query.get("lang") in i18n.LANGUAGES:
         response.set_cookie(
             i18n.LANG_COOKIE,
             lang,
             path="/",
-            secure=services.public_url.startswith("https://"),
+            secure=secure,
             httponly=True,
             samesite="Lax",
             max_age=365 * 86400,
         )
-    return response
 
 
 def page_headers(request: web.Request, response: web.StreamResponse) -> None:

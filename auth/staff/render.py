@@ -19,7 +19,12 @@ from urllib.parse import urlencode
 from aiohttp import web
 
 from auth.pages import i18n
-from auth.pages.render import OPENER_POLICY, PERMISSIONS_POLICY, language
+from auth.pages.render import (
+    OPENER_POLICY,
+    PERMISSIONS_POLICY,
+    keep_language_choice,
+    language,
+)
 from auth.services import SERVICES, TEMPLATES
 from auth.staff import csrf
 from auth.staff.identity import STAFF
@@ -111,16 +116,7 @@ async def page(
             **context,
         )
     )
-    if request.query.get("lang") in i18n.LANGUAGES:
-        out.set_cookie(
-            i18n.LANG_COOKIE,
-            lang,
-            path="/",
-            secure=request.config_dict[STAFF_SERVICES].secure,
-            httponly=True,
-            samesite="Lax",
-            max_age=365 * 86400,
-        )
+    keep_language_choice(request, out, lang, secure=request.config_dict[STAFF_SERVICES].secure)
     return out
 
 
